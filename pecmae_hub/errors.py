@@ -1,0 +1,33 @@
+"""Typed errors. Every error a user can act on derives from :class:`PecmaeError`.
+
+Each class also derives from the matching built-in (``ValueError``, ``FileNotFoundError`` ...)
+so callers that already catch those keep working.
+"""
+
+
+class PecmaeError(Exception):
+    """Base class of every error raised on purpose by pecmae_hub."""
+
+
+class AudioError(PecmaeError, ValueError):
+    """Audio that cannot be read or used: unreadable, empty, silent where it matters, NaN/inf."""
+
+
+class InputShapeError(PecmaeError, ValueError):
+    """A tensor argument with the wrong shape, dtype or size (e.g. a ``z`` of the wrong dimension)."""
+
+
+class CheckpointError(PecmaeError, ValueError):
+    """A weights file that does not match the architecture (missing/unexpected keys, shapes, format)."""
+
+
+class ConfigError(PecmaeError, ValueError):
+    """An invalid or inconsistent configuration value."""
+
+
+class ModelNotFoundError(PecmaeError, FileNotFoundError):
+    """A model name, repo id, revision or file that cannot be found (or is not cached when offline)."""
+
+
+class DatasetError(PecmaeError, ValueError):
+    """A dataset folder, split file or metadata table that does not have the expected layout."""

@@ -1,0 +1,473 @@
+"""GM-Solos: an 8-class solo-instrument data set rendered from General MIDI sound banks.
+
+The classes and their order are those of Medley-Solos-DB. Each clip is a melody (a random scale
+melody or a real corpus melody, see :mod:`pecmae_hub.gm_solos_melodies`) played by one GM preset
+of one sound bank with FluidSynth at 24 kHz, then passed through a random recording chain (EQ,
+chorus, reverb, noise) and normalised to a jittered RMS level. Three banks are for training; the
+fourth (TimGM6mb) is held out as the test bank. Everything is drawn from a per-clip
+``numpy.random.default_rng`` seeded by (seed, bank, class, index), so a clip is reproducible
+bit for bit. FluidSynth's own reverb and chorus are off and the synth is reset between clips, so
+no state leaks from one clip to the next.
+"""
+from __future__ import annotations
+
+import csv
+import ctypes
+import os
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import SAMPLE_RATE, write_wav
+from .errors import ConfigError, DatasetError, PecmaeError
+from .gm_solos_melodies import Note, add_second_voice, corpus_melody, perform, scale_melody
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """A class: its label, GM programs (1-based; one is picked per clip) and MIDI pitch range."""
+
+    label: str
+    programs: tuple[int, ...]
+    low: int
+    high: int
+    sustained: bool  # wind/bowed/sung: gets modulation-wheel vibrato and expression swells
+
+
+INSTRUMENTS = (
+    Instrument("clarinet", (72,), 50, 89, True),
+    Instrument("distorted electric guitar", (31,), 40, 81, False),
+    Instrument("female singer", (53, 54), 55, 79, True),  # choir aahs / voice oohs
+    Instrument("flute", (74,), 60, 93, True),
+    Instrument("piano", (1,), 36, 96, False),
+    Instrument("tenor saxophone", (67,), 44, 75, True),
+    Instrument("trumpet", (57,), 55, 82, True),
+    Instrument("violin", (41,), 55, 93, True),
+)
+LABELS = tuple(i.label for i in INSTRUMENTS)
+PROGRAMS = {i.label: i.programs for i in INSTRUMENTS}
+
+BANKS = {
+    "fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "musescore": "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+    "csound": "/usr/share/sounds/sf2/sf_GMbank.sf2",
+    "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
+}
+BANK_PACKAGES = {
+    "fluidr3": "fluid-soundfont-gm",
+    "musescore": "musescore-general-soundfont-small",
+    "csound": "csound-soundfont",
+    "timgm6mb": "timgm6mb-soundfont",
+}
+TRAIN_BANKS = ("fluidr3", "musescore", "csound")
+TEST_BANKS = ("timgm6mb",)
+METADATA_COLUMNS = ("path", "label", "label_id", "bank", "program", "melody_source", "seed", "index", "split")
+BLOCK = 64  # FluidSynth renders in 64-sample blocks: events are placed on block boundaries
+SILENCE_RMS = 10 ** (-70 / 20)
+MAX_ATTEMPTS = 4
+
+
+def label_slug(label: str) -> str:
+    """File-name form of a label: ``"distorted electric guitar"`` -> ``"distorted_electric_guitar"``."""
+    return label.replace(" ", "_")
+
+
+def default_split(bank: str) -> str:
+    """``"test"`` for the held-out bank(s), ``"train"`` otherwise."""
+    return "test" if bank in TEST_BANKS else "train"
+
+
+def bank_path(bank: str) -> Path:
+    """Path of a bank's sound font; :class:`DatasetError` naming the Debian package if it is missing."""
+    if bank not in BANKS:
+        raise DatasetError(f"unknown sound bank {bank!r}; choose from {', '.join(BANKS)}")
+    path = Path(BANKS[bank])
+    if not path.exists():
+        raise DatasetError(
+            f"sound bank {bank!r} not found at {path}: install it with `apt-get install {BANK_PACKAGES[bank]}`"
+        )
+    return path
+
+
+def _instrument(label: str) -> tuple[int, Instrument]:
+    if label not in LABELS:
+        raise DatasetError(f"unknown GM-Solos label {label!r}; labels are {', '.join(LABELS)}")
+    return LABELS.index(label), INSTRUMENTS[LABELS.index(label)]
+
+
+# ----------------------------------------------------------------------------------- synthesis
+# FluidSynth recycles voice objects and leaves traces of a voice's previous note in its next one,
+# so one synth per clip is needed for bit-exact clips. Loading a bank is slow (the MuseScore sf3
+# decodes for ≈2 s), so each bank is loaded once per process into an "owner" synth and its sound
+# font is lent to a fresh synth for every clip (≈1 ms) with fluid_synth_add_sfont/remove_sfont.
+_LOADED: dict[str, tuple[object, int, int]] = {}  # bank -> (owner synth, sound-font id, fluid_sfont_t*)
+_SYNTH_OPTIONS = {"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1}
+
+
+def _lib():
+    try:
+        import fluidsynth
+    except (ImportError, OSError) as exc:
+        raise DatasetError(
+            f"GM-Solos needs pyfluidsynth and libfluidsynth3 ({exc}): pip install 'pecmae-hub[data]' "
+            "and apt-get install libfluidsynth3"
+        ) from None
+    lib, ptr, i = fluidsynth._fl, ctypes.c_void_p, ctypes.c_int
+    for name, res, args in [("fluid_synth_get_sfont_by_id", ptr, [ptr, i]), ("fluid_synth_add_sfont", i, [ptr, ptr]),
+                            ("fluid_synth_remove_sfont", i, [ptr, ptr]), ("fluid_set_log_function", ptr, [i, ptr, ptr]),
+                            ("fluid_synth_write_float", i, [ptr, i, ptr, i, i, ptr, i, i])]:
+        getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
+    return fluidsynth, lib
+
+
+def _loaded(bank: str) -> tuple[object, int, int]:
+    if bank not in _LOADED:
+        path = bank_path(bank)
+        fluidsynth, lib = _lib()
+        owner = fluidsynth.Synth(gain=0.2, samplerate=float(SAMPLE_RATE), channels=16, **_SYNTH_OPTIONS)
+        sfid = owner.sfload(str(path))
+        if sfid < 0:
+            raise DatasetError(f"FluidSynth could not load sound bank {bank!r} from {path}")
+        _LOADED[bank] = (owner, sfid, lib.fluid_synth_get_sfont_by_id(owner.synth, sfid))
+    return _LOADED[bank]
+
+
+def bank_presets(bank: str) -> dict[int, str | None]:
+    """Preset name of every GM-Solos program (1-based) in ``bank``; ``None`` where it is missing."""
+    owner, sfid, _ = _loaded(bank)
+    return {p: owner.sfpreset_name(sfid, 0, p - 1) for i in INSTRUMENTS for p in i.programs}
+
+
+def _write_float(lib, synth, n: int) -> np.ndarray:
+    left, right = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    lib.fluid_synth_write_float(synth.synth, n, left.ctypes.data, 0, 1, right.ctypes.data, 0, 1)
+    return 0.5 * (left + right)
+
+
+def _q(seconds: float) -> int:
+    return max(int(round(seconds * SAMPLE_RATE / BLOCK)), 0) * BLOCK
+
+
+def synthesize(bank: str, program: int, notes: list[Note], controls: list, n_samples: int) -> np.ndarray:
+    """Render ``notes`` and ``(seconds, channel, cc, value)`` controls dry: mono float32, ``n_samples`` long."""
+    owner, sfid, sfont = _loaded(bank)
+    if owner.sfpreset_name(sfid, 0, program - 1) is None:
+        raise DatasetError(f"sound bank {bank!r} has no preset for GM program {program}")
+    fluidsynth, lib = _lib()
+    warn = lib.fluid_set_log_function(2, None, None)  # silence "no preset on channel" while lending
+    synth = fluidsynth.Synth(gain=0.2, samplerate=float(SAMPLE_RATE), channels=16, **_SYNTH_OPTIONS)
+    try:
+        sid = lib.fluid_synth_add_sfont(synth.synth, sfont)
+        for ch in sorted({n.channel for n in notes} | {c[1] for c in controls}):
+            synth.program_select(ch, sid, 0, program - 1)
+        events, ordered = [], sorted(notes, key=lambda n: n.start)
+        for i, n in enumerate(ordered):  # a note ends at the latest when its key is struck again
+            on = _q(n.start)
+            nxt = [_q(m.start) for m in ordered[i + 1:] if (m.channel, m.pitch) == (n.channel, n.pitch)]
+            off = max(min([_q(n.start + n.length)] + nxt[:1]), on + BLOCK)
+            events += [(on, 2, n.channel, n.pitch, n.velocity), (off, 0, n.channel, n.pitch, 0)]
+        events += [(_q(t), 1, ch, cc, val) for t, ch, cc, val in controls]
+        chunks, cur = [], 0
+        for pos, kind, ch, a, b in sorted(events):
+            if pos >= n_samples:
+                break
+            if pos > cur:
+                chunks.append(_write_float(lib, synth, pos - cur))
+                cur = pos
+            if kind == 0:
+                synth.noteoff(ch, a)
+            elif kind == 1:
+                synth.cc(ch, a, b)
+            else:
+                synth.noteon(ch, a, b)
+        chunks.append(_write_float(lib, synth, n_samples - cur))
+    finally:
+        lib.fluid_synth_remove_sfont(synth.synth, sfont)
+        synth.delete()
+        lib.fluid_set_log_function(2, warn, None)
+    return np.concatenate(chunks)
+
+
+# ------------------------------------------------------------------------------ effect chain
+def _biquad(kind: str, f0: float, gain_db: float, q: float = 0.707) -> tuple[np.ndarray, np.ndarray]:
+    """RBJ audio-EQ-cookbook peaking / low-shelf / high-shelf coefficients (b, a)."""
+    amp, w0 = 10 ** (gain_db / 40), 2 * np.pi * f0 / SAMPLE_RATE
+    cw, alpha = np.cos(w0), np.sin(w0) / (2 * q)
+    if kind == "peak":
+        b = [1 + alpha * amp, -2 * cw, 1 - alpha * amp]
+        a = [1 + alpha / amp, -2 * cw, 1 - alpha / amp]
+    else:
+        s, sa = (1 if kind == "low" else -1), 2 * np.sqrt(amp) * alpha
+        b = [amp * ((amp + 1) - s * (amp - 1) * cw + sa), s * 2 * amp * ((amp - 1) - s * (amp + 1) * cw),
+             amp * ((amp + 1) - s * (amp - 1) * cw - sa)]
+        a = [(amp + 1) + s * (amp - 1) * cw + sa, -s * 2 * ((amp - 1) + s * (amp + 1) * cw),
+             (amp + 1) + s * (amp - 1) * cw - sa]
+    return np.asarray(b) / a[0], np.asarray(a) / a[0]
+
+
+def apply_effects(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """Random recording chain: high-pass, 1-3 EQ bands, chorus, synthetic-room reverb, noise."""
+    from scipy.signal import butter, fftconvolve, lfilter
+
+    n, t = len(x), np.arange(len(x)) / SAMPLE_RATE
+    if rng.random() < 0.5:
+        x = lfilter(*butter(2, rng.uniform(30, 120), "highpass", fs=SAMPLE_RATE), x)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = str(rng.choice(["low", "high", "peak"]))
+        f0 = {"low": rng.uniform(80, 400), "high": rng.uniform(2500, 8000), "peak": rng.uniform(200, 5000)}[kind]
+        x = lfilter(*_biquad(kind, f0, rng.uniform(-6, 6), rng.uniform(0.5, 2.0) if kind == "peak" else 0.707), x)
+    if rng.random() < 0.3:  # chorus: one modulated delay line
+        delay = (rng.uniform(0.008, 0.025) + rng.uniform(0.001, 0.004) * np.sin(
+            2 * np.pi * rng.uniform(0.2, 1.5) * t + rng.uniform(0, 2 * np.pi))) * SAMPLE_RATE
+        mix = rng.uniform(0.2, 0.5)
+        x = (1 - 0.5 * mix) * x + mix * np.interp(np.arange(n) - delay, np.arange(n), x, left=0.0)
+    if rng.random() < 0.75:  # reverb: exponentially decaying, low-passed noise after a pre-delay
+        rt60 = rng.uniform(0.25, 2.0)
+        tail = lfilter([1 - (c := rng.uniform(0.05, 0.7))], [1, -c], rng.standard_normal(int(rt60 * SAMPLE_RATE)))
+        tail *= np.exp(-6.91 * np.arange(len(tail)) / (rt60 * SAMPLE_RATE))
+        ir = np.concatenate([np.zeros(int(rng.uniform(0, 0.03) * SAMPLE_RATE)), tail])
+        wet = rng.uniform(0.05, 0.45)
+        x = (1 - wet) * x + wet * fftconvolve(x, ir / np.sqrt(np.sum(ir**2)))[:n]
+    if rng.random() < 0.5:  # white-to-pinkish noise 30-60 dB below the signal
+        noise = lfilter([1], [1, -(c := rng.uniform(0, 0.9))], rng.standard_normal(n))
+        x = x + noise * _rms(x) / _rms(noise) * 10 ** (-rng.uniform(30, 60) / 20)
+    return x
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) + 1e-12
+
+
+def normalize(rng: np.random.Generator, x: np.ndarray, target_db: float = -20.0, jitter_db: float = 3.0):
+    """Scale to ``target_db`` ± ``jitter_db`` dBFS RMS, then down so the peak stays below 0.95."""
+    y = x * (10 ** (rng.uniform(target_db - jitter_db, target_db + jitter_db) / 20) / _rms(x))
+    peak = float(np.max(np.abs(y)))
+    return (y * (0.95 / peak) if peak > 0.95 else y).astype(np.float32)
+
+
+# -------------------------------------------------------------------------------------- clips
+def _render(bank: str, label: str, index: int, seed: int, duration: float) -> tuple[np.ndarray, dict]:
+    class_id, inst = _instrument(label)
+    bank_path(bank)
+    if seed < 0 or index < 0 or duration <= 0:
+        raise ConfigError(f"seed and index must be >= 0 and duration > 0, got {seed}, {index}, {duration}")
+    n_clip = int(round(duration * SAMPLE_RATE))
+    for attempt in range(MAX_ATTEMPTS):
+        rng = np.random.default_rng([seed, zlib.crc32(bank.encode()), class_id, index, attempt])
+        program = int(rng.choice(inst.programs))
+        bpm, preroll = float(rng.uniform(60, 150)), _q(rng.uniform(0.0, 1.0))
+        n_beats = (preroll / SAMPLE_RATE + duration) * bpm / 60 + 1
+        make = corpus_melody if rng.random() < 0.5 else scale_melody
+        melody, source = make(rng, inst.low, inst.high, n_beats)
+        lines = [melody]
+        if label == "piano" and rng.random() < 0.5:
+            lines.append(add_second_voice(rng, melody, "left-hand", inst.low, inst.high))
+        elif label == "distorted electric guitar" and rng.random() < 0.35:
+            lines.append(add_second_voice(rng, melody, "power", inst.low, inst.high))
+        notes, articulation = perform(rng, lines, bpm)
+        controls = []
+        if inst.sustained:
+            total_s = preroll / SAMPLE_RATE + duration
+            controls.append((0.0, 0, 1, int(rng.integers(10, 70)) if rng.random() < 0.5 else 0))
+            swell = np.linspace(rng.uniform(70, 127), rng.uniform(70, 127), 7)
+            controls += [(total_s * k / 6, 0, 11, int(v)) for k, v in enumerate(swell)]
+        n_total = -(-(preroll + n_clip) // BLOCK) * BLOCK
+        dry = synthesize(bank, program, notes, controls, n_total)
+        if _rms(dry[preroll:preroll + n_clip]) < SILENCE_RMS:
+            continue
+        wet = apply_effects(rng, dry.astype(np.float64))[preroll:preroll + n_clip]
+        info = {"program": program, "melody_source": source, "articulation": articulation,
+                "bpm": round(bpm, 1), "attempt": attempt}
+        return normalize(rng, wet), info
+    raise DatasetError(f"{bank}/{label} clip {index} (seed {seed}) came out silent {MAX_ATTEMPTS} times")
+
+
+def render_clip(bank: str, label: str, index: int, seed: int = 0, duration: float = 3.0) -> np.ndarray:
+    """Render one GM-Solos clip: 24 kHz mono float32 of ``round(duration * 24000)`` samples.
+
+    The same ``(seed, bank, label, index, duration)`` always gives the same array, bit for bit.
+
+    Raises:
+        DatasetError: unknown bank or label, missing sound-font file (names the Debian package),
+            missing preset, or a clip that stays silent after retries.
+    """
+    return _render(bank, label, index, seed, duration)[0]
+
+
+def render_examples(out_dir, bank: str = "timgm6mb", seed: int = 12345, index: int = 0) -> list[Path]:
+    """Write one 3 s clip per class as ``<out_dir>/<label_slug>.wav`` (16-bit); return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for label in LABELS:
+        write_wav(out / f"{label_slug(label)}.wav", render_clip(bank, label, index, seed))
+        paths.append(out / f"{label_slug(label)}.wav")
+    return paths
+
+
+
+# ------------------------------------------------------------------------------------ data set
+def clip_relpath(bank: str, label: str, index: int) -> str:
+    """``<bank>/<label_slug>/<bank>_<label_slug>_<index:05d>.wav``."""
+    slug = label_slug(label)
+    return f"{bank}/{slug}/{bank}_{slug}_{index:05d}.wav"
+
+
+def read_metadata(path) -> dict[str, dict[str, str]]:
+    """Rows of a GM-Solos ``metadata.csv`` keyed by relative path (empty if the file is absent)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != METADATA_COLUMNS:
+            raise DatasetError(f"{path} is not a GM-Solos metadata table: columns {reader.fieldnames}")
+        return {row["path"]: row for row in reader}
+
+
+def _write_metadata(path: Path, rows: dict) -> None:
+    order = {b: i for i, b in enumerate(BANKS)}
+    key = lambda r: (order.get(r["bank"], len(order)), r["bank"], int(r["label_id"]), int(r["index"]))  # noqa: E731
+    tmp = path.with_name(".metadata.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(rows.values(), key=key))
+    os.replace(tmp, path)
+
+
+def _render_task(task: tuple) -> dict:
+    """Worker: render one clip, write its WAV atomically, return its metadata row (or an error)."""
+    out_dir, bank, label, index, seed, duration, split = task
+    rel = clip_relpath(bank, label, index)
+    try:
+        audio, info = _render(bank, label, index, seed, duration)
+    except PecmaeError as exc:
+        return {"error": f"{rel}: {exc}"}
+    path = Path(out_dir) / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.wav")
+    write_wav(tmp, audio)
+    os.replace(tmp, path)
+    return {"path": rel, "label": label, "label_id": LABELS.index(label), "bank": bank,
+            "program": info["program"], "melody_source": info["melody_source"], "seed": seed,
+            "index": index, "split": split}
+
+
+def generate_dataset(out_dir, banks, n_per_class: int, seed: int = 0, split_name: str | None = None,
+                     progress: bool = True, workers: int = 1, duration: float = 3.0) -> Path:
+    """Render ``n_per_class`` clips per class and bank under ``out_dir``; return ``metadata.csv``.
+
+    WAVs go to ``<out>/<bank>/<label_slug>/<bank>_<label_slug>_<index:05d>.wav`` (24 kHz, 16-bit).
+    ``metadata.csv`` (columns :data:`METADATA_COLUMNS`) is merged with the rows already there, so
+    several calls (e.g. training banks, then the test bank) share one table. Resumable: a WAV that
+    exists with a metadata row of the same seed is skipped (only its split is updated). The split
+    defaults to :func:`default_split` of each bank. ``workers`` (1 or 2) processes render.
+
+    Raises:
+        DatasetError: a missing bank (before rendering), or clips that failed (after the others finished).
+    """
+    banks = [banks] if isinstance(banks, str) else list(banks)
+    for bank in banks:
+        bank_path(bank)
+    if n_per_class < 0 or workers not in (1, 2):
+        raise ConfigError(f"n_per_class must be >= 0 and workers 1 or 2, got {n_per_class}, {workers}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / "metadata.csv"
+    rows, todo, errors = read_metadata(meta_path), [], []
+    for bank in banks:
+        split = split_name or default_split(bank)
+        for label in LABELS:
+            for index in range(n_per_class):
+                rel = clip_relpath(bank, label, index)
+                row = rows.get(rel)
+                if row is not None and (out / rel).exists() and int(row["seed"]) == seed:
+                    row["split"] = split
+                else:
+                    todo.append((str(out), bank, label, index, seed, duration, split))
+    from tqdm.auto import tqdm
+
+    total = len(banks) * len(LABELS) * n_per_class
+    bar = tqdm(total=total, initial=total - len(todo), disable=not progress, desc="gm-solos", unit="clip")
+    pool = None
+    try:
+        if workers > 1 and len(todo) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            results = pool.map(_render_task, todo, chunksize=8)
+        else:
+            results = map(_render_task, todo)
+        for done, result in enumerate(results, 1):
+            if "error" in result:
+                errors.append(result["error"])
+                print(f"gm-solos: {result['error']}", file=sys.stderr)
+            else:
+                rows[result["path"]] = {k: str(v) for k, v in result.items()}
+            bar.update(1)
+            if done % 200 == 0:
+                _write_metadata(meta_path, rows)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        bar.close()
+        _write_metadata(meta_path, rows)
+    if errors:
+        raise DatasetError(f"{len(errors)} GM-Solos clip(s) failed (the rest were written): {errors[:3]}")
+    return meta_path
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def _cli_gm_solos(args) -> int:
+    if args.all_banks == bool(args.banks):
+        raise ConfigError("pass either --all-banks or one or more --bank NAME")
+    common = dict(seed=args.seed, progress=not args.no_progress, workers=args.workers, duration=args.duration)
+    if args.all_banks:
+        generate_dataset(args.out, TRAIN_BANKS, args.n_per_class, split_name=args.split or "train", **common)
+        n_test = args.n_test_per_class if args.n_test_per_class is not None else args.n_per_class
+        meta = generate_dataset(args.out, TEST_BANKS, n_test, split_name="test", **common)
+    else:
+        meta = generate_dataset(args.out, args.banks, args.n_per_class, split_name=args.split, **common)
+    print(f"GM-Solos: {len(read_metadata(meta))} clips listed in {meta}")
+    return 0
+
+
+def _cli_examples(args) -> int:
+    for path in render_examples(args.out, bank=args.bank, seed=args.seed):
+        print(path)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``pecmae data gm-solos`` and ``pecmae data gm-solos-examples`` (creating ``data`` if needed)."""
+    data = subparsers.choices.get("data")
+    if data is None:
+        data = subparsers.add_parser("data", help="generate data sets", description="Generate data sets.")
+        data.set_defaults(func=lambda _args: data.print_help() or 2)
+        data._pecmae_sub = data.add_subparsers(dest="data_command", metavar="DATASET")
+    p = data._pecmae_sub.add_parser(
+        "gm-solos", help="render the GM-Solos instrument data set (8 Medley-Solos-DB classes)",
+        description="Render GM-Solos clips with FluidSynth. Banks: " + ", ".join(
+            f"{b} ({BANKS[b]})" for b in BANKS) + f"; {', '.join(TEST_BANKS)} is the held-out test bank.")
+    p.add_argument("out", help="output folder (WAVs + metadata.csv); existing clips are skipped")
+    p.add_argument("--bank", action="append", dest="banks", choices=list(BANKS), help="bank to render (repeatable)")
+    p.add_argument("--all-banks", action="store_true",
+                   help=f"render {', '.join(TRAIN_BANKS)} with --split (default train) and {TEST_BANKS[0]} as test")
+    p.add_argument("--n-per-class", type=int, required=True, help="clips per class and bank")
+    p.add_argument("--n-test-per-class", type=int, default=None, help="with --all-banks: clips per class of the test bank")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default=None, help="split name written to metadata.csv (default: train/test by bank)")
+    p.add_argument("--workers", type=int, default=1, choices=[1, 2], help="rendering processes")
+    p.add_argument("--duration", type=float, default=3.0, help="clip length in seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cli_gm_solos)
+    e = data._pecmae_sub.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (for docs/apps)")
+    e.add_argument("out")
+    e.add_argument("--bank", default="timgm6mb", choices=list(BANKS))
+    e.add_argument("--seed", type=int, default=12345)
+    e.set_defaults(func=_cli_examples)

@@ -1,0 +1,415 @@
+"""``PECMAE``: autoencoder + prototype head behind one call.
+
+    >>> from pecmae_hub.pipeline import PECMAE
+    >>> PECMAE.from_pretrained("gtzan").classify("song.mp3").label
+
+A model is a head folder/repo (``config.json`` + ``model.safetensors``) whose config names its
+autoencoder (``config["autoencoder"] = {"repo_id", "revision", "path"}``), plus optional
+``nearest.json``, ``metrics.json``, ``pecmae.json`` and pre-rendered ``prototypes/`` (docs/hub.md).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import hub, weights
+from .audio import SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, write_wav
+from .autoencoder import Autoencoder
+from .errors import ConfigError, ModelNotFoundError
+from .head import NEAREST_NAME, PrototypeHead
+
+INDEX_NAME = f"{hub.PROTOTYPES_DIR}/index.json"
+_AUTOENCODERS: dict[tuple, Autoencoder] = {}  # in-process cache, keyed by resolved commit/folder and device
+
+
+def clear_cache() -> None:
+    """Forget the autoencoders loaded in this process."""
+    _AUTOENCODERS.clear()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autoencoder_fingerprint(ae: Autoencoder) -> str:
+    """Short hash of the autoencoder's architecture config (provenance fields excluded)."""
+    cfg = {k: v for k, v in ae.config.to_dict().items() if k not in ("source", "version")}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One classified input; every field is plain JSON (lists, dicts, floats).
+
+    ``similarities`` is (n_chunks, P); ``contributions[c]`` holds, for every prototype p, the mean
+    over chunks of ``linear.weight[c, p] * similarity[p]`` (they sum, with the bias, to ``logits[c]``).
+    ``top_prototypes`` lists the prototypes that pushed hardest towards ``label``.
+    """
+
+    source: str
+    label: str
+    scores: dict[str, float]
+    logits: dict[str, float]
+    chunk_labels: list[str]
+    chunk_starts: list[float]
+    chunk_ends: list[float]
+    similarities: list[list[float]]
+    contributions: dict[str, list[float]]
+    top_prototypes: list[dict]
+    duration: float
+    model: str = ""
+
+    @property
+    def confidence(self) -> float:
+        return self.scores[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, nearest: dict | None = None) -> list[dict]:
+    """The ``top_k`` prototypes contributing most to ``label`` (default: the predicted one).
+
+    Each item: ``{"class", "k", "p", "contribution", "similarity"}`` plus ``"nearest"`` (training chunks
+    closest to the prototype) when a ``nearest.json`` table is given.
+    """
+    label = label or prediction.label
+    if label not in prediction.contributions:
+        raise ConfigError(f"unknown class {label!r}; classes: {list(prediction.contributions)}")
+    labels = list(prediction.contributions)
+    contrib = prediction.contributions[label]
+    per_class = len(contrib) // len(labels)
+    sims = np.asarray(prediction.similarities, dtype=np.float64).mean(axis=0)
+    table = {int(e["index"]): e.get("nearest", []) for e in (nearest or {}).get("prototypes", [])}
+    out = []
+    for p in sorted(range(len(contrib)), key=lambda i: -contrib[i])[: max(0, top_k)]:
+        item = {"class": labels[p // per_class], "k": p % per_class, "p": p,
+                "contribution": float(contrib[p]), "similarity": float(sims[p])}
+        if p in table:
+            item["nearest"] = table[p]
+        out.append(item)
+    return out
+
+
+def _source_name(audio) -> str:
+    if isinstance(audio, (str, os.PathLike)):
+        return os.fspath(audio)
+    return "<bytes>" if isinstance(audio, (bytes, bytearray)) else "<array>"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "class"
+
+
+class PECMAE:
+    """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
+
+    def __init__(self, autoencoder: Autoencoder, head: PrototypeHead, *, nearest: dict | None = None,
+                 metrics: dict | None = None, info: dict | None = None, name: str = "pecmae",
+                 files: hub.ModelFiles | None = None, autoencoder_ref: dict | None = None):
+        if head.embedding_dim != autoencoder.embedding_dim:
+            raise ConfigError(
+                f"head {name!r} expects {head.embedding_dim}-d embeddings but the autoencoder gives "
+                f"{autoencoder.embedding_dim}-d ones: the head was trained on another autoencoder"
+            )
+        self.autoencoder, self.head = autoencoder.eval(), head.eval()
+        self.nearest, self.metrics, self.info, self.name = nearest, metrics, dict(info or {}), name
+        self.autoencoder_ref = dict(autoencoder_ref or {})
+        self._files = files
+        self._index: dict | None | bool = False  # False: not looked up yet
+        self._sonified: dict[tuple, np.ndarray] = {}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.head.labels
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.protos.device
+
+    # ---- loading ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_repo_or_folder: str | os.PathLike = hub.DEFAULT_MODEL, revision: str | None = None,
+                        cache_dir: str | None = None, local_files_only: bool = False, device: str = "auto",
+                        autoencoder: Autoencoder | None = None) -> "PECMAE":
+        """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
+
+        ``revision`` (branch, tag or commit) applies to Hub repos. Offline (``local_files_only=True``
+        or ``HF_HUB_OFFLINE=1``) the Hugging Face cache alone is used. The autoencoder named by the
+        head's config is loaded once per process and shared; pass ``autoencoder`` to use one directly.
+
+        Raises:
+            ModelNotFoundError: unknown name, missing repo/revision/file, or not cached while offline.
+            ConfigError: a head that does not fit its autoencoder.
+        """
+        text = os.fspath(name_or_repo_or_folder)
+        kind, where, rev = hub.resolve_model(text, revision)
+        if kind == "folder":
+            files = hub.ModelFiles(folder=where)
+        else:
+            files = hub.ModelFiles(repo_id=where, revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
+        try:
+            head_dir = files.local_dir()  # config.json first: it also fixes the commit of a Hub repo
+            files.get(weights.WEIGHTS_NAME)
+        except ModelNotFoundError as exc:
+            if text in hub.REGISTRY and kind == "hub":
+                raise ModelNotFoundError(f"{exc} (registry model {text!r}; ${hub.ORG_ENV} selects the organisation)") from None
+            raise
+        dev = resolve_device(device)
+        head = PrototypeHead.from_pretrained(head_dir).to(dev)
+        spec = head.config.get("autoencoder") or {}
+        if autoencoder is None:
+            autoencoder, ref = _load_autoencoder(spec, files, cache_dir, local_files_only, dev, files.describe())
+        else:
+            ref = {"repo_id": spec.get("repo_id"), "revision": spec.get("revision")} if spec.get("repo_id") else {}
+        info = files.json(hub.INFO_NAME, required=False) or {}
+        name = info.get("name") or (where.split("/")[-1] if kind == "hub" else Path(where).name)
+        model = cls(autoencoder, head, nearest=files.json(NEAREST_NAME, required=False),
+                    metrics=files.json(hub.METRICS_NAME, required=False), info=info, name=name,
+                    files=files, autoencoder_ref=ref)  # checks the embedding sizes
+        expected = spec.get("fingerprint")
+        if expected and expected != autoencoder_fingerprint(autoencoder):
+            raise ConfigError(
+                f"head {files.describe()} was trained with autoencoder fingerprint {expected} but the autoencoder "
+                f"loaded ({ref.get('source') or 'given'}) has {autoencoder_fingerprint(autoencoder)}"
+            )
+        return model
+
+    # ---- classification --------------------------------------------------------------------------
+    def classify(self, audio: AudioInput | Sequence[AudioInput], sr: int | None = None,
+                 top_k: int = 3) -> Prediction | list[Prediction]:
+        """Classify a path, bytes, or numpy/torch samples (with ``sr``); a list gives a list.
+
+        Raises :class:`~pecmae_hub.errors.AudioError` naming the input when it cannot be decoded.
+        """
+        if isinstance(audio, (list, tuple)):
+            return [self._classify_one(a, sr, top_k) for a in audio]
+        return self._classify_one(audio, sr, top_k)
+
+    @torch.no_grad()
+    def _classify_one(self, audio, sr, top_k) -> Prediction:
+        source = _source_name(audio)
+        wav = load_audio(audio, sr, name=source)
+        z = self.autoencoder.encode(wav, sr=SAMPLE_RATE)
+        logits = self.head(z).float().cpu()                                   # (n, C)
+        sims = self.head.similarities(z).float().cpu()                        # (n, P)
+        contrib = self.head.contributions(z).float().cpu().mean(0)            # (C, P)
+        mean = logits.mean(0)
+        scores = torch.softmax(mean / float(self.head.config.get("temperature", 1.0)), dim=0)
+        labels = self.labels
+        bounds = chunk_bounds(len(wav), self.autoencoder.chunk_samples)
+        pred = Prediction(
+            source=source, label=labels[int(mean.argmax())],
+            scores={c: float(s) for c, s in zip(labels, scores)}, logits={c: float(v) for c, v in zip(labels, mean)},
+            chunk_labels=[labels[i] for i in logits.argmax(1).tolist()],
+            chunk_starts=[s / SAMPLE_RATE for s, _ in bounds], chunk_ends=[e / SAMPLE_RATE for _, e in bounds],
+            similarities=sims.tolist(), contributions={c: contrib[i].tolist() for i, c in enumerate(labels)},
+            top_prototypes=[], duration=len(wav) / SAMPLE_RATE, model=self.name,
+        )
+        pred.top_prototypes = self.explain(pred, top_k)
+        return pred
+
+    def explain(self, prediction: Prediction, top_k: int = 3, label: str | None = None) -> list[dict]:
+        """Top prototypes behind ``prediction`` (see :func:`explain`), with this model's nearest samples."""
+        return explain(prediction, top_k, label, self.nearest)
+
+    # ---- prototypes ------------------------------------------------------------------------------
+    def prototype_index(self, prototype: int | str | tuple[str, int]) -> int:
+        """Index p of a prototype given as ``p``, ``"p"``, ``(label, k)`` or ``"label:k"``."""
+        head, n = self.head, self.head.num_prototypes
+        if isinstance(prototype, str):
+            text = prototype.strip()
+            if text.lstrip("-").isdigit():
+                prototype = int(text)
+            elif ":" in text and text.rsplit(":", 1)[1].strip().isdigit():
+                label, k = text.rsplit(":", 1)
+                prototype = (label.strip(), int(k))
+            else:
+                raise ConfigError(f"prototype {text!r} is neither an index nor 'label:k' (labels: {self.labels})")
+        if isinstance(prototype, (tuple, list)) and len(prototype) == 2:
+            label, k = prototype
+            if label not in self.labels:
+                raise ConfigError(f"unknown class {label!r}; classes: {self.labels}")
+            if not 0 <= int(k) < head.protos_per_class:
+                raise ConfigError(f"class {label!r} has prototypes 0..{head.protos_per_class - 1}, not {k}")
+            return self.labels.index(label) * head.protos_per_class + int(k)
+        if isinstance(prototype, (int, np.integer)) and not isinstance(prototype, bool) and 0 <= prototype < n:
+            return int(prototype)
+        raise ConfigError(f"prototype {prototype!r} out of range: give 0..{n - 1} or (label, k)")
+
+    def _render_index(self) -> dict | None:
+        if self._index is False:
+            self._index = self._files.json(INDEX_NAME, required=False) if self._files is not None else None
+        return self._index
+
+    def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> Path | None:
+        """The pre-rendered WAV of ``prototype`` when one exists for exactly these settings, else None."""
+        p, index = self.prototype_index(prototype), self._render_index()
+        if not index or (index.get("steps"), float(index.get("guidance", -1)), index.get("seed")) != (steps, float(guidance), seed):
+            return None
+        if index.get("autoencoder_fingerprint") not in (None, autoencoder_fingerprint(self.autoencoder)):
+            return None
+        entry = next((e for e in index.get("prototypes", []) if int(e["index"]) == p), None)
+        return None if entry is None else self._files.get(f"{hub.PROTOTYPES_DIR}/{entry['file']}", required=False)
+
+    def _noise(self, seed: int, n: int) -> torch.Tensor:
+        ae = self.autoencoder
+        noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=torch.Generator().manual_seed(int(seed)))
+        return noise.expand(n, -1, -1).contiguous()
+
+    def _decode(self, ps: list[int], steps: int, guidance: float, seed: int) -> np.ndarray:
+        z = self.head.effective_prototypes()[ps]
+        wav = self.autoencoder.decode(z, steps=steps, guidance=guidance, noise=self._noise(seed, len(ps)))
+        return np.asarray(wav, dtype=np.float32).reshape(len(ps), -1)
+
+    def sonify(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> np.ndarray:
+        """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
+        match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio)."""
+        p = self.prototype_index(prototype)
+        key = (p, int(steps), float(guidance), int(seed))
+        if key not in self._sonified:
+            path = self.prototype_audio_path(p, steps, guidance, seed)
+            if path is not None:
+                import soundfile as sf
+
+                wav, file_sr = sf.read(str(path), dtype="float32")
+                self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
+            else:
+                self._sonified[key] = self._decode([p], steps, guidance, seed)[0]
+        return self._sonified[key].copy()
+
+    def render_prototypes(self, folder: str | os.PathLike, steps: int = 40, guidance: float = 1.0, seed: int = 0,
+                          batch_size: int = 8, progress: bool = False) -> dict:
+        """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` for every prototype and ``index.json``
+        recording the settings; returns the index."""
+        out = Path(folder) / hub.PROTOTYPES_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        entries, todo = [], list(range(self.head.num_prototypes))
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="rendering prototypes", unit="batch")
+        for batch in batches:
+            for p, wav in zip(batch, self._decode(batch, steps, guidance, seed)):
+                label, k = self.head.prototype_name(p)
+                name = f"p{p:03d}_{_safe(label)}_{k}.wav"
+                write_wav(out / name, wav)
+                entries.append({"index": p, "label": label, "k": k, "file": name})
+        index = {"version": 1, "sample_rate": SAMPLE_RATE, "steps": int(steps), "guidance": float(guidance),
+                 "seed": int(seed), "autoencoder_fingerprint": autoencoder_fingerprint(self.autoencoder),
+                 "prototypes": entries}
+        (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        return index
+
+    # ---- saving / publishing ---------------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike, *, render: bool = False, steps: int = 40,
+                        guidance: float = 1.0, seed: int = 0, autoencoder_repo_id: str | None = None,
+                        autoencoder_revision: str | None = None, repo_id: str | None = None) -> Path:
+        """Write the model folder: head config + weights, autoencoder reference (or ``autoencoder/``),
+        ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
+
+        Existing pre-renders are copied; ``render=True`` renders missing ones with the given settings.
+        ``autoencoder_repo_id`` references a Hub autoencoder instead of shipping it in the folder.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        ae, ref = self.autoencoder, self.autoencoder_ref
+        if autoencoder_repo_id:
+            spec = {"repo_id": autoencoder_repo_id, "revision": autoencoder_revision, "path": None}
+        elif ref.get("repo_id") and not ref.get("path"):
+            spec = {"repo_id": ref["repo_id"], "revision": ref.get("commit") or ref.get("revision"), "path": None}
+        else:
+            ae.save_pretrained(folder / "autoencoder")
+            spec = {"repo_id": None, "revision": None, "path": "autoencoder"}
+        spec.update(fingerprint=autoencoder_fingerprint(ae), embedding_dim=ae.embedding_dim)
+        config = copy.deepcopy(self.head.config)
+        config["autoencoder"] = spec
+        weights.save_folder(self.head, config, folder)
+        for name, data in ((NEAREST_NAME, self.nearest), (hub.METRICS_NAME, self.metrics)):
+            if data is not None:
+                (folder / name).write_text(json.dumps(data, indent=1) + "\n")
+        info = {"name": self.name, "chunk_seconds": ae.chunk_seconds, **self.info}
+        info.setdefault("license", "cc-by-nc-4.0" if ae.config.frontend == "encodec" else "mit")
+        (folder / hub.INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
+        index = self._copy_renders(folder)
+        if render and (index is None or (index["steps"], index["guidance"], index["seed"]) != (steps, float(guidance), seed)):
+            index = self.render_prototypes(folder, steps, guidance, seed)
+        card = hub.render_model_card(
+            model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
+            metrics=self.metrics, base_model=spec["repo_id"], repo_id=repo_id, render_settings=index)
+        (folder / "README.md").write_text(card)
+        return folder
+
+    def _copy_renders(self, folder: Path) -> dict | None:
+        index = self._render_index()
+        if not index or index.get("autoencoder_fingerprint") not in (None, autoencoder_fingerprint(self.autoencoder)):
+            return None
+        dest = folder / hub.PROTOTYPES_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        for entry in index.get("prototypes", []):
+            src = self._files.get(f"{hub.PROTOTYPES_DIR}/{entry['file']}")
+            if Path(src).resolve() != (dest / entry["file"]).resolve():
+                shutil.copyfile(src, dest / entry["file"])
+        (dest / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        return index
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
+                    token: str | None = None, commit_message: str | None = None, render: bool = True,
+                    steps: int = 40, guidance: float = 1.0, seed: int = 0, autoencoder_repo_id: str | None = None,
+                    autoencoder_revision: str | None = None) -> str:
+        """Save to a temporary folder (rendering prototypes unless ``render=False``) and upload it to
+        ``repo_id`` (created if missing) on branch ``revision``; returns the commit sha."""
+        with tempfile.TemporaryDirectory(prefix="pecmae-push-") as tmp:
+            self.save_pretrained(tmp, render=render, steps=steps, guidance=guidance, seed=seed, repo_id=repo_id,
+                                 autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
+            return hub.push_folder(tmp, repo_id, private=private, revision=revision, token=token,
+                                   commit_message=commit_message)
+
+
+def _load_autoencoder(spec: dict, files: hub.ModelFiles, cache_dir, local_files_only, device, head_name: str):
+    """The autoencoder named by a head config (cached per process); returns (model, reference)."""
+    path, repo_id = spec.get("path"), spec.get("repo_id")
+    if path:
+        if files.is_hub and (Path(path).is_absolute() or ".." in Path(path).parts):
+            raise ConfigError(f"head {head_name}: autoencoder path {path!r} must stay inside the repo")
+        ae_files = files.child(path)
+    elif repo_id:
+        ae_files = hub.ModelFiles(repo_id=repo_id, revision=spec.get("revision"), cache_dir=cache_dir,
+                                  local_files_only=local_files_only)
+    else:
+        raise ConfigError(f"head {head_name} does not name its autoencoder (config['autoencoder'] has neither "
+                          "'path' nor 'repo_id'); pass autoencoder=... to PECMAE.from_pretrained")
+    config_path = ae_files.get(weights.CONFIG_NAME)
+    if ae_files.is_hub:
+        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
+    else:
+        st = (config_path.parent / weights.WEIGHTS_NAME)
+        key = ("folder", str(config_path.parent.resolve()), st.stat().st_mtime_ns if st.exists() else 0, str(device))
+    ref = {"repo_id": repo_id if not path else files.repo_id, "revision": spec.get("revision"), "path": path,
+           "commit": ae_files.commit, "source": ae_files.describe()}
+    if key not in _AUTOENCODERS:
+        ae_files.get(weights.WEIGHTS_NAME)
+        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=str(device))
+    return _AUTOENCODERS[key], ref

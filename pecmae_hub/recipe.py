@@ -1,0 +1,227 @@
+"""The embedded default model's training recipe, one resumable stage after another.
+
+``pecmae recipe gm-solos --work runs/gm-solos`` runs: data (render GM-Solos) → autoencoder (train the
+mel-front-end autoencoder, self-supervised) → extract (z per clip) → head (prototype head, K=3) →
+evaluate → package (sonify every prototype, model card, copy to ``checkpoints/gm-solos``).
+Each stage skips work already done, so an interrupted run continues where it stopped.
+
+Splits: the three training banks' clips with index < ``val_from`` train, the rest validate (held-out
+clips of seen banks); the TimGM6mb bank is never seen before the test.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .autoencoder import Autoencoder, AutoencoderConfig
+
+STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
+TRAIN_BANKS = ("fluidr3", "musescore", "csound")
+TEST_BANK = "timgm6mb"
+
+
+def gm_solos_autoencoder_config() -> AutoencoderConfig:
+    """The embedded autoencoder: log-mel 128 × 75 Hz, 128-d model, 3-s chunks (one GM-Solos clip)."""
+    return AutoencoderConfig(
+        frontend="mel", chunk_seconds=3.0, signal_dim=128, model_dim=128, frame_layers=3, frame_heads=4, ff_dim=512,
+        cls_layers=2, cls_heads=4, denoiser_layers=3, denoiser_heads=4,
+        mel={"n_fft": 1024, "fmin": 0.0, "fmax": 12000.0, "offset": -6.0, "scale": 3.0, "griffin_lim_iters": 64},
+        source="pecmae recipe gm-solos (trained from scratch on GM-Solos training banks)",
+    )
+
+
+@dataclass
+class RecipeConfig:
+    work: str = "runs/gm-solos"
+    data: str | None = None             # existing rendered data (default: <work>/data)
+    n_per_class: int = 220              # per training bank
+    n_test_per_class: int = 60          # TimGM6mb
+    val_from: int = 180                 # clip index from which training-bank clips validate
+    seed: int = 0
+    ae_steps: int = 3000
+    ae_batch_size: int = 32
+    ae_time_budget_s: float | None = None
+    invariance_weight: float = 0.2
+    head_steps: int = 3000
+    protos_per_class: int = 3
+    sonify_steps: int = 40
+    sonify_guidance: float = 1.0
+    out: str = "checkpoints/gm-solos"
+    autoencoder: dict = field(default_factory=dict)  # AutoencoderConfig overrides (tests use tiny ones)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data) if self.data else Path(self.work) / "data"
+
+
+def _metadata_rows(cfg: RecipeConfig) -> list[dict]:
+    with open(cfg.data_dir / "metadata.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _split_of(row: dict, cfg: RecipeConfig) -> str:
+    if row["bank"] == TEST_BANK:
+        return "test"
+    return "train" if int(row["index"]) < cfg.val_from else "val"
+
+
+def stage_data(cfg: RecipeConfig) -> None:
+    from .gm_solos import generate_dataset
+
+    generate_dataset(cfg.data_dir, list(TRAIN_BANKS), cfg.n_per_class, seed=cfg.seed, split_name="train", workers=2)
+    generate_dataset(cfg.data_dir, [TEST_BANK], cfg.n_test_per_class, seed=cfg.seed, split_name="test", workers=2)
+
+
+def _load_clips(cfg: RecipeConfig, split: str, samples: int) -> torch.Tensor:
+    from .audio import load_audio
+
+    rows = [r for r in _metadata_rows(cfg) if _split_of(r, cfg) == split]
+    clips = torch.zeros(len(rows), samples)
+    for i, row in enumerate(rows):
+        wav = load_audio(cfg.data_dir / row["path"])[:samples]
+        clips[i, : len(wav)] = torch.from_numpy(wav)
+    return clips
+
+
+def stage_autoencoder(cfg: RecipeConfig) -> Path:
+    from .ae_training import AETrainConfig, train_autoencoder
+
+    out = Path(cfg.work) / "autoencoder"
+    final = out / "model"
+    if (final / "model.safetensors").exists():
+        return final
+    config = dataclasses.replace(gm_solos_autoencoder_config(), **cfg.autoencoder)
+    ae = Autoencoder(config)
+    clips = _load_clips(cfg, "train", ae.chunk_samples)
+    train_cfg = AETrainConfig(steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, seed=cfg.seed,
+                              invariance_weight=cfg.invariance_weight,
+                              checkpoint_every=max(1, min(250, cfg.ae_steps // 4)))
+    train_autoencoder(ae, clips, train_cfg, out, time_budget_s=cfg.ae_time_budget_s)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    if int(state["step"]) < cfg.ae_steps:
+        print(f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); run again to continue")
+        raise SystemExit(3)
+    ae.save_pretrained(final)
+    return final
+
+
+def _split_rows(cfg: RecipeConfig) -> dict[str, list[tuple[str, str]]]:
+    splits: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
+    for row in _metadata_rows(cfg):
+        splits[_split_of(row, cfg)].append((row["label"], row["path"]))
+    return splits
+
+
+def stage_extract(cfg: RecipeConfig) -> Path:
+    from .extract import extract_features
+
+    features = Path(cfg.work) / "features"
+    ae = Autoencoder.from_pretrained(Path(cfg.work) / "autoencoder" / "model")
+    summary = extract_features(cfg.data_dir, features, ae, batch_size=64)
+    if getattr(summary, "failed", 0):
+        print(f"extract: {summary.failed} files failed, see {features / 'failures.tsv'}")
+    return features
+
+
+def _feature_sets(cfg: RecipeConfig):
+    from .features import load_features
+    from .gm_solos import LABELS
+
+    features = Path(cfg.work) / "features"
+    return {name: load_features(features, rows, list(LABELS)) for name, rows in _split_rows(cfg).items()}
+
+
+def stage_head(cfg: RecipeConfig) -> Path:
+    from .training import TrainConfig, train_head
+
+    out = Path(cfg.work) / "head"
+    if (out / "model.safetensors").exists():
+        return out
+    sets = _feature_sets(cfg)
+    train_cfg = TrainConfig.from_preset(
+        None, protos_per_class=cfg.protos_per_class, total_steps=cfg.head_steps, eval_every=max(1, cfg.head_steps // 12),
+        seed=cfg.seed, autoencoder={"repo_id": None, "revision": None, "path": "autoencoder"},
+    )
+    train_head(sets["train"], sets["val"], sets["test"], train_cfg, out_dir=out)
+    return out
+
+
+def stage_evaluate(cfg: RecipeConfig) -> dict:
+    from .evaluation import evaluate_head, format_report
+    from .head import PrototypeHead
+
+    head = PrototypeHead.from_pretrained(Path(cfg.work) / "head")
+    sets = _feature_sets(cfg)
+    report = {}
+    for split in ("val", "test"):
+        result = evaluate_head(head, sets[split], sets["train"], Path(cfg.work) / "evaluation" / split)
+        print(f"== {split} ==\n{format_report(result)}")
+        report[split] = {k: v for k, v in result.items() if k != "predictions"}
+    (Path(cfg.work) / "evaluation" / "summary.json").write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def stage_package(cfg: RecipeConfig) -> Path:
+    """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card."""
+    from .pipeline import PECMAE
+
+    work = Path(cfg.work)
+    staging = work / "package"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(work / "head", staging)
+    shutil.copytree(work / "autoencoder" / "model", staging / "autoencoder")
+    summary = work / "evaluation" / "summary.json"
+    if summary.exists():
+        shutil.copy(summary, staging / "evaluation.json")
+    model = PECMAE.from_pretrained(staging)
+    model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
+    model.save_pretrained(staging)
+    out = Path(cfg.out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(staging, out)
+    return out
+
+
+def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
+    """Run the named stages (all by default) in order."""
+    for stage in stages or STAGES:
+        print(f"== recipe stage: {stage} ==", flush=True)
+        {"data": stage_data, "autoencoder": stage_autoencoder, "extract": stage_extract, "head": stage_head,
+         "evaluate": stage_evaluate, "package": stage_package}[stage](cfg)
+
+
+def _run_cli(args) -> int:
+    cfg = RecipeConfig(work=args.work, data=args.data, n_per_class=args.n_per_class, n_test_per_class=args.n_test_per_class,
+                       val_from=args.val_from, seed=args.seed, ae_steps=args.ae_steps, ae_time_budget_s=args.ae_time_budget,
+                       head_steps=args.head_steps, protos_per_class=args.protos_per_class,
+                       sonify_steps=args.sonify_steps, out=args.out)
+    run_recipe(cfg, args.stage or None)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    parser = subparsers.add_parser("recipe", help="train the embedded default model end to end (gm-solos)")
+    parser.add_argument("name", choices=["gm-solos"], help="the recipe to run")
+    parser.add_argument("--work", default="runs/gm-solos", help="working folder (resumable)")
+    parser.add_argument("--data", default=None, help="already rendered GM-Solos folder (default: WORK/data)")
+    parser.add_argument("--stage", action="append", choices=STAGES, help="run only these stages (repeatable)")
+    parser.add_argument("--n-per-class", type=int, default=220)
+    parser.add_argument("--n-test-per-class", type=int, default=60)
+    parser.add_argument("--val-from", type=int, default=180)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ae-steps", type=int, default=3000)
+    parser.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable) when spent")
+    parser.add_argument("--head-steps", type=int, default=3000)
+    parser.add_argument("--protos-per-class", type=int, default=3)
+    parser.add_argument("--sonify-steps", type=int, default=40)
+    parser.add_argument("--out", default="checkpoints/gm-solos", help="where the finished model folder goes")
+    parser.set_defaults(func=_run_cli)

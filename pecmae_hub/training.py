@@ -1,0 +1,329 @@
+"""``pecmae train``: fit a :class:`PrototypeHead` on extracted features (spec §7.3-§7.5, §8).
+
+Loss: alpha·L_p + (1 - alpha)·CE(logits / temperature, y). L_p in ``class`` mode takes, for each
+prototype, the minimum distance over the batch samples of its class (prototypes whose class is
+absent are dropped); in ``all`` mode the minimum over every sample. Adam (weight decay 1e-4) with
+OneCycleLR, fp16 AMP on CUDA only, device placement and multi-GPU via Hugging Face Accelerate
+(the batch size is per process). Model selection: best validation track accuracy (ties: lower
+validation class loss), evaluated every ``eval_every`` steps and at the end.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .errors import ConfigError
+from .evaluation import chunk_logits, classification_metrics, mean_by_track
+from .features import FeatureSet, compute_norm_stats, write_labels
+from .head import PrototypeHead, nearest_training_chunks, save_nearest
+
+_PAPER = dict(alpha=0.75, temperature=0.1, batch_size=256, max_lr=1e-3, total_steps=150_000, summarizer="transformer",
+              distance="l2", proto_loss_samples="class", init="kmeans-centers")
+PRESETS = {"gtzan": dict(_PAPER, protos_per_class=5), "medley-solos-db": dict(_PAPER, protos_per_class=20)}
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults: the paper's GTZAN run, spec §7.1)."""
+
+    protos_per_class: int = 5
+    alpha: float = 0.75
+    temperature: float = 0.1
+    batch_size: int = 256
+    max_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    total_steps: int = 150_000
+    eval_every: int = 1000
+    log_every: int = 100
+    summarizer: str = "transformer"
+    distance: str = "l2"
+    proto_loss_samples: str = "class"
+    init: str = "kmeans-centers"
+    seed: int = 42
+    device: str = "auto"
+    mixed_precision: bool = True  # fp16 AMP; only ever used on CUDA
+    nearest_k: int = 5
+    preset: str | None = None
+    autoencoder: dict | None = None
+
+    @classmethod
+    def from_preset(cls, name: str | None, **overrides) -> "TrainConfig":
+        """The preset's values (``gtzan``, ``medley-solos-db``) with ``overrides`` (None values ignored) on top."""
+        if name is not None and name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        values = dict(PRESETS.get(name, {}), preset=name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def validate(self) -> None:
+        if self.proto_loss_samples not in ("class", "all"):
+            raise ConfigError(f"proto_loss_samples must be 'class' or 'all', got {self.proto_loss_samples!r}")
+        if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
+            raise ConfigError(f"need 0 <= alpha <= 1 and temperature > 0, got {self.alpha}, {self.temperature}")
+        if self.total_steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.log_every < 1:
+            raise ConfigError("total_steps, batch_size, eval_every and log_every must be >= 1")
+
+
+def prototype_loss(d: torch.Tensor, y: torch.Tensor, protos_per_class: int, mode: str = "class") -> torch.Tensor:
+    """L_p from distances d (B, P) and labels y (B,): mean over prototypes of the minimum distance
+    over the batch samples of the prototype's class (``class``) or over all samples (``all``)."""
+    if mode == "all":
+        return d.min(0).values.mean()
+    proto_class = torch.arange(d.shape[1], device=d.device) // protos_per_class
+    same = y[:, None] == proto_class[None, :]
+    mins = d.masked_fill(~same, float("inf")).min(0).values
+    kept = torch.isfinite(mins)
+    return mins[kept].mean() if bool(kept.any()) else d.sum() * 0.0
+
+
+def head_loss(logits, d, y, protos_per_class: int, alpha: float, temperature: float, mode: str = "class"):
+    """(total, L_p, L_c) with total = alpha·L_p + (1 - alpha)·CE(logits / temperature, y)."""
+    lp = prototype_loss(d.float(), y, protos_per_class, mode)
+    lc = F.cross_entropy(logits.float() / temperature, y)
+    return alpha * lp + (1.0 - alpha) * lc, lp, lc
+
+
+def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig):
+    """One optimisation step (forward, loss, backward, Adam, OneCycle); returns detached (loss, L_p, L_c)."""
+    with accelerator.autocast():
+        logits, d = model(x, return_distances=True)
+    loss, lp, lc = head_loss(logits, d, y, cfg.protos_per_class, cfg.alpha, cfg.temperature, cfg.proto_loss_samples)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    optimizer.step()
+    # the scheduler is stepped here, not prepared: Accelerate would step it once per process
+    if not accelerator.optimizer_step_was_skipped:
+        scheduler.step()
+    return loss.detach(), lp.detach(), lc.detach()
+
+
+def make_accelerator(cfg: TrainConfig):
+    """An ``accelerate.Accelerator`` for ``cfg.device`` with fp16 AMP only on CUDA."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r} (use CUDA_VISIBLE_DEVICES to pick a GPU)")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
+    cuda = cfg.device != "cpu" and torch.cuda.is_available()
+    kwargs = dict(cpu=not cuda, mixed_precision="fp16" if cuda and cfg.mixed_precision else "no")
+    try:
+        return Accelerator(**kwargs)
+    except ValueError:  # a previous Accelerator in this process fixed other settings
+        if AcceleratorState().num_processes > 1:
+            raise
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
+
+
+class _Validator:
+    def __init__(self, fs: FeatureSet, cfg: TrainConfig):
+        x, y, t = fs.chunks()
+        self.x, self.y, self.t, self.n, self.labels, self.cfg = torch.from_numpy(x), torch.from_numpy(y), t, len(fs), fs.labels, cfg
+
+    def __call__(self, head: PrototypeHead) -> tuple[float, float]:
+        logits = chunk_logits(head, self.x)
+        loss = F.cross_entropy(logits / self.cfg.temperature, self.y).item()
+        pred = mean_by_track(logits, self.t, self.n).argmax(1)
+        return float((pred == np.asarray(self.labels)).mean()), loss
+
+
+def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: FeatureSet | None = None,
+               config: TrainConfig | None = None, out_dir=None, progress: bool = True):
+    """Train a head on in-memory feature sets; returns ``(head, metrics)`` (head on CPU, eval mode).
+
+    With ``out_dir`` writes the Hub-ready folder: config.json + model.safetensors, metrics.json,
+    labels.txt, nearest.json and training_log.csv. ``val_set`` None selects the final weights.
+    """
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    cfg = config or TrainConfig()
+    cfg.validate()
+    names = train_set.label_names
+    val_set = val_set.with_label_names(names) if val_set is not None else None
+    test_set = test_set.with_label_names(names) if test_set is not None else None
+    t0 = time.time()
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    x, y, _ = train_set.chunks()
+    mu, sd = compute_norm_stats(x)
+    head = PrototypeHead(names, x.shape[1], cfg.protos_per_class, cfg.distance, cfg.summarizer, mu, sd, cfg.autoencoder)
+    head.init_prototypes(x, y, cfg.init, seed=cfg.seed)
+    for fs in (val_set, test_set):
+        if fs is not None and fs.embedding_dim != head.embedding_dim:
+            from .errors import InputShapeError
+
+            raise InputShapeError(f"validation/test features have D={fs.embedding_dim}, training features D={head.embedding_dim}")
+
+    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
+    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=cfg.total_steps)
+    model, optimizer, loader = accelerator.prepare(head, optimizer, loader)
+    validate = _Validator(val_set, cfg) if val_set is not None else None
+
+    log_rows, best, best_state, best_step = [], None, None, cfg.total_steps
+    sums, n_sum, val_acc = torch.zeros(3), 0, float("nan")
+    bar = tqdm(total=cfg.total_steps, disable=not progress or not accelerator.is_main_process, desc="train", unit="step")
+    batches = iter(loader)
+    model.train()
+    for step in range(1, cfg.total_steps + 1):
+        try:
+            xb, yb = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            xb, yb = next(batches)
+        sums += torch.stack(train_step(model, optimizer, scheduler, accelerator, xb, yb, cfg)).float().cpu()
+        n_sum += 1
+        evaluated = validate is not None and (step % cfg.eval_every == 0 or step == cfg.total_steps)
+        if evaluated:
+            unwrapped = accelerator.unwrap_model(model)
+            val_acc, val_loss = validate(unwrapped)
+            if best is None or (val_acc, -val_loss) > best:
+                best, best_step = (val_acc, -val_loss), step
+                best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+        if evaluated or step % cfg.log_every == 0 or step == cfg.total_steps:
+            loss, lp, lc = (sums / n_sum).tolist()
+            log_rows.append({"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "proto_loss": lp, "class_loss": lc,
+                             "val_accuracy": val_acc if evaluated else "", "val_class_loss": val_loss if evaluated else "",
+                             "elapsed_s": round(time.time() - t0, 3)})
+            sums, n_sum = torch.zeros(3), 0
+            bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{val_acc:.3f}")
+        bar.update(1)
+    bar.close()
+
+    head = accelerator.unwrap_model(model, keep_fp32_wrapper=False).cpu().float()
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    metrics = _final_metrics(head, train_set, val_set, test_set, cfg, best_step, time.time() - t0)
+    if out_dir is not None and accelerator.is_main_process:
+        _write_outputs(head, train_set, metrics, log_rows, cfg, Path(out_dir))
+    return head, metrics
+
+
+def _final_metrics(head, train_set, val_set, test_set, cfg, best_step, wall) -> dict:
+    def scores(fs):
+        if fs is None:
+            return None
+        x, _, t = fs.chunks()
+        pred = mean_by_track(chunk_logits(head, x), t, len(fs)).argmax(1)
+        m = classification_metrics(fs.labels, pred, head.labels)
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n_tracks": len(fs), "n_chunks": fs.n_chunks,
+                "missing_tracks": len(fs.missing), "per_class": m["per_class"]}
+
+    return {
+        "preset": cfg.preset, "seed": cfg.seed, "labels": head.labels, "steps": cfg.total_steps, "best_step": best_step,
+        "selection": "best validation track accuracy" if val_set is not None else "final weights",
+        "train": {"n_tracks": len(train_set), "n_chunks": train_set.n_chunks, "missing_tracks": len(train_set.missing)},
+        "val": scores(val_set), "test": scores(test_set),
+        "norm_mean": head.config["norm_mean"], "norm_std": head.config["norm_std"],
+        "config": dataclasses.asdict(cfg), "wall_seconds": round(wall, 2),
+    }
+
+
+def _write_outputs(head, train_set, metrics, log_rows, cfg, out: Path) -> None:
+    head.save_pretrained(out)
+    write_labels(out / "labels.txt", head.labels)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    save_nearest(nearest_training_chunks(head, train_set.features, train_set.track_ids, cfg.nearest_k), out)
+    with (out / "training_log.csv").open("w", newline="") as fh:
+        fields = ["step", "lr", "loss", "proto_loss", "class_loss", "val_accuracy", "val_class_loss", "elapsed_s"]
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(log_rows)
+
+
+def _run_cli(args) -> int:
+    from .features import load_features, read_split, resolve_labels
+
+    splits = {"train": args.split_train, "val": args.split_val, "test": args.split_test}
+    if args.dataset_spec:
+        from .datasets import load_dataset_splits
+
+        kind, sep, root = args.dataset_spec.partition(":")
+        if not sep or not root:
+            raise ConfigError(f"--dataset-spec must be KIND:ROOT (e.g. gtzan:/data/gtzan), got {args.dataset_spec!r}")
+        ds = load_dataset_splits(kind, root)
+        labels = resolve_labels(args.labels or list(ds.labels))
+        splits = {name: splits[name] or ds.split(name) or None for name in splits}
+    elif not args.split_train:
+        raise ConfigError("pecmae train needs --split-train TSV (and usually --split-val TSV), or --dataset-spec KIND:ROOT")
+    else:
+        labels = resolve_labels(args.labels, args.features, read_split(args.split_train))
+    sets = {name: load_features(args.features, split, label_names=labels) if split else None
+            for name, split in splits.items()}
+    for name, fs in sets.items():
+        if fs is not None and fs.missing:
+            print(f"{name}: skipped {len(fs.missing)} missing feature files (first: {', '.join(fs.missing[:5])})")
+    ae = _autoencoder_from_manifest(args.features)
+    if args.autoencoder_repo:
+        ae.update(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision, path=None)
+    cfg = TrainConfig.from_preset(
+        args.preset, protos_per_class=args.protos_per_class, alpha=args.alpha, temperature=args.temperature,
+        batch_size=args.batch_size, max_lr=args.max_lr, weight_decay=args.weight_decay, total_steps=args.total_steps,
+        eval_every=args.eval_every, summarizer=args.summarizer, distance=args.distance,
+        proto_loss_samples=args.proto_loss_samples, init=args.init, seed=args.seed, device=args.device,
+        mixed_precision=False if args.no_amp else None, nearest_k=args.nearest_k, autoencoder=ae)
+    head, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
+    for name in ("val", "test"):
+        if metrics[name]:
+            print(f"{name}: track accuracy {metrics[name]['accuracy']:.4f}, macro-F1 {metrics[name]['macro_f1']:.4f} "
+                  f"({metrics[name]['n_tracks']} tracks)")
+    print(f"best step {metrics['best_step']} of {metrics['steps']}; head written to {args.out}")
+    return 0
+
+
+def _autoencoder_from_manifest(features_dir) -> dict:
+    path = Path(features_dir) / "extract_manifest.json"
+    ae = {"repo_id": None, "revision": None, "path": None}
+    if path.is_file():
+        ae.update({k: v for k, v in json.loads(path.read_text()).get("autoencoder", {}).items() if k in ae})
+    return ae
+
+
+def register_cli(subparsers) -> None:
+    """Add ``pecmae train``; unset flags keep the preset's (or the paper's) values."""
+    p = subparsers.add_parser("train", help="train a prototype head on extracted features", description=__doc__)
+    p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
+    p.add_argument("--split-train", help="training split TSV: label<TAB>relative/path")
+    p.add_argument("--split-val", help="validation split TSV (model selection)")
+    p.add_argument("--split-test", help="test split TSV (reported in metrics.json)")
+    p.add_argument("--dataset-spec", metavar="KIND:ROOT", help="splits from pecmae_hub.datasets instead of TSVs, e.g. "
+                                                                "gtzan:/data/gtzan (kinds: gtzan, medley-solos-db, tsv, folders)")
+    p.add_argument("--labels", help="class names in id order: a,b,c or a file (default: labels.txt in --features, "
+                                    "else first-seen order of --split-train)")
+    p.add_argument("--out", required=True, help="output folder (the Hub-ready head)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's runs; any flag below overrides it")
+    p.add_argument("--protos-per-class", type=int, help="K (gtzan 5, medley-solos-db 20)")
+    p.add_argument("--alpha", type=float, help="weight of the prototype loss (0.75)")
+    p.add_argument("--temperature", type=float, help="CE temperature (0.1)")
+    p.add_argument("--batch-size", type=int, help="per-process batch size (256)")
+    p.add_argument("--max-lr", type=float, help="OneCycle max LR (1e-3)")
+    p.add_argument("--weight-decay", type=float, help="Adam weight decay (1e-4)")
+    p.add_argument("--total-steps", type=int, help="optimisation steps (150000)")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (1000)")
+    p.add_argument("--summarizer", choices=["transformer", "none"])
+    p.add_argument("--distance", choices=["l2", "l1"])
+    p.add_argument("--proto-loss-samples", choices=["class", "all"])
+    p.add_argument("--init", choices=["kmeans-centers", "kmeans-samples", "random"])
+    p.add_argument("--seed", type=int, help="random seed (42)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available")
+    p.add_argument("--no-amp", action="store_true", help="disable fp16 AMP on CUDA")
+    p.add_argument("--nearest-k", type=int, help="training chunks listed per prototype in nearest.json (5)")
+    p.add_argument("--autoencoder-repo", help="autoencoder repo id recorded in the head config "
+                                              "(default: from extract_manifest.json of --features)")
+    p.add_argument("--autoencoder-revision")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)
