@@ -56,6 +56,15 @@ def random_equalise(wav: torch.Tensor, eq_db: float, gain_db: float, gen: torch.
     return torch.fft.irfft(spec * (10.0 ** (curve_db / 20.0)), n=n, dim=-1)
 
 
+def random_crops(clips: torch.Tensor, length: int, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+    """``batch_size`` random clips, each cropped at a random offset to ``length`` samples."""
+    idx = torch.randint(0, clips.shape[0], (batch_size,), generator=gen)
+    if clips.shape[1] <= length:
+        return clips[idx]
+    offsets = torch.randint(0, clips.shape[1] - length + 1, (batch_size,), generator=gen)
+    return torch.stack([clips[i, o : o + length] for i, o in zip(idx.tolist(), offsets.tolist())])
+
+
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR loss between two batches of paired views."""
     z = F.normalize(torch.cat([a, b]), dim=-1)
@@ -101,7 +110,7 @@ def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.
 
 def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, out_dir: str | Path,
                       progress: bool = True, time_budget_s: float | None = None) -> Autoencoder:
-    """Train ``ae`` on equal-length 24 kHz clips (N, chunk_samples); resumable; saves the final model.
+    """Train ``ae`` on equal-length 24 kHz clips (N, L ≥ chunk_samples), cropped at random; resumable.
 
     ``time_budget_s`` stops early (after a checkpoint) when the wall-clock budget is spent; calling again
     continues from there.
@@ -145,8 +154,7 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
         if new_log:
             writer.writerow(["step", "total", "diffusion", "invariance", "lr", "seconds"])
         while step < cfg.steps:
-            idx = torch.randint(0, clips.shape[0], (cfg.batch_size,), generator=gen)
-            batch = clips[idx].to(accelerator.device)
+            batch = random_crops(clips, ae.chunk_samples, cfg.batch_size, gen).to(accelerator.device)
             losses = autoencoder_losses(ae, projector, batch, cfg, gen)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(losses["total"])
@@ -155,9 +163,10 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
             schedule.step()
             step += 1
             bar.update(1)
-            bar.set_postfix(diff=f"{losses['diffusion'].item():.3f}", inv=f"{float(losses.get('invariance', 0.0)):.3f}")
-            writer.writerow([step, f"{losses['total'].item():.5f}", f"{losses['diffusion'].item():.5f}",
-                             f"{float(losses.get('invariance', 0.0)):.5f}", f"{schedule.get_last_lr()[0]:.3g}",
+            values = {k: float(v.detach()) for k, v in losses.items()}
+            bar.set_postfix(diff=f"{values['diffusion']:.3f}", inv=f"{values.get('invariance', 0.0):.3f}")
+            writer.writerow([step, f"{values['total']:.5f}", f"{values['diffusion']:.5f}",
+                             f"{values.get('invariance', 0.0):.5f}", f"{schedule.get_last_lr()[0]:.3g}",
                              f"{time.time() - started:.1f}"])
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 log.flush()

@@ -31,13 +31,17 @@ def read_upstream_state(ckpt_path: str | os.PathLike) -> dict[str, torch.Tensor]
         raise ModelNotFoundError(f"checkpoint not found: {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, EOFError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # garbage gives "Unsupported operand", objects "Unsupported global"
+            raise CheckpointError(f"{path} is not a readable torch checkpoint: {str(exc).splitlines()[0]}") from None
         raise CheckpointError(
             f"{path} cannot be read with torch.load(weights_only=True): it needs arbitrary Python objects "
             f"to be unpickled, which pecmae refuses (it could run code). Re-save it as a plain state dict in "
             f"a trusted environment: ckpt = torch.load(path, weights_only=False); "
-            f"torch.save({{'state_dict': ckpt['state_dict']}}, 'clean.ckpt'). Details: {str(exc).splitlines()[0]}"
+            f"torch.save({{'state_dict': ckpt['state_dict']}}, 'clean.ckpt')"
         ) from None
+    except Exception as exc:  # torch raises KeyError/RuntimeError/EOFError... for files that are not checkpoints
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} holds no state dict of tensors (expected a Lightning checkpoint or a state dict)")
@@ -48,7 +52,9 @@ def read_upstream_state(ckpt_path: str | os.PathLike) -> dict[str, torch.Tensor]
             continue
         out[key] = value.detach().float()
     if "protos" not in out:
-        raise CheckpointError(f"{path} has no 'protos' tensor: it is not a PECMAE PrototypeNet checkpoint (keys: {sorted(out)[:8]})")
+        raise CheckpointError(
+            f"{path} has no 'protos' tensor: it is not a PECMAE PrototypeNet checkpoint (keys: {sorted(out)[:8]})"
+        )
     return out
 
 
@@ -77,7 +83,8 @@ def convert_head(
         protos = state["protos"] = protos[:, None, :]
     if protos.ndim != 3 or protos.shape[1] != 1:
         raise CheckpointError(
-            f"protos has shape {tuple(protos.shape)}; only prototypes of one time step (P, 1, D) are supported (--timestamps 1)"
+            f"protos has shape {tuple(protos.shape)}; only prototypes of one time step (P, 1, D) "
+            "are supported (upstream --timestamps 1)"
         )
     n_protos, dim = protos.shape[0], protos.shape[2]
     n_classes = len(labels)
@@ -88,7 +95,10 @@ def convert_head(
         raise ConfigError(f"{n_protos} prototypes cannot be split evenly over {n_classes} classes")
     k = n_protos // n_classes
     if protos_per_class is not None and int(protos_per_class) != k:
-        raise ConfigError(f"protos_per_class={protos_per_class} given, but the checkpoint has {n_protos} prototypes for {n_classes} classes (K={k})")
+        raise ConfigError(
+            f"protos_per_class={protos_per_class} given, but the checkpoint has {n_protos} prototypes "
+            f"for {n_classes} classes (K={k})"
+        )
     summ_keys = [key for key in state if key.startswith(_SUMMARIZER_PREFIX)]
     if summ_keys and not all(key.startswith(_SUMMARIZER_PREFIX + "layers.0.") for key in summ_keys):
         raise CheckpointError(
@@ -147,5 +157,6 @@ def convert_head_from_args(args: argparse.Namespace) -> PrototypeHead:
     head = convert_head(args.head, args.labels, mean, std, args.out, args.protos_per_class, args.summarizer,
                         args.distance, ae)
     print(f"converted {args.head}: {head.num_classes} classes x {head.protos_per_class} prototypes, "
-          f"D={head.embedding_dim}, summarizer={head.config['summarizer']}, norm mean={mean:.6g} std={std:.6g} -> {args.out}")
+          f"D={head.embedding_dim}, summarizer={head.config['summarizer']}, norm mean={mean:.6g} std={std:.6g} "
+          f"-> {args.out}")
     return head

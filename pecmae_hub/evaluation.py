@@ -119,7 +119,7 @@ def plot_confusion_matrix(cm, label_names: Sequence[str], path: str | os.PathLik
 
     cm = np.asarray(cm)
     n = len(label_names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * n, 1.0 + 0.55 * n))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.6 * n), max(3.5, 1.2 + 0.55 * n)))
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(n), label_names, rotation=45, ha="right")
     ax.set_yticks(range(n), label_names)
@@ -128,7 +128,8 @@ def plot_confusion_matrix(cm, label_names: Sequence[str], path: str | os.PathLik
     ax.set_title(title)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if cm[i, j] > cm.max() / 2 else "black")
+            color = "white" if cm[i, j] > cm.max() / 2 else "black"
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -156,7 +157,8 @@ def evaluate_head(head: PrototypeHead, test_set: FeatureSet, train_set: FeatureS
         "mlp": None,
         "retention": {},
         "predictions": [
-            {"track": t, "label": names[y], "predicted": names[p]} for t, y, p in zip(test_set.track_ids, test_set.labels, pred)
+            {"track": t, "label": names[y], "predicted": names[p]}
+            for t, y, p in zip(test_set.track_ids, test_set.labels, pred)
         ],
     }
     if train_set is not None:
@@ -185,7 +187,8 @@ def format_report(result: dict) -> str:
     width = max(12, *(len(n) for n in result["labels"]))
     lines = [f"{'class':>{width}}  precision  recall  f1-score  support"]
     for name, row in m["per_class"].items():
-        lines.append(f"{name:>{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:8.3f}  {row['support']:7d}")
+        lines.append(f"{name:>{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:8.3f}  "
+                     f"{row['support']:7d}")
     lines.append("")
     lines.append(f"prototype head: track accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
                  f"({result['n_tracks']} tracks, {result['n_chunks']} chunks)")
@@ -215,7 +218,9 @@ def _run_cli(args) -> int:
 def register_cli(subparsers) -> None:
     """Add ``pecmae evaluate``."""
     p = subparsers.add_parser("evaluate", help="track-level evaluation of a prototype head (+ linear probe / MLP baselines)",
-                              description=__doc__)
+                              description="Track-level accuracy, macro-F1, per-class metrics and confusion matrix of "
+                                          "a prototype head; with --train-split also a linear probe and the MLP baseline "
+                                          "on the same embeddings, and the retention (prototype / baseline accuracy).")
     p.add_argument("--model", required=True, help="head folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --model")
     p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")

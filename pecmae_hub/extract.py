@@ -162,7 +162,8 @@ def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_s
     if isinstance(autoencoder, (str, os.PathLike)):
         name = os.fspath(autoencoder)
         local = Path(name).is_dir()
-        ae_id = {"repo_id": None if local else name, "revision": revision, "path": str(Path(name).resolve()) if local else None}
+        ae_id = {"repo_id": None if local else name, "revision": revision,
+                 "path": str(Path(name).resolve()) if local else None}
         autoencoder = Autoencoder.from_pretrained(name, revision=revision)
     else:
         ae_id = {"repo_id": None, "revision": None, "path": None}
@@ -274,8 +275,13 @@ def _run_cli(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``pecmae extract``."""
-    p = subparsers.add_parser("extract", help="encode audio tracks into per-chunk z features (.npy)", description=__doc__)
-    p.add_argument("inputs", metavar="AUDIO_DIR_OR_LIST", help="audio folder (searched recursively), list file or audio file")
+    p = subparsers.add_parser(
+        "extract", help="encode audio tracks into per-chunk z features (.npy)",
+        description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file (wav, flac, ogg, mp3), "
+                    "plus extract_manifest.json and failures.tsv. Re-running resumes. "
+                    "Multi-GPU: accelerate launch -m pecmae_hub.cli extract ...")
+    p.add_argument("inputs", metavar="AUDIO_DIR_OR_LIST",
+                   help="audio folder (searched recursively), list file or audio file")
     p.add_argument("out", metavar="OUT", help="output features folder")
     p.add_argument("--autoencoder", required=True, help="autoencoder folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --autoencoder")

@@ -38,7 +38,8 @@ class FeatureSet:
     def __post_init__(self):
         if not (len(self.features) == len(self.labels) == len(self.track_ids)):
             raise DatasetError(
-                f"features, labels and track_ids differ in length: {len(self.features)}, {len(self.labels)}, {len(self.track_ids)}"
+                "features, labels and track_ids differ in length: "
+                f"{len(self.features)}, {len(self.labels)}, {len(self.track_ids)}"
             )
         fixed, dims = [], set()
         for f, tid in zip(self.features, self.track_ids):
@@ -46,7 +47,9 @@ class FeatureSet:
             dims.add(a.shape[1])
             fixed.append(a)
         if len(dims) > 1:
-            raise InputShapeError(f"tracks have different embedding sizes {sorted(dims)}; all features must come from one autoencoder")
+            raise InputShapeError(
+                f"tracks have different embedding sizes {sorted(dims)}; all features must come from one autoencoder"
+            )
         self.features = fixed
         self.labels = [int(y) for y in self.labels]
         bad = [y for y in self.labels if not 0 <= y < len(self.label_names)]
@@ -84,7 +87,8 @@ class FeatureSet:
         unknown = sorted({self.label_names[y] for y in self.labels} - set(index))
         if unknown:
             raise DatasetError(f"labels {unknown} are not among the model's classes {names}")
-        return FeatureSet(self.features, [index[self.label_names[y]] for y in self.labels], self.track_ids, names, self.missing)
+        labels = [index[self.label_names[y]] for y in self.labels]
+        return FeatureSet(self.features, labels, self.track_ids, names, self.missing)
 
     @classmethod
     def from_arrays(cls, features, labels, track_ids=None, label_names=None) -> "FeatureSet":
@@ -208,9 +212,12 @@ def load_features(features_dir: str | os.PathLike, split, label_names: Sequence[
         labels.append(index[label])
         ids.append(rel)
     if missing:
-        log.warning("%s: %d of %d feature files missing, skipped (first: %s)", split, len(missing), len(seen), ", ".join(missing[:5]))
+        log.warning("%s: %d of %d feature files missing, skipped (first: %s)",
+                    split, len(missing), len(seen), ", ".join(missing[:5]))
     if not feats:
-        raise DatasetError(f"no feature file of split {split} was found under {features_dir} (first missing: {missing[:3]})")
+        raise DatasetError(
+            f"no feature file of split {split} was found under {features_dir} (first missing: {missing[:3]})"
+        )
     return FeatureSet(feats, labels, ids, names, missing)
 
 

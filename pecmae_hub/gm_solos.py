@@ -6,8 +6,7 @@ of one sound bank with FluidSynth at 24 kHz, then passed through a random record
 chorus, reverb, noise) and normalised to a jittered RMS level. Three banks are for training; the
 fourth (TimGM6mb) is held out as the test bank. Everything is drawn from a per-clip
 ``numpy.random.default_rng`` seeded by (seed, bank, class, index), so a clip is reproducible
-bit for bit. FluidSynth's own reverb and chorus are off and the synth is reset between clips, so
-no state leaks from one clip to the next.
+bit for bit: FluidSynth's own reverb and chorus are off and every clip gets a fresh synth.
 """
 from __future__ import annotations
 
@@ -15,38 +14,17 @@ import csv
 import ctypes
 import os
 import sys
+import warnings
 import zlib
-from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from .audio import SAMPLE_RATE, write_wav
 from .errors import ConfigError, DatasetError, PecmaeError
-from .gm_solos_melodies import Note, add_second_voice, corpus_melody, perform, scale_melody
+from .gm_solos_melodies import INSTRUMENTS, Instrument, Note, compose  # noqa: F401 (re-export)
 
-
-@dataclass(frozen=True)
-class Instrument:
-    """A class: its label, GM programs (1-based; one is picked per clip) and MIDI pitch range."""
-
-    label: str
-    programs: tuple[int, ...]
-    low: int
-    high: int
-    sustained: bool  # wind/bowed/sung: gets modulation-wheel vibrato and expression swells
-
-
-INSTRUMENTS = (
-    Instrument("clarinet", (72,), 50, 89, True),
-    Instrument("distorted electric guitar", (31,), 40, 81, False),
-    Instrument("female singer", (53, 54), 55, 79, True),  # choir aahs / voice oohs
-    Instrument("flute", (74,), 60, 93, True),
-    Instrument("piano", (1,), 36, 96, False),
-    Instrument("tenor saxophone", (67,), 44, 75, True),
-    Instrument("trumpet", (57,), 55, 82, True),
-    Instrument("violin", (41,), 55, 93, True),
-)
 LABELS = tuple(i.label for i in INSTRUMENTS)
 PROGRAMS = {i.label: i.programs for i in INSTRUMENTS}
 
@@ -56,12 +34,8 @@ BANKS = {
     "csound": "/usr/share/sounds/sf2/sf_GMbank.sf2",
     "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
 }
-BANK_PACKAGES = {
-    "fluidr3": "fluid-soundfont-gm",
-    "musescore": "musescore-general-soundfont-small",
-    "csound": "csound-soundfont",
-    "timgm6mb": "timgm6mb-soundfont",
-}
+BANK_PACKAGES = {"fluidr3": "fluid-soundfont-gm", "musescore": "musescore-general-soundfont-small",
+                 "csound": "csound-soundfont", "timgm6mb": "timgm6mb-soundfont"}  # Debian packages
 TRAIN_BANKS = ("fluidr3", "musescore", "csound")
 TEST_BANKS = ("timgm6mb",)
 METADATA_COLUMNS = ("path", "label", "label_id", "bank", "program", "melody_source", "seed", "index", "split")
@@ -86,16 +60,9 @@ def bank_path(bank: str) -> Path:
         raise DatasetError(f"unknown sound bank {bank!r}; choose from {', '.join(BANKS)}")
     path = Path(BANKS[bank])
     if not path.exists():
-        raise DatasetError(
-            f"sound bank {bank!r} not found at {path}: install it with `apt-get install {BANK_PACKAGES[bank]}`"
-        )
+        raise DatasetError(f"sound bank {bank!r} not found at {path}: install it with "
+                           f"`apt-get install {BANK_PACKAGES[bank]}`")
     return path
-
-
-def _instrument(label: str) -> tuple[int, Instrument]:
-    if label not in LABELS:
-        raise DatasetError(f"unknown GM-Solos label {label!r}; labels are {', '.join(LABELS)}")
-    return LABELS.index(label), INSTRUMENTS[LABELS.index(label)]
 
 
 # ----------------------------------------------------------------------------------- synthesis
@@ -107,20 +74,35 @@ _LOADED: dict[str, tuple[object, int, int]] = {}  # bank -> (owner synth, sound-
 _SYNTH_OPTIONS = {"synth.reverb.active": 0, "synth.chorus.active": 0, "synth.cpu-cores": 1}
 
 
+@lru_cache(maxsize=None)
 def _lib():
     try:
+        import soundfile  # noqa: F401  (before libfluidsynth: see _check_libsndfile)
         import fluidsynth
     except (ImportError, OSError) as exc:
-        raise DatasetError(
-            f"GM-Solos needs pyfluidsynth and libfluidsynth3 ({exc}): pip install 'pecmae-hub[data]' "
-            "and apt-get install libfluidsynth3"
-        ) from None
+        raise DatasetError(f"GM-Solos needs pyfluidsynth and libfluidsynth3 ({exc}): "
+                           "pip install 'pecmae-hub[data]' and apt-get install libfluidsynth3") from None
     lib, ptr, i = fluidsynth._fl, ctypes.c_void_p, ctypes.c_int
     for name, res, args in [("fluid_synth_get_sfont_by_id", ptr, [ptr, i]), ("fluid_synth_add_sfont", i, [ptr, ptr]),
                             ("fluid_synth_remove_sfont", i, [ptr, ptr]), ("fluid_set_log_function", ptr, [i, ptr, ptr]),
                             ("fluid_synth_write_float", i, [ptr, i, ptr, i, i, ptr, i, i])]:
         getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
+    _check_libsndfile()
     return fluidsynth, lib
+
+
+def _check_libsndfile() -> None:
+    """FluidSynth decodes sf3 (Ogg Vorbis) samples with libsndfile. The soundfile wheel bundles another
+    libsndfile build with the same soname; whichever loads first serves both, and the two decode the
+    MuseScore bank 1 LSB apart. We load soundfile first; warn if libfluidsynth was loaded earlier."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "libsndfile" in line}
+    except OSError:
+        return
+    if len(paths) > 1:
+        warnings.warn("fluidsynth was imported before soundfile, so sf3 banks (musescore) may render 1 LSB "
+                      "differently from other processes; import pecmae_hub.gm_solos first", RuntimeWarning)
 
 
 def _loaded(bank: str) -> tuple[object, int, int]:
@@ -163,13 +145,10 @@ def synthesize(bank: str, program: int, notes: list[Note], controls: list, n_sam
         sid = lib.fluid_synth_add_sfont(synth.synth, sfont)
         for ch in sorted({n.channel for n in notes} | {c[1] for c in controls}):
             synth.program_select(ch, sid, 0, program - 1)
-        events, ordered = [], sorted(notes, key=lambda n: n.start)
-        for i, n in enumerate(ordered):  # a note ends at the latest when its key is struck again
-            on = _q(n.start)
-            nxt = [_q(m.start) for m in ordered[i + 1:] if (m.channel, m.pitch) == (n.channel, n.pitch)]
-            off = max(min([_q(n.start + n.length)] + nxt[:1]), on + BLOCK)
-            events += [(on, 2, n.channel, n.pitch, n.velocity), (off, 0, n.channel, n.pitch, 0)]
-        events += [(_q(t), 1, ch, cc, val) for t, ch, cc, val in controls]
+        events = [(_q(t), 1, ch, cc, val) for t, ch, cc, val in controls]  # at one time: off, cc, on
+        for n in notes:
+            events += [(_q(n.start), 2, n.channel, n.pitch, n.velocity),
+                       (max(_q(n.start + n.length), _q(n.start) + BLOCK), 0, n.channel, n.pitch, 0)]
         chunks, cur = [], 0
         for pos, kind, ch, a, b in sorted(events):
             if pos >= n_samples:
@@ -250,38 +229,23 @@ def normalize(rng: np.random.Generator, x: np.ndarray, target_db: float = -20.0,
 
 # -------------------------------------------------------------------------------------- clips
 def _render(bank: str, label: str, index: int, seed: int, duration: float) -> tuple[np.ndarray, dict]:
-    class_id, inst = _instrument(label)
+    if label not in LABELS:
+        raise DatasetError(f"unknown GM-Solos label {label!r}; labels are {', '.join(LABELS)}")
+    class_id, inst = LABELS.index(label), INSTRUMENTS[LABELS.index(label)]
     bank_path(bank)
     if seed < 0 or index < 0 or duration <= 0:
         raise ConfigError(f"seed and index must be >= 0 and duration > 0, got {seed}, {index}, {duration}")
     n_clip = int(round(duration * SAMPLE_RATE))
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng([seed, zlib.crc32(bank.encode()), class_id, index, attempt])
-        program = int(rng.choice(inst.programs))
-        bpm, preroll = float(rng.uniform(60, 150)), _q(rng.uniform(0.0, 1.0))
-        n_beats = (preroll / SAMPLE_RATE + duration) * bpm / 60 + 1
-        make = corpus_melody if rng.random() < 0.5 else scale_melody
-        melody, source = make(rng, inst.low, inst.high, n_beats)
-        lines = [melody]
-        if label == "piano" and rng.random() < 0.5:
-            lines.append(add_second_voice(rng, melody, "left-hand", inst.low, inst.high))
-        elif label == "distorted electric guitar" and rng.random() < 0.35:
-            lines.append(add_second_voice(rng, melody, "power", inst.low, inst.high))
-        notes, articulation = perform(rng, lines, bpm)
-        controls = []
-        if inst.sustained:
-            total_s = preroll / SAMPLE_RATE + duration
-            controls.append((0.0, 0, 1, int(rng.integers(10, 70)) if rng.random() < 0.5 else 0))
-            swell = np.linspace(rng.uniform(70, 127), rng.uniform(70, 127), 7)
-            controls += [(total_s * k / 6, 0, 11, int(v)) for k, v in enumerate(swell)]
+        preroll = _q(rng.uniform(0.0, 1.0))  # start mid-phrase: render from before the clip
+        program, notes, controls, info = compose(rng, inst, preroll / SAMPLE_RATE + duration)
         n_total = -(-(preroll + n_clip) // BLOCK) * BLOCK
         dry = synthesize(bank, program, notes, controls, n_total)
         if _rms(dry[preroll:preroll + n_clip]) < SILENCE_RMS:
             continue
         wet = apply_effects(rng, dry.astype(np.float64))[preroll:preroll + n_clip]
-        info = {"program": program, "melody_source": source, "articulation": articulation,
-                "bpm": round(bpm, 1), "attempt": attempt}
-        return normalize(rng, wet), info
+        return normalize(rng, wet), {**info, "attempt": attempt}
     raise DatasetError(f"{bank}/{label} clip {index} (seed {seed}) came out silent {MAX_ATTEMPTS} times")
 
 
@@ -299,14 +263,11 @@ def render_clip(bank: str, label: str, index: int, seed: int = 0, duration: floa
 
 def render_examples(out_dir, bank: str = "timgm6mb", seed: int = 12345, index: int = 0) -> list[Path]:
     """Write one 3 s clip per class as ``<out_dir>/<label_slug>.wav`` (16-bit); return the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for label in LABELS:
-        write_wav(out / f"{label_slug(label)}.wav", render_clip(bank, label, index, seed))
-        paths.append(out / f"{label_slug(label)}.wav")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    paths = [Path(out_dir) / f"{label_slug(label)}.wav" for label in LABELS]
+    for label, path in zip(LABELS, paths):
+        write_wav(path, render_clip(bank, label, index, seed))
     return paths
-
 
 
 # ------------------------------------------------------------------------------------ data set
@@ -330,12 +291,11 @@ def read_metadata(path) -> dict[str, dict[str, str]]:
 
 def _write_metadata(path: Path, rows: dict) -> None:
     order = {b: i for i, b in enumerate(BANKS)}
-    key = lambda r: (order.get(r["bank"], len(order)), r["bank"], int(r["label_id"]), int(r["index"]))  # noqa: E731
-    tmp = path.with_name(".metadata.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp := path.with_name(".metadata.csv.tmp"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
         writer.writeheader()
-        writer.writerows(sorted(rows.values(), key=key))
+        writer.writerows(sorted(rows.values(), key=lambda r: (
+            order.get(r["bank"], len(order)), r["bank"], int(r["label_id"]), int(r["index"]))))
     os.replace(tmp, path)
 
 
@@ -438,8 +398,7 @@ def _cli_gm_solos(args) -> int:
 
 
 def _cli_examples(args) -> int:
-    for path in render_examples(args.out, bank=args.bank, seed=args.seed):
-        print(path)
+    print("\n".join(map(str, render_examples(args.out, bank=args.bank, seed=args.seed))))
     return 0
 
 
@@ -459,15 +418,16 @@ def register_cli(subparsers) -> None:
     p.add_argument("--all-banks", action="store_true",
                    help=f"render {', '.join(TRAIN_BANKS)} with --split (default train) and {TEST_BANKS[0]} as test")
     p.add_argument("--n-per-class", type=int, required=True, help="clips per class and bank")
-    p.add_argument("--n-test-per-class", type=int, default=None, help="with --all-banks: clips per class of the test bank")
+    p.add_argument("--n-test-per-class", type=int, default=None,
+                   help="with --all-banks: clips per class of the test bank (default: --n-per-class)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help="split name written to metadata.csv (default: train/test by bank)")
     p.add_argument("--workers", type=int, default=1, choices=[1, 2], help="rendering processes")
     p.add_argument("--duration", type=float, default=3.0, help="clip length in seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_gm_solos)
-    e = data._pecmae_sub.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (for docs/apps)")
-    e.add_argument("out")
+    e = data._pecmae_sub.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (docs, app)")
+    e.add_argument("out", help="folder for <label_slug>.wav")
     e.add_argument("--bank", default="timgm6mb", choices=list(BANKS))
-    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--seed", type=int, default=12345, help="not 0, so the clips are not in the data set")
     e.set_defaults(func=_cli_examples)

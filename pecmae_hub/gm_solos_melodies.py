@@ -1,6 +1,7 @@
-"""Melodies and their performance for the GM-Solos generator (see :mod:`pecmae_hub.gm_solos`).
+"""What GM-Solos clips play: the instruments, their melodies and the performance.
 
-Two melody sources, both drawn from a caller's ``numpy.random.Generator`` so a clip is reproducible:
+See :mod:`pecmae_hub.gm_solos` for the rendering and the data set. Two melody sources, both
+drawn from a caller's ``numpy.random.Generator`` so a clip is reproducible:
 
 * :func:`scale_melody`: a random key and mode, mostly stepwise motion with occasional leaps and
   rests, inside an instrument's pitch range;
@@ -9,7 +10,8 @@ Two melody sources, both drawn from a caller's ``numpy.random.Generator`` so a c
   Each work is parsed at most once per process (≈0.1 s) and its note lists kept in memory.
 
 A melody is a list of ``(onset_beats, duration_beats, midi_pitch)``; :func:`perform` turns it into
-timed ``Note`` events (seconds, velocity, articulation, timing jitter).
+timed ``Note`` events (seconds, velocity, articulation, timing jitter); :func:`compose` draws a
+whole clip for one :class:`Instrument` (program, melody, second voice, performance, controllers).
 """
 from __future__ import annotations
 
@@ -19,6 +21,30 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import DatasetError
+
+@dataclass(frozen=True)
+class Instrument:
+    """A class: its label, GM programs (1-based; one is picked per clip) and MIDI pitch range."""
+
+    label: str
+    programs: tuple[int, ...]
+    low: int
+    high: int
+    sustained: bool  # wind/bowed/sung: modulation-wheel vibrato and expression swells
+    second_voice: str = ""  # "left-hand" (piano) or "power" (fifths, guitar) in 40 % of clips
+
+
+# Medley-Solos-DB classes in its order; ranges are practical sounding ranges in MIDI note numbers
+INSTRUMENTS = (
+    Instrument("clarinet", (72,), 50, 89, True),
+    Instrument("distorted electric guitar", (31,), 40, 81, False, "power"),
+    Instrument("female singer", (53, 54), 55, 79, True),  # choir aahs / voice oohs
+    Instrument("flute", (74,), 60, 93, True),
+    Instrument("piano", (1,), 36, 96, False, "left-hand"),
+    Instrument("tenor saxophone", (67,), 44, 75, True),
+    Instrument("trumpet", (57,), 55, 82, True),
+    Instrument("violin", (41,), 55, 93, True),
+)
 
 Line = list  # list[tuple[float, float, int]]: (onset in beats, duration in beats, MIDI pitch)
 
@@ -180,10 +206,41 @@ def perform(rng: np.random.Generator, lines: list[Line], bpm: float) -> tuple[li
     beat_s = 60.0 / bpm
     notes = []
     for channel, line in enumerate(lines):
+        line_notes = []
         for onset, dur, pitch in line:
             start = max(onset * beat_s + float(rng.normal(0, 0.008)), 0.0)
             length = max(dur * beat_s * float(rng.uniform(ratio_lo, ratio_hi)), 0.04)
             accent = 8.0 if onset % 1.0 == 0 and rng.random() < 0.5 else 0.0
             vel = int(np.clip(round(base_vel + accent + rng.normal(0, 6) - 8 * channel), 1, 127))
-            notes.append(Note(start, length, int(pitch), vel, channel))
+            line_notes.append(Note(start, length, int(pitch), vel, channel))
+        next_start: dict[int, float] = {}  # a legato note ends at the latest when its key is struck again
+        for k in range(len(line_notes) - 1, -1, -1):
+            n = line_notes[k]
+            if n.pitch in next_start and n.start + n.length > next_start[n.pitch]:
+                line_notes[k] = Note(n.start, max(next_start[n.pitch] - n.start, 0.0), n.pitch, n.velocity, channel)
+            next_start[n.pitch] = n.start
+        notes += line_notes
     return notes, articulation
+
+
+def compose(rng: np.random.Generator, inst: Instrument, seconds: float) -> tuple[int, list[Note], list, dict]:
+    """Draw one clip of ``seconds`` for ``inst``: program, notes, controls and a description.
+
+    Controls are ``(seconds, channel, cc, value)``: modulation (CC1) and an expression swell (CC11)
+    for sustained instruments. Half the melodies come from the corpus, half are scale melodies.
+    """
+    program = int(rng.choice(inst.programs))
+    bpm = float(rng.uniform(60, 150))
+    make = corpus_melody if rng.random() < 0.5 else scale_melody
+    melody, source = make(rng, inst.low, inst.high, seconds * bpm / 60 + 1)
+    lines = [melody]
+    if inst.second_voice and rng.random() < 0.4:
+        lines.append(add_second_voice(rng, melody, inst.second_voice, inst.low, inst.high))
+    notes, articulation = perform(rng, lines, bpm)
+    controls = []
+    if inst.sustained:
+        controls.append((0.0, 0, 1, int(rng.integers(10, 70)) if rng.random() < 0.5 else 0))
+        swell = np.linspace(rng.uniform(70, 127), rng.uniform(70, 127), 7)
+        controls += [(seconds * k / 6, 0, 11, int(v)) for k, v in enumerate(swell)]
+    info = {"program": program, "melody_source": source, "articulation": articulation, "bpm": round(bpm, 1)}
+    return program, notes, controls, info

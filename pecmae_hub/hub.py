@@ -6,6 +6,7 @@ PECMAE model in the folder layout documented in ``docs/hub.md``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelNotFoundError
-from .weights import resolve_file
+from .errors import ConfigError, ModelNotFoundError
+from .weights import CONFIG_NAME, WEIGHTS_NAME, resolve_file
 
 ORG_ENV = "PECMAE_HUB_ORG"
 DEFAULT_ORG = "pecmae-hub"
@@ -23,6 +24,7 @@ AUTOENCODER_REPO_NAME = "encodecmae-diffusion-4s"  # the shared autoencoder repo
 LIBRARY_NAME = "pecmae-hub"
 INFO_NAME, METRICS_NAME, PROTOTYPES_DIR = "pecmae.json", "metrics.json", "prototypes"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_AUTOENCODERS: dict[tuple, Any] = {}  # in-process cache, keyed by resolved commit/folder and device
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,11 @@ def registry_repo_id(name: str) -> str | None:
     """Hub repo id of a short name (None for the embedded model)."""
     entry = REGISTRY[name]
     return None if entry.embedded else f"{hub_org()}/{entry.repo_name}"
+
+
+def autoencoder_repo_id() -> str:
+    """The Hub repo of the autoencoder shared by the registry models."""
+    return f"{hub_org()}/{AUTOENCODER_REPO_NAME}"
 
 
 def known_names() -> list[str]:
@@ -182,17 +189,80 @@ class ModelFiles:
                           local_files_only=self.local_files_only, subfolder=sub)
 
 
-def _metric_entries(metrics: dict | None) -> list[tuple[str, str, float]]:
-    """(type, display name, value) of every numeric metric in a ``metrics.json`` dict."""
+def clear_cache() -> None:
+    """Forget the autoencoders loaded in this process."""
+    _AUTOENCODERS.clear()
+
+
+def autoencoder_fingerprint(ae) -> str:
+    """Short hash of an autoencoder's architecture config (provenance fields excluded)."""
+    cfg = {k: v for k, v in ae.config.to_dict().items() if k not in ("source", "version")}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_autoencoder(spec: dict, files: ModelFiles, *, cache_dir: str | None = None, local_files_only: bool = False,
+                     device="cpu"):
+    """The autoencoder named by a head config ``spec`` (``{"repo_id", "revision", "path"}``), with
+    ``path`` relative to the head's ``files``; loaded once per process per commit/folder and device.
+
+    Returns ``(autoencoder, reference)``; the reference records where it came from.
+    """
+    from .autoencoder import Autoencoder
+
+    head_name = files.describe()
+    path, repo_id = spec.get("path"), spec.get("repo_id")
+    if path:
+        if files.is_hub and (Path(path).is_absolute() or ".." in Path(path).parts):
+            raise ConfigError(f"head {head_name}: autoencoder path {path!r} must stay inside the repo")
+        ae_files = files.child(path)
+    elif repo_id:
+        ae_files = ModelFiles(repo_id=repo_id, revision=spec.get("revision"), cache_dir=cache_dir,
+                              local_files_only=local_files_only)
+    else:
+        raise ConfigError(f"head {head_name} does not name its autoencoder (config['autoencoder'] has neither "
+                          "'path' nor 'repo_id'); pass autoencoder=... to PECMAE.from_pretrained")
+    config_path = ae_files.get(CONFIG_NAME)
+    if ae_files.is_hub:
+        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
+    else:
+        weights = config_path.parent / WEIGHTS_NAME
+        stamp = weights.stat().st_mtime_ns if weights.exists() else 0
+        key = ("folder", str(config_path.parent.resolve()), stamp, str(device))
+    ref = {"repo_id": repo_id if not path else files.repo_id, "revision": spec.get("revision"), "path": path,
+           "commit": ae_files.commit, "source": ae_files.describe()}
+    if key not in _AUTOENCODERS:
+        ae_files.get(WEIGHTS_NAME)
+        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=str(device))
+    return _AUTOENCODERS[key], ref
+
+
+_METRIC_WORDS = re.compile(r"acc|f1|precision|recall|auc|map\b", re.I)
+
+
+def metric_entries(metrics: dict | None) -> tuple[str | None, list[tuple[str, str, float]]]:
+    """The evaluation split and its ``(type, display name, value)`` metrics from a ``metrics.json`` dict.
+
+    Accepted layouts: ``{"metrics": {...}, "split": ...}``, ``pecmae train``'s ``{"test": {...}, "val":
+    {...}, ...}`` (test preferred) or flat ``{"accuracy": ..., "split": ...}``. Only accuracy-, F1-,
+    precision-, recall- and AUC-like numbers count (not seeds, step counts or sizes).
+    """
     if not metrics:
-        return []
-    values = metrics.get("metrics", metrics)
+        return None, []
+    split = metrics.get("split")
+    values = metrics.get("metrics")
+    if not isinstance(values, dict):
+        for name in ("test", "val"):
+            if isinstance(metrics.get(name), dict):
+                values, split = metrics[name], split or name
+                break
+        else:
+            values = metrics
     out = []
     for key, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _METRIC_WORDS.search(key):
             kind = "f1" if "f1" in key.lower() else key.lower()
             out.append((kind, key.replace("_", " "), float(value)))
-    return out
+    return split, out
 
 
 def render_model_card(*, model_name: str, labels: list[str], protos_per_class: int, info: dict | None = None,
@@ -204,11 +274,12 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
 
     info = dict(info or {})
     dataset = info.get("dataset") or "unknown"
-    split = (metrics or {}).get("split") or info.get("split") or "the dataset's standard split"
+    metric_split, entries = metric_entries(metrics)
+    split = metric_split or info.get("split") or "the dataset's standard split"
     eval_results = [
         EvalResult(task_type="audio-classification", task_name="Audio classification", dataset_type=dataset,
                    dataset_name=dataset, dataset_split=str(split), metric_type=kind, metric_name=name, metric_value=value)
-        for kind, name, value in _metric_entries(metrics)
+        for kind, name, value in entries
     ]
     data = ModelCardData(
         library_name=LIBRARY_NAME, pipeline_tag="audio-classification", license=info.get("license", "mit"),
@@ -218,7 +289,7 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
     )
     ref = repo_id or model_name
     k = protos_per_class
-    metric_lines = "\n".join(f"| {name} | {value:.4f} |" for _, name, value in _metric_entries(metrics))
+    metric_lines = "\n".join(f"| {name} | {value:.4f} |" for _, name, value in entries)
     settings = render_settings or {}
     body = f"""
 # {model_name}: PECMAE prototype classifier

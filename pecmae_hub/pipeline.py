@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -27,28 +26,14 @@ from . import hub, weights
 from .audio import SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, write_wav
 from .autoencoder import Autoencoder
 from .errors import ConfigError, ModelNotFoundError
+from .hub import autoencoder_fingerprint, clear_cache  # noqa: F401 - part of this module's API
 from .head import NEAREST_NAME, PrototypeHead
-
-INDEX_NAME = f"{hub.PROTOTYPES_DIR}/index.json"
-_AUTOENCODERS: dict[tuple, Autoencoder] = {}  # in-process cache, keyed by resolved commit/folder and device
-
-
-def clear_cache() -> None:
-    """Forget the autoencoders loaded in this process."""
-    _AUTOENCODERS.clear()
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def autoencoder_fingerprint(ae: Autoencoder) -> str:
-    """Short hash of the autoencoder's architecture config (provenance fields excluded)."""
-    cfg = {k: v for k, v in ae.config.to_dict().items() if k not in ("source", "version")}
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
@@ -112,16 +97,6 @@ def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, ne
     return out
 
 
-def _source_name(audio) -> str:
-    if isinstance(audio, (str, os.PathLike)):
-        return os.fspath(audio)
-    return "<bytes>" if isinstance(audio, (bytes, bytearray)) else "<array>"
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "class"
-
-
 class PECMAE:
     """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
 
@@ -147,6 +122,16 @@ class PECMAE:
     @property
     def device(self) -> torch.device:
         return self.head.protos.device
+
+    @property
+    def files(self) -> hub.ModelFiles | None:
+        """Where the model was loaded from (None for a model built in memory)."""
+        return self._files
+
+    @property
+    def render_settings(self) -> dict | None:
+        """``prototypes/index.json`` (steps, guidance, seed, files) of the pre-rendered WAVs, or None."""
+        return self._render_index()
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -180,7 +165,8 @@ class PECMAE:
         head = PrototypeHead.from_pretrained(head_dir).to(dev)
         spec = head.config.get("autoencoder") or {}
         if autoencoder is None:
-            autoencoder, ref = _load_autoencoder(spec, files, cache_dir, local_files_only, dev, files.describe())
+            autoencoder, ref = hub.load_autoencoder(spec, files, cache_dir=cache_dir,
+                                                   local_files_only=local_files_only, device=dev)
         else:
             ref = {"repo_id": spec.get("repo_id"), "revision": spec.get("revision")} if spec.get("repo_id") else {}
         info = files.json(hub.INFO_NAME, required=False) or {}
@@ -194,6 +180,7 @@ class PECMAE:
                 f"head {files.describe()} was trained with autoencoder fingerprint {expected} but the autoencoder "
                 f"loaded ({ref.get('source') or 'given'}) has {autoencoder_fingerprint(autoencoder)}"
             )
+        model._render_index()  # fetched now so that the cache knows it (or its absence) when offline later
         return model
 
     # ---- classification --------------------------------------------------------------------------
@@ -209,7 +196,8 @@ class PECMAE:
 
     @torch.no_grad()
     def _classify_one(self, audio, sr, top_k) -> Prediction:
-        source = _source_name(audio)
+        source = (os.fspath(audio) if isinstance(audio, (str, os.PathLike))
+                  else "<bytes>" if isinstance(audio, (bytes, bytearray)) else "<array>")
         wav = load_audio(audio, sr, name=source)
         z = self.autoencoder.encode(wav, sr=SAMPLE_RATE)
         logits = self.head(z).float().cpu()                                   # (n, C)
@@ -260,7 +248,7 @@ class PECMAE:
 
     def _render_index(self) -> dict | None:
         if self._index is False:
-            self._index = self._files.json(INDEX_NAME, required=False) if self._files is not None else None
+            self._index = self._files.json(f"{hub.PROTOTYPES_DIR}/index.json", required=False) if self._files else None
         return self._index
 
     def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> Path | None:
@@ -271,17 +259,17 @@ class PECMAE:
         if index.get("autoencoder_fingerprint") not in (None, autoencoder_fingerprint(self.autoencoder)):
             return None
         entry = next((e for e in index.get("prototypes", []) if int(e["index"]) == p), None)
-        return None if entry is None else self._files.get(f"{hub.PROTOTYPES_DIR}/{entry['file']}", required=False)
+        try:
+            return None if entry is None else self._files.get(f"{hub.PROTOTYPES_DIR}/{entry['file']}", required=False)
+        except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
+            return None
 
-    def _noise(self, seed: int, n: int) -> torch.Tensor:
+    def _decode(self, p: int, steps: int, guidance: float, seed: int) -> np.ndarray:
+        # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
         ae = self.autoencoder
         noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=torch.Generator().manual_seed(int(seed)))
-        return noise.expand(n, -1, -1).contiguous()
-
-    def _decode(self, ps: list[int], steps: int, guidance: float, seed: int) -> np.ndarray:
-        z = self.head.effective_prototypes()[ps]
-        wav = self.autoencoder.decode(z, steps=steps, guidance=guidance, noise=self._noise(seed, len(ps)))
-        return np.asarray(wav, dtype=np.float32).reshape(len(ps), -1)
+        z = self.head.effective_prototypes()[p : p + 1]
+        return np.asarray(ae.decode(z, steps=steps, guidance=guidance, noise=noise), dtype=np.float32)
 
     def sonify(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> np.ndarray:
         """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
@@ -296,31 +284,29 @@ class PECMAE:
                 wav, file_sr = sf.read(str(path), dtype="float32")
                 self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
             else:
-                self._sonified[key] = self._decode([p], steps, guidance, seed)[0]
+                self._sonified[key] = self._decode(p, steps, guidance, seed)
         return self._sonified[key].copy()
 
     def render_prototypes(self, folder: str | os.PathLike, steps: int = 40, guidance: float = 1.0, seed: int = 0,
-                          batch_size: int = 8, progress: bool = False) -> dict:
-        """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` for every prototype and ``index.json``
-        recording the settings; returns the index."""
+                          progress: bool = False) -> dict:
+        """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
+        ``index.json`` recording the settings; returns the index."""
+        from tqdm.auto import tqdm
+
         out = Path(folder) / hub.PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
-        entries, todo = [], list(range(self.head.num_prototypes))
-        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="rendering prototypes", unit="batch")
-        for batch in batches:
-            for p, wav in zip(batch, self._decode(batch, steps, guidance, seed)):
-                label, k = self.head.prototype_name(p)
-                name = f"p{p:03d}_{_safe(label)}_{k}.wav"
-                write_wav(out / name, wav)
-                entries.append({"index": p, "label": label, "k": k, "file": name})
+        entries = []
+        for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
+            label, k = self.head.prototype_name(p)
+            name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
+            write_wav(out / name, self._decode(p, steps, guidance, seed))
+            entries.append({"index": p, "label": label, "k": k, "file": name})
         index = {"version": 1, "sample_rate": SAMPLE_RATE, "steps": int(steps), "guidance": float(guidance),
                  "seed": int(seed), "autoencoder_fingerprint": autoencoder_fingerprint(self.autoencoder),
                  "prototypes": entries}
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        if self._files is not None and self._files.folder is not None:
+            self._index, self._sonified = False, {}  # it may have been our own folder: look again
         return index
 
     # ---- saving / publishing ---------------------------------------------------------------------
@@ -330,8 +316,8 @@ class PECMAE:
         """Write the model folder: head config + weights, autoencoder reference (or ``autoencoder/``),
         ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
 
-        Existing pre-renders are copied; ``render=True`` renders missing ones with the given settings.
-        ``autoencoder_repo_id`` references a Hub autoencoder instead of shipping it in the folder.
+        Existing pre-renders are copied as they are; ``render=True`` renders them with the given settings
+        when there are none. ``autoencoder_repo_id`` references a Hub autoencoder instead of shipping it.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -350,12 +336,12 @@ class PECMAE:
         for name, data in ((NEAREST_NAME, self.nearest), (hub.METRICS_NAME, self.metrics)):
             if data is not None:
                 (folder / name).write_text(json.dumps(data, indent=1) + "\n")
-        info = {"name": self.name, "chunk_seconds": ae.chunk_seconds, **self.info}
+        info = {**self.info, "name": self.name, "chunk_seconds": ae.chunk_seconds}
         info.setdefault("license", "cc-by-nc-4.0" if ae.config.frontend == "encodec" else "mit")
         (folder / hub.INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
         index = self._copy_renders(folder)
-        if render and (index is None or (index["steps"], index["guidance"], index["seed"]) != (steps, float(guidance), seed)):
-            index = self.render_prototypes(folder, steps, guidance, seed)
+        if render and index is None:
+            index = self.render_prototypes(folder, steps, guidance, seed, progress=True)
         card = hub.render_model_card(
             model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
             metrics=self.metrics, base_model=spec["repo_id"], repo_id=repo_id, render_settings=index)
@@ -379,37 +365,10 @@ class PECMAE:
                     token: str | None = None, commit_message: str | None = None, render: bool = True,
                     steps: int = 40, guidance: float = 1.0, seed: int = 0, autoencoder_repo_id: str | None = None,
                     autoencoder_revision: str | None = None) -> str:
-        """Save to a temporary folder (rendering prototypes unless ``render=False``) and upload it to
-        ``repo_id`` (created if missing) on branch ``revision``; returns the commit sha."""
+        """Save to a temporary folder (rendering prototypes when there are none, unless ``render=False``)
+        and upload it to ``repo_id`` (created if missing) on branch ``revision``; returns the commit sha."""
         with tempfile.TemporaryDirectory(prefix="pecmae-push-") as tmp:
             self.save_pretrained(tmp, render=render, steps=steps, guidance=guidance, seed=seed, repo_id=repo_id,
                                  autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
             return hub.push_folder(tmp, repo_id, private=private, revision=revision, token=token,
                                    commit_message=commit_message)
-
-
-def _load_autoencoder(spec: dict, files: hub.ModelFiles, cache_dir, local_files_only, device, head_name: str):
-    """The autoencoder named by a head config (cached per process); returns (model, reference)."""
-    path, repo_id = spec.get("path"), spec.get("repo_id")
-    if path:
-        if files.is_hub and (Path(path).is_absolute() or ".." in Path(path).parts):
-            raise ConfigError(f"head {head_name}: autoencoder path {path!r} must stay inside the repo")
-        ae_files = files.child(path)
-    elif repo_id:
-        ae_files = hub.ModelFiles(repo_id=repo_id, revision=spec.get("revision"), cache_dir=cache_dir,
-                                  local_files_only=local_files_only)
-    else:
-        raise ConfigError(f"head {head_name} does not name its autoencoder (config['autoencoder'] has neither "
-                          "'path' nor 'repo_id'); pass autoencoder=... to PECMAE.from_pretrained")
-    config_path = ae_files.get(weights.CONFIG_NAME)
-    if ae_files.is_hub:
-        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
-    else:
-        st = (config_path.parent / weights.WEIGHTS_NAME)
-        key = ("folder", str(config_path.parent.resolve()), st.stat().st_mtime_ns if st.exists() else 0, str(device))
-    ref = {"repo_id": repo_id if not path else files.repo_id, "revision": spec.get("revision"), "path": path,
-           "commit": ae_files.commit, "source": ae_files.describe()}
-    if key not in _AUTOENCODERS:
-        ae_files.get(weights.WEIGHTS_NAME)
-        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=str(device))
-    return _AUTOENCODERS[key], ref

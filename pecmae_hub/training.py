@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .errors import ConfigError
+from .errors import ConfigError, InputShapeError
 from .evaluation import chunk_logits, classification_metrics, mean_by_track
 from .features import FeatureSet, compute_norm_stats, write_labels
 from .head import PrototypeHead, nearest_training_chunks, save_nearest
@@ -80,8 +80,8 @@ def prototype_loss(d: torch.Tensor, y: torch.Tensor, protos_per_class: int, mode
     proto_class = torch.arange(d.shape[1], device=d.device) // protos_per_class
     same = y[:, None] == proto_class[None, :]
     mins = d.masked_fill(~same, float("inf")).min(0).values
-    kept = torch.isfinite(mins)
-    return mins[kept].mean() if bool(kept.any()) else d.sum() * 0.0
+    kept = torch.isfinite(mins)  # every batch holds some class, so at least one prototype is kept
+    return torch.where(kept, mins, 0.0).sum() / kept.sum()  # no host sync (unlike boolean indexing)
 
 
 def head_loss(logits, d, y, protos_per_class: int, alpha: float, temperature: float, mode: str = "class"):
@@ -103,6 +103,35 @@ def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig)
     if not accelerator.optimizer_step_was_skipped:
         scheduler.step()
     return loss.detach(), lp.detach(), lc.detach()
+
+
+def make_optimizer(head: PrototypeHead, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam (coupled L2 weight decay, as upstream); the fused kernel when available (~10x faster step on CPU)."""
+    try:
+        return torch.optim.Adam(head.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(head.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
+
+
+class _Chunks(torch.utils.data.Dataset):
+    """Training chunks; ``__getitems__`` fetches a whole batch by one tensor index (no per-sample collate)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, idx):
+        idx = torch.as_tensor(idx)
+        return self.x[idx], self.y[idx]
+
+
+def _identity(batch):
+    return batch
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -128,7 +157,8 @@ def make_accelerator(cfg: TrainConfig):
 class _Validator:
     def __init__(self, fs: FeatureSet, cfg: TrainConfig):
         x, y, t = fs.chunks()
-        self.x, self.y, self.t, self.n, self.labels, self.cfg = torch.from_numpy(x), torch.from_numpy(y), t, len(fs), fs.labels, cfg
+        self.x, self.y, self.t, self.n = torch.from_numpy(x), torch.from_numpy(y), t, len(fs)
+        self.labels, self.cfg = fs.labels, cfg
 
     def __call__(self, head: PrototypeHead) -> tuple[float, float]:
         logits = chunk_logits(head, self.x)
@@ -161,30 +191,30 @@ def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: Feat
     head.init_prototypes(x, y, cfg.init, seed=cfg.seed)
     for fs in (val_set, test_set):
         if fs is not None and fs.embedding_dim != head.embedding_dim:
-            from .errors import InputShapeError
+            raise InputShapeError(
+                f"validation/test features have D={fs.embedding_dim}, training features D={head.embedding_dim}"
+            )
 
-            raise InputShapeError(f"validation/test features have D={fs.embedding_dim}, training features D={head.embedding_dim}")
-
-    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+    loader = torch.utils.data.DataLoader(_Chunks(x, y), batch_size=cfg.batch_size, shuffle=True, collate_fn=_identity,
                                          generator=torch.Generator().manual_seed(cfg.seed))
-    optimizer = torch.optim.Adam(head.parameters(), lr=cfg.max_lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(head, cfg)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=cfg.total_steps)
     model, optimizer, loader = accelerator.prepare(head, optimizer, loader)
     validate = _Validator(val_set, cfg) if val_set is not None else None
 
     log_rows, best, best_state, best_step = [], None, None, cfg.total_steps
-    sums, n_sum, val_acc = torch.zeros(3), 0, float("nan")
+    sums, n_sum, val_acc = torch.zeros(3, device=accelerator.device), 0, float("nan")
     bar = tqdm(total=cfg.total_steps, disable=not progress or not accelerator.is_main_process, desc="train", unit="step")
     batches = iter(loader)
     model.train()
+    t_loop = time.time()
     for step in range(1, cfg.total_steps + 1):
         try:
             xb, yb = next(batches)
         except StopIteration:
             batches = iter(loader)
             xb, yb = next(batches)
-        sums += torch.stack(train_step(model, optimizer, scheduler, accelerator, xb, yb, cfg)).float().cpu()
+        sums += torch.stack(train_step(model, optimizer, scheduler, accelerator, xb, yb, cfg)).float()  # no sync
         n_sum += 1
         evaluated = validate is not None and (step % cfg.eval_every == 0 or step == cfg.total_steps)
         if evaluated:
@@ -195,19 +225,21 @@ def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: Feat
                 best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
         if evaluated or step % cfg.log_every == 0 or step == cfg.total_steps:
             loss, lp, lc = (sums / n_sum).tolist()
-            log_rows.append({"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "proto_loss": lp, "class_loss": lc,
-                             "val_accuracy": val_acc if evaluated else "", "val_class_loss": val_loss if evaluated else "",
-                             "elapsed_s": round(time.time() - t0, 3)})
-            sums, n_sum = torch.zeros(3), 0
+            log_rows.append({"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "proto_loss": lp,
+                             "class_loss": lc, "val_accuracy": val_acc if evaluated else "",
+                             "val_class_loss": val_loss if evaluated else "", "elapsed_s": round(time.time() - t0, 3)})
+            sums, n_sum = torch.zeros_like(sums), 0
             bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{val_acc:.3f}")
         bar.update(1)
     bar.close()
+    loop_seconds = time.time() - t_loop
 
     head = accelerator.unwrap_model(model, keep_fp32_wrapper=False).cpu().float()
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
     metrics = _final_metrics(head, train_set, val_set, test_set, cfg, best_step, time.time() - t0)
+    metrics["loop_seconds"] = round(loop_seconds, 3)  # the optimisation loop alone (with validation)
     if out_dir is not None and accelerator.is_main_process:
         _write_outputs(head, train_set, metrics, log_rows, cfg, Path(out_dir))
     return head, metrics
@@ -295,13 +327,18 @@ def _autoencoder_from_manifest(features_dir) -> dict:
 
 def register_cli(subparsers) -> None:
     """Add ``pecmae train``; unset flags keep the preset's (or the paper's) values."""
-    p = subparsers.add_parser("train", help="train a prototype head on extracted features", description=__doc__)
+    p = subparsers.add_parser(
+        "train", help="train a prototype head on extracted features",
+        description="Train a PECMAE prototype head on features written by 'pecmae extract'. Loss: alpha*L_p + "
+                    "(1-alpha)*CE(logits/temperature); Adam + OneCycleLR; model selection on validation track accuracy. "
+                    "Multi-GPU: accelerate launch -m pecmae_hub.cli train ...")
     p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
     p.add_argument("--split-train", help="training split TSV: label<TAB>relative/path")
     p.add_argument("--split-val", help="validation split TSV (model selection)")
     p.add_argument("--split-test", help="test split TSV (reported in metrics.json)")
-    p.add_argument("--dataset-spec", metavar="KIND:ROOT", help="splits from pecmae_hub.datasets instead of TSVs, e.g. "
-                                                                "gtzan:/data/gtzan (kinds: gtzan, medley-solos-db, tsv, folders)")
+    p.add_argument("--dataset-spec", metavar="KIND:ROOT",
+                   help="splits from pecmae_hub.datasets instead of TSVs, e.g. gtzan:/data/gtzan "
+                        "(kinds: gtzan, medley-solos-db, tsv, folders)")
     p.add_argument("--labels", help="class names in id order: a,b,c or a file (default: labels.txt in --features, "
                                     "else first-seen order of --split-train)")
     p.add_argument("--out", required=True, help="output folder (the Hub-ready head)")

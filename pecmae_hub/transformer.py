@@ -59,7 +59,7 @@ class MultiHeadAttention(nn.Module):
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         b, n, _ = t.shape
         # view the channel axis as (head_dim, heads): channel d·H + h -> head h, index d
-        return t.view(b, n, self.head_dim, self.heads).permute(0, 3, 1, 2)
+        return t.view(b, n, self.head_dim, self.heads).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape

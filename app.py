@@ -1,0 +1,16 @@
+"""Start the PECMAE Hub app: ``python app.py`` (also the Hugging Face Space entry point).
+
+Runs fully offline on the embedded default model (``gm-solos``). Settings come from the environment:
+``PECMAE_MODEL``, ``PECMAE_MAX_SECONDS``, ``PECMAE_DEVICE``, ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
+``GRADIO_SERVER_PORT``; see docs/app.md. The UI itself lives in ``space/``.
+"""
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outbound calls
+
+from space.app_ui import build_app, launch_options  # noqa: E402
+
+demo = build_app()
+
+if __name__ == "__main__":
+    demo.launch(**launch_options())

@@ -1,0 +1,217 @@
+"""The PECMAE Hub Gradio app: Classify, Prototypes and Model tabs over one :class:`ModelManager`.
+
+``build_app()`` returns a ``gr.Blocks`` ready to launch; ``launch_options()`` gives the offline-safe
+launch settings (theme, CSS, host/port from ``GRADIO_SERVER_*``, no share link), which are also bound
+as defaults of the returned app's ``launch()``. Endpoints (``api_name``):
+
+- ``/classify`` (audio file) → scores, explanation plot, summary, 3 × (prototype WAV, caption), details
+- ``/prototype_audio`` (prototype ``label:k`` or index) → pre-rendered WAV, caption
+- ``/sonify`` (prototype, steps, guidance, seed) → freshly decoded WAV, caption
+- ``/model_info`` () → model card, overview, configuration
+- ``/load_model`` (model name) → status, model card, overview, configuration, prototype choices
+
+The model an endpoint uses is the session's (``/load_model`` switches it; default ``PECMAE_MODEL``).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from . import settings as cfg  # noqa: E402
+from .handlers import Handlers  # noqa: E402
+from .models import ModelManager, ModelUnavailable  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+TITLE = "PECMAE Hub · interpretable music classification"
+CSS = """
+.pecmae-header h1 {margin-bottom: 0.2em;}
+.pecmae-status {font-size: 0.92em; opacity: 0.85;}
+.pecmae-caption {font-size: 0.88em; line-height: 1.35;}
+.pecmae-card {max-height: 640px; overflow-y: auto;}
+"""
+INTRO = """# PECMAE Hub
+Interpretable, prototype-based music classification ([PECMAE, arXiv 2402.09318](https://arxiv.org/abs/2402.09318)):
+every few seconds of audio are compared with learned **prototypes** — points in the autoencoder's
+latent space that you can *listen to* — and the class scores are a weighted sum of those similarities.
+"""
+
+
+def theme() -> gr.themes.Base:
+    """The app theme (local fonts only: no request leaves the machine)."""
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="blue", neutral_hue="slate")
+
+
+def launch_options(**overrides) -> dict:
+    """Keyword arguments for ``Blocks.launch``: theme/CSS, ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
+    ``GRADIO_SERVER_PORT``, no share link, errors shown to users; ``overrides`` win."""
+    options = dict(theme=theme(), css=CSS, server_name=cfg.server_name(), server_port=cfg.server_port(),
+                   share=False, show_error=True, footer_links=["api", "gradio", "settings"])
+    options.update(overrides)
+    return options
+
+
+def _classify_tab(handlers: Handlers, settings: cfg.AppSettings, state: gr.State) -> None:
+    limit = cfg.format_seconds(settings.max_seconds)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=f"Audio (up to {limit})",
+                             elem_id="classify-audio")
+            button = gr.Button("Classify", variant="primary", elem_id="classify-button")
+            clips = settings.example_clips()
+            examples = None
+            if clips:
+                examples = gr.Examples(examples=[[str(p)] for p in clips], inputs=[audio],
+                                       example_labels=[p.stem.replace("_", " ") for p in clips],
+                                       label="Example clips (one per class): click one to classify it",
+                                       examples_per_page=max(10, len(clips)))
+        with gr.Column(scale=5):
+            scores = gr.Label(label="Class scores", elem_id="scores")
+            summary = gr.Markdown("_Upload or record a clip, or pick an example, then press **Classify**._",
+                                  label="Summary", elem_id="summary")
+    plot = gr.Plot(label="Explanation", format="png", elem_id="explanation-plot")
+    gr.Markdown("#### Prototypes behind the decision\nListen to the prototypes that pushed hardest "
+                "towards the predicted class; the nearest training chunks say what they resemble.")
+    top_audio, top_caption = [], []
+    with gr.Row(equal_height=False):
+        for i in range(settings.top_prototypes):
+            with gr.Column(min_width=220):
+                top_audio.append(gr.Audio(label=f"Top prototype {i + 1}", type="filepath", interactive=False,
+                                          buttons=["download"], elem_id=f"top-prototype-{i + 1}"))
+                top_caption.append(gr.Markdown(label=f"Top prototype {i + 1} caption",
+                                               elem_classes=["pecmae-caption"]))
+    with gr.Accordion("Details (JSON)", open=False):
+        details = gr.JSON(label="Prediction")
+    outputs = [scores, plot, summary, *top_audio, *top_caption, details]
+    button.click(handlers.classify, [audio, state], outputs, api_name="classify",
+                 api_description="Classify an audio file with the session's model and explain the decision.",
+                 concurrency_limit=cfg.CLASSIFY_CONCURRENCY, concurrency_id="classify")
+    if examples is not None:
+        # results are memoised per (model, clip) and pre-computed for the start-up model (see docs/app.md)
+        examples.load_input_event.then(handlers.classify, [audio, state], outputs, api_visibility="undocumented",
+                                       concurrency_limit=cfg.CLASSIFY_CONCURRENCY, concurrency_id="classify")
+
+
+def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dropdown:
+    gr.Markdown("Every prototype of the model, grouped by class, as pre-rendered by the diffusion decoder. "
+                "Pick one below to decode it again with other settings.")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2):
+            proto = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Prototype",
+                                allow_custom_value=True, elem_id="prototype-select")
+            steps = gr.Slider(1, 200, value=40, step=1, label="Diffusion steps")
+            guidance = gr.Slider(0.0, 10.0, value=1.0, step=0.1, label="Guidance")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+            with gr.Row():
+                play = gr.Button("Play pre-rendered", elem_id="play-prototype")
+                sonify = gr.Button("Re-sonify", variant="primary", elem_id="sonify-button")
+        with gr.Column(scale=3):
+            out_audio = gr.Audio(label="Prototype audio", type="filepath", interactive=False,
+                                 buttons=["download"], elem_id="prototype-audio")
+            out_caption = gr.Markdown(label="Prototype caption", elem_classes=["pecmae-caption"])
+    play.click(handlers.prototype_audio, [proto, state], [out_audio, out_caption], api_name="prototype_audio",
+               api_description="Pre-rendered audio of a prototype ('label:k' or its index).")
+    sonify.click(handlers.sonify, [proto, steps, guidance, seed, state], [out_audio, out_caption], api_name="sonify",
+                 api_description="Decode a prototype with the diffusion decoder (steps, guidance, seed).",
+                 concurrency_limit=cfg.SONIFY_CONCURRENCY, concurrency_id="sonify")
+
+    @gr.render(inputs=[state])
+    def gallery(name):
+        try:
+            groups = handlers.prototype_groups(name)
+        except gr.Error as exc:
+            gr.Markdown(f"**Cannot list prototypes:** {exc.message}")
+            return
+        if not any(path for _, items in groups for _, _, path in items):
+            gr.Markdown("_This model ships no pre-rendered prototype audio; use **Re-sonify** above._")
+            return
+        for c, (label, items) in enumerate(groups):
+            with gr.Accordion(f"{label} — {len(items)} prototypes", open=c < 2):
+                with gr.Row():
+                    for k, p, path in items:
+                        gr.Audio(value=path, label=f"#{k} · p{p}", type="filepath", interactive=False,
+                                 buttons=["download"], min_width=200, key=f"proto-{name}-{p}")
+
+    return proto
+
+
+def _model_tab(handlers: Handlers, manager: ModelManager, state: gr.State, proto: gr.Dropdown,
+               status: gr.Markdown) -> list:
+    with gr.Row(equal_height=False):
+        selector = gr.Dropdown(choices=manager.choices(), value=manager.default, label="Model name",
+                               allow_custom_value=True, scale=4, elem_id="model-select",
+                               info="Registry models load from the Hugging Face Hub (or its local cache); "
+                                    "a Hub repo id or a local folder works too.")
+        with gr.Column(scale=1, min_width=160):
+            load = gr.Button("Load model", variant="primary", elem_id="load-model")
+            gr.Markdown("Switches the model of this browser session only.", elem_classes=["pecmae-caption"])
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            card = gr.Markdown(elem_classes=["pecmae-card"], label="Model card")
+        with gr.Column(scale=2):
+            overview = gr.Markdown(label="Overview")
+            with gr.Accordion("Configuration (JSON)", open=False):
+                config = gr.JSON(label="Configuration")
+    load.click(handlers.load_model, [selector, state], [state, status, card, overview, config, proto],
+               api_name="load_model", api_description="Switch this session to another model.",
+               concurrency_limit=1, concurrency_id="load_model")
+
+    return [card, overview, config]
+
+
+def build_app(model_name: str | None = None, *, max_seconds: float | None = None,
+              examples_dir: str | os.PathLike | None = None, prewarm: bool | None = None,
+              device: str | None = None) -> gr.Blocks:
+    """Build the app. Arguments override ``PECMAE_MODEL``, ``PECMAE_MAX_SECONDS``, ``PECMAE_EXAMPLES_DIR``,
+    ``PECMAE_PREWARM`` and ``PECMAE_DEVICE`` (see :mod:`space.settings`).
+
+    The start-up model is loaded now (a failure is shown in the app, which still starts); the example
+    clips are then classified in the background so clicking one answers at once.
+    """
+    settings = cfg.AppSettings.from_env(model=model_name, max_seconds=max_seconds, prewarm=prewarm, device=device,
+                                        examples_dir=examples_dir)
+    manager = ModelManager(settings.model, device=settings.device)
+    handlers = Handlers(manager, settings)
+    startup_error, choices = None, []
+    try:
+        model = manager.get()
+        choices = handlers.prototype_choices(None)
+        status_text = (f"Model **{model.name}** — {len(model.labels)} classes, "
+                       f"{model.head.num_prototypes} prototypes.")
+    except (ModelUnavailable, gr.Error) as exc:
+        startup_error = f"The start-up model {settings.model!r} could not be loaded: {exc}"
+        status_text = f"⚠️ {startup_error} Choose another model in the **Model** tab."
+        log.error(startup_error)
+
+    with gr.Blocks(title=TITLE) as demo:
+        state = gr.State(settings.model)
+        with gr.Column(elem_classes=["pecmae-header"]):
+            gr.Markdown(INTRO)
+            status = gr.Markdown(status_text, label="Status", elem_classes=["pecmae-status"], elem_id="model-status")
+        with gr.Tabs():
+            with gr.Tab("Classify", id="classify"):
+                _classify_tab(handlers, settings, state)
+            with gr.Tab("Prototypes", id="prototypes"):
+                proto = _prototypes_tab(handlers, state, choices)
+            with gr.Tab("Model", id="model"):
+                model_outputs = _model_tab(handlers, manager, state, proto, status)
+        demo.load(handlers.model_info, [state], model_outputs, api_name="model_info",
+                  api_description="Model card, overview (labels, metrics) and configuration of the session's model.")
+    demo.queue(default_concurrency_limit=cfg.CLASSIFY_CONCURRENCY)
+    demo.launch = functools.partial(_launch, demo.launch)  # offline-safe defaults for any caller
+    demo.pecmae = handlers  # for tests and scripts
+    if settings.prewarm and startup_error is None and settings.example_clips():
+        threading.Thread(target=handlers.prewarm, args=(settings.example_clips(),), daemon=True,
+                         name="pecmae-prewarm").start()
+    return demo
+
+
+def _launch(launch, *args, **kwargs):
+    """``Blocks.launch`` with :func:`launch_options` as defaults."""
+    return launch(*args, **launch_options(**kwargs))

@@ -1,0 +1,105 @@
+"""Settings of the PECMAE Hub app, read from the environment once at build time.
+
+| variable | default | meaning |
+|---|---|---|
+| ``PECMAE_MODEL`` | ``gm-solos`` | model loaded at start: short name, Hub repo id or local folder |
+| ``PECMAE_MAX_SECONDS`` | ``600`` | longest audio accepted by ``/classify`` (seconds) |
+| ``PECMAE_DEVICE`` | ``auto`` | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
+| ``PECMAE_EXAMPLES_DIR`` | ``<repo>/examples`` | folder of example clips (``*.wav``) |
+| ``PECMAE_PREWARM`` | ``1`` | classify the example clips in the background at start (instant examples) |
+| ``GRADIO_SERVER_NAME`` | ``127.0.0.1`` | interface to bind (``0.0.0.0`` on Spaces / in Docker) |
+| ``GRADIO_SERVER_PORT`` | ``7860`` | port |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = "gm-solos"
+DEFAULT_MAX_SECONDS = 600.0
+TOP_PROTOTYPES = 3          # prototypes shown (with audio) next to a prediction
+CLASSIFY_CONCURRENCY = 2    # simultaneous classifications
+SONIFY_CONCURRENCY = 1      # simultaneous diffusion decodes
+SONIFY_GPU_SECONDS = 120    # ZeroGPU time slot asked for one re-sonification
+CLASSIFY_GPU_SECONDS = 60   # ZeroGPU time slot asked for one classification (10 min of audio)
+SILENCE_PEAK = 1e-4         # peak amplitude under which an input counts as silent
+
+
+def _float_env(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"${name} must be a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"${name} must be positive, got {value}")
+    return value
+
+
+def _flag_env(name: str, default: bool) -> bool:
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return default
+    return text not in ("0", "false", "no", "off")
+
+
+@dataclass
+class AppSettings:
+    """Everything the app needs to know about its environment (see the module docstring)."""
+
+    model: str = DEFAULT_MODEL
+    max_seconds: float = DEFAULT_MAX_SECONDS
+    device: str = "auto"
+    examples_dir: Path = field(default_factory=lambda: ROOT / "examples")
+    prewarm: bool = True
+    top_prototypes: int = TOP_PROTOTYPES
+
+    @classmethod
+    def from_env(cls, **overrides) -> "AppSettings":
+        """Settings from ``PECMAE_*`` variables; keyword arguments that are not None win."""
+        values = dict(
+            model=os.environ.get("PECMAE_MODEL", "").strip() or DEFAULT_MODEL,
+            max_seconds=_float_env("PECMAE_MAX_SECONDS", DEFAULT_MAX_SECONDS),
+            device=os.environ.get("PECMAE_DEVICE", "").strip() or "auto",
+            examples_dir=Path(os.environ.get("PECMAE_EXAMPLES_DIR", "").strip() or ROOT / "examples"),
+            prewarm=_flag_env("PECMAE_PREWARM", True),
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if float(values["max_seconds"]) <= 0:
+            raise ValueError(f"max_seconds must be positive, got {values['max_seconds']}")
+        return cls(**values)
+
+    def example_clips(self) -> list[Path]:
+        """The example clips, sorted by name (empty when the folder is missing)."""
+        folder = Path(self.examples_dir)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
+
+
+def server_name() -> str:
+    """``$GRADIO_SERVER_NAME`` or ``127.0.0.1`` (local only; Spaces sets ``0.0.0.0``)."""
+    return os.environ.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1"
+
+
+def server_port() -> int | None:
+    """``$GRADIO_SERVER_PORT`` as an int, or None (Gradio then picks 7860 or the next free port)."""
+    text = os.environ.get("GRADIO_SERVER_PORT", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"$GRADIO_SERVER_PORT must be a port number, got {text!r}")
+    return int(text)
+
+
+def format_seconds(seconds: float) -> str:
+    """``75`` → ``1 min 15 s``; ``600`` → ``10 min``; ``3.5`` → ``3.5 s``."""
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:g} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min" + (f" {rest} s" if rest else "")
