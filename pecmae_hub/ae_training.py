@@ -36,7 +36,7 @@ class AETrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 200
     p_uncond: float = 0.1
-    invariance_weight: float = 0.2   # 0 = the pure upstream objective
+    invariance_weight: float = 1.0   # 0 = the pure upstream objective
     temperature: float = 0.2
     eq_db: float = 9.0               # max |gain| of the random smooth EQ curve
     gain_db: float = 6.0
@@ -56,13 +56,22 @@ def random_equalise(wav: torch.Tensor, eq_db: float, gain_db: float, gen: torch.
     return torch.fft.irfft(spec * (10.0 ** (curve_db / 20.0)), n=n, dim=-1)
 
 
-def random_crops(clips: torch.Tensor, length: int, batch_size: int, gen: torch.Generator) -> torch.Tensor:
-    """``batch_size`` random clips, each cropped at a random offset to ``length`` samples."""
+def random_crops(clips: torch.Tensor, length: int, batch_size: int, gen: torch.Generator):
+    """Two crops of ``length`` samples from each of ``batch_size`` random clips: (first, second).
+
+    The crops are as far apart as the clip allows (the second starts where the first ends when the clip
+    holds two chunks), so the pair shares the instrument and recording, not the notes.
+    """
     idx = torch.randint(0, clips.shape[0], (batch_size,), generator=gen)
     if clips.shape[1] <= length:
-        return clips[idx]
-    offsets = torch.randint(0, clips.shape[1] - length + 1, (batch_size,), generator=gen)
-    return torch.stack([clips[i, o : o + length] for i, o in zip(idx.tolist(), offsets.tolist())])
+        return clips[idx], clips[idx]
+    room = clips.shape[1] - length
+    first = torch.randint(0, max(1, room - length + 1), (batch_size,), generator=gen) if room >= length else torch.zeros(batch_size, dtype=torch.long)
+    second = torch.clamp(first + length, max=room)
+    swap = torch.rand(batch_size, generator=gen) < 0.5
+    a, b = torch.where(swap, second, first), torch.where(swap, first, second)
+    crop = lambda offs: torch.stack([clips[i, o : o + length] for i, o in zip(idx.tolist(), offs.tolist())])
+    return crop(a), crop(b)
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -85,8 +94,9 @@ class _Projector(nn.Module):
 
 
 def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.Tensor, cfg: AETrainConfig,
-                       gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Losses of one batch of equal-length chunks (B, L)."""
+                       gen: torch.Generator, wav2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Losses of one batch of equal-length chunks (B, L); ``wav2`` holds other chunks of the same clips
+    (the positive views of the invariance term; default: ``wav`` itself, differently equalised)."""
     view1 = random_equalise(wav, cfg.eq_db, cfg.gain_db, gen)
     with torch.no_grad():
         target = ae.codec.encode(view1)
@@ -99,7 +109,7 @@ def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.
     v_hat = ae.predict_v(x_noisy, sigma, z1 * keep)
     losses = {"diffusion": F.mse_loss(v_hat, v)}
     if projector is not None and cfg.invariance_weight > 0:
-        view2 = random_equalise(wav, cfg.eq_db, cfg.gain_db, gen)
+        view2 = random_equalise(wav if wav2 is None else wav2, cfg.eq_db, cfg.gain_db, gen)
         with torch.no_grad():
             feats2 = ae.codec.encode(view2)
         z2 = ae.cls_encoder(ae.frame_encoder(feats2))
@@ -154,8 +164,8 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
         if new_log:
             writer.writerow(["step", "total", "diffusion", "invariance", "lr", "seconds"])
         while step < cfg.steps:
-            batch = random_crops(clips, ae.chunk_samples, cfg.batch_size, gen).to(accelerator.device)
-            losses = autoencoder_losses(ae, projector, batch, cfg, gen)
+            batch, batch2 = (b.to(accelerator.device) for b in random_crops(clips, ae.chunk_samples, cfg.batch_size, gen))
+            losses = autoencoder_losses(ae, projector, batch, cfg, gen, batch2)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(losses["total"])
             accelerator.clip_grad_norm_(params, 1.0)

@@ -86,8 +86,11 @@ def load_audio(audio: AudioInput, sr: int | None = None, *, name: str | None = N
         else:
             raise AudioError(f"audio array must be 1-D or 2-D (channels, samples), got shape {tuple(data.shape)}")
         if not np.issubdtype(data.dtype, np.floating):
-            if np.issubdtype(data.dtype, np.integer):
-                data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
+            if np.issubdtype(data.dtype, np.signedinteger):  # PCM: full scale is 2^(bits-1), as libsndfile reads it
+                data = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
+            elif np.issubdtype(data.dtype, np.unsignedinteger):  # offset-binary PCM (8-bit WAV)
+                half = float(np.iinfo(data.dtype).max // 2 + 1)
+                data = (data.astype(np.float32) - half) / half
             else:
                 raise AudioError(f"audio array must hold numbers, got dtype {data.dtype}")
     else:

@@ -43,7 +43,8 @@ class CLSEncoder(nn.Module):
         x = torch.cat([cls, self.pos_encoder(frames)], dim=1)
         if padding_mask is not None:
             padding_mask = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=frames.device), padding_mask], 1)
-        return self.encoder(x, padding_mask)[:, 0, :]
+        # only the CLS output is needed: the last layer runs its queries/FFN on token 0 alone
+        return self.encoder.forward_first(x, padding_mask)
 
 
 class Denoiser(nn.Module):

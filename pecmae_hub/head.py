@@ -57,6 +57,7 @@ class PrototypeHead(nn.Module):
         summarizer: ``"transformer"`` (1-layer, 1-head ``nn.TransformerEncoder`` applied to the
             prototypes only, as upstream) or ``"none"``.
         norm_mean, norm_std: scalar statistics of the training z (defaults give the identity map).
+        temperature: the logit temperature used in training; class scores are softmax(logits / temperature).
         autoencoder: ``{"repo_id", "revision", "path"}`` naming the autoencoder that produced z.
     """
 
@@ -70,6 +71,7 @@ class PrototypeHead(nn.Module):
         norm_mean: float = 0.0,
         norm_std: float = 0.5,
         autoencoder: dict | None = None,
+        temperature: float = 1.0,
     ):
         super().__init__()
         labels = [str(x) for x in labels]
@@ -99,6 +101,7 @@ class PrototypeHead(nn.Module):
             "norm_mean": float(norm_mean),
             "norm_std": float(norm_std),
             "autoencoder": ae,
+            "temperature": float(temperature),
         }
         n_classes, k, dim = len(labels), int(protos_per_class), int(embedding_dim)
         n_protos = n_classes * k
@@ -290,7 +293,8 @@ class PrototypeHead(nn.Module):
         missing = [k for k in keys if k not in config]
         if missing:
             raise ConfigError(f"head config lacks the fields {missing}")
-        return cls(**{k: config[k] for k in keys}, autoencoder=config.get("autoencoder"))
+        return cls(**{k: config[k] for k in keys}, autoencoder=config.get("autoencoder"),
+                   temperature=float(config.get("temperature", 1.0)))
 
     @classmethod
     def from_pretrained(

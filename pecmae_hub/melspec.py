@@ -41,10 +41,12 @@ def mel_filterbank(n_fft: int, n_mels: int, fmin: float, fmax: float, sr: int = 
 class MelCodec(nn.Module):
     """Log-mel analysis (hop 320 at 24 kHz) and Griffin-Lim synthesis with torch.stft/istft."""
 
-    def __init__(self, n_mels=128, n_fft=1024, fmin=0.0, fmax=12000.0, offset=-5.0, scale=2.5, griffin_lim_iters=48):
+    def __init__(self, n_mels=128, n_fft=1024, fmin=0.0, fmax=12000.0, offset=-5.0, scale=2.5, griffin_lim_iters=48,
+                 momentum=0.99):
         super().__init__()
         self.signal_dim = n_mels
         self.n_fft, self.offset, self.scale, self.iters = n_fft, offset, scale, griffin_lim_iters
+        self.momentum = momentum
         fb = torch.from_numpy(mel_filterbank(n_fft, n_mels, fmin, fmax))
         self.register_buffer("filterbank", fb, persistent=False)
         self.register_buffer("inverse", torch.linalg.pinv(fb), persistent=False)
@@ -62,7 +64,11 @@ class MelCodec(nn.Module):
         return ((torch.log(mel + LOG_FLOOR) - self.offset) / self.scale).transpose(1, 2)
 
     def decode(self, features: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        """(B, T, n_mels) → (B, 320·T) waveform by fast Griffin-Lim (momentum 0.99)."""
+        """(B, T, n_mels) → (B, 320·T) waveform by fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99).
+
+        The accelerated iterate c_n = t_n + α(t_n − t_{n−1}) is only used through its phase, so it is
+        computed as t_n − α/(1+α)·t_{n−1} (the form used by librosa and torchaudio).
+        """
         mel = torch.exp(features.float().transpose(1, 2) * self.scale + self.offset) - LOG_FLOOR
         magnitude = torch.matmul(self.inverse, mel.clamp_min(0.0)).clamp_min(0.0).sqrt()  # (B, F, T)
         frames = magnitude.shape[-1]
@@ -71,11 +77,12 @@ class MelCodec(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         angles = torch.exp(2j * math.pi * torch.rand(magnitude.shape, generator=gen)).to(magnitude.device)
         previous = torch.zeros_like(angles)
+        coef = self.momentum / (1.0 + self.momentum)
         wav = None
         for _ in range(max(1, self.iters)):
             wav = torch.istft(magnitude * angles, self.n_fft, HOP_LENGTH, window=self.window, length=length)
             rebuilt = self._stft(wav)
-            accelerated = rebuilt - 0.99 * previous
+            accelerated = rebuilt - coef * previous
             previous = rebuilt
             angles = accelerated / accelerated.abs().clamp_min(1e-8)
         return torch.istft(magnitude * angles, self.n_fft, HOP_LENGTH, window=self.window, length=length)

@@ -46,9 +46,10 @@ class RecipeConfig:
     val_from: int = 180                 # clip index from which training-bank clips validate
     seed: int = 0
     ae_steps: int = 700
-    ae_batch_size: int = 16
+    ae_batch_size: int = 32
     ae_time_budget_s: float | None = None
-    invariance_weight: float = 0.2
+    invariance_weight: float = 1.0
+    ae_init: str | None = None         # warm-start the autoencoder from this folder
     head_steps: int = 3000
     protos_per_class: int = 3
     sonify_steps: int = 40
@@ -99,6 +100,9 @@ def stage_autoencoder(cfg: RecipeConfig) -> Path:
         return final
     config = dataclasses.replace(gm_solos_autoencoder_config(), **cfg.autoencoder)
     ae = Autoencoder(config)
+    if cfg.ae_init and not (out / "checkpoint.pt").exists():
+        ae = Autoencoder.from_pretrained(cfg.ae_init)
+        ae.config = dataclasses.replace(ae.config, source=config.source)
     clips = _load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
     train_cfg = AETrainConfig(steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, seed=cfg.seed,
                               invariance_weight=cfg.invariance_weight, warmup_steps=max(1, min(200, cfg.ae_steps // 10)),
@@ -215,7 +219,7 @@ def _run_cli(args) -> int:
     cfg = RecipeConfig(work=args.work, data=args.data, n_per_class=args.n_per_class, n_test_per_class=args.n_test_per_class,
                        val_from=args.val_from, seed=args.seed, ae_steps=args.ae_steps, ae_time_budget_s=args.ae_time_budget,
                        head_steps=args.head_steps, protos_per_class=args.protos_per_class,
-                       sonify_steps=args.sonify_steps, out=args.out)
+                       sonify_steps=args.sonify_steps, out=args.out, ae_init=args.ae_init)
     run_recipe(cfg, args.stage or None)
     return 0
 
@@ -232,6 +236,7 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ae-steps", type=int, default=700)
     parser.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable) when spent")
+    parser.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     parser.add_argument("--head-steps", type=int, default=3000)
     parser.add_argument("--protos-per-class", type=int, default=3)
     parser.add_argument("--sonify-steps", type=int, default=40)

@@ -187,7 +187,8 @@ def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: Feat
     set_seed(cfg.seed)
     x, y, _ = train_set.chunks()
     mu, sd = compute_norm_stats(x)
-    head = PrototypeHead(names, x.shape[1], cfg.protos_per_class, cfg.distance, cfg.summarizer, mu, sd, cfg.autoencoder)
+    head = PrototypeHead(names, x.shape[1], cfg.protos_per_class, cfg.distance, cfg.summarizer, mu, sd, cfg.autoencoder,
+                         temperature=cfg.temperature)
     head.init_prototypes(x, y, cfg.init, seed=cfg.seed)
     for fs in (val_set, test_set):
         if fs is not None and fs.embedding_dim != head.embedding_dim:

@@ -24,10 +24,9 @@ def summary_text(prediction) -> str:
 
 
 def nearest_text(rows: list[dict], limit: int = 3) -> str:
-    """``track 12 · chunk 3 (d = 0.118)`` for the nearest training chunks of a prototype."""
-    parts = [f"`{r.get('track')}` · chunk {r.get('chunk')} (d = {float(r.get('distance', 0.0)):.3f})"
-             for r in rows[:limit]]
-    return "; ".join(parts)
+    """Markdown list of the nearest training chunks of a prototype: track id, chunk, distance."""
+    return "\n".join(f"- `{r.get('track')}` · chunk {r.get('chunk')} · d = {float(r.get('distance', 0.0)):.3f}"
+                     for r in rows[:limit])
 
 
 def prototype_caption(rank: int, item: dict, has_audio: bool = True) -> str:
@@ -35,7 +34,7 @@ def prototype_caption(rank: int, item: dict, has_audio: bool = True) -> str:
     text = (f"**#{rank} · {item['class']} · prototype {item['k']}** (p{item['p']})  \n"
             f"contribution {item['contribution']:+.3f} · similarity {item.get('similarity', 0.0):.3f}")
     if item.get("nearest"):
-        text += f"  \nNearest training chunks: {nearest_text(item['nearest'])}"
+        text += "  \nNearest training chunks:\n" + nearest_text(item["nearest"])
     else:
         text += "  \n_No nearest-training-sample table ships with this model._"
     if not has_audio:
@@ -51,10 +50,20 @@ def model_card(model) -> str:
     return _FRONT_MATTER.sub("", path.read_text(encoding="utf-8"), count=1).strip()
 
 
+_QUALITY = re.compile(r"acc|f1|precision|recall|auc|map|loss|error", re.I)
+
+
 def _metric_rows(metrics: dict | None) -> list[tuple[str, float]]:
+    """Quality metrics of a ``metrics.json``: flat (``{"accuracy": …}``) or per split (``{"test": {…}}``);
+    bookkeeping numbers (steps, seeds, sizes, timings) and per-class tables are left out."""
     values = (metrics or {}).get("metrics", metrics or {})
-    return [(str(k).replace("_", " "), float(v)) for k, v in values.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    rows = []
+    for key, value in values.items():
+        if isinstance(value, dict) and key not in ("config", "per_class"):
+            rows += [(f"{key} {name}", v) for name, v in _metric_rows(value)]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and _QUALITY.search(str(key)):
+            rows.append((str(key).replace("_", " "), float(value)))
+    return rows
 
 
 def model_overview(model, index: dict | None) -> str:
@@ -78,7 +87,8 @@ def model_overview(model, index: dict | None) -> str:
     rows = _metric_rows(model.metrics)
     if rows:
         split = (model.metrics or {}).get("split")
-        lines.append(f"\n**Metrics**{f' ({split})' if split else ''}\n\n| metric | value |\n|---|---|\n"
+        split = f" ({split})" if isinstance(split, str) else ""
+        lines.append(f"\n**Metrics**{split}\n\n| metric | value |\n|---|---|\n"
                      + "\n".join(f"| {k} | {v:.4f} |" for k, v in rows))
     else:
         lines.append("_No evaluation metrics (metrics.json) ship with this model._")

@@ -1,0 +1,145 @@
+"""Audio input: every kind of source → 24 kHz mono float32; typed errors naming the problem; chunking."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from pecmae_hub.audio import (
+    FRAME_RATE,
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    chunk_audio,
+    chunk_bounds,
+    frames_for_samples,
+    load_audio,
+    write_wav,
+)
+from pecmae_hub.errors import AudioError, PecmaeError
+
+
+def _signal(sr: int, seconds: float, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(round(sr * seconds))) / sr
+    mono = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.1 * np.sin(2 * np.pi * 1250 * t)
+    if channels == 1:
+        return mono.astype(np.float32)
+    return np.stack([mono, 0.5 * mono], axis=1).astype(np.float32)  # (samples, channels)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audio")
+    x = _signal(SAMPLE_RATE, 1.0)
+    out = {"x": x}
+    formats = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS")]
+    if "MP3" in sf.available_formats():
+        formats.append(("mp3", "MP3", None))
+    for ext, fmt, subtype in formats:
+        path = root / f"tone.{ext}"
+        sf.write(path, x, SAMPLE_RATE, format=fmt, subtype=subtype)
+        out[ext] = path
+    return out
+
+
+def test_constants():
+    assert (SAMPLE_RATE, HOP_LENGTH, FRAME_RATE) == (24_000, 320, 75)
+    assert frames_for_samples(96_000) == 300 and frames_for_samples(96_001) == 301 and frames_for_samples(1) == 1
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "mp3"])
+def test_file_formats(files, ext):
+    if ext not in files:
+        pytest.skip(f"libsndfile here cannot write {ext}")
+    wav = load_audio(files[ext])
+    assert wav.dtype == np.float32 and wav.ndim == 1 and len(wav) == SAMPLE_RATE
+    if ext in ("wav", "flac"):  # lossless 16-bit
+        assert np.abs(wav - files["x"]).max() < 1e-4
+    else:  # lossy: same loudness
+        assert math.isclose(np.sqrt(np.mean(wav**2)), np.sqrt(np.mean(files["x"] ** 2)), rel_tol=0.1)
+    assert np.array_equal(load_audio(str(files[ext])), wav)
+
+
+def test_bytes_numpy_torch_and_int16_agree(files):
+    from_file = load_audio(files["wav"])
+    assert np.array_equal(load_audio(files["wav"].read_bytes()), from_file)
+    assert np.array_equal(load_audio(bytearray(files["wav"].read_bytes())), from_file)
+    pcm, sr = sf.read(files["wav"], dtype="int16")
+    assert np.array_equal(load_audio(pcm, sr=sr), from_file)  # int16 full scale is 32768, as libsndfile reads it
+    assert np.array_equal(load_audio(torch.from_numpy(pcm), sr=sr), from_file)
+    assert np.array_equal(load_audio(files["x"], sr=SAMPLE_RATE), files["x"])
+    assert np.array_equal(load_audio(torch.from_numpy(files["x"]), sr=SAMPLE_RATE), files["x"])
+    assert np.array_equal(load_audio(files["x"].astype(np.float64), sr=SAMPLE_RATE), files["x"])
+    u8 = np.array([0, 128, 255], dtype=np.uint8)  # 8-bit WAV is offset binary
+    assert np.allclose(load_audio(u8, sr=SAMPLE_RATE), [-1.0, 0.0, 127 / 128])
+
+
+def test_stereo_44k_and_8k_mono_lengths():
+    stereo = _signal(44_100, 2.0, channels=2)  # (samples, channels)
+    mono = load_audio(stereo, sr=44_100)
+    assert len(mono) == math.ceil(len(stereo) * 24_000 / 44_100) == 48_000
+    assert np.array_equal(load_audio(stereo.T.copy(), sr=44_100), mono)  # (channels, samples) too
+    ref = load_audio(stereo.mean(axis=1), sr=44_100)  # channels are averaged
+    assert np.abs(mono - ref).max() < 1e-6
+    assert len(load_audio(_signal(8_000, 1.5), sr=8_000)) == 36_000
+    assert len(load_audio(_signal(22_050, 30.01), sr=22_050)) == math.ceil(round(22_050 * 30.01) * 160 / 147)
+
+
+def test_stereo_file_is_downmixed(tmp_path):
+    stereo = _signal(44_100, 0.5, channels=2)
+    sf.write(tmp_path / "s.wav", stereo, 44_100, subtype="FLOAT")
+    assert np.abs(load_audio(tmp_path / "s.wav") - load_audio(stereo.mean(1), sr=44_100)).max() < 1e-6
+
+
+def test_errors_name_the_problem(tmp_path):
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio" * 50)
+    with pytest.raises(AudioError, match=r"cannot decode audio .*garbage\.wav"):
+        load_audio(garbage)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(AudioError, match="empty"):
+        load_audio(empty)
+    with pytest.raises(AudioError, match="not found"):
+        load_audio(tmp_path / "missing.wav")
+    with pytest.raises(AudioError, match="bytes are empty"):
+        load_audio(b"")
+    with pytest.raises(AudioError, match="cannot decode"):
+        load_audio(b"\x00\x01garbage" * 10)
+    with pytest.raises(AudioError, match="zero length"):
+        load_audio(np.zeros(0, dtype=np.float32), sr=SAMPLE_RATE)
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        load_audio(np.array([0.0, np.nan, 0.1], dtype=np.float32), sr=SAMPLE_RATE)
+    with pytest.raises(AudioError, match="NaN or infinite"):
+        load_audio(torch.tensor([0.0, float("inf")]), sr=SAMPLE_RATE)
+    with pytest.raises(AudioError, match="needs its sample rate"):
+        load_audio(np.zeros(100, dtype=np.float32))
+    with pytest.raises(AudioError, match="invalid sample rate"):
+        load_audio(np.zeros(100, dtype=np.float32), sr=0)
+    with pytest.raises(AudioError, match="1-D or 2-D"):
+        load_audio(np.zeros((2, 2, 100), dtype=np.float32), sr=SAMPLE_RATE)
+    with pytest.raises(AudioError, match="dtype"):
+        load_audio(np.array(["a", "b"]), sr=SAMPLE_RATE)
+    with pytest.raises(AudioError, match="unsupported audio input"):
+        load_audio(12345)
+    assert issubclass(AudioError, PecmaeError) and issubclass(AudioError, ValueError)
+
+
+def test_chunking_rule():
+    assert chunk_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]  # the partial last chunk is kept
+    assert chunk_bounds(8, 4) == [(0, 4), (4, 8)] and chunk_bounds(3, 4) == [(0, 3)]
+    gtzan = math.ceil(round(22_050 * 30.01) * 160 / 147)
+    assert len(chunk_bounds(gtzan, 96_000)) == 8 and len(chunk_bounds(gtzan, 240_000)) == 4
+    assert len(chunk_bounds(math.ceil(round(22_050 * 2.97) * 160 / 147), 96_000)) == 1
+    batch, lengths = chunk_audio(np.arange(10, dtype=np.float32), 4)
+    assert batch.shape == (3, 4) and lengths.tolist() == [4, 4, 2]
+    assert batch[2].tolist() == [8.0, 9.0, 0.0, 0.0]
+
+
+def test_write_wav_roundtrip_clips(tmp_path):
+    wav = np.array([0.0, 0.5, -0.5, 2.0, -3.0], dtype=np.float32)
+    write_wav(tmp_path / "o.wav", wav)
+    back, sr = sf.read(tmp_path / "o.wav", dtype="float32")
+    assert sr == SAMPLE_RATE and np.allclose(back, np.clip(wav, -1, 1), atol=1e-4)
