@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -99,12 +97,10 @@ def main():
     emit("linear_probe_timgm6mb", acc_probe)
     emit("prototype_retention", acc_test / max(acc_probe, 1e-9), target=">= 0.95")
 
-    folder = Path(model.folder) if getattr(model, "folder", None) else None
-    wavs = sorted((folder / "prototypes").glob("*.wav")) if folder else []
-    if wavs:
+    paths = [model.prototype_audio_path(p) for p in range(model.head.num_prototypes)]
+    if all(paths):
         hits = 0
-        for p in range(model.head.num_prototypes):
-            path = model.prototype_audio_path(p)
+        for p, path in enumerate(paths):
             pred = model.classify(str(path))
             hits += pred.label == model.labels[model.head.prototype_class(p)]
         emit("sonified_prototypes_in_own_class", hits / model.head.num_prototypes, target=">= 0.80",

@@ -665,7 +665,6 @@ def register_cli(subparsers) -> None:
     what.add_argument("--autoencoder", metavar="PATH",
                       help="encodecmae2wav weights.pt or Lightning .ckpt (full TransformerAEDiffusion state dict)")
     what.add_argument("--encodecmae", metavar="PATH", help="EnCodecMAE v1 model.pt (frame encoder only)")
-    what.add_argument("--head", metavar="CKPT", help="upstream PECMAE PrototypeNet checkpoint (.ckpt)")
     ae = p.add_argument_group("autoencoder options")
     ae.add_argument("--encodec", metavar="PATH", help=f"EnCodec 24 kHz weights (.th), from {ENCODEC_URL}")
     ae.add_argument("--config-gin", metavar="PATH",
@@ -678,17 +677,9 @@ def register_cli(subparsers) -> None:
     ae.add_argument("--denoiser-heads", type=int, default=8, help="denoiser attention heads (default %(default)s)")
     ae.add_argument("--allow-encoder-mismatch", action="store_true",
                     help="if the EnCodec encoder embedded in the checkpoint differs from --encodec, keep the embedded one")
-    hd = p.add_argument_group("prototype head options")
-    hd.add_argument("--labels", help="class names in upstream id order: a,b,c or a file with one per line")
-    hd.add_argument("--norm-mean", type=float, help="training ds_mean (scalar) of the features")
-    hd.add_argument("--norm-std", type=float, help="training ds_std (scalar) of the features")
-    hd.add_argument("--norm-from-features", metavar="DIR", help="compute mean/std from the .npy features in DIR ...")
-    hd.add_argument("--norm-split", metavar="TSV", help="... of the training split TSV (label<TAB>relpath)")
-    hd.add_argument("--protos-per-class", type=int, help="check K against the checkpoint")
-    hd.add_argument("--summarizer", choices=["transformer", "none"], help="check the summariser against the checkpoint")
-    hd.add_argument("--distance", choices=["l2", "l1"], default="l2", help="upstream --proto-loss (default l2)")
-    hd.add_argument("--autoencoder-repo", help="Hub repo id (or folder) of the autoencoder the features came from")
-    hd.add_argument("--autoencoder-revision", help="its revision")
+    from .convert_head import add_head_arguments  # --head and its options, defined once with the head code
+
+    add_head_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
     p.set_defaults(func=run_convert)

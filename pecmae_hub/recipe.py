@@ -51,6 +51,7 @@ class RecipeConfig:
     invariance_weight: float = 1.0
     ae_init: str | None = None         # warm-start the autoencoder from this folder
     head_steps: int = 3000
+    head_alpha: float = 0.25            # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
     protos_per_class: int = 3
     sonify_steps: int = 40
     sonify_guidance: float = 1.0
@@ -150,7 +151,7 @@ def stage_head(cfg: RecipeConfig) -> Path:
         return out
     sets = _feature_sets(cfg)
     train_cfg = TrainConfig.from_preset(
-        None, protos_per_class=cfg.protos_per_class, total_steps=cfg.head_steps, eval_every=max(1, cfg.head_steps // 12),
+        None, protos_per_class=cfg.protos_per_class, alpha=cfg.head_alpha, total_steps=cfg.head_steps, eval_every=max(1, cfg.head_steps // 12),
         seed=cfg.seed, autoencoder={"repo_id": None, "revision": None, "path": "autoencoder"},
     )
     train_head(sets["train"], sets["val"], sets["test"], train_cfg, out_dir=out)

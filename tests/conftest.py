@@ -160,3 +160,14 @@ def audio_files(tmp_path_factory) -> dict[str, Path]:
     files["corrupt"] = folder / "d_corrupt.wav"
     files["corrupt"].write_bytes(b"RIFF\x00\x00\x00\x00WAVEthis is not audio")
     return files
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest single-threaded, above all on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

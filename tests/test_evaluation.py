@@ -13,16 +13,12 @@ from pecmae_hub.evaluation import classification_metrics, evaluate_head, format_
 from pecmae_hub.features import FeatureSet, load_features, resolve_labels
 from pecmae_hub.head import PrototypeHead
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LABELS = ["trance", "salsa", "bop"]  # not alphabetical: per-class rows must keep this order
 D = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def centers():

@@ -13,13 +13,9 @@ from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import ConfigError, DatasetError
 from pecmae_hub.extract import collect_inputs, extract_features
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 @pytest.fixture(scope="module")

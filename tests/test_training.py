@@ -15,17 +15,12 @@ from pecmae_hub.features import FeatureSet, compute_norm_stats
 from pecmae_hub.head import PrototypeHead
 from pecmae_hub.training import TrainConfig, head_loss, prototype_loss, train_head
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LABELS = ["rock", "blues", "jazz", "pop"]  # deliberately not alphabetical
 D = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def synthetic(n_tracks, seed, chunks=4, spread=1.0, centers_seed=0):
