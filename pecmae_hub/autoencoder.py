@@ -227,7 +227,8 @@ class Autoencoder(nn.Module):
         """
         latents = self.decode_latents(z, steps, guidance, seed, noise, progress)
         with torch.inference_mode():
-            chunks = self.codec.decode(latents).float().cpu().numpy()
+            # a chunk is chunk_samples long; the vocoder gives whole frames (ceil), so trim the tail
+            chunks = self.codec.decode(latents)[:, : self.chunk_samples].float().cpu().numpy()
         return join_chunks(list(chunks), int(round(crossfade_ms * SAMPLE_RATE / 1000)))
 
     # Saving / loading ----------------------------------------------------------------------------

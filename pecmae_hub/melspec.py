@@ -58,7 +58,9 @@ class MelCodec(nn.Module):
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, L) → (B, ceil(L / 320), n_mels) normalised log-mel frames."""
         frames = math.ceil(wav.shape[-1] / HOP_LENGTH)
-        wav = nn.functional.pad(wav, (0, frames * HOP_LENGTH - wav.shape[-1]))
+        # zero-pad to whole frames, and to more than n_fft / 2 so the centred STFT's reflection is defined
+        target = max(frames * HOP_LENGTH, self.n_fft // 2 + 1)
+        wav = nn.functional.pad(wav, (0, target - wav.shape[-1]))
         power = self._stft(wav.float()).abs().pow(2)[..., :frames]  # (B, F, T)
         mel = torch.matmul(self.filterbank, power)
         return ((torch.log(mel + LOG_FLOOR) - self.offset) / self.scale).transpose(1, 2)

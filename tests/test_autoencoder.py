@@ -176,3 +176,22 @@ def test_griffin_lim_converges(mel_ae):
         got = codec._stft(codec.decode(feats)).abs()[..., : target.shape[-1]]
         errors[momentum] = (torch.linalg.norm(got - target) / torch.linalg.norm(target)).item()  # spectral convergence
     assert errors[0.99] < 0.8 * errors[0.0] and errors[0.99] < 0.15
+
+
+def test_mel_front_end_accepts_a_tail_shorter_than_half_an_fft_window():
+    """A clip one hop past a chunk boundary leaves a 1-frame chunk; its STFT must still be defined."""
+    import numpy as np
+
+    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+
+    ae = Autoencoder(AutoencoderConfig.tiny())
+    z = ae.encode(np.random.default_rng(0).normal(0, 0.1, ae.chunk_samples + 160).astype(np.float32), sr=24_000)
+    assert z.shape == (2, ae.embedding_dim) and bool(torch.isfinite(z).all())
+
+
+def test_decoded_chunks_are_exactly_chunk_samples_long():
+    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+
+    ae = Autoencoder(AutoencoderConfig.tiny(chunk_seconds=1.5))  # 36 000 samples = 112.5 frames
+    wav = ae.decode(torch.zeros(2, ae.embedding_dim), steps=2, seed=0)
+    assert wav.shape == (2 * 36_000,)
