@@ -3,8 +3,10 @@
 Objective (spec §5.4, with the padded-frame fix of §12.10): v-diffusion MSE of the denoiser that
 regenerates the front-end signal conditioned on z, with z dropped to zero for 10 % of samples
 (classifier-free guidance). Optionally, a self-supervised view-invariance term (NT-Xent between the z of
-two randomly equalised/gain-changed versions of the same clip, through a projector that is not part of
-the saved model) makes z ignore the recording chain. No labels are used.
+two randomly equalised/gain-changed chunks of the same clip, through a projector that is not part of
+the saved model) makes z ignore the recording chain; no labels are used. When clip labels are given and
+``label_weight`` > 0, a supervised contrastive term (SupCon: every chunk of the same class in the batch is
+a positive, whatever bank it came from) teaches z what the instruments of several sample sets share.
 
 Runs through Hugging Face Accelerate (CPU, one GPU, or multi-GPU with ``accelerate launch``); resumes
 from ``<out>/checkpoint.pt`` (read with ``weights_only=True``).
@@ -19,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +38,7 @@ class AETrainConfig:
     warmup_steps: int = 200
     p_uncond: float = 0.1
     invariance_weight: float = 1.0   # 0 = the pure upstream objective
+    label_weight: float = 0.0        # SupCon weight; needs labels (0 = no labels used)
     temperature: float = 0.2
     eq_db: float = 9.0               # max |gain| of the random smooth EQ curve
     gain_db: float = 6.0
@@ -57,21 +59,21 @@ def random_equalise(wav: torch.Tensor, eq_db: float, gain_db: float, gen: torch.
 
 
 def random_crops(clips: torch.Tensor, length: int, batch_size: int, gen: torch.Generator):
-    """Two crops of ``length`` samples from each of ``batch_size`` random clips: (first, second).
+    """Two crops of ``length`` samples from each of ``batch_size`` random clips: (first, second, clip index).
 
     The crops are as far apart as the clip allows (the second starts where the first ends when the clip
     holds two chunks), so the pair shares the instrument and recording, not the notes.
     """
     idx = torch.randint(0, clips.shape[0], (batch_size,), generator=gen)
     if clips.shape[1] <= length:
-        return clips[idx], clips[idx]
+        return clips[idx], clips[idx], idx
     room = clips.shape[1] - length
     first = torch.randint(0, max(1, room - length + 1), (batch_size,), generator=gen) if room >= length else torch.zeros(batch_size, dtype=torch.long)
     second = torch.clamp(first + length, max=room)
     swap = torch.rand(batch_size, generator=gen) < 0.5
     a, b = torch.where(swap, second, first), torch.where(swap, first, second)
     crop = lambda offs: torch.stack([clips[i, o : o + length] for i, o in zip(idx.tolist(), offs.tolist())])
-    return crop(a), crop(b)
+    return crop(a), crop(b), idx
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -84,6 +86,17 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tenso
     return F.cross_entropy(sim, target)
 
 
+def supervised_contrastive(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon (Khosla et al. 2020, L_out): each of the 2B views is pulled towards every other view of its class."""
+    z = F.normalize(torch.cat([a, b]), dim=-1)
+    y = torch.cat([labels, labels])
+    self_mask = torch.eye(len(y), dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / temperature).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positives = (y[:, None] == y[None, :]) & ~self_mask
+    return -(log_prob.masked_fill(~positives, 0.0).sum(1) / positives.sum(1).clamp(min=1)).mean()
+
+
 class _Projector(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
@@ -94,9 +107,11 @@ class _Projector(nn.Module):
 
 
 def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.Tensor, cfg: AETrainConfig,
-                       gen: torch.Generator, wav2: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                       gen: torch.Generator, wav2: torch.Tensor | None = None,
+                       labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Losses of one batch of equal-length chunks (B, L); ``wav2`` holds other chunks of the same clips
-    (the positive views of the invariance term; default: ``wav`` itself, differently equalised)."""
+    (the positive views of the invariance term; default: ``wav`` itself, differently equalised) and
+    ``labels`` their classes (for the supervised contrastive term)."""
     view1 = random_equalise(wav, cfg.eq_db, cfg.gain_db, gen)
     with torch.no_grad():
         target = ae.codec.encode(view1)
@@ -108,19 +123,26 @@ def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.
     keep = (torch.rand(b, 1, generator=gen) >= cfg.p_uncond).to(z1.dtype).to(wav.device)
     v_hat = ae.predict_v(x_noisy, sigma, z1 * keep)
     losses = {"diffusion": F.mse_loss(v_hat, v)}
-    if projector is not None and cfg.invariance_weight > 0:
+    if projector is not None and (cfg.invariance_weight > 0 or cfg.label_weight > 0):
         view2 = random_equalise(wav if wav2 is None else wav2, cfg.eq_db, cfg.gain_db, gen)
         with torch.no_grad():
             feats2 = ae.codec.encode(view2)
         z2 = ae.cls_encoder(ae.frame_encoder(feats2))
-        losses["invariance"] = nt_xent(projector(z1), projector(z2), cfg.temperature)
-    losses["total"] = losses["diffusion"] + cfg.invariance_weight * losses.get("invariance", 0.0)
+        p1, p2 = projector(z1), projector(z2)
+        losses["invariance"] = nt_xent(p1, p2, cfg.temperature)
+        if labels is not None and cfg.label_weight > 0:
+            losses["supcon"] = supervised_contrastive(p1, p2, labels, cfg.temperature)
+    losses["total"] = (losses["diffusion"] + cfg.invariance_weight * losses.get("invariance", 0.0)
+                       + cfg.label_weight * losses.get("supcon", 0.0))
     return losses
 
 
 def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, out_dir: str | Path,
-                      progress: bool = True, time_budget_s: float | None = None) -> Autoencoder:
+                      progress: bool = True, time_budget_s: float | None = None,
+                      labels: torch.Tensor | None = None) -> Autoencoder:
     """Train ``ae`` on equal-length 24 kHz clips (N, L ≥ chunk_samples), cropped at random; resumable.
+
+    ``labels`` (N,) class ids are needed only when ``cfg.label_weight`` > 0.
 
     ``time_budget_s`` stops early (after a checkpoint) when the wall-clock budget is spent; calling again
     continues from there.
@@ -128,12 +150,17 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from .errors import ConfigError
+
+    if cfg.label_weight > 0 and (labels is None or len(labels) != len(clips)):
+        raise ConfigError(f"label_weight={cfg.label_weight} needs one class id per clip "
+                          f"(got {None if labels is None else len(labels)} labels for {len(clips)} clips)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(mixed_precision="fp16" if torch.cuda.is_available() else "no")
     ae.train()
-    projector = _Projector(ae.embedding_dim) if cfg.invariance_weight > 0 else None
+    projector = _Projector(ae.embedding_dim) if cfg.invariance_weight > 0 or cfg.label_weight > 0 else None
     params = [p for n, p in ae.named_parameters() if not n.startswith("codec.")]
     if projector is not None:
         params += list(projector.parameters())
@@ -162,10 +189,12 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
     with open(log_path, "a", newline="") as log:
         writer = csv.writer(log)
         if new_log:
-            writer.writerow(["step", "total", "diffusion", "invariance", "lr", "seconds"])
+            writer.writerow(["step", "total", "diffusion", "invariance", "supcon", "lr", "seconds"])
         while step < cfg.steps:
-            batch, batch2 = (b.to(accelerator.device) for b in random_crops(clips, ae.chunk_samples, cfg.batch_size, gen))
-            losses = autoencoder_losses(ae, projector, batch, cfg, gen, batch2)
+            batch, batch2, idx = random_crops(clips, ae.chunk_samples, cfg.batch_size, gen)
+            batch_labels = labels[idx].to(accelerator.device) if labels is not None else None
+            losses = autoencoder_losses(ae, projector, batch.to(accelerator.device), cfg, gen,
+                                        batch2.to(accelerator.device), batch_labels)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(losses["total"])
             accelerator.clip_grad_norm_(params, 1.0)
@@ -174,9 +203,11 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
             step += 1
             bar.update(1)
             values = {k: float(v.detach()) for k, v in losses.items()}
-            bar.set_postfix(diff=f"{values['diffusion']:.3f}", inv=f"{values.get('invariance', 0.0):.3f}")
+            bar.set_postfix(diff=f"{values['diffusion']:.3f}", inv=f"{values.get('invariance', 0.0):.3f}",
+                            sup=f"{values.get('supcon', 0.0):.3f}")
             writer.writerow([step, f"{values['total']:.5f}", f"{values['diffusion']:.5f}",
-                             f"{values.get('invariance', 0.0):.5f}", f"{schedule.get_last_lr()[0]:.3g}",
+                             f"{values.get('invariance', 0.0):.5f}", f"{values.get('supcon', 0.0):.5f}",
+                             f"{schedule.get_last_lr()[0]:.3g}",
                              f"{time.time() - started:.1f}"])
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 log.flush()

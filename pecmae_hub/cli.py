@@ -14,7 +14,7 @@ from .errors import PecmaeError
 
 # module path -> the sub-commands it registers (kept in the order `pecmae --help` lists them)
 STAGE_MODULES = [
-    "pecmae_hub.convert",      # convert
+    "pecmae_hub.convert_cli",  # convert
     "pecmae_hub.extract",      # extract
     "pecmae_hub.training",     # train
     "pecmae_hub.evaluation",   # evaluate

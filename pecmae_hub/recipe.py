@@ -1,8 +1,9 @@
 """The embedded default model's training recipe, one resumable stage after another.
 
 ``pecmae recipe gm-solos --work runs/gm-solos`` runs: data (render GM-Solos) → autoencoder (train the
-mel-front-end autoencoder, self-supervised) → extract (z per clip) → head (prototype head, K=3) →
-evaluate → package (sonify every prototype, model card, copy to ``checkpoints/gm-solos``).
+mel-front-end autoencoder: v-diffusion + contrastive terms, see ``ae_training``) → extract (z per clip)
+→ head (prototype head, K=3) → evaluate → package (sonify every prototype, model card, copy to
+``checkpoints/gm-solos``).
 Each stage skips work already done, so an interrupted run continues where it stopped.
 
 Splits: the three training banks' clips with index < ``val_from`` train, the rest validate (held-out
@@ -17,7 +18,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .autoencoder import Autoencoder, AutoencoderConfig
@@ -45,10 +45,11 @@ class RecipeConfig:
     n_test_per_class: int = 60          # TimGM6mb
     val_from: int = 180                 # clip index from which training-bank clips validate
     seed: int = 0
-    ae_steps: int = 700
+    ae_steps: int = 4000
     ae_batch_size: int = 32
     ae_time_budget_s: float | None = None
     invariance_weight: float = 1.0
+    label_weight: float = 1.0          # SupCon across banks in autoencoder training (0 = no labels)
     ae_init: str | None = None         # warm-start the autoencoder from this folder
     head_steps: int = 3000
     head_alpha: float = 0.25            # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
@@ -81,15 +82,17 @@ def stage_data(cfg: RecipeConfig) -> None:
     generate_dataset(cfg.data_dir, [TEST_BANK], cfg.n_test_per_class, seed=cfg.seed, split_name="test", workers=2)
 
 
-def _load_clips(cfg: RecipeConfig, split: str, samples: int) -> torch.Tensor:
+def _load_clips(cfg: RecipeConfig, split: str, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's clips zero-padded/cut to ``samples`` (N, samples) and their class ids (N,)."""
     from .audio import load_audio
+    from .gm_solos import LABELS
 
     rows = [r for r in _metadata_rows(cfg) if _split_of(r, cfg) == split]
     clips = torch.zeros(len(rows), samples)
     for i, row in enumerate(rows):
         wav = load_audio(cfg.data_dir / row["path"])[:samples]
         clips[i, : len(wav)] = torch.from_numpy(wav)
-    return clips
+    return clips, torch.tensor([LABELS.index(r["label"]) for r in rows])
 
 
 def stage_autoencoder(cfg: RecipeConfig) -> Path:
@@ -104,11 +107,12 @@ def stage_autoencoder(cfg: RecipeConfig) -> Path:
     if cfg.ae_init and not (out / "checkpoint.pt").exists():
         ae = Autoencoder.from_pretrained(cfg.ae_init)
         ae.config = dataclasses.replace(ae.config, source=config.source)
-    clips = _load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
+    clips, labels = _load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
     train_cfg = AETrainConfig(steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, seed=cfg.seed,
-                              invariance_weight=cfg.invariance_weight, warmup_steps=max(1, min(200, cfg.ae_steps // 10)),
+                              invariance_weight=cfg.invariance_weight, label_weight=cfg.label_weight,
+                              warmup_steps=max(1, min(200, cfg.ae_steps // 10)),
                               checkpoint_every=max(1, min(250, cfg.ae_steps // 4)))
-    train_autoencoder(ae, clips, train_cfg, out, time_budget_s=cfg.ae_time_budget_s)
+    train_autoencoder(ae, clips, train_cfg, out, time_budget_s=cfg.ae_time_budget_s, labels=labels)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     if int(state["step"]) < cfg.ae_steps:
         print(f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); run again to continue")
@@ -195,8 +199,9 @@ def stage_package(cfg: RecipeConfig) -> Path:
         description=(
             "The embedded default model of PECMAE Hub: 8 solo instruments (the Medley-Solos-DB classes) rendered "
             "with FluidSynth from General MIDI SoundFont banks. A small mel-spectrogram autoencoder of the PECMAE "
-            "family (ResiDual transformer + CLS encoder, v-diffusion decoder, Griffin-Lim vocoder) trained "
-            "self-supervised here, and a prototype head with 3 prototypes per class. Re-create it with "
+            "family (ResiDual transformer + CLS encoder, v-diffusion decoder, Griffin-Lim vocoder) trained here "
+            "with the v-diffusion loss plus contrastive terms (two chunks of one clip; instruments across the "
+            "training banks), and a prototype head with 3 prototypes per class. Re-create it with "
             "`pecmae recipe gm-solos`."),
     )
     model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
@@ -218,7 +223,8 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
 
 def _run_cli(args) -> int:
     cfg = RecipeConfig(work=args.work, data=args.data, n_per_class=args.n_per_class, n_test_per_class=args.n_test_per_class,
-                       val_from=args.val_from, seed=args.seed, ae_steps=args.ae_steps, ae_time_budget_s=args.ae_time_budget,
+                       val_from=args.val_from, seed=args.seed, ae_steps=args.ae_steps, ae_batch_size=args.ae_batch_size,
+                       label_weight=args.label_weight, ae_time_budget_s=args.ae_time_budget,
                        head_steps=args.head_steps, protos_per_class=args.protos_per_class,
                        sonify_steps=args.sonify_steps, out=args.out, ae_init=args.ae_init)
     run_recipe(cfg, args.stage or None)
@@ -235,7 +241,10 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--n-test-per-class", type=int, default=60)
     parser.add_argument("--val-from", type=int, default=180)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ae-steps", type=int, default=700)
+    parser.add_argument("--ae-steps", type=int, default=4000)
+    parser.add_argument("--ae-batch-size", type=int, default=32)
+    parser.add_argument("--label-weight", type=float, default=1.0,
+                        help="weight of the supervised contrastive term in autoencoder training (0: no labels)")
     parser.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable) when spent")
     parser.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     parser.add_argument("--head-steps", type=int, default=3000)

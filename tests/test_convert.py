@@ -4,13 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from pecmae_hub import convert
+from pecmae_hub import checkpoint_io, convert, convert_cli, key_mapping
 from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
 from upstream_layout import (
@@ -30,7 +29,7 @@ HEAD_FLAGS = ["--frame-heads", "4", "--cls-heads", "2", "--denoiser-heads", "2"]
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="pecmae")
-    convert.register_cli(parser.add_subparsers(dest="command"))
+    convert_cli.register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["convert", *argv])
     return args.func(args)
 
@@ -65,7 +64,7 @@ def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, c
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["chunk_seconds"] == 10 and cfg["cls_layers"] == 2 and cfg["denoiser_layers"] == 2 and cfg["model_dim"] == 32
     card = (out / "README.md").read_text()
-    assert convert.sha256_file(files["ckpt"]) in card and convert.sha256_file(files["encodec"]) in card
+    assert checkpoint_io.sha256_file(files["ckpt"]) in card and checkpoint_io.sha256_file(files["encodec"]) in card
     assert "CC-BY-NC 4.0" in card and "check the upstream licence" in card and "weights.ckpt" in card
 
     ae = Autoencoder.from_pretrained(out)
@@ -155,9 +154,9 @@ def test_base_and_large_key_layout_and_shapes():
     enc_keys = [k for k in ec if k.startswith("encoder.")]
     assert len(enc_keys) == 62 and ec["encoder.model.12.conv.conv.weight_v"].shape == (512, 256, 16)
     assert ec["decoder.model.3.convtr.convtr.weight_g"].shape == (512, 1, 1)
-    mapped, dropped, counts = convert.map_diffusion(diff)
-    codec, dropped_ec = convert.map_encodec(ec)
-    convert._merge_encodec(mapped, codec, "ckpt", "th", False, print)
+    mapped, dropped, counts = key_mapping.map_diffusion(diff)
+    codec, dropped_ec = key_mapping.map_encodec(ec)
+    key_mapping._merge_encodec(mapped, codec, "ckpt", "th", False, print)
     assert counts == {"frame": 10, "cls": 2, "denoiser": 8}
     with torch.device("meta"):
         expected = Autoencoder(AutoencoderConfig.upstream()).state_dict()
@@ -170,8 +169,8 @@ def test_base_and_large_key_layout_and_shapes():
     with layout_only():
         mae = encodecmae_state(dim=1024, heads=12, layers=20, ff=4096, encodec=ec, pretraining=False)
     assert mae["visible_encoder.encoder_layers.0.att_layer.wq.weight"].shape == (1020, 1024)
-    mapped, _, n_layers = convert.map_encodecmae(mae)
-    convert._merge_encodec(mapped, codec, "model.pt", "th", False, print)
+    mapped, _, n_layers = key_mapping.map_encodecmae(mae)
+    key_mapping._merge_encodec(mapped, codec, "model.pt", "th", False, print)
     with torch.device("meta"):
         large = Autoencoder(AutoencoderConfig.encodecmae("large")).state_dict()
     assert n_layers == 20 and mapped.keys() == large.keys()
@@ -235,24 +234,24 @@ class Hyper:  # a Lightning-style object inside a checkpoint
 def test_unreadable_checkpoints(files, tmp_path):
     torch.save({"state_dict": files["diff_state"], "hyper_parameters": Hyper()}, tmp_path / "objects.ckpt")
     with pytest.raises(CheckpointError) as info:
-        convert.read_state_dict(tmp_path / "objects.ckpt")
+        checkpoint_io.read_state_dict(tmp_path / "objects.ckpt")
     message = str(info.value)
     assert "arbitrary Python objects" in message and "weights_only=False" in message and "clean.pt" in message
     assert "Hyper" in message
     (tmp_path / "garbage.pt").write_bytes(bytes(range(256)) * 8)
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
-        convert.read_state_dict(tmp_path / "garbage.pt")
+        checkpoint_io.read_state_dict(tmp_path / "garbage.pt")
     (tmp_path / "empty.th").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty"):
-        convert.read_state_dict(tmp_path / "empty.th")
+        checkpoint_io.read_state_dict(tmp_path / "empty.th")
     with pytest.raises(ModelNotFoundError):
-        convert.read_state_dict(tmp_path / "nope.pt")
+        checkpoint_io.read_state_dict(tmp_path / "nope.pt")
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="safetensors"):
-        convert.read_state_dict(tmp_path / "bad.safetensors")
+        checkpoint_io.read_state_dict(tmp_path / "bad.safetensors")
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="not a state dict"):
-        convert.read_state_dict(tmp_path / "list.pt")
+        checkpoint_io.read_state_dict(tmp_path / "list.pt")
 
 
 def test_cli_validation_and_overwrite(files, tmp_path, capsys):
