@@ -202,7 +202,8 @@ def stage_package(cfg: RecipeConfig) -> Path:
             "family (ResiDual transformer + CLS encoder, v-diffusion decoder, Griffin-Lim vocoder) trained here "
             "with the v-diffusion loss plus contrastive terms (two chunks of one clip; instruments across the "
             "training banks), and a prototype head with 3 prototypes per class. Re-create it with "
-            "`pecmae recipe gm-solos`."),
+            "`pecmae recipe gm-solos` (the exact commands behind this checkpoint and what each choice was worth: "
+            "`docs/gm-solos.md` in the PECMAE Hub repository)."),
     )
     model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
     model.save_pretrained(staging)

@@ -45,12 +45,12 @@ def test_fresh_clip_of_each_class_is_recognised(model, monkeypatch):
 
 
 def test_held_out_bank_accuracy(model):
-    """TimGM6mb was never heard in training; the recipe measured 0.86 on 480 clips (bar here: 0.70 on 24)."""
+    """TimGM6mb was never heard in training; the recipe measured 0.948 on 480 clips (bar here: 0.85 on 24)."""
     from pecmae_hub.gm_solos import LABELS, render_clip
 
     hits = [model.classify(render_clip("timgm6mb", label, 90_000 + i, seed=4242), sr=24_000).label == label
             for label in LABELS for i in range(3)]
-    assert np.mean(hits) >= 0.70, np.mean(hits)
+    assert np.mean(hits) >= 0.85, np.mean(hits)
 
 
 def test_examples_are_classified_as_their_file_name(model):
