@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoder import Autoencoder
+from .errors import ConfigError
 from .diffusion import v_diffusion_targets
 
 
@@ -44,6 +45,11 @@ class AETrainConfig:
     gain_db: float = 6.0
     checkpoint_every: int = 250
     seed: int = 0
+
+    @property
+    def contrastive(self) -> bool:
+        """Whether a second view and the (unsaved) projector are needed."""
+        return self.invariance_weight > 0 or self.label_weight > 0
 
 
 def random_equalise(wav: torch.Tensor, eq_db: float, gain_db: float, gen: torch.Generator) -> torch.Tensor:
@@ -123,7 +129,7 @@ def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.
     keep = (torch.rand(b, 1, generator=gen) >= cfg.p_uncond).to(z1.dtype).to(wav.device)
     v_hat = ae.predict_v(x_noisy, sigma, z1 * keep)
     losses = {"diffusion": F.mse_loss(v_hat, v)}
-    if projector is not None and (cfg.invariance_weight > 0 or cfg.label_weight > 0):
+    if projector is not None and cfg.contrastive:
         view2 = random_equalise(wav if wav2 is None else wav2, cfg.eq_db, cfg.gain_db, gen)
         with torch.no_grad():
             feats2 = ae.codec.encode(view2)
@@ -150,8 +156,6 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from .errors import ConfigError
-
     if cfg.label_weight > 0 and (labels is None or len(labels) != len(clips)):
         raise ConfigError(f"label_weight={cfg.label_weight} needs one class id per clip "
                           f"(got {None if labels is None else len(labels)} labels for {len(clips)} clips)")
@@ -160,7 +164,7 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(mixed_precision="fp16" if torch.cuda.is_available() else "no")
     ae.train()
-    projector = _Projector(ae.embedding_dim) if cfg.invariance_weight > 0 or cfg.label_weight > 0 else None
+    projector = _Projector(ae.embedding_dim) if cfg.contrastive else None
     params = [p for n, p in ae.named_parameters() if not n.startswith("codec.")]
     if projector is not None:
         params += list(projector.parameters())
