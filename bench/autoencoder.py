@@ -47,7 +47,7 @@ def gemm_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 def _seanet_flops(model: nn.Sequential, length: int) -> tuple[float, int]:
     """Multiply-add FLOPs (×2) of a SEANet Sequential on ``length`` input steps; returns (flops, out length)."""
-    from pecmae_hub.encodec import SConv1d, SConvTranspose1d, SEANetResnetBlock, SLSTM
+    from pecmae_hub.models.encodec import SConv1d, SConvTranspose1d, SEANetResnetBlock, SLSTM
 
     def conv(c: SConv1d, n: int) -> tuple[float, int]:
         w = c.conv.conv.weight_v
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from pecmae_hub.audio import SAMPLE_RATE
-    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
     emit(bench="env", python=platform.python_version(), torch=torch.__version__, machine=platform.machine(),
          processor=platform.processor() or None, threads=torch.get_num_threads(),

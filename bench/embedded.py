@@ -23,7 +23,7 @@ def emit(name, value, **extra):
 
 
 def render_set(banks, n_per_class, seed, offset):
-    from pecmae_hub.gm_solos import LABELS, render_clip
+    from pecmae_hub.data.gm_solos.render import LABELS, render_clip
 
     clips, labels = [], []
     for bank in banks:
@@ -38,7 +38,7 @@ def mfcc_stats(clips):
     """MFCC (20) mean and std + delta std per clip from our log-mel front end (the simple baseline)."""
     from scipy.fft import dct
 
-    from pecmae_hub.melspec import MelCodec
+    from pecmae_hub.models.melspec import MelCodec
 
     codec = MelCodec(n_mels=64)
     feats = []
@@ -63,7 +63,7 @@ def main():
 
     from pecmae_hub import PECMAE
     from pecmae_hub.audio import SAMPLE_RATE
-    from pecmae_hub.recipe import TEST_BANK, TRAIN_BANKS
+    from pecmae_hub.recipes.gm_solos import TEST_BANK, TRAIN_BANKS
 
     t0 = time.perf_counter()
     model = PECMAE.from_pretrained(args.model)

@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from pecmae_hub.head import PrototypeHead
-from pecmae_hub.training import TrainConfig, make_accelerator, make_optimizer, train_step
+from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.training.head import TrainConfig, make_accelerator, make_optimizer, train_step
 
 B, C, K, D, PRESET_STEPS = 256, 10, 5, 768, 150_000
 
@@ -65,8 +65,8 @@ def time_steps(head_cls, steps: int, warmup: int, seed: int = 0, plain_adam: boo
 def time_train_head(steps: int) -> float:
     """Seconds per step of the whole ``train_head`` loop (data loading, validation every 100 steps)
     on GTZAN-sized synthetic data (731 x 8 training chunks, 96 x 8 validation chunks)."""
-    from pecmae_hub.features import FeatureSet
-    from pecmae_hub.training import train_head
+    from pecmae_hub.training.features import FeatureSet
+    from pecmae_hub.training.head import train_head
 
     rng = np.random.default_rng(0)
     centers = rng.normal(0.1, 0.4, (C, D)).astype(np.float32)

@@ -6,24 +6,16 @@ Public API (imported lazily so ``import pecmae_hub`` stays cheap)::
 """
 from importlib import import_module
 
-from .errors import (
-    AudioError,
-    CheckpointError,
-    ConfigError,
-    DatasetError,
-    InputShapeError,
-    ModelNotFoundError,
-    PecmaeError,
-)
+from pecmae_hub.errors import AudioError, CheckpointError, ConfigError, DatasetError, InputShapeError, ModelNotFoundError, PecmaeError
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "PECMAE": "pecmae_hub.pipeline",
     "Prediction": "pecmae_hub.pipeline",
-    "Autoencoder": "pecmae_hub.autoencoder",
-    "AutoencoderConfig": "pecmae_hub.autoencoder",
-    "PrototypeHead": "pecmae_hub.head",
+    "Autoencoder": "pecmae_hub.models.autoencoder",
+    "AutoencoderConfig": "pecmae_hub.models.autoencoder",
+    "PrototypeHead": "pecmae_hub.models.head",
     "load_audio": "pecmae_hub.audio",
 }
 

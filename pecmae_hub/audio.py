@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from .errors import AudioError
+from pecmae_hub.errors import AudioError
 
 SAMPLE_RATE = 24_000
 HOP_LENGTH = 320

@@ -22,12 +22,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import hub, weights
-from .audio import SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, write_wav
-from .autoencoder import Autoencoder
-from .errors import ConfigError, ModelNotFoundError
-from .hub import autoencoder_fingerprint, clear_cache  # noqa: F401 - part of this module's API
-from .head import NEAREST_NAME, PrototypeHead
+from pecmae_hub.audio import SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, write_wav
+from pecmae_hub.serialization import WEIGHTS_NAME, save_folder
+from pecmae_hub.hub.registry import DEFAULT_MODEL, INFO_NAME, METRICS_NAME, ORG_ENV, PROTOTYPES_DIR, REGISTRY, resolve_model
+from pecmae_hub.hub.files import ModelFiles, load_autoencoder
+from pecmae_hub.hub.publish import push_folder
+from pecmae_hub.hub.cards import render_model_card
+from pecmae_hub.models.autoencoder import Autoencoder
+from pecmae_hub.errors import ConfigError, ModelNotFoundError
+from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``."""
@@ -102,7 +105,7 @@ class PECMAE:
 
     def __init__(self, autoencoder: Autoencoder, head: PrototypeHead, *, nearest: dict | None = None,
                  metrics: dict | None = None, info: dict | None = None, name: str = "pecmae",
-                 files: hub.ModelFiles | None = None, autoencoder_ref: dict | None = None):
+                 files: ModelFiles | None = None, autoencoder_ref: dict | None = None):
         if head.embedding_dim != autoencoder.embedding_dim:
             raise ConfigError(
                 f"head {name!r} expects {head.embedding_dim}-d embeddings but the autoencoder gives "
@@ -124,7 +127,7 @@ class PECMAE:
         return self.head.protos.device
 
     @property
-    def files(self) -> hub.ModelFiles | None:
+    def files(self) -> ModelFiles | None:
         """Where the model was loaded from (None for a model built in memory)."""
         return self._files
 
@@ -135,7 +138,7 @@ class PECMAE:
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_repo_or_folder: str | os.PathLike = hub.DEFAULT_MODEL, revision: str | None = None,
+    def from_pretrained(cls, name_or_repo_or_folder: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
                         cache_dir: str | None = None, local_files_only: bool = False, device: str = "auto",
                         autoencoder: Autoencoder | None = None) -> "PECMAE":
         """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
@@ -149,36 +152,36 @@ class PECMAE:
             ConfigError: a head that does not fit its autoencoder.
         """
         text = os.fspath(name_or_repo_or_folder)
-        kind, where, rev = hub.resolve_model(text, revision)
+        kind, where, rev = resolve_model(text, revision)
         if kind == "folder":
-            files = hub.ModelFiles(folder=where)
+            files = ModelFiles(folder=where)
         else:
-            files = hub.ModelFiles(repo_id=where, revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
+            files = ModelFiles(repo_id=where, revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
         try:
             head_dir = files.local_dir()  # config.json first: it also fixes the commit of a Hub repo
-            files.get(weights.WEIGHTS_NAME)
+            files.get(WEIGHTS_NAME)
         except ModelNotFoundError as exc:
-            if text in hub.REGISTRY and kind == "hub":
-                raise ModelNotFoundError(f"{exc} (registry model {text!r}; ${hub.ORG_ENV} selects the organisation)") from None
+            if text in REGISTRY and kind == "hub":
+                raise ModelNotFoundError(f"{exc} (registry model {text!r}; ${ORG_ENV} selects the organisation)") from None
             raise
         dev = resolve_device(device)
         head = PrototypeHead.from_pretrained(head_dir).to(dev)
         spec = head.config.get("autoencoder") or {}
         if autoencoder is None:
-            autoencoder, ref = hub.load_autoencoder(spec, files, cache_dir=cache_dir,
+            autoencoder, ref = load_autoencoder(spec, files, cache_dir=cache_dir,
                                                    local_files_only=local_files_only, device=dev)
         else:
             ref = {"repo_id": spec.get("repo_id"), "revision": spec.get("revision")} if spec.get("repo_id") else {}
-        info = files.json(hub.INFO_NAME, required=False) or {}
+        info = files.json(INFO_NAME, required=False) or {}
         name = info.get("name") or (where.split("/")[-1] if kind == "hub" else Path(where).name)
         model = cls(autoencoder, head, nearest=files.json(NEAREST_NAME, required=False),
-                    metrics=files.json(hub.METRICS_NAME, required=False), info=info, name=name,
+                    metrics=files.json(METRICS_NAME, required=False), info=info, name=name,
                     files=files, autoencoder_ref=ref)  # checks the embedding sizes
         expected = spec.get("fingerprint")
-        if expected and expected != autoencoder_fingerprint(autoencoder):
+        if expected and expected != autoencoder.fingerprint():
             raise ConfigError(
                 f"head {files.describe()} was trained with autoencoder fingerprint {expected} but the autoencoder "
-                f"loaded ({ref.get('source') or 'given'}) has {autoencoder_fingerprint(autoencoder)}"
+                f"loaded ({ref.get('source') or 'given'}) has {autoencoder.fingerprint()}"
             )
         model._render_index()  # fetched now so that the cache knows it (or its absence) when offline later
         return model
@@ -248,7 +251,7 @@ class PECMAE:
 
     def _render_index(self) -> dict | None:
         if self._index is False:
-            self._index = self._files.json(f"{hub.PROTOTYPES_DIR}/index.json", required=False) if self._files else None
+            self._index = self._files.json(f"{PROTOTYPES_DIR}/index.json", required=False) if self._files else None
         return self._index
 
     def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> Path | None:
@@ -256,11 +259,11 @@ class PECMAE:
         p, index = self.prototype_index(prototype), self._render_index()
         if not index or (index.get("steps"), float(index.get("guidance", -1)), index.get("seed")) != (steps, float(guidance), seed):
             return None
-        if index.get("autoencoder_fingerprint") not in (None, autoencoder_fingerprint(self.autoencoder)):
+        if index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
             return None
         entry = next((e for e in index.get("prototypes", []) if int(e["index"]) == p), None)
         try:
-            return None if entry is None else self._files.get(f"{hub.PROTOTYPES_DIR}/{entry['file']}", required=False)
+            return None if entry is None else self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}", required=False)
         except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
             return None
 
@@ -293,7 +296,7 @@ class PECMAE:
         ``index.json`` recording the settings; returns the index."""
         from tqdm.auto import tqdm
 
-        out = Path(folder) / hub.PROTOTYPES_DIR
+        out = Path(folder) / PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
         entries = []
         for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
@@ -302,7 +305,7 @@ class PECMAE:
             write_wav(out / name, self._decode(p, steps, guidance, seed))
             entries.append({"index": p, "label": label, "k": k, "file": name})
         index = {"version": 1, "sample_rate": SAMPLE_RATE, "steps": int(steps), "guidance": float(guidance),
-                 "seed": int(seed), "autoencoder_fingerprint": autoencoder_fingerprint(self.autoencoder),
+                 "seed": int(seed), "autoencoder_fingerprint": self.autoencoder.fingerprint(),
                  "prototypes": entries}
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         if self._files is not None and self._files.folder is not None:
@@ -329,20 +332,20 @@ class PECMAE:
         else:
             ae.save_pretrained(folder / "autoencoder")
             spec = {"repo_id": None, "revision": None, "path": "autoencoder"}
-        spec.update(fingerprint=autoencoder_fingerprint(ae), embedding_dim=ae.embedding_dim)
+        spec.update(fingerprint=ae.fingerprint(), embedding_dim=ae.embedding_dim)
         config = copy.deepcopy(self.head.config)
         config["autoencoder"] = spec
-        weights.save_folder(self.head, config, folder)
-        for name, data in ((NEAREST_NAME, self.nearest), (hub.METRICS_NAME, self.metrics)):
+        save_folder(self.head, config, folder)
+        for name, data in ((NEAREST_NAME, self.nearest), (METRICS_NAME, self.metrics)):
             if data is not None:
                 (folder / name).write_text(json.dumps(data, indent=1) + "\n")
         info = {**self.info, "name": self.name, "chunk_seconds": ae.chunk_seconds}
         info.setdefault("license", "cc-by-nc-4.0" if ae.config.frontend == "encodec" else "mit")
-        (folder / hub.INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
+        (folder / INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
         index = self._copy_renders(folder)
         if render and index is None:
             index = self.render_prototypes(folder, steps, guidance, seed, progress=True)
-        card = hub.render_model_card(
+        card = render_model_card(
             model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
             metrics=self.metrics, base_model=spec["repo_id"], repo_id=repo_id, render_settings=index)
         (folder / "README.md").write_text(card)
@@ -350,12 +353,12 @@ class PECMAE:
 
     def _copy_renders(self, folder: Path) -> dict | None:
         index = self._render_index()
-        if not index or index.get("autoencoder_fingerprint") not in (None, autoencoder_fingerprint(self.autoencoder)):
+        if not index or index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
             return None
-        dest = folder / hub.PROTOTYPES_DIR
+        dest = folder / PROTOTYPES_DIR
         dest.mkdir(parents=True, exist_ok=True)
         for entry in index.get("prototypes", []):
-            src = self._files.get(f"{hub.PROTOTYPES_DIR}/{entry['file']}")
+            src = self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}")
             if Path(src).resolve() != (dest / entry["file"]).resolve():
                 shutil.copyfile(src, dest / entry["file"])
         (dest / "index.json").write_text(json.dumps(index, indent=1) + "\n")
@@ -370,5 +373,5 @@ class PECMAE:
         with tempfile.TemporaryDirectory(prefix="pecmae-push-") as tmp:
             self.save_pretrained(tmp, render=render, steps=steps, guidance=guidance, seed=seed, repo_id=repo_id,
                                  autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
-            return hub.push_folder(tmp, repo_id, private=private, revision=revision, token=token,
+            return push_folder(tmp, repo_id, private=private, revision=revision, token=token,
                                    commit_message=commit_message)

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pecmae_hub import hub
+from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, known_names, registry_repo_id, resolve_model
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
 
 PROBE_TIMEOUT = 3.0     # seconds to wait for a TCP connection to the Hub
@@ -73,12 +73,12 @@ def hub_reachable(endpoint: str | None = None, timeout: float = PROBE_TIMEOUT) -
 
 def describe_model(name: str) -> str:
     """Human label of a model reference for the selector."""
-    entry = hub.REGISTRY.get(name)
+    entry = REGISTRY.get(name)
     if entry is None:
         return f"{Path(name).name} (folder)" if Path(name).expanduser().is_dir() else f"{name} (Hub)"
     if entry.embedded:
         return f"{name} · embedded, offline"
-    return f"{name} · Hub {hub.registry_repo_id(name)}"
+    return f"{name} · Hub {registry_repo_id(name)}"
 
 
 class ModelManager:
@@ -98,7 +98,7 @@ class ModelManager:
 
     def choices(self) -> list[tuple[str, str]]:
         """``(label, value)`` pairs for the model selector: the default first, then the registry."""
-        names = [self.default] + [n for n in hub.known_names() if n != self.default]
+        names = [self.default] + [n for n in known_names() if n != self.default]
         return [(describe_model(n), n) for n in names]
 
     def is_loaded(self, name: str) -> bool:
@@ -132,7 +132,7 @@ class ModelManager:
         from pecmae_hub.pipeline import PECMAE
 
         try:
-            kind, _, _ = hub.resolve_model(name)
+            kind, _, _ = resolve_model(name)
         except ModelNotFoundError as exc:
             raise ModelUnavailable(str(exc)) from None
         try:  # the cache (or the folder) first: no network, no retries
@@ -147,12 +147,12 @@ class ModelManager:
             raise ModelUnavailable(
                 f"model {name!r} is not in the local Hugging Face cache and the Hub is unreachable "
                 "(HF_HUB_OFFLINE=1). Download it once while online, or choose the embedded model "
-                f"{hub.DEFAULT_MODEL!r}."
+                f"{DEFAULT_MODEL!r}."
             )
         if not hub_reachable(endpoint):
             raise ModelUnavailable(
                 f"model {name!r} is not in the local Hugging Face cache and the Hub ({endpoint}) is unreachable. "
-                f"Connect to the internet and try again, or choose the embedded model {hub.DEFAULT_MODEL!r}."
+                f"Connect to the internet and try again, or choose the embedded model {DEFAULT_MODEL!r}."
             )
         try:
             return PECMAE.from_pretrained(name, device=self.device)

@@ -75,18 +75,18 @@ def _isolated_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    if "pecmae_hub.pipeline" in sys.modules:
-        sys.modules["pecmae_hub.pipeline"].clear_cache()
+    if "pecmae_hub.hub.files" in sys.modules:
+        sys.modules["pecmae_hub.hub.files"].clear_cache()
     yield cache
-    if "pecmae_hub.pipeline" in sys.modules:
-        sys.modules["pecmae_hub.pipeline"].clear_cache()
+    if "pecmae_hub.hub.files" in sys.modules:
+        sys.modules["pecmae_hub.hub.files"].clear_cache()
 
 
 def tiny_autoencoder(seed: int = 0):
     """The tiny random mel autoencoder (1 s chunks, 32-d z, 4 Griffin-Lim iterations)."""
     import torch
 
-    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
     torch.manual_seed(seed)
     return Autoencoder(AutoencoderConfig.tiny(mel={"n_fft": 512, "griffin_lim_iters": 4}))
@@ -97,7 +97,7 @@ def tiny_pecmae(seed: int = 0, ae_seed: int = 0, labels=LABELS, k: int = 2, auto
     prototypes of other classes contribute too."""
     import torch
 
-    from pecmae_hub.head import PrototypeHead
+    from pecmae_hub.models.head import PrototypeHead
     from pecmae_hub.pipeline import PECMAE
 
     ae = autoencoder if autoencoder is not None else tiny_autoencoder(ae_seed)
@@ -116,7 +116,7 @@ def make_tiny_model(tmp_path_factory):
 
     def make(seed: int = 0, render: bool = False, nearest: bool = False, metrics: dict | None = None,
              folder: Path | None = None) -> Path:
-        from pecmae_hub.head import nearest_training_chunks
+        from pecmae_hub.training.nearest import nearest_training_chunks
 
         model = tiny_pecmae(seed)
         if nearest:

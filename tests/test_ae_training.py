@@ -7,9 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pecmae_hub.ae_training import (AETrainConfig, autoencoder_losses, nt_xent, random_crops,
-                                    supervised_contrastive, train_autoencoder)
-from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.training.autoencoder import AETrainConfig, autoencoder_losses, nt_xent, random_crops, supervised_contrastive, train_autoencoder
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import ConfigError
 
 

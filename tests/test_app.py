@@ -232,7 +232,7 @@ def test_space_front_matter_and_requirements_match_the_code(monkeypatch):
     import gradio
     from huggingface_hub import metadata_load
 
-    from pecmae_hub import hub
+    from pecmae_hub.hub import registry as hub
 
     monkeypatch.delenv("PECMAE_HUB_ORG", raising=False)
     meta = metadata_load(ROOT / "space" / "README.md")

@@ -8,16 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from pecmae_hub.audio import (
-    FRAME_RATE,
-    HOP_LENGTH,
-    SAMPLE_RATE,
-    chunk_audio,
-    chunk_bounds,
-    frames_for_samples,
-    load_audio,
-    write_wav,
-)
+from pecmae_hub.audio import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE, chunk_audio, chunk_bounds, frames_for_samples, load_audio, write_wav
 from pecmae_hub.errors import AudioError, PecmaeError
 
 

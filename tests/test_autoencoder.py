@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pecmae_hub.audio import SAMPLE_RATE
-from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig, join_chunks
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig, join_chunks
 from pecmae_hub.errors import CheckpointError, ConfigError, InputShapeError
 from upstream_layout import rel_err
 
@@ -163,7 +163,7 @@ def test_join_chunks_crossfade():
 
 def test_griffin_lim_converges(mel_ae):
     """The mel stand-in's vocoder: fast Griffin-Lim must beat plain Griffin-Lim (momentum form regression)."""
-    from pecmae_hub.melspec import MelCodec
+    from pecmae_hub.models.melspec import MelCodec
 
     t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
     wav = torch.tensor(sum(0.2 / k * np.sin(2 * np.pi * 220 * k * t) for k in range(1, 6)), dtype=torch.float32)[None]
@@ -182,7 +182,7 @@ def test_mel_front_end_accepts_a_tail_shorter_than_half_an_fft_window():
     """A clip one hop past a chunk boundary leaves a 1-frame chunk; its STFT must still be defined."""
     import numpy as np
 
-    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
     ae = Autoencoder(AutoencoderConfig.tiny())
     z = ae.encode(np.random.default_rng(0).normal(0, 0.1, ae.chunk_samples + 160).astype(np.float32), sr=24_000)
@@ -190,7 +190,7 @@ def test_mel_front_end_accepts_a_tail_shorter_than_half_an_fft_window():
 
 
 def test_decoded_chunks_are_exactly_chunk_samples_long():
-    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
     ae = Autoencoder(AutoencoderConfig.tiny(chunk_seconds=1.5))  # 36 000 samples = 112.5 frames
     wav = ae.decode(torch.zeros(2, ae.embedding_dim), steps=2, seed=0)

@@ -9,8 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pecmae_hub import checkpoint_io, convert, convert_cli, key_mapping
-from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.convert import checkpoint_io
+from pecmae_hub.convert import autoencoder as convert
+from pecmae_hub.cli import convert as convert_cli
+from pecmae_hub.convert import key_mapping
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
 from upstream_layout import (
     diffusion_state,
@@ -274,7 +277,7 @@ def test_cli_validation_and_overwrite(files, tmp_path, capsys):
 
 
 def test_head_dispatch(monkeypatch, tmp_path):
-    import pecmae_hub.convert_head as convert_head
+    import pecmae_hub.cli.convert as convert_head
 
     seen = {}
     monkeypatch.setattr(convert_head, "convert_head_from_args", lambda args: seen.update(vars(args)), raising=False)

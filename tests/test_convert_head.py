@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from pecmae_hub.convert_head import add_head_arguments, convert_head, convert_head_from_args
+from pecmae_hub.cli.convert import add_head_arguments, convert_head_from_args
+from pecmae_hub.convert.head import convert_head
 from pecmae_hub.errors import CheckpointError, ConfigError
-from pecmae_hub.head import PrototypeHead
+from pecmae_hub.models.head import PrototypeHead
 
 C, K, D = 3, 4, 16
 LABELS = ["blu", "cla", "cou"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pecmae_hub import datasets as ds
+from pecmae_hub.data import splits as ds
 from pecmae_hub.errors import ConfigError, DatasetError
 
 # spec §10 table, with the bogus train row reggae/reggae.99986 removed (79 -> 78, 732 -> 731)

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from pecmae_hub.diffusion import CLSEncoder, Denoiser, FrameEncoder, angle_schedule, sample_v_diffusion, v_diffusion_targets
+from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
+from pecmae_hub.sampling import angle_schedule, sample_v_diffusion, v_diffusion_targets
 from upstream_layout import ref_denoiser, ref_encoder, ref_pe, ref_z, rel_err
 
 

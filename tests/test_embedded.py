@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pecmae_hub import hub
+from pecmae_hub.hub.registry import embedded_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ def model():
 
 
 def test_shipped_folder_has_the_hub_layout_and_fits_the_budget():
-    folder = hub.embedded_model_dir("gm-solos")
+    folder = embedded_model_dir("gm-solos")
     for name in ("config.json", "model.safetensors", "README.md", "autoencoder/config.json",
                  "autoencoder/model.safetensors", "prototypes/index.json"):
         assert (folder / name).is_file(), name
@@ -29,14 +29,14 @@ def test_shipped_folder_has_the_hub_layout_and_fits_the_budget():
 
 
 def test_card_reports_measured_metrics():
-    card = (hub.embedded_model_dir("gm-solos") / "README.md").read_text()
+    card = (embedded_model_dir("gm-solos") / "README.md").read_text()
     assert "pipeline_tag: audio-classification" in card
     assert "model-index" in card and "accuracy" in card
 
 
 def test_fresh_clip_of_each_class_is_recognised(model, monkeypatch):
     """One clip per class rendered now (FluidR3 bank, a seed and index the recipe never used)."""
-    from pecmae_hub.gm_solos import LABELS, render_clip
+    from pecmae_hub.data.gm_solos.render import LABELS, render_clip
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     correct = [model.classify(render_clip("fluidr3", label, 90_001, seed=4242), sr=24_000).label == label
@@ -46,7 +46,7 @@ def test_fresh_clip_of_each_class_is_recognised(model, monkeypatch):
 
 def test_held_out_bank_accuracy(model):
     """TimGM6mb was never heard in training; the recipe measured 0.948 on 480 clips (bar here: 0.85 on 24)."""
-    from pecmae_hub.gm_solos import LABELS, render_clip
+    from pecmae_hub.data.gm_solos.render import LABELS, render_clip
 
     hits = [model.classify(render_clip("timgm6mb", label, 90_000 + i, seed=4242), sr=24_000).label == label
             for label in LABELS for i in range(3)]

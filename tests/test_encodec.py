@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pecmae_hub.encodec import EncodecCodec, SConv1d, SConvTranspose1d, SLSTM
+from pecmae_hub.models.encodec import EncodecCodec, SConv1d, SConvTranspose1d, SLSTM
 from upstream_layout import (
     DECODER_TABLE,
     ENCODER_TABLE,

@@ -9,9 +9,9 @@ import torch
 
 from pecmae_hub import cli
 from pecmae_hub.errors import DatasetError, InputShapeError
-from pecmae_hub.evaluation import classification_metrics, evaluate_head, format_report, track_logits
-from pecmae_hub.features import FeatureSet, load_features, resolve_labels
-from pecmae_hub.head import PrototypeHead
+from pecmae_hub.training.evaluation import classification_metrics, evaluate_head, format_report, track_logits
+from pecmae_hub.training.features import FeatureSet, load_features, resolve_labels
+from pecmae_hub.models.head import PrototypeHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

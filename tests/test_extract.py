@@ -9,9 +9,9 @@ import soundfile as sf
 import torch
 
 from pecmae_hub import cli
-from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.extract import collect_inputs, extract_features
+from pecmae_hub.training.extract import collect_inputs, extract_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,9 @@ pytest.importorskip("soundfile")  # before fluidsynth, as gm_solos does (same li
 pytest.importorskip("fluidsynth")
 pytest.importorskip("music21")
 
-from pecmae_hub import gm_solos  # noqa: E402
-from pecmae_hub.errors import DatasetError  # noqa: E402
-from pecmae_hub.gm_solos_melodies import compose, corpus_melody, scale_melody  # noqa: E402
+from pecmae_hub.data.gm_solos import render as gm_solos
+from pecmae_hub.errors import DatasetError
+from pecmae_hub.data.gm_solos.melodies import compose, corpus_melody, scale_melody
 
 FAST_BANKS = ("csound", "timgm6mb")  # small banks that load in ~0.1 s (FluidR3 ~0.3 s, MuseScore ~2 s)
 

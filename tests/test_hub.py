@@ -8,18 +8,20 @@ import numpy as np
 import pytest
 
 from conftest import LABELS, tiny_pecmae
-from pecmae_hub import hub as hubmod
+from pecmae_hub.hub import registry as hubmod
+from pecmae_hub.hub.registry import DEFAULT_MODEL, ORG_ENV, known_names, resolve_model
+from pecmae_hub.hub.files import ModelFiles
 from pecmae_hub.errors import ModelNotFoundError
 from pecmae_hub.pipeline import PECMAE
 
 
 def test_registry_short_names_and_org_variable(monkeypatch):
-    assert hubmod.known_names() == ["gm-solos", "gtzan", "medley-solos-db"]
-    assert hubmod.resolve_model("gtzan") == ("hub", "pecmae-hub/gtzan-pecmae-5", None)
-    assert hubmod.resolve_model("medley-solos-db", "v2") == ("hub", "pecmae-hub/medley-solos-db-pecmae-20", "v2")
-    monkeypatch.setenv(hubmod.ORG_ENV, "my-lab")
-    assert hubmod.resolve_model("gtzan")[1] == "my-lab/gtzan-pecmae-5"
-    assert hubmod.resolve_model("someone/model") == ("hub", "someone/model", None)
+    assert known_names() == ["gm-solos", "gtzan", "medley-solos-db"]
+    assert resolve_model("gtzan") == ("hub", "pecmae-hub/gtzan-pecmae-5", None)
+    assert resolve_model("medley-solos-db", "v2") == ("hub", "pecmae-hub/medley-solos-db-pecmae-20", "v2")
+    monkeypatch.setenv(ORG_ENV, "my-lab")
+    assert resolve_model("gtzan")[1] == "my-lab/gtzan-pecmae-5"
+    assert resolve_model("someone/model") == ("hub", "someone/model", None)
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -30,14 +32,14 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_registry_name_missing_on_the_hub(hub, monkeypatch):
-    monkeypatch.setenv(hubmod.ORG_ENV, "test-org")
+    monkeypatch.setenv(ORG_ENV, "test-org")
     with pytest.raises(ModelNotFoundError, match=r"'test-org/gtzan-pecmae-5' not found.*registry model 'gtzan'") as info:
         PECMAE.from_pretrained("gtzan")
-    assert hubmod.ORG_ENV in str(info.value)
+    assert ORG_ENV in str(info.value)
 
 
 def test_registry_name_downloads_from_the_org(hub, tiny_model_dir, monkeypatch, audio_files):
-    monkeypatch.setenv(hubmod.ORG_ENV, "test-org")
+    monkeypatch.setenv(ORG_ENV, "test-org")
     hub.add_folder("test-org/gtzan-pecmae-5", tiny_model_dir)
     model = PECMAE.from_pretrained("gtzan")
     assert model.labels == list(LABELS) and model._files.repo_id == "test-org/gtzan-pecmae-5"
@@ -46,7 +48,7 @@ def test_registry_name_downloads_from_the_org(hub, tiny_model_dir, monkeypatch, 
 
 def test_embedded_model_missing_then_found(tiny_model_dir, tmp_path, monkeypatch, audio_files):
     wheel, source = tmp_path / "pkg" / "checkpoints" / "gm-solos", tmp_path / "src" / "checkpoints" / "gm-solos"
-    monkeypatch.setattr(hubmod, "embedded_candidates", lambda name=hubmod.DEFAULT_MODEL: [wheel, source])
+    monkeypatch.setattr(hubmod, "embedded_candidates", lambda name=DEFAULT_MODEL: [wheel, source])
     with pytest.raises(ModelNotFoundError, match="embedded model 'gm-solos' is not installed") as info:
         PECMAE.from_pretrained("gm-solos")
     assert str(wheel) in str(info.value) and str(source) in str(info.value)
@@ -59,7 +61,7 @@ def test_embedded_model_missing_then_found(tiny_model_dir, tmp_path, monkeypatch
 
 def test_model_files_pin_the_commit(hub, tiny_model_dir):
     sha = hub.add_folder("org/tiny", tiny_model_dir)
-    files = hubmod.ModelFiles(repo_id="org/tiny")
+    files = ModelFiles(repo_id="org/tiny")
     assert files.commit is None
     files.get("config.json")
     assert files.commit == sha and files.describe() == f"org/tiny@{sha}"

@@ -14,7 +14,8 @@ import torch
 
 from conftest import LABELS, tiny_autoencoder, tiny_pecmae
 from pecmae_hub.errors import AudioError, ConfigError, ModelNotFoundError
-from pecmae_hub.pipeline import PECMAE, Prediction, clear_cache, explain
+from pecmae_hub.pipeline import PECMAE, Prediction, explain
+from pecmae_hub.hub.files import clear_cache
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_prototype_index_errors(model):
 
 # ---- mismatches ----------------------------------------------------------------------------------
 def test_head_that_does_not_fit_its_autoencoder(tiny_model_dir):
-    from pecmae_hub.autoencoder import Autoencoder, AutoencoderConfig
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
     small = Autoencoder(AutoencoderConfig.tiny(model_dim=16, frame_heads=2))
     with pytest.raises(ConfigError, match=r"expects 32-d embeddings but the autoencoder gives 16-d"):

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from pecmae_hub import recipe
-from pecmae_hub.gm_solos import LABELS
+from pecmae_hub.recipes import gm_solos as recipe
+from pecmae_hub.data.gm_solos.render import LABELS
 
 TINY_AE = dict(model_dim=32, frame_layers=1, frame_heads=2, ff_dim=64, cls_layers=1, cls_heads=2,
                denoiser_layers=1, denoiser_heads=2, chunk_seconds=1.5)

@@ -11,9 +11,9 @@ import torch
 
 from pecmae_hub import cli
 from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
-from pecmae_hub.features import FeatureSet, compute_norm_stats
-from pecmae_hub.head import PrototypeHead
-from pecmae_hub.training import TrainConfig, head_loss, prototype_loss, train_head
+from pecmae_hub.training.features import FeatureSet, compute_norm_stats
+from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.training.head import TrainConfig, head_loss, prototype_loss, train_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,7 +167,7 @@ def test_cli_unknown_label_names_the_label(tmp_path, capsys):
                    "--out", str(tmp_path / "out"), "--total-steps", "1", "--quiet"])
     assert rc == 1 and "'polka'" in capsys.readouterr().err
     with pytest.raises(DatasetError, match="polka"):
-        from pecmae_hub.features import load_features
+        from pecmae_hub.training.features import load_features
 
         load_features(tmp_path, tmp_path / "train.tsv", LABELS)
 

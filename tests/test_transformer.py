@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pecmae_hub.transformer import MultiHeadAttention, ResiDualLayer, SinusoidalPositionalEmbedding, TransformerEncoder
+from pecmae_hub.models.transformer import MultiHeadAttention, ResiDualLayer, SinusoidalPositionalEmbedding, TransformerEncoder
 from upstream_layout import ref_encoder, ref_mha, ref_pe, rel_err, transformer_keys
 
 

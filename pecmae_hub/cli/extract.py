@@ -1,0 +1,36 @@
+"""`pecmae extract`: encode audio into per-chunk z features."""
+from __future__ import annotations
+from pecmae_hub.training.extract import FAILURES_NAME, extract_features
+
+from pathlib import Path
+
+
+def _run_cli(args) -> int:
+    s = extract_features(args.inputs, args.out, args.autoencoder, device=args.device, batch_size=args.batch_size,
+                         progress=not args.quiet, num_workers=args.num_workers, revision=args.revision)
+    print(f"{s.total} tracks: {s.written} encoded ({s.chunks} chunks), {s.skipped} already done, {s.failed} failed "
+          f"in {s.seconds:.1f} s -> {s.out_dir}")
+    for path, err in s.failures[:10]:
+        print(f"  failed: {path}: {err}")
+    if s.failed:
+        print(f"  all failures: {Path(args.out) / FAILURES_NAME}")
+    return 1 if s.failed and not s.written and not s.skipped else 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``pecmae extract``."""
+    p = subparsers.add_parser(
+        "extract", help="encode audio tracks into per-chunk z features (.npy)",
+        description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file (wav, flac, ogg, mp3), "
+                    "plus extract_manifest.json and failures.tsv. Re-running resumes. "
+                    "Multi-GPU: accelerate launch -m pecmae_hub.cli extract ...")
+    p.add_argument("inputs", metavar="AUDIO_DIR_OR_LIST",
+                   help="audio folder (searched recursively), list file or audio file")
+    p.add_argument("out", metavar="OUT", help="output features folder")
+    p.add_argument("--autoencoder", required=True, help="autoencoder folder or Hub repo id")
+    p.add_argument("--revision", help="Hub revision of --autoencoder")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass (default 32)")
+    p.add_argument("--num-workers", type=int, default=0, help="audio decoding worker processes (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)

@@ -1,0 +1,96 @@
+"""`pecmae train`: train a prototype head on extracted features."""
+from __future__ import annotations
+import json
+from pecmae_hub.errors import ConfigError
+from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
+
+from pathlib import Path
+
+
+def _run_cli(args) -> int:
+    from pecmae_hub.training.features import load_features, read_split, resolve_labels
+
+    splits = {"train": args.split_train, "val": args.split_val, "test": args.split_test}
+    if args.dataset_spec:
+        from pecmae_hub.data.splits import load_dataset_splits
+
+        kind, sep, root = args.dataset_spec.partition(":")
+        if not sep or not root:
+            raise ConfigError(f"--dataset-spec must be KIND:ROOT (e.g. gtzan:/data/gtzan), got {args.dataset_spec!r}")
+        ds = load_dataset_splits(kind, root)
+        labels = resolve_labels(args.labels or list(ds.labels))
+        splits = {name: splits[name] or ds.split(name) or None for name in splits}
+    elif not args.split_train:
+        raise ConfigError("pecmae train needs --split-train TSV (and usually --split-val TSV), or --dataset-spec KIND:ROOT")
+    else:
+        labels = resolve_labels(args.labels, args.features, read_split(args.split_train))
+    sets = {name: load_features(args.features, split, label_names=labels) if split else None
+            for name, split in splits.items()}
+    for name, fs in sets.items():
+        if fs is not None and fs.missing:
+            print(f"{name}: skipped {len(fs.missing)} missing feature files (first: {', '.join(fs.missing[:5])})")
+    ae = _autoencoder_from_manifest(args.features)
+    if args.autoencoder_repo:
+        ae.update(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision, path=None)
+    cfg = TrainConfig.from_preset(
+        args.preset, protos_per_class=args.protos_per_class, alpha=args.alpha, temperature=args.temperature,
+        batch_size=args.batch_size, max_lr=args.max_lr, weight_decay=args.weight_decay, total_steps=args.total_steps,
+        eval_every=args.eval_every, summarizer=args.summarizer, distance=args.distance,
+        proto_loss_samples=args.proto_loss_samples, init=args.init, seed=args.seed, device=args.device,
+        mixed_precision=False if args.no_amp else None, nearest_k=args.nearest_k, autoencoder=ae)
+    head, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
+    for name in ("val", "test"):
+        if metrics[name]:
+            print(f"{name}: track accuracy {metrics[name]['accuracy']:.4f}, macro-F1 {metrics[name]['macro_f1']:.4f} "
+                  f"({metrics[name]['n_tracks']} tracks)")
+    print(f"best step {metrics['best_step']} of {metrics['steps']}; head written to {args.out}")
+    return 0
+
+
+def _autoencoder_from_manifest(features_dir) -> dict:
+    path = Path(features_dir) / "extract_manifest.json"
+    ae = {"repo_id": None, "revision": None, "path": None}
+    if path.is_file():
+        ae.update({k: v for k, v in json.loads(path.read_text()).get("autoencoder", {}).items() if k in ae})
+    return ae
+
+
+def register_cli(subparsers) -> None:
+    """Add ``pecmae train``; unset flags keep the preset's (or the paper's) values."""
+    p = subparsers.add_parser(
+        "train", help="train a prototype head on extracted features",
+        description="Train a PECMAE prototype head on features written by 'pecmae extract'. Loss: alpha*L_p + "
+                    "(1-alpha)*CE(logits/temperature); Adam + OneCycleLR; model selection on validation track accuracy. "
+                    "Multi-GPU: accelerate launch -m pecmae_hub.cli train ...")
+    p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
+    p.add_argument("--split-train", help="training split TSV: label<TAB>relative/path")
+    p.add_argument("--split-val", help="validation split TSV (model selection)")
+    p.add_argument("--split-test", help="test split TSV (reported in metrics.json)")
+    p.add_argument("--dataset-spec", metavar="KIND:ROOT",
+                   help="splits from pecmae_hub.datasets instead of TSVs, e.g. gtzan:/data/gtzan "
+                        "(kinds: gtzan, medley-solos-db, tsv, folders)")
+    p.add_argument("--labels", help="class names in id order: a,b,c or a file (default: labels.txt in --features, "
+                                    "else first-seen order of --split-train)")
+    p.add_argument("--out", required=True, help="output folder (the Hub-ready head)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's runs; any flag below overrides it")
+    p.add_argument("--protos-per-class", type=int, help="K (gtzan 5, medley-solos-db 20)")
+    p.add_argument("--alpha", type=float, help="weight of the prototype loss (0.75)")
+    p.add_argument("--temperature", type=float, help="CE temperature (0.1)")
+    p.add_argument("--batch-size", type=int, help="per-process batch size (256)")
+    p.add_argument("--max-lr", type=float, help="OneCycle max LR (1e-3)")
+    p.add_argument("--weight-decay", type=float, help="Adam weight decay (1e-4)")
+    p.add_argument("--total-steps", type=int, help="optimisation steps (150000)")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (1000)")
+    p.add_argument("--summarizer", choices=["transformer", "none"])
+    p.add_argument("--distance", choices=["l2", "l1"])
+    p.add_argument("--proto-loss-samples", choices=["class", "all"])
+    p.add_argument("--init", choices=["kmeans-centers", "kmeans-samples", "random"])
+    p.add_argument("--seed", type=int, help="random seed (42)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available")
+    p.add_argument("--no-amp", action="store_true", help="disable fp16 AMP on CUDA")
+    p.add_argument("--nearest-k", type=int, help="training chunks listed per prototype in nearest.json (5)")
+    p.add_argument("--autoencoder-repo", help="autoencoder repo id recorded in the head config "
+                                              "(default: from extract_manifest.json of --features)")
+    p.add_argument("--autoencoder-revision")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_cli)

@@ -1,0 +1,1 @@
+"""data/gm_solos"""

@@ -1,0 +1,109 @@
+"""Model cards of PECMAE repos, built with huggingface_hub's ModelCard / ModelCardData."""
+from __future__ import annotations
+from pecmae_hub.hub.registry import LIBRARY_NAME
+
+import re
+
+_METRIC_WORDS = re.compile(r"acc|f1|precision|recall|auc|map\b", re.I)
+
+
+def metric_entries(metrics: dict | None) -> tuple[str | None, list[tuple[str, str, float]]]:
+    """The evaluation split and its ``(type, display name, value)`` metrics from a ``metrics.json`` dict.
+
+    Accepted layouts: ``{"metrics": {...}, "split": ...}``, ``pecmae train``'s ``{"test": {...}, "val":
+    {...}, ...}`` (test preferred) or flat ``{"accuracy": ..., "split": ...}``. Only accuracy-, F1-,
+    precision-, recall- and AUC-like numbers count (not seeds, step counts or sizes).
+    """
+    if not metrics:
+        return None, []
+    split = metrics.get("split")
+    values = metrics.get("metrics")
+    if not isinstance(values, dict):
+        for name in ("test", "val"):
+            if isinstance(metrics.get(name), dict):
+                values, split = metrics[name], split or name
+                break
+        else:
+            values = metrics
+    out = []
+    for key, value in values.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _METRIC_WORDS.search(key):
+            kind = "f1" if "f1" in key.lower() else key.lower()
+            out.append((kind, key.replace("_", " "), float(value)))
+    return split, out
+
+
+def render_model_card(*, model_name: str, labels: list[str], protos_per_class: int, info: dict | None = None,
+                      metrics: dict | None = None, base_model: str | None = None, repo_id: str | None = None,
+                      render_settings: dict | None = None) -> str:
+    """The ``README.md`` of a PECMAE repo: YAML front matter (library, task, tags, datasets, base model,
+    license, model-index) and a text on the model, its data split, usage and its prototypes."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    info = dict(info or {})
+    dataset = info.get("dataset") or "unknown"
+    metric_split, entries = metric_entries(metrics)
+    split = metric_split or info.get("split") or "the dataset's standard split"
+    eval_results = [
+        EvalResult(task_type="audio-classification", task_name="Audio classification", dataset_type=dataset,
+                   dataset_name=dataset, dataset_split=str(split), metric_type=kind, metric_name=name, metric_value=value)
+        for kind, name, value in entries
+    ]
+    data = ModelCardData(
+        library_name=LIBRARY_NAME, pipeline_tag="audio-classification", license=info.get("license", "mit"),
+        tags=sorted({"pecmae", "prototype-learning", "interpretability", "audio", "music", *info.get("tags", [])}),
+        datasets=info.get("datasets") or [dataset], base_model=base_model,
+        model_name=model_name if eval_results else None, eval_results=eval_results or None,
+    )
+    ref = repo_id or model_name
+    k = protos_per_class
+    metric_lines = "\n".join(f"| {name} | {value:.4f} |" for _, name, value in entries)
+    settings = render_settings or {}
+    body = f"""
+# {model_name}: PECMAE prototype classifier
+
+{info.get("description") or f"Interpretable music audio classifier trained on {dataset}."}
+
+PECMAE ([arXiv 2402.09318](https://arxiv.org/abs/2402.09318)) classifies audio by comparing the
+embedding of every {info.get("chunk_seconds", 4)}-second chunk with **{len(labels) * k} learned prototypes**
+({k} per class). A linear layer turns the similarities into class scores, so every decision can be
+traced to the prototypes that drove it, and each prototype can be turned back into audio by the
+autoencoder's diffusion decoder.
+
+- Classes ({len(labels)}): {", ".join(labels)}
+- Autoencoder: {base_model or "shipped in this repository (`autoencoder/`)"}
+- Training data: {dataset}; evaluation split: {split}
+
+{"| metric | value |" + chr(10) + "|---|---|" + chr(10) + metric_lines if metric_lines else "No evaluation metrics were recorded for this model."}
+
+## Usage
+
+```bash
+pip install pecmae-hub
+pecmae classify song.mp3 --model {ref} --out predictions.csv
+```
+
+```python
+from pecmae_hub.pipeline import PECMAE
+
+model = PECMAE.from_pretrained("{ref}")
+prediction = model.classify("song.mp3")
+print(prediction.label, prediction.scores)
+for proto in prediction.top_prototypes:   # the prototypes that drove the decision
+    print(proto["class"], proto["k"], proto["contribution"])
+```
+
+## Listening to the prototypes
+
+`prototypes/` holds one WAV per prototype (`p<index>_<class>_<k>.wav`, 24 kHz), rendered with
+{settings.get("steps", 40)} diffusion steps, guidance {settings.get("guidance", 1.0)} and seed {settings.get("seed", 0)}
+(see `prototypes/index.json`). Other settings are decoded on the fly:
+
+```python
+audio = model.sonify(("{labels[0]}", 0), steps=40, guidance=1.0, seed=0)   # float32, 24 kHz
+```
+
+or `pecmae sonify --model {ref} --prototype {labels[0]}:0 --out prototype.wav`.
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+

@@ -1,0 +1,129 @@
+"""Read-only access to a model's files (a local folder or a Hub repo pinned to one commit) and the
+per-process cache of the autoencoders they name."""
+from __future__ import annotations
+from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME, resolve_file
+from pecmae_hub.errors import ConfigError
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_AUTOENCODERS: dict[tuple, Any] = {}  # in-process cache, keyed by resolved commit/folder and device
+
+
+class ModelFiles:
+    """Read-only access to the files of one model: a local folder, or a Hub repo pinned to one commit.
+
+    The first file fetched from a Hub repo fixes the commit (read from the cache path
+    ``snapshots/<sha>/``); later files are fetched at that exact commit, so a model never mixes
+    files of two revisions, and cached files need no request at all. Offline (``local_files_only``
+    or ``HF_HUB_OFFLINE=1``) only the cache is read.
+    """
+
+    def __init__(self, *, folder: str | os.PathLike | None = None, repo_id: str | None = None,
+                 revision: str | None = None, cache_dir: str | None = None, local_files_only: bool = False,
+                 subfolder: str = ""):
+        if (folder is None) == (repo_id is None):
+            raise ValueError("give exactly one of folder= and repo_id=")
+        self.folder = Path(folder) if folder is not None else None
+        self.repo_id, self.revision, self.cache_dir = repo_id, revision, cache_dir
+        self.local_files_only = local_files_only
+        self.subfolder = subfolder.strip("/")
+        self.commit: str | None = revision if revision and _COMMIT.match(revision) else None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.repo_id is not None
+
+    def describe(self) -> str:
+        if self.folder is not None:
+            return str(self.folder / self.subfolder) if self.subfolder else str(self.folder)
+        where = f"{self.repo_id}@{self.commit or self.revision or 'main'}"
+        return f"{where}/{self.subfolder}" if self.subfolder else where
+
+    def _offline(self) -> bool:
+        from huggingface_hub import constants
+
+        return self.local_files_only or bool(constants.HF_HUB_OFFLINE)
+
+    def get(self, filename: str, required: bool = True) -> Path | None:
+        """Local path of ``filename`` (downloaded if needed); None for a missing optional file."""
+        name = f"{self.subfolder}/{filename}" if self.subfolder else filename
+        if self.folder is not None:
+            return resolve_file(self.folder, name, required=required)
+        if not required and self.commit:
+            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub.file_download import _CACHED_NO_EXIST
+
+            if try_to_load_from_cache(self.repo_id, name, cache_dir=self.cache_dir, revision=self.commit) is _CACHED_NO_EXIST:
+                return None  # the Hub already told us this commit has no such file
+        path = resolve_file(self.repo_id, name, revision=self.commit or self.revision, cache_dir=self.cache_dir,
+                            local_files_only=self._offline(), required=required)
+        if path is not None and self.commit is None:
+            parts = Path(path).parts
+            depth = len(Path(name).parts)
+            if len(parts) > depth and _COMMIT.match(parts[-depth - 1]):
+                self.commit = parts[-depth - 1]
+        return path
+
+    def json(self, filename: str, required: bool = True) -> Any:
+        path = self.get(filename, required=required)
+        return None if path is None else json.loads(Path(path).read_text())
+
+    def local_dir(self) -> Path:
+        """The local folder holding the files fetched so far (the snapshot folder for a Hub repo)."""
+        path = self.get("config.json")
+        return Path(path).parent
+
+    def child(self, subfolder: str) -> "ModelFiles":
+        """The files of ``subfolder`` of this model (same folder, or same repo *and commit*)."""
+        sub = f"{self.subfolder}/{subfolder}" if self.subfolder else subfolder
+        if self.folder is not None:
+            return ModelFiles(folder=self.folder, subfolder=sub)
+        return ModelFiles(repo_id=self.repo_id, revision=self.commit or self.revision, cache_dir=self.cache_dir,
+                          local_files_only=self.local_files_only, subfolder=sub)
+
+
+def clear_cache() -> None:
+    """Forget the autoencoders loaded in this process."""
+    _AUTOENCODERS.clear()
+
+
+def load_autoencoder(spec: dict, files: ModelFiles, *, cache_dir: str | None = None, local_files_only: bool = False,
+                     device="cpu"):
+    """The autoencoder named by a head config ``spec`` (``{"repo_id", "revision", "path"}``), with
+    ``path`` relative to the head's ``files``; loaded once per process per commit/folder and device.
+
+    Returns ``(autoencoder, reference)``; the reference records where it came from.
+    """
+    from pecmae_hub.models.autoencoder import Autoencoder
+
+    head_name = files.describe()
+    path, repo_id = spec.get("path"), spec.get("repo_id")
+    if path:
+        if files.is_hub and (Path(path).is_absolute() or ".." in Path(path).parts):
+            raise ConfigError(f"head {head_name}: autoencoder path {path!r} must stay inside the repo")
+        ae_files = files.child(path)
+    elif repo_id:
+        ae_files = ModelFiles(repo_id=repo_id, revision=spec.get("revision"), cache_dir=cache_dir,
+                              local_files_only=local_files_only)
+    else:
+        raise ConfigError(f"head {head_name} does not name its autoencoder (config['autoencoder'] has neither "
+                          "'path' nor 'repo_id'); pass autoencoder=... to PECMAE.from_pretrained")
+    config_path = ae_files.get(CONFIG_NAME)
+    if ae_files.is_hub:
+        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
+    else:
+        weights = config_path.parent / WEIGHTS_NAME
+        stamp = weights.stat().st_mtime_ns if weights.exists() else 0
+        key = ("folder", str(config_path.parent.resolve()), stamp, str(device))
+    ref = {"repo_id": repo_id if not path else files.repo_id, "revision": spec.get("revision"), "path": path,
+           "commit": ae_files.commit, "source": ae_files.describe()}
+    if key not in _AUTOENCODERS:
+        ae_files.get(WEIGHTS_NAME)
+        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=str(device))
+    return _AUTOENCODERS[key], ref
+

@@ -1,0 +1,222 @@
+"""The embedded default model's training recipe, one resumable stage after another.
+
+``pecmae recipe gm-solos --work runs/gm-solos`` runs: data (render GM-Solos) → autoencoder (train the
+mel-front-end autoencoder: v-diffusion + contrastive terms, see ``ae_training``) → extract (z per clip)
+→ head (prototype head, K=3) → evaluate → package (sonify every prototype, model card, copy to
+``checkpoints/gm-solos``).
+Each stage skips work already done, so an interrupted run continues where it stopped.
+
+Splits: the three training banks' clips with index < ``val_from`` train, the rest validate (held-out
+clips of seen banks); the TimGM6mb bank is never seen before the test.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+
+STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
+TEST_BANK = TEST_BANKS[0]
+
+
+def gm_solos_autoencoder_config() -> AutoencoderConfig:
+    """The embedded autoencoder: log-mel 128 × 75 Hz, 128-d model, 1.5-s chunks (two per GM-Solos clip)."""
+    return AutoencoderConfig(
+        frontend="mel", chunk_seconds=1.5, signal_dim=128, model_dim=128, frame_layers=3, frame_heads=4, ff_dim=512,
+        cls_layers=1, cls_heads=4, denoiser_layers=3, denoiser_heads=4,
+        mel={"n_fft": 1024, "fmin": 0.0, "fmax": 12000.0, "offset": -6.0, "scale": 3.0, "griffin_lim_iters": 64},
+        source="pecmae recipe gm-solos (trained from scratch on GM-Solos training banks)",
+    )
+
+
+@dataclass
+class RecipeConfig:
+    work: str = "runs/gm-solos"
+    data: str | None = None             # existing rendered data (default: <work>/data)
+    n_per_class: int = 220              # per training bank
+    n_test_per_class: int = 60          # TimGM6mb
+    val_from: int = 180                 # clip index from which training-bank clips validate
+    seed: int = 0
+    ae_steps: int = 4000
+    ae_batch_size: int = 32
+    ae_time_budget_s: float | None = None
+    invariance_weight: float = 1.0
+    label_weight: float = 1.0          # SupCon across banks in autoencoder training (0 = no labels)
+    ae_init: str | None = None         # warm-start the autoencoder from this folder
+    head_steps: int = 3000
+    head_alpha: float = 0.25            # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
+    protos_per_class: int = 3
+    sonify_steps: int = 40
+    sonify_guidance: float = 1.0
+    out: str = "checkpoints/gm-solos"
+    autoencoder: dict = field(default_factory=dict)  # AutoencoderConfig overrides (tests use tiny ones)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data) if self.data else Path(self.work) / "data"
+
+
+def _metadata_rows(cfg: RecipeConfig) -> list[dict]:
+    with open(cfg.data_dir / "metadata.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _split_of(row: dict, cfg: RecipeConfig) -> str:
+    if row["bank"] == TEST_BANK:
+        return "test"
+    return "train" if int(row["index"]) < cfg.val_from else "val"
+
+
+def stage_data(cfg: RecipeConfig) -> None:
+    from pecmae_hub.data.gm_solos.render import generate_dataset
+
+    generate_dataset(cfg.data_dir, list(TRAIN_BANKS), cfg.n_per_class, seed=cfg.seed, split_name="train", workers=2)
+    generate_dataset(cfg.data_dir, [TEST_BANK], cfg.n_test_per_class, seed=cfg.seed, split_name="test", workers=2)
+
+
+def _load_clips(cfg: RecipeConfig, split: str, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The split's clips zero-padded/cut to ``samples`` (N, samples) and their class ids (N,)."""
+    from pecmae_hub.audio import load_audio
+    from pecmae_hub.data.gm_solos.render import LABELS
+
+    rows = [r for r in _metadata_rows(cfg) if _split_of(r, cfg) == split]
+    clips = torch.zeros(len(rows), samples)
+    for i, row in enumerate(rows):
+        wav = load_audio(cfg.data_dir / row["path"])[:samples]
+        clips[i, : len(wav)] = torch.from_numpy(wav)
+    return clips, torch.tensor([LABELS.index(r["label"]) for r in rows])
+
+
+def stage_autoencoder(cfg: RecipeConfig) -> Path:
+    from pecmae_hub.training.autoencoder import AETrainConfig, train_autoencoder
+
+    out = Path(cfg.work) / "autoencoder"
+    final = out / "model"
+    if (final / "model.safetensors").exists():
+        return final
+    config = dataclasses.replace(gm_solos_autoencoder_config(), **cfg.autoencoder)
+    ae = Autoencoder(config)
+    if cfg.ae_init and not (out / "checkpoint.pt").exists():
+        ae = Autoencoder.from_pretrained(cfg.ae_init)
+        ae.config = dataclasses.replace(ae.config, source=config.source)
+    clips, labels = _load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
+    train_cfg = AETrainConfig(steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, seed=cfg.seed,
+                              invariance_weight=cfg.invariance_weight, label_weight=cfg.label_weight,
+                              warmup_steps=max(1, min(200, cfg.ae_steps // 10)),
+                              checkpoint_every=max(1, min(250, cfg.ae_steps // 4)))
+    train_autoencoder(ae, clips, train_cfg, out, time_budget_s=cfg.ae_time_budget_s, labels=labels)
+    state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
+    if int(state["step"]) < cfg.ae_steps:
+        print(f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); run again to continue")
+        raise SystemExit(3)
+    ae.save_pretrained(final)
+    return final
+
+
+def _split_rows(cfg: RecipeConfig) -> dict[str, list[tuple[str, str]]]:
+    splits: dict[str, list[tuple[str, str]]] = {"train": [], "val": [], "test": []}
+    for row in _metadata_rows(cfg):
+        splits[_split_of(row, cfg)].append((row["label"], row["path"]))
+    return splits
+
+
+def stage_extract(cfg: RecipeConfig) -> Path:
+    from pecmae_hub.training.extract import extract_features
+
+    features = Path(cfg.work) / "features"
+    ae = Autoencoder.from_pretrained(Path(cfg.work) / "autoencoder" / "model")
+    summary = extract_features(cfg.data_dir, features, ae, batch_size=64)
+    if getattr(summary, "failed", 0):
+        print(f"extract: {summary.failed} files failed, see {features / 'failures.tsv'}")
+    return features
+
+
+def _feature_sets(cfg: RecipeConfig):
+    from pecmae_hub.training.features import load_features
+    from pecmae_hub.data.gm_solos.render import LABELS
+
+    features = Path(cfg.work) / "features"
+    return {name: load_features(features, rows, list(LABELS)) for name, rows in _split_rows(cfg).items()}
+
+
+def stage_head(cfg: RecipeConfig) -> Path:
+    from pecmae_hub.training.head import TrainConfig, train_head
+
+    out = Path(cfg.work) / "head"
+    if (out / "model.safetensors").exists():
+        return out
+    sets = _feature_sets(cfg)
+    train_cfg = TrainConfig.from_preset(
+        None, protos_per_class=cfg.protos_per_class, alpha=cfg.head_alpha, total_steps=cfg.head_steps, eval_every=max(1, cfg.head_steps // 12),
+        seed=cfg.seed, autoencoder={"repo_id": None, "revision": None, "path": "autoencoder"},
+    )
+    train_head(sets["train"], sets["val"], sets["test"], train_cfg, out_dir=out)
+    return out
+
+
+def stage_evaluate(cfg: RecipeConfig) -> dict:
+    from pecmae_hub.training.evaluation import evaluate_head, format_report
+    from pecmae_hub.models.head import PrototypeHead
+
+    head = PrototypeHead.from_pretrained(Path(cfg.work) / "head")
+    sets = _feature_sets(cfg)
+    report = {}
+    for split in ("val", "test"):
+        result = evaluate_head(head, sets[split], sets["train"], Path(cfg.work) / "evaluation" / split)
+        print(f"== {split} ==\n{format_report(result)}")
+        report[split] = {k: v for k, v in result.items() if k != "predictions"}
+    (Path(cfg.work) / "evaluation" / "summary.json").write_text(json.dumps(report, indent=2, default=float))
+    return report
+
+
+def stage_package(cfg: RecipeConfig) -> Path:
+    """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card."""
+    from pecmae_hub.pipeline import PECMAE
+
+    work = Path(cfg.work)
+    staging = work / "package"
+    if staging.exists():
+        shutil.rmtree(staging)
+    shutil.copytree(work / "head", staging)
+    shutil.copytree(work / "autoencoder" / "model", staging / "autoencoder")
+    summary = work / "evaluation" / "summary.json"
+    if summary.exists():
+        shutil.copy(summary, staging / "evaluation.json")
+    model = PECMAE.from_pretrained(staging)
+    model.name = "gm-solos"
+    model.info.update(
+        dataset="gm-solos", datasets=["gm-solos"], tags=["instrument-recognition", "embedded-default"], license="mit",
+        split=(f"train: clips {0}-{cfg.val_from - 1} of banks {', '.join(TRAIN_BANKS)}; val: clips {cfg.val_from}+ of "
+               f"the same banks; test: the held-out bank {TEST_BANK} (never seen by the autoencoder or the head)"),
+        description=(
+            "The embedded default model of PECMAE Hub: 8 solo instruments (the Medley-Solos-DB classes) rendered "
+            "with FluidSynth from General MIDI SoundFont banks. A small mel-spectrogram autoencoder of the PECMAE "
+            "family (ResiDual transformer + CLS encoder, v-diffusion decoder, Griffin-Lim vocoder) trained here "
+            "with the v-diffusion loss plus contrastive terms (two chunks of one clip; instruments across the "
+            "training banks), and a prototype head with 3 prototypes per class. Re-create it with "
+            "`pecmae recipe gm-solos` (the exact commands behind this checkpoint and what each choice was worth: "
+            "`docs/gm-solos.md` in the PECMAE Hub repository)."),
+    )
+    model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
+    model.save_pretrained(staging)
+    out = Path(cfg.out)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(staging, out)
+    return out
+
+
+def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
+    """Run the named stages (all by default) in order."""
+    for stage in stages or STAGES:
+        print(f"== recipe stage: {stage} ==", flush=True)
+        {"data": stage_data, "autoencoder": stage_autoencoder, "extract": stage_extract, "head": stage_head,
+         "evaluate": stage_evaluate, "package": stage_package}[stage](cfg)

@@ -1,0 +1,254 @@
+"""``pecmae extract``: one z per audio chunk for every track, written as features for training.
+
+On-disk layout of ``OUT`` (mirrors the input's relative paths, as upstream §6):
+- ``<relpath with suffix .npy>``: float32 ``(n_chunks, D)``, one row per ``chunk_seconds`` window
+  (the trailing partial chunk kept and encoded at its own length, exactly as ``Autoencoder.encode``);
+- ``extract_manifest.json``: the autoencoder (repo id / revision / local path), its config hash, D,
+  chunk length and the counts of the last run;
+- ``failures.tsv``: ``path<TAB>error`` of the files that failed in the last run (absent when none).
+Relative paths: a folder input -> path relative to it; a list file (one path per line, relative
+ones resolved against the list's folder) -> relative to the list's folder when inside it, else
+``<parent>/<name>``; a Python sequence of paths -> ``<parent>/<name>``.
+Re-running skips tracks whose ``.npy`` exists; files are written to a temporary name and renamed, so
+an interrupted run never leaves a partial file. Multi-GPU: ``accelerate launch -m pecmae_hub.cli
+extract ...`` shards the file list over the processes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pecmae_hub.errors import ConfigError, DatasetError
+from pecmae_hub.training.features import AUDIO_EXTENSIONS, feature_path
+
+MANIFEST_NAME = "extract_manifest.json"
+FAILURES_NAME = "failures.tsv"
+
+
+@dataclass
+class ExtractSummary:
+    """What one :func:`extract_features` run did (counts of this process's shard)."""
+
+    out_dir: Path
+    total: int
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    chunks: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def collect_inputs(inputs) -> list[tuple[Path, str]]:
+    """``(audio path, relative path)`` of every track of a folder, a list file, one audio file or a sequence."""
+    if isinstance(inputs, (str, os.PathLike)):
+        src = Path(inputs)
+        if src.is_dir():
+            files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                           and not p.name.startswith("."))
+            jobs = [(p, p.relative_to(src).as_posix()) for p in files]
+        elif src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS:
+            jobs = [(src, src.name)]
+        elif src.is_file():
+            base = src.parent.resolve()
+            jobs = []
+            for line in src.read_text(encoding="utf-8-sig").splitlines():
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                p = (base / line).resolve() if not os.path.isabs(line) else Path(line)
+                rel = p.relative_to(base).as_posix() if p.is_relative_to(base) else f"{p.parent.name}/{p.name}"
+                jobs.append((p, rel))
+        else:
+            raise DatasetError(f"input not found: {src} (give an audio folder, a list file or an audio file)")
+    else:
+        jobs = [(Path(p), f"{Path(p).parent.name}/{Path(p).name}".lstrip("/")) for p in inputs]
+    outs: dict[str, str] = {}
+    for path, rel in jobs:
+        key = feature_path("", rel).as_posix()
+        if key in outs:
+            raise DatasetError(f"{outs[key]} and {path} would both be written to {key}; rename one of them")
+        outs[key] = str(path)
+    if not jobs:
+        raise DatasetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {inputs}")
+    return jobs
+
+
+class _AudioFiles(torch.utils.data.Dataset):
+    def __init__(self, jobs):
+        self.jobs = jobs
+
+    def __len__(self):
+        return len(self.jobs)
+
+    def __getitem__(self, i):
+        from pecmae_hub.audio import load_audio
+
+        try:
+            return i, load_audio(self.jobs[i][0]), None
+        except Exception as exc:  # any decode problem becomes a reported failure, not a crash
+            return i, None, f"{type(exc).__name__}: {exc}"
+
+
+def _first(batch):
+    return batch[0]
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@torch.inference_mode()
+def _encode_group(ae, tracks, batch_size, device) -> list[np.ndarray]:
+    """Encode the full chunks of several tracks in shared batches, each partial chunk alone."""
+    cs = ae.chunk_samples
+    fulls = [torch.from_numpy(w[: len(w) // cs * cs]).reshape(-1, cs) for w in tracks]
+    flat = torch.cat(fulls) if fulls else torch.zeros(0, cs)
+    z = [ae.encode_chunks(flat[s : s + batch_size].to(device)).float().cpu() for s in range(0, len(flat), batch_size)]
+    z = torch.cat(z) if z else torch.zeros(0, ae.embedding_dim)
+    out, pos = [], 0
+    for w, f in zip(tracks, fulls):
+        parts = [z[pos : pos + len(f)]]
+        pos += len(f)
+        if len(w) % cs:
+            tail = torch.from_numpy(w[len(w) // cs * cs :])[None].to(device)
+            parts.append(ae.encode_chunks(tail).float().cpu())
+        out.append(torch.cat(parts).numpy().astype(np.float32))
+    return out
+
+
+def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_size: int = 32, progress: bool = True,
+                     num_workers: int = 0, revision: str | None = None,
+                     on_track_done: Callable[[str], None] | None = None) -> ExtractSummary:
+    """Encode every track of ``inputs`` with ``autoencoder`` (an ``Autoencoder``, a folder or a Hub repo id).
+
+    Full chunks of consecutive tracks share batches of ``batch_size``. Tracks whose ``.npy`` exists are
+    skipped; a file that fails is listed in ``failures.tsv`` and the others finish. ``on_track_done``
+    is called with each written relative path (an exception raised there stops the run cleanly).
+    """
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from pecmae_hub.models.autoencoder import Autoencoder
+
+    t0 = time.time()
+    out = Path(out_dir)
+    state = PartialState()
+    if device == "auto":
+        device = state.device if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(device)
+    if isinstance(autoencoder, (str, os.PathLike)):
+        name = os.fspath(autoencoder)
+        local = Path(name).is_dir()
+        ae_id = {"repo_id": None if local else name, "revision": revision,
+                 "path": str(Path(name).resolve()) if local else None}
+        autoencoder = Autoencoder.from_pretrained(name, revision=revision)
+    else:
+        ae_id = {"repo_id": None, "revision": None, "path": None}
+    ae = autoencoder.to(device).eval()
+    jobs = collect_inputs(inputs)
+    manifest = {"autoencoder": {**ae_id, "config_hash": ae.fingerprint()}, "embedding_dim": ae.embedding_dim,
+                "chunk_seconds": ae.chunk_seconds, "layout": "<relpath>.npy float32 (n_chunks, D)"}
+    _check_manifest(out / MANIFEST_NAME, manifest)
+    if state.is_main_process and not (out / MANIFEST_NAME).is_file():  # so an interrupted run is still identified
+        out.mkdir(parents=True, exist_ok=True)
+        (out / MANIFEST_NAME).write_text(json.dumps({**manifest, "counts": None}, indent=2) + "\n")
+
+    todo = [j for j in jobs if not feature_path(out, j[1]).is_file()]
+    summary = ExtractSummary(out, total=len(jobs), skipped=len(jobs) - len(todo))
+    with state.split_between_processes(todo) as shard:
+        loader = torch.utils.data.DataLoader(_AudioFiles(shard), batch_size=1, collate_fn=_first, num_workers=num_workers)
+        bar = tqdm(total=len(shard), disable=not progress or not state.is_main_process, desc="extract", unit="track")
+        group, n_group = [], 0
+        for i, wav, err in loader:
+            if err is not None:
+                _fail(summary, shard[i], err, bar)
+            else:
+                group.append((i, wav))
+                n_group += len(wav) // ae.chunk_samples
+            if group and (n_group >= batch_size or i == len(shard) - 1):
+                _flush(ae, group, shard, out, batch_size, device, summary, bar, on_track_done)
+                group, n_group = [], 0
+        if group:
+            _flush(ae, group, shard, out, batch_size, device, summary, bar, on_track_done)
+        bar.close()
+    summary.seconds = time.time() - t0
+    _write_reports(out, state, summary, manifest, len(jobs))
+    return summary
+
+
+def _flush(ae, group, shard, out, batch_size, device, summary, bar, on_track_done):
+    try:
+        zs = _encode_group(ae, [w for _, w in group], batch_size, device)
+        results = [(i, z, None) for (i, _), z in zip(group, zs)]
+    except Exception:  # isolate the culprit: encode the group's tracks one by one
+        results = []
+        for i, w in group:
+            try:
+                results.append((i, _encode_group(ae, [w], batch_size, device)[0], None))
+            except Exception as exc:
+                results.append((i, None, f"{type(exc).__name__}: {exc}"))
+    for i, z, err in results:
+        if err is not None:
+            _fail(summary, shard[i], err, bar)
+            continue
+        _save_atomic(feature_path(out, shard[i][1]), z)
+        summary.written += 1
+        summary.chunks += len(z)
+        bar.update(1)
+        if on_track_done is not None:
+            on_track_done(shard[i][1])
+
+
+def _fail(summary, job, err, bar):
+    summary.failed += 1
+    summary.failures.append((str(job[0]), err.replace("\t", " ").replace("\n", " ")))
+    bar.update(1)
+
+
+def _check_manifest(path: Path, manifest: dict) -> None:
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    if old.get("autoencoder", {}).get("config_hash") != manifest["autoencoder"]["config_hash"]:
+        raise ConfigError(
+            f"{path.parent} already holds features of another autoencoder ({old.get('autoencoder')}); "
+            "features of different models must not be mixed: choose a new output folder"
+        )
+
+
+def _write_reports(out: Path, state, summary: ExtractSummary, manifest: dict, total: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rank_file = out / f".failures.rank{state.process_index}.tsv"
+    rank_file.write_text("".join(f"{p}\t{e}\n" for p, e in summary.failures))
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return
+    parts = sorted(out.glob(".failures.rank*.tsv"))
+    lines = "".join(p.read_text() for p in parts)
+    for p in parts:
+        p.unlink()
+    failures = out / FAILURES_NAME
+    if lines:
+        failures.write_text("path\terror\n" + lines)
+    elif failures.exists():
+        failures.unlink()
+    manifest["counts"] = {"tracks": total, "failed": lines.count("\n"), "written_last_run": summary.written,
+                          "skipped_last_run": summary.skipped}
+    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
