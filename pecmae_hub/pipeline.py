@@ -9,7 +9,6 @@ autoencoder (``config["autoencoder"] = {"repo_id", "revision", "path"}``), plus 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -28,6 +27,7 @@ from pecmae_hub.hub.registry import DEFAULT_MODEL, INFO_NAME, METRICS_NAME, ORG_
 from pecmae_hub.hub.files import ModelFiles, load_autoencoder
 from pecmae_hub.hub.publish import push_folder
 from pecmae_hub.hub.cards import render_model_card
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
@@ -105,7 +105,8 @@ class PECMAE:
 
     def __init__(self, autoencoder: Autoencoder, head: PrototypeHead, *, nearest: dict | None = None,
                  metrics: dict | None = None, info: dict | None = None, name: str = "pecmae",
-                 files: ModelFiles | None = None, autoencoder_ref: dict | None = None):
+                 files: ModelFiles | None = None, autoencoder_ref: AutoencoderRef | None = None,
+                 autoencoder_source: str = ""):
         if head.embedding_dim != autoencoder.embedding_dim:
             raise ConfigError(
                 f"head {name!r} expects {head.embedding_dim}-d embeddings but the autoencoder gives "
@@ -113,7 +114,8 @@ class PECMAE:
             )
         self.autoencoder, self.head = autoencoder.eval(), head.eval()
         self.nearest, self.metrics, self.info, self.name = nearest, metrics, dict(info or {}), name
-        self.autoencoder_ref = dict(autoencoder_ref or {})
+        self.autoencoder_ref = autoencoder_ref or AutoencoderRef()  # where it came from (Hub revision pinned)
+        self.autoencoder_source = autoencoder_source
         self._files = files
         self._index: dict | None | bool = False  # False: not looked up yet
         self._sonified: dict[tuple, np.ndarray] = {}
@@ -139,11 +141,13 @@ class PECMAE:
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_repo_or_folder: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
-                        cache_dir: str | None = None, local_files_only: bool = False, device: str = "auto",
-                        autoencoder: Autoencoder | None = None) -> "PECMAE":
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        device: str = "auto", autoencoder: Autoencoder | None = None, *,
+                        token: str | bool | None = None, force_download: bool = False) -> PECMAE:
         """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
 
-        ``revision`` (branch, tag or commit) applies to Hub repos. Offline (``local_files_only=True``
+        ``revision`` (branch, tag or commit) applies to Hub repos; ``cache_dir``, ``token`` and
+        ``force_download`` are passed to ``huggingface_hub``. Offline (``local_files_only=True``
         or ``HF_HUB_OFFLINE=1``) the Hugging Face cache alone is used. The autoencoder named by the
         head's config is loaded once per process and shared; pass ``autoencoder`` to use one directly.
 
@@ -156,7 +160,8 @@ class PECMAE:
         if kind == "folder":
             files = ModelFiles(folder=where)
         else:
-            files = ModelFiles(repo_id=where, revision=rev, cache_dir=cache_dir, local_files_only=local_files_only)
+            files = ModelFiles(repo_id=where, revision=rev, cache_dir=cache_dir, local_files_only=local_files_only,
+                               token=token, force_download=force_download)
         try:
             head_dir = files.local_dir()  # config.json first: it also fixes the commit of a Hub repo
             files.get(WEIGHTS_NAME)
@@ -166,22 +171,20 @@ class PECMAE:
             raise
         dev = resolve_device(device)
         head = PrototypeHead.from_pretrained(head_dir).to(dev)
-        spec = head.config.get("autoencoder") or {}
+        spec = head.config.autoencoder
         if autoencoder is None:
-            autoencoder, ref = load_autoencoder(spec, files, cache_dir=cache_dir,
-                                                   local_files_only=local_files_only, device=dev)
+            autoencoder, ref, source = load_autoencoder(spec, files, device=dev)
         else:
-            ref = {"repo_id": spec.get("repo_id"), "revision": spec.get("revision")} if spec.get("repo_id") else {}
+            ref, source = (spec if spec.repo_id else AutoencoderRef()), "given"
         info = files.json(INFO_NAME, required=False) or {}
         name = info.get("name") or (where.split("/")[-1] if kind == "hub" else Path(where).name)
         model = cls(autoencoder, head, nearest=files.json(NEAREST_NAME, required=False),
                     metrics=files.json(METRICS_NAME, required=False), info=info, name=name,
-                    files=files, autoencoder_ref=ref)  # checks the embedding sizes
-        expected = spec.get("fingerprint")
-        if expected and expected != autoencoder.fingerprint():
+                    files=files, autoencoder_ref=ref, autoencoder_source=source)  # checks the embedding sizes
+        if spec.fingerprint and spec.fingerprint != autoencoder.fingerprint():
             raise ConfigError(
-                f"head {files.describe()} was trained with autoencoder fingerprint {expected} but the autoencoder "
-                f"loaded ({ref.get('source') or 'given'}) has {autoencoder.fingerprint()}"
+                f"head {files.describe()} was trained with autoencoder fingerprint {spec.fingerprint} but the "
+                f"autoencoder loaded ({source}) has {autoencoder.fingerprint()}"
             )
         model._render_index()  # fetched now so that the cache knows it (or its absence) when offline later
         return model
@@ -207,7 +210,7 @@ class PECMAE:
         sims = self.head.similarities(z).float().cpu()                        # (n, P)
         contrib = self.head.contributions(z).float().cpu().mean(0)            # (C, P)
         mean = logits.mean(0)
-        scores = torch.softmax(mean / float(self.head.config.get("temperature", 1.0)), dim=0)
+        scores = torch.softmax(mean / self.head.config.temperature, dim=0)
         labels = self.labels
         bounds = chunk_bounds(len(wav), self.autoencoder.chunk_samples)
         pred = Prediction(
@@ -324,18 +327,17 @@ class PECMAE:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        ae, ref = self.autoencoder, self.autoencoder_ref
+        ae = self.autoencoder
         if autoencoder_repo_id:
-            spec = {"repo_id": autoencoder_repo_id, "revision": autoencoder_revision, "path": None}
-        elif ref.get("repo_id") and not ref.get("path"):
-            spec = {"repo_id": ref["repo_id"], "revision": ref.get("commit") or ref.get("revision"), "path": None}
+            spec = AutoencoderRef(repo_id=autoencoder_repo_id, revision=autoencoder_revision)
+        elif self.autoencoder_ref.repo_id:
+            spec = AutoencoderRef(repo_id=self.autoencoder_ref.repo_id, revision=self.autoencoder_ref.revision)
         else:
             ae.save_pretrained(folder / "autoencoder")
-            spec = {"repo_id": None, "revision": None, "path": "autoencoder"}
-        spec.update(fingerprint=ae.fingerprint(), embedding_dim=ae.embedding_dim)
-        config = copy.deepcopy(self.head.config)
-        config["autoencoder"] = spec
-        save_folder(self.head, config, folder)
+            spec = AutoencoderRef(path="autoencoder")
+        spec = spec.replace(fingerprint=ae.fingerprint(), embedding_dim=ae.embedding_dim)
+        config = dataclasses.replace(self.head.config, autoencoder=spec)
+        save_folder(self.head, config.to_dict(), folder)
         for name, data in ((NEAREST_NAME, self.nearest), (METRICS_NAME, self.metrics)):
             if data is not None:
                 (folder / name).write_text(json.dumps(data, indent=1) + "\n")
@@ -347,7 +349,7 @@ class PECMAE:
             index = self.render_prototypes(folder, steps, guidance, seed, progress=True)
         card = render_model_card(
             model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
-            metrics=self.metrics, base_model=spec["repo_id"], repo_id=repo_id, render_settings=index)
+            metrics=self.metrics, base_model=spec.repo_id, repo_id=repo_id, render_settings=index)
         (folder / "README.md").write_text(card)
         return folder
 

@@ -1,17 +1,20 @@
 """Our artefact format: a folder (or Hub repo) holding ``config.json`` + ``model.safetensors``.
 
-Loading never unpickles and checks keys strictly, listing what is missing or unexpected.
-Both the autoencoder and the prototype head use these helpers (via :class:`SavableModel`).
+Loading never unpickles and checks keys strictly, listing what is missing or unexpected. Both the
+autoencoder and the prototype head save and load through :class:`PretrainedMixin`, with their
+config class from :mod:`pecmae_hub.configuration`.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
 
 CONFIG_NAME = "config.json"
@@ -23,8 +26,10 @@ def resolve_file(
     filename: str,
     *,
     revision: str | None = None,
-    cache_dir: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
+    token: str | bool | None = None,
+    force_download: bool = False,
     required: bool = True,
 ) -> Path | None:
     """Path of ``filename`` inside a local folder or a Hub repo (downloaded to the HF cache).
@@ -49,7 +54,8 @@ def resolve_file(
     try:
         return Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only
+                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                token=token, force_download=force_download,
             )
         )
     except hf_errors.RepositoryNotFoundError:
@@ -74,12 +80,12 @@ def resolve_file(
         raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub repo id: {exc}") from None
 
 
-def read_config(name_or_path, **kwargs) -> dict[str, Any]:
-    """Read ``config.json`` of a folder or repo."""
+def read_config(name_or_path, **kwargs) -> tuple[dict[str, Any], str]:
+    """Read ``config.json`` of a folder or repo; returns (the parsed JSON, its path as text)."""
     path = resolve_file(name_or_path, CONFIG_NAME, **kwargs)
     try:
-        return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(Path(path).read_text()), str(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
 
 
@@ -128,3 +134,125 @@ def load_weights(name_or_path, **kwargs) -> tuple[dict[str, torch.Tensor], str]:
         return load_file(str(path)), str(path)
     except Exception as exc:
         raise CheckpointError(f"cannot read safetensors file {path}: {exc}") from None
+
+
+def copy_model_folder(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a model folder's ``config.json`` + ``model.safetensors`` into ``dst``."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (src / name).is_file():
+            raise ModelNotFoundError(f"{name} not found in model folder {src}")
+        shutil.copyfile(src / name, dst / name)
+    return dst
+
+
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` whose ``config`` is a
+    :class:`~pecmae_hub.configuration.ModelConfig` of type ``config_class`` and whose constructor
+    takes that config as its first argument."""
+
+    config_class: ClassVar[type[ModelConfig]]
+    config: ModelConfig
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json`` (versioned) + ``model.safetensors`` to ``folder``."""
+        return save_folder(self, self.config.to_dict(), folder)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        *,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        device: str | torch.device = "cpu",
+    ):
+        """Load a folder or Hub repo ``org/name`` (at ``revision``) in our format, in eval mode.
+
+        ``cache_dir``, ``local_files_only``, ``token`` and ``force_download`` are passed to
+        ``huggingface_hub``. Keys are checked strictly and nothing is unpickled.
+
+        Raises:
+            ModelNotFoundError: no such folder, repo, revision or file (or not cached while offline).
+            ConfigError: the config is invalid, of another model type, or from a newer pecmae-hub.
+            CheckpointError: unreadable weights, or weights that do not fit the config.
+        """
+        kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
+                      force_download=force_download)
+        data, config_path = read_config(name_or_path, **kwargs)
+        model = cls(cls.config_class.from_dict(data, source=config_path))  # type: ignore[call-arg]
+        state, source = load_weights(name_or_path, **kwargs)
+        load_state_dict_strict(model, state, source)  # type: ignore[arg-type]
+        return model.to(device).eval()  # type: ignore[attr-defined]
+
+
+# ---- atomic writes -----------------------------------------------------------------------------------
+# Whatever a later run reads back (features, manifests, checkpoints, metadata tables, rendered clips) is
+# written through these helpers, so that an interrupted run never leaves a truncated file that a resumed
+# run would trust: the data goes to a hidden file in the same folder, renamed over the target at the end
+# (os.replace is atomic within one file system). The temporary name keeps the target's suffix, so writers
+# that choose the format from it (soundfile, np.save) behave as with the real name. No fsync: this guards
+# against interruption, not against power loss.
+
+
+class atomic_path:
+    """Context manager yielding a temporary path to write instead of ``path``.
+
+    When the block succeeds the temporary file replaces ``path``; when it raises, the temporary file
+    is removed and ``path`` stays as it was. The parent folder is created::
+
+        with atomic_path(out / "clip.wav") as tmp:
+            soundfile.write(tmp, audio, 24000)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        import uuid
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.path.with_name(f".{self.path.stem}.{unique}.tmp{self.path.suffix}")
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` (e.g. ``lambda p: torch.save(state, p)``), then move the result to ``path``."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; ``\\n`` is written as is on every OS."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding, newline=""))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``np.save`` ``array`` to exactly ``path`` (no ``.npy`` appended), atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+
+    return atomic_write(path, write)

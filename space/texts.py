@@ -72,7 +72,7 @@ def model_overview(model, index: dict | None) -> str:
     lines = [
         f"### {model.name}",
         f"**Classes ({len(model.labels)}):** " + ", ".join(f"`{c}`" for c in model.labels),
-        f"**Prototypes:** {head.num_prototypes} ({head.protos_per_class} per class, {head.config['distance']} distance)",
+        f"**Prototypes:** {head.num_prototypes} ({head.protos_per_class} per class, {head.config.distance} distance)",
         f"**Chunks:** {format_seconds(ae.chunk_seconds)} · embedding size {ae.embedding_dim} · "
         f"front end `{ae.config.frontend}` · device `{model.device}`",
     ]
@@ -119,9 +119,9 @@ def model_config(model, index: dict | None) -> dict:
         "num_prototypes": model.head.num_prototypes,
         "protos_per_class": model.head.protos_per_class,
         "device": str(model.device),
-        "head": model.head.config,
+        "head": model.head.config.to_dict(),
         "autoencoder": model.autoencoder.config.to_dict(),
-        "autoencoder_ref": getattr(model, "autoencoder_ref", None),
+        "autoencoder_ref": model.autoencoder_ref.to_dict(),
         "metrics": model.metrics,
         "info": model.info,
         "prototype_renders": renders,

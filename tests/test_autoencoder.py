@@ -119,7 +119,7 @@ def test_config_validation():
         AutoencoderConfig(frontend="encodec", signal_dim=64)
     with pytest.raises(ConfigError, match="needs a CLS encoder"):
         AutoencoderConfig(cls_layers=0, denoiser_layers=2)
-    with pytest.raises(ConfigError, match="unknown autoencoder config fields"):
+    with pytest.raises(ConfigError, match=r"unknown pecmae-autoencoder config fields \['bogus'\]"):
         AutoencoderConfig.from_dict({"frontend": "mel", "bogus": 1})
     with pytest.raises(ConfigError, match="size"):
         AutoencoderConfig.encodecmae("huge")

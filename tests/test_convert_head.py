@@ -56,7 +56,7 @@ def test_converted_head_gives_upstream_logits(tmp_path, prefix, discriminator):
     state = upstream_state(prefix=prefix, discriminator=discriminator)
     ckpt = save_lightning(tmp_path / "epoch=4665-step=102652.ckpt", state)
     head = convert_head(ckpt, LABELS, 0.12, 0.8, tmp_path / "head")
-    assert head.protos_per_class == K and head.config["summarizer"] == "transformer"
+    assert head.protos_per_class == K and head.config.summarizer == "transformer"
     plain = {k[len(prefix):]: v for k, v in state.items() if not k[len(prefix):].startswith("discriminator.")}
     z = torch.randn(9, D) * 1.6 + 0.12
     with torch.no_grad():
@@ -73,7 +73,7 @@ def test_checkpoint_without_summarizer_and_labels_from_file(tmp_path):
     ckpt = save_lightning(tmp_path / "x.ckpt", state)
     (tmp_path / "labels.txt").write_text("blu\ncla\ncou\n")
     head = convert_head(ckpt, str(tmp_path / "labels.txt"), 0.0, 0.5, None)
-    assert head.config["summarizer"] == "none" and head.labels == LABELS
+    assert head.config.summarizer == "none" and head.labels == LABELS
     z = torch.randn(4, D)
     with torch.no_grad():
         torch.testing.assert_close(head(z), reference_logits(state, z, 0.0, 0.5), atol=1e-5, rtol=1e-5)
@@ -123,8 +123,8 @@ def test_cli_helper(tmp_path, capsys):
                               "--norm-std", "0.7", "--out", str(tmp_path / "out"), "--autoencoder-repo", "org/ae"])
     head = convert_head_from_args(args)
     assert "3 classes x 4 prototypes" in capsys.readouterr().out
-    assert PrototypeHead.from_pretrained(tmp_path / "out").config["autoencoder"]["repo_id"] == "org/ae"
-    assert head.config["norm_mean"] == 0.1
+    assert PrototypeHead.from_pretrained(tmp_path / "out").config.autoencoder.repo_id == "org/ae"
+    assert head.config.norm_mean == 0.1
     args = parser.parse_args(["--head", str(ckpt), "--labels", "blu,cla,cou", "--out", str(tmp_path / "o2")])
     with pytest.raises(ConfigError, match="--norm-mean"):
         convert_head_from_args(args)

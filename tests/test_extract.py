@@ -58,7 +58,7 @@ def test_features_match_encode_and_failures_are_reported(ae, audio_dir, tmp_path
     manifest = json.loads((out / "extract_manifest.json").read_text())
     assert manifest["embedding_dim"] == 32 and manifest["chunk_seconds"] == 1.0
     assert manifest["counts"]["tracks"] == 4 and manifest["counts"]["failed"] == 1
-    assert len(manifest["autoencoder"]["config_hash"]) == 16
+    assert manifest["autoencoder"]["fingerprint"] == ae.fingerprint()
 
 
 def test_interrupted_run_resumes_with_the_remaining_files(ae, audio_dir, tmp_path):
@@ -123,7 +123,13 @@ def test_extract_train_evaluate_end_to_end(ae, tmp_path, capsys):
                      "--out", str(tmp_path / "head"), "--protos-per-class", "2", "--total-steps", "150",
                      "--batch-size", "16", "--eval-every", "50", "--quiet"]) == 0
     cfg = json.loads((tmp_path / "head" / "config.json").read_text())
-    assert cfg["labels"] == ["low", "high"] and cfg["autoencoder"]["path"] == str((tmp_path / "ae").resolve())
+    assert cfg["labels"] == ["low", "high"] and cfg["autoencoder"]["path"] == "autoencoder"
+    # a local autoencoder is bundled into the head folder, which is then a complete model
+    from pecmae_hub import PECMAE
+
+    model = PECMAE.from_pretrained(tmp_path / "head", device="cpu")
+    assert model.autoencoder.fingerprint() == cfg["autoencoder"]["fingerprint"]
+    assert model.classify(audio / "low" / "low0.wav").label in ("low", "high")
     assert cli.main(["evaluate", "--model", str(tmp_path / "head"), "--features", str(feats),
                      "--split", str(tmp_path / "test.tsv"), "--train-split", str(tmp_path / "train.tsv"),
                      "--mlp-steps", "100", "--out", str(tmp_path / "eval")]) == 0

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pecmae_hub.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
 
@@ -175,7 +176,7 @@ def test_random_init_is_seeded_and_too_few_samples_is_a_dataset_error():
 
 def test_save_load_round_trip_gives_identical_logits(tmp_path):
     head = make_head("transformer").eval()
-    head.config["autoencoder"] = {"repo_id": "org/ae", "revision": "v1", "path": None}
+    head.config.autoencoder = AutoencoderRef(repo_id="org/ae", revision="v1")
     head.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["labels"] == LABELS and cfg["protos_per_class"] == 2 and cfg["norm_std"] == 1.5

@@ -86,7 +86,7 @@ def test_head_learns_separated_clusters(trained):
     assert metrics["labels"] == LABELS and head.labels == LABELS
     x = np.concatenate(synthetic(80, 1).features)
     mean, std = compute_norm_stats(x)
-    assert head.config["norm_mean"] == pytest.approx(mean) and head.config["norm_std"] == pytest.approx(std)
+    assert head.config.norm_mean == pytest.approx(mean) and head.config.norm_std == pytest.approx(std)
     # prototypes end up near their own class: each one is classified as its class
     with torch.no_grad():
         pred = head(head.effective_prototypes()).argmax(1)

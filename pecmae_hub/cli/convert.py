@@ -1,5 +1,7 @@
 """``pecmae convert``: the command line of the checkpoint converters in ``convert`` and ``convert_head``."""
 from __future__ import annotations
+
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.convert.head import convert_head, norm_stats_from_features
 
@@ -141,10 +143,10 @@ def convert_head_from_args(args: argparse.Namespace) -> PrototypeHead:
         )
     else:
         mean, std = args.norm_mean, args.norm_std
-    ae = {"repo_id": args.autoencoder_repo, "revision": args.autoencoder_revision, "path": None}
+    ae = AutoencoderRef(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision)
     head = convert_head(args.head, args.labels, mean, std, args.out, args.protos_per_class, args.summarizer,
                         args.distance, ae)
     print(f"converted {args.head}: {head.num_classes} classes x {head.protos_per_class} prototypes, "
-          f"D={head.embedding_dim}, summarizer={head.config['summarizer']}, norm mean={mean:.6g} std={std:.6g} "
+          f"D={head.embedding_dim}, summarizer={head.config.summarizer}, norm mean={mean:.6g} std={std:.6g} "
           f"-> {args.out}")
     return head

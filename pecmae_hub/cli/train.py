@@ -1,5 +1,8 @@
 """`pecmae train`: train a prototype head on extracted features."""
 from __future__ import annotations
+
+from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.serialization import copy_model_folder
 import json
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
@@ -29,9 +32,10 @@ def _run_cli(args) -> int:
     for name, fs in sets.items():
         if fs is not None and fs.missing:
             print(f"{name}: skipped {len(fs.missing)} missing feature files (first: {', '.join(fs.missing[:5])})")
-    ae = _autoencoder_from_manifest(args.features)
+    ae, bundle = _autoencoder_from_manifest(args.features)
     if args.autoencoder_repo:
-        ae.update(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision, path=None)
+        ae, bundle = AutoencoderRef(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision,
+                                    fingerprint=ae.fingerprint), None
     cfg = TrainConfig.from_preset(
         args.preset, protos_per_class=args.protos_per_class, alpha=args.alpha, temperature=args.temperature,
         batch_size=args.batch_size, max_lr=args.max_lr, weight_decay=args.weight_decay, total_steps=args.total_steps,
@@ -39,6 +43,8 @@ def _run_cli(args) -> int:
         proto_loss_samples=args.proto_loss_samples, init=args.init, seed=args.seed, device=args.device,
         mixed_precision=False if args.no_amp else None, nearest_k=args.nearest_k, autoencoder=ae)
     head, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
+    if bundle is not None:
+        copy_model_folder(bundle, Path(args.out) / "autoencoder")
     for name in ("val", "test"):
         if metrics[name]:
             print(f"{name}: track accuracy {metrics[name]['accuracy']:.4f}, macro-F1 {metrics[name]['macro_f1']:.4f} "
@@ -47,12 +53,21 @@ def _run_cli(args) -> int:
     return 0
 
 
-def _autoencoder_from_manifest(features_dir) -> dict:
+def _autoencoder_from_manifest(features_dir) -> tuple[AutoencoderRef, Path | None]:
+    """The reference a head trained on these features gets, and the local autoencoder folder to bundle.
+
+    A Hub autoencoder is referenced by repo and revision; a local one is copied into the head folder
+    (``autoencoder/``), so the trained head is a complete model that never points outside itself.
+    """
     path = Path(features_dir) / "extract_manifest.json"
-    ae = {"repo_id": None, "revision": None, "path": None}
-    if path.is_file():
-        ae.update({k: v for k, v in json.loads(path.read_text()).get("autoencoder", {}).items() if k in ae})
-    return ae
+    if not path.is_file():
+        return AutoencoderRef(), None
+    ae = json.loads(path.read_text()).get("autoencoder", {})
+    fingerprint = ae.get("fingerprint", ae.get("config_hash"))
+    folder = ae.get("folder") or ae.get("path")
+    if folder:
+        return AutoencoderRef(path="autoencoder", fingerprint=fingerprint), Path(folder)
+    return AutoencoderRef(repo_id=ae.get("repo_id"), revision=ae.get("revision"), fingerprint=fingerprint), None
 
 
 def register_cli(subparsers) -> None:

@@ -18,6 +18,7 @@ import torch
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
 from pecmae_hub.serialization import load_state_dict_strict
 from pecmae_hub.training.features import compute_norm_stats, load_features, parse_labels, read_split
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 
 _SUMMARIZER_PREFIX = "time_summarizer."
@@ -66,7 +67,7 @@ def convert_head(
     protos_per_class: int | None = None,
     summarizer: str | None = None,
     distance: str = "l2",
-    autoencoder: dict | None = None,
+    autoencoder: AutoencoderRef | None = None,
 ) -> PrototypeHead:
     """Convert an upstream checkpoint; writes the head folder to ``out_dir`` (if given) and returns it.
 

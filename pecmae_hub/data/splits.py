@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import csv
 import inspect
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
+from pecmae_hub.audio import AUDIO_EXTENSIONS, find_audio_files
 from pecmae_hub.errors import ConfigError, DatasetError
+from pecmae_hub.serialization import atomic_write_text
 
 Item = tuple[str, str]
 SPLIT_NAMES = ("train", "val", "test")
-AUDIO_EXTENSIONS = (".wav", ".au", ".flac", ".mp3", ".ogg", ".aif", ".aiff", ".m4a")
 
 GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop",
                 "jazz", "metal", "pop", "reggae", "rock")
@@ -237,52 +239,98 @@ def _check_field(value: str, what: str) -> str:
 
 
 def write_tsv(split_items: Iterable[Item], path: str | Path) -> Path:
-    """Write ``label<TAB>relative/path`` lines (no header, LF) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``label<TAB>relative/path`` lines (no header, LF), atomically, and return the path."""
     lines = [f"{_check_field(str(label), 'label')}\t{_check_field(str(rel), 'path')}\n"
              for label, rel in split_items]
-    path.write_text("".join(lines), encoding="utf-8", newline="")
-    return path
+    return atomic_write_text(path, "".join(lines))
+
+
+def _is_header(label: str, rel: str) -> bool:
+    return label.lower() == "label" and rel.lower() in ("path", "relpath", "filename", "file")
 
 
 def read_tsv(path: str | Path, labels: Sequence[str] | None = None, *,
              aliases: dict[str, str] | None = None) -> list[Item]:
-    """Read a ``label<TAB>relative/path`` split file (no header; CRLF and blank lines tolerated).
+    """Read a split file: ``label<TAB>relative/path`` lines, as the upstream groundtruth TSVs.
 
-    ``aliases`` rename labels first (e.g. GTZAN ``blu`` -> ``blues``). With ``labels``, a label outside
-    it raises :class:`DatasetError` naming the label and ``file:line``.
+    Tolerated: a UTF-8 BOM, CRLF, blank lines, ``#`` comment lines, spaces around fields and a
+    ``label<TAB>path`` header on line 1. ``aliases`` rename labels first (e.g. GTZAN ``blu`` ->
+    ``blues``). Raises :class:`DatasetError` naming ``file:line`` for a line without exactly two
+    fields, a path listed twice with different labels and, with ``labels``, a label outside it.
+    An empty file gives no items.
     """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"split file not found: {path}")
     known = None if labels is None else set(labels)
     items: list[Item] = []
+    seen: dict[str, tuple[str, int]] = {}
     with open(path, encoding="utf-8-sig", newline="") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
-            if not line.strip():
+            if not line.strip() or line.lstrip().startswith("#"):
                 continue
             label, _, rel = (part.strip() for part in line.partition("\t"))
             if not label or not rel or "\t" in rel:
                 raise DatasetError(f"{path}:{lineno}: expected 'label<TAB>relative/path', got {line!r}")
+            if lineno == 1 and _is_header(label, rel):
+                continue
             label = (aliases or {}).get(label, label)
             if known is not None and label not in known:
                 raise DatasetError(f"{path}:{lineno}: unknown label {label!r}; "
                                    f"known labels: {', '.join(labels)}")
+            first_label, first_line = seen.setdefault(rel, (label, lineno))
+            if first_label != label:
+                raise DatasetError(f"{path}:{lineno}: {rel} is labelled {label!r}, but {first_label!r} "
+                                   f"on line {first_line}")
             items.append((label, rel))
     return items
 
 
+LABELS_FILE = "labels.txt"
+
+
 def read_labels(path: str | Path) -> list[str]:
-    """Read ``labels.txt`` (one class name per line, in id order; blank lines ignored)."""
+    """Read ``labels.txt``: one class name per line, in id order (blank lines ignored).
+
+    Raises :class:`DatasetError` for a missing or empty file, or a repeated label (naming ``file:line``).
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"labels file not found: {path}")
-    labels = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    if not labels or len(set(labels)) != len(labels):
-        raise DatasetError(f"{path}: no labels or duplicate labels: {labels}")
+    labels: dict[str, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        name = line.strip()
+        if name in labels:
+            raise DatasetError(f"{path}:{lineno}: label {name!r} repeated (first on line {labels[name]})")
+        if name:
+            labels[name] = lineno
+    if not labels:
+        raise DatasetError(f"labels file {path} lists no labels")
+    return list(labels)
+
+
+def parse_labels(value: str | os.PathLike | Sequence[str]) -> list[str]:
+    """Class names from a list, a labels file (:func:`read_labels`) or a comma-separated string.
+
+    Raises :class:`ConfigError` for an empty or repeating list or string, :class:`DatasetError` for a
+    bad file.
+    """
+    if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+        return read_labels(value)
+    if isinstance(value, (str, os.PathLike)):
+        value = os.fspath(value).split(",")
+    labels = [x for x in (str(v).strip() for v in value) if x]
+    if not labels:
+        raise ConfigError(f"no labels found in {value!r}: give a comma list (a,b,c) or a file with one label per line")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"repeated labels in {labels}")
     return labels
+
+
+def write_labels(path: str | Path, labels: Sequence[str]) -> Path:
+    """Write ``labels.txt`` (one label per line, in id order, LF), atomically, and return the path."""
+    return atomic_write_text(path, "".join(f"{_check_field(str(name), 'label')}\n" for name in labels))
 
 
 _TSV_NAMES = {"train": ("train.tsv", "groundtruth_train.tsv", "training_groundtruth.tsv"),
@@ -311,8 +359,8 @@ def tsv_splits(root: str | Path | None = None, *, train: str | Path | None = Non
     aliases = None
     if isinstance(labels, str):
         labels, aliases = label_map(labels), label_aliases(labels)
-    elif labels is None and root is not None and (base / "labels.txt").is_file():
-        labels = read_labels(base / "labels.txt")
+    elif labels is None and root is not None and (base / LABELS_FILE).is_file():
+        labels = read_labels(base / LABELS_FILE)
     items = {n: read_tsv(p, labels, aliases=aliases) if p else None for n, p in files.items()}
     if labels is None:
         labels = sorted({label for split in items.values() for label, _ in split or []})
@@ -350,16 +398,15 @@ def folder_splits(root: str | Path, *, labels: Sequence[str] | None = None,
         raise ConfigError(f"fractions must be three shares (train > 0) summing to 1, got {fractions}")
     if labels is None:
         labels = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    exts = {e.lower() for e in extensions}
     items: list[Item] = []
     for label in labels:
         folder = root / label
         if not folder.is_dir():
             raise DatasetError(f"class folder not found: {folder}")
-        files = sorted(p.relative_to(root).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and p.suffix.lower() in exts and not p.name.startswith("."))
+        # sorted as strings, as always, so that a seed keeps giving the same split
+        files = sorted(p.relative_to(root).as_posix() for p in find_audio_files(folder, extensions))
         if not files:
-            raise DatasetError(f"class folder {folder} has no audio files ({', '.join(sorted(exts))})")
+            raise DatasetError(f"class folder {folder} has no audio files ({', '.join(extensions)})")
         items += [(label, f) for f in files]
     f_train, f_val, f_test = fractions
     rest, test = _stratified_split(items, f_test, seed)
@@ -393,7 +440,5 @@ def export_splits(splits: DatasetSplits, out_dir: str | Path) -> dict[str, Path]
     """Write ``train.tsv``, ``val.tsv``, ``test.tsv`` and ``labels.txt`` into ``out_dir``; return the paths."""
     out = Path(out_dir)
     paths = {name: write_tsv(splits.split(name), out / f"{name}.tsv") for name in SPLIT_NAMES}
-    paths["labels"] = out / "labels.txt"
-    paths["labels"].write_text("".join(f"{_check_field(name, 'label')}\n" for name in splits.labels),
-                               encoding="utf-8", newline="")
+    paths["labels"] = write_labels(out / LABELS_FILE, splits.labels)
     return paths

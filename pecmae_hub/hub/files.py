@@ -2,13 +2,19 @@
 per-process cache of the autoencoders they name."""
 from __future__ import annotations
 from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME, resolve_file
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import ConfigError
 
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from pecmae_hub.models.autoencoder import Autoencoder
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _AUTOENCODERS: dict[tuple, Any] = {}  # in-process cache, keyed by resolved commit/folder and device
@@ -24,15 +30,17 @@ class ModelFiles:
     """
 
     def __init__(self, *, folder: str | os.PathLike | None = None, repo_id: str | None = None,
-                 revision: str | None = None, cache_dir: str | None = None, local_files_only: bool = False,
+                 revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 local_files_only: bool = False, token: str | bool | None = None, force_download: bool = False,
                  subfolder: str = ""):
         if (folder is None) == (repo_id is None):
             raise ValueError("give exactly one of folder= and repo_id=")
         self.folder = Path(folder) if folder is not None else None
         self.repo_id, self.revision, self.cache_dir = repo_id, revision, cache_dir
-        self.local_files_only = local_files_only
+        self.local_files_only, self.token, self.force_download = local_files_only, token, force_download
         self.subfolder = subfolder.strip("/")
         self.commit: str | None = revision if revision and _COMMIT.match(revision) else None
+        self._fetched: set[str] = set()  # force_download applies once per file, not on every get()
 
     @property
     def is_hub(self) -> bool:
@@ -61,7 +69,9 @@ class ModelFiles:
             if try_to_load_from_cache(self.repo_id, name, cache_dir=self.cache_dir, revision=self.commit) is _CACHED_NO_EXIST:
                 return None  # the Hub already told us this commit has no such file
         path = resolve_file(self.repo_id, name, revision=self.commit or self.revision, cache_dir=self.cache_dir,
-                            local_files_only=self._offline(), required=required)
+                            local_files_only=self._offline(), token=self.token,
+                            force_download=self.force_download and name not in self._fetched, required=required)
+        self._fetched.add(name)
         if path is not None and self.commit is None:
             parts = Path(path).parts
             depth = len(Path(name).parts)
@@ -84,7 +94,8 @@ class ModelFiles:
         if self.folder is not None:
             return ModelFiles(folder=self.folder, subfolder=sub)
         return ModelFiles(repo_id=self.repo_id, revision=self.commit or self.revision, cache_dir=self.cache_dir,
-                          local_files_only=self.local_files_only, subfolder=sub)
+                          local_files_only=self.local_files_only, token=self.token,
+                          force_download=self.force_download, subfolder=sub)
 
 
 def clear_cache() -> None:
@@ -92,38 +103,35 @@ def clear_cache() -> None:
     _AUTOENCODERS.clear()
 
 
-def load_autoencoder(spec: dict, files: ModelFiles, *, cache_dir: str | None = None, local_files_only: bool = False,
-                     device="cpu"):
-    """The autoencoder named by a head config ``spec`` (``{"repo_id", "revision", "path"}``), with
-    ``path`` relative to the head's ``files``; loaded once per process per commit/folder and device.
+def load_autoencoder(ref: AutoencoderRef, files: ModelFiles, *, device: str | torch.device = "cpu",
+                     ) -> tuple[Autoencoder, AutoencoderRef, str]:
+    """The autoencoder a head's :class:`AutoencoderRef` names, loaded once per process per
+    commit/folder and device. A ``path`` is relative to the head's ``files`` (same folder, or same
+    repo and commit); a ``repo_id`` is fetched with the head's cache/offline/token options.
 
-    Returns ``(autoencoder, reference)``; the reference records where it came from.
+    Returns ``(autoencoder, pinned reference, description of where it came from)``; the pinned
+    reference has a Hub repo's revision replaced by the exact commit that was loaded.
     """
     from pecmae_hub.models.autoencoder import Autoencoder
 
-    head_name = files.describe()
-    path, repo_id = spec.get("path"), spec.get("repo_id")
-    if path:
-        if files.is_hub and (Path(path).is_absolute() or ".." in Path(path).parts):
-            raise ConfigError(f"head {head_name}: autoencoder path {path!r} must stay inside the repo")
-        ae_files = files.child(path)
-    elif repo_id:
-        ae_files = ModelFiles(repo_id=repo_id, revision=spec.get("revision"), cache_dir=cache_dir,
-                              local_files_only=local_files_only)
+    if ref.path:
+        ae_files = files.child(ref.path)
+    elif ref.repo_id:
+        ae_files = ModelFiles(repo_id=ref.repo_id, revision=ref.revision, cache_dir=files.cache_dir,
+                              local_files_only=files.local_files_only, token=files.token,
+                              force_download=files.force_download)
     else:
-        raise ConfigError(f"head {head_name} does not name its autoencoder (config['autoencoder'] has neither "
+        raise ConfigError(f"head {files.describe()} does not name its autoencoder (config['autoencoder'] has neither "
                           "'path' nor 'repo_id'); pass autoencoder=... to PECMAE.from_pretrained")
     config_path = ae_files.get(CONFIG_NAME)
     if ae_files.is_hub:
-        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
+        key: tuple = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
     else:
         weights = config_path.parent / WEIGHTS_NAME
         stamp = weights.stat().st_mtime_ns if weights.exists() else 0
         key = ("folder", str(config_path.parent.resolve()), stamp, str(device))
-    ref = {"repo_id": repo_id if not path else files.repo_id, "revision": spec.get("revision"), "path": path,
-           "commit": ae_files.commit, "source": ae_files.describe()}
-    if key not in _AUTOENCODERS:
+    if key not in _AUTOENCODERS or files.force_download:
         ae_files.get(WEIGHTS_NAME)
-        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=str(device))
-    return _AUTOENCODERS[key], ref
-
+        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=device)
+    pinned = ref.replace(revision=ae_files.commit) if ref.repo_id and ae_files.commit else ref
+    return _AUTOENCODERS[key], pinned, ae_files.describe()

@@ -8,12 +8,10 @@ A config with ``cls_layers=0`` is a frame encoder only (EnCodecMAE): z is then t
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,15 +20,17 @@ from torch import nn
 from pecmae_hub.audio import HOP_LENGTH, SAMPLE_RATE, AudioInput, chunk_bounds, load_audio
 from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
 from pecmae_hub.sampling import sample_v_diffusion
+from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import ConfigError, InputShapeError
-from pecmae_hub.serialization import load_state_dict_strict, load_weights, read_config, save_folder
-
-CONFIG_VERSION = 1
-
+from pecmae_hub.serialization import PretrainedMixin
 
 @dataclass
-class AutoencoderConfig:
-    """Dimensions and options, stored as ``config.json`` next to the weights."""
+class AutoencoderConfig(ModelConfig):
+    """Dimensions and options of an :class:`Autoencoder`, stored as ``config.json`` next to the weights."""
+
+    MODEL_TYPE: ClassVar[str] = "pecmae-autoencoder"
+    VERSION: ClassVar[int] = 2  # 2: model_type written; 1 had none
+    OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"mel", "source"})
 
     frontend: str = "encodec"      # "encodec" | "mel"
     chunk_seconds: float = 4.0     # window = hop of the chunking (4 s or 10 s upstream)
@@ -45,28 +45,23 @@ class AutoencoderConfig:
     denoiser_heads: int = 8
     mel: dict = field(default_factory=dict)  # MelCodec options (n_fft, fmin, fmax, offset, scale, griffin_lim_iters)
     source: str = ""               # provenance, e.g. the upstream file it was converted from
-    version: int = CONFIG_VERSION
 
     def __post_init__(self):
         if self.frontend not in ("encodec", "mel"):
             raise ConfigError(f"frontend must be 'encodec' or 'mel', got {self.frontend!r}")
         if self.frontend == "encodec" and self.signal_dim != 128:
             raise ConfigError(f"the EnCodec front end gives 128-d latents; signal_dim={self.signal_dim} is impossible")
-        if self.chunk_seconds <= 0:
+        if not self.chunk_seconds > 0:
             raise ConfigError(f"chunk_seconds must be positive, got {self.chunk_seconds}")
+        for name in ("signal_dim", "model_dim", "frame_layers", "frame_heads", "ff_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.denoiser_layers and not self.cls_layers:
             raise ConfigError("a denoiser needs a CLS encoder (cls_layers > 0) to condition on")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "AutoencoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown autoencoder config fields {unknown}; is this a newer pecmae-hub format?")
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def architecture(self) -> dict[str, Any]:
+        """The fields that define the network (provenance left out): what the fingerprint hashes."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("model_type", "version", "source")}
 
     # Presets -------------------------------------------------------------------------------------
     @classmethod
@@ -93,8 +88,14 @@ class AutoencoderConfig:
         return cls(**base)
 
 
-class Autoencoder(nn.Module):
-    """Audio ↔ z. ``encode`` gives one z per chunk; ``decode`` sonifies z (one chunk of audio each)."""
+class Autoencoder(PretrainedMixin, nn.Module):
+    """Audio ↔ z. ``encode`` gives one z per chunk; ``decode`` sonifies z (one chunk of audio each).
+
+    ``Autoencoder.from_pretrained(folder_or_repo)`` / ``save_pretrained(folder)`` come from
+    :class:`~pecmae_hub.serialization.PretrainedMixin` (``config.json`` + ``model.safetensors``).
+    """
+
+    config_class = AutoencoderConfig
 
     def __init__(self, config: AutoencoderConfig | None = None):
         super().__init__()
@@ -146,8 +147,7 @@ class Autoencoder(nn.Module):
         The one identity used everywhere z is stored or compared: extraction manifests, a head's
         ``autoencoder.fingerprint`` and the render index of pre-rendered prototypes.
         """
-        cfg = {k: v for k, v in self.config.to_dict().items() if k not in ("source", "version")}
-        return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode()).hexdigest()[:16]
 
     # Encoding ------------------------------------------------------------------------------------
     def encode_chunks(self, batch: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,8 +204,15 @@ class Autoencoder(nn.Module):
     def predict_v(self, x_noisy: torch.Tensor, sigma: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         return self.denoiser(x_noisy, sigma, code, self.cls_encoder.pos_encoder)
 
-    def decode_latents(self, z, steps=40, guidance=1.0, seed=None, noise=None, progress=None) -> torch.Tensor:
-        """Run the sampler: z (n, D) → generated signal (n, T, signal_dim) (EnCodec latents or mel frames)."""
+    def decode_latents(self, z, steps=40, guidance=1.0, seed=None, noise=None, progress=None,
+                       scheduler="upstream") -> torch.Tensor:
+        """Run the sampler: z (n, D) → generated signal (n, T, signal_dim) (EnCodec latents or mel frames).
+
+        ``scheduler``: ``"upstream"`` (the exact v-diffusion sampler) or a diffusers scheduler name, dict or
+        instance (``"ddim"``, ``"dpmsolver++"``, ``"unipc"``; see :mod:`pecmae_hub.schedulers`).
+        """
+        from pecmae_hub.schedulers import check_steps, sample
+
         if self.denoiser is None:
             raise ConfigError("this autoencoder has no diffusion decoder (it is a frame encoder only)")
         z = torch.as_tensor(z, dtype=torch.float32)
@@ -217,8 +224,7 @@ class Autoencoder(nn.Module):
             raise InputShapeError(f"z must have shape (n_chunks, {self.embedding_dim}), got {tuple(z.shape)}")
         if not torch.isfinite(z).all():
             raise InputShapeError("z contains NaN or infinite values")
-        if steps < 1:
-            raise ConfigError(f"steps must be ≥ 1, got {steps}")
+        steps = check_steps(steps, scheduler)  # also rejects an unknown scheduler name
         shape = (z.shape[0], self.chunk_frames, self.config.signal_dim)
         if noise is None:
             gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
@@ -227,36 +233,23 @@ class Autoencoder(nn.Module):
         if tuple(noise.shape) != shape:
             raise InputShapeError(f"noise must have shape {shape} (n_chunks, frames, signal_dim), got {tuple(noise.shape)}")
         with torch.inference_mode():
-            return sample_v_diffusion(self.predict_v, z.to(self.device), noise.to(self.device), steps, guidance, progress)
+            return sample(self.predict_v, z.to(self.device), noise.to(self.device), scheduler=scheduler, steps=steps,
+                          guidance=guidance, progress=progress)
 
     def decode(self, z, steps: int = 40, guidance: float = 1.0, seed: int | None = None, noise=None,
-               crossfade_ms: float = 0.0, progress=None) -> np.ndarray:
+               crossfade_ms: float = 0.0, progress=None, scheduler="upstream") -> np.ndarray:
         """Sonify z (n_chunks, D) → float32 waveform at 24 kHz, one ``chunk_seconds`` chunk per row.
 
         Same ``seed`` (or the same ``noise`` of shape (n_chunks, T, signal_dim)) → same audio.
         Chunks are joined end to end (fixing upstream's self-add, spec §12.27); ``crossfade_ms`` > 0
-        overlaps consecutive chunks by that much with a linear cross-fade.
+        overlaps consecutive chunks by that much with a linear cross-fade. ``scheduler`` as in
+        :meth:`decode_latents` (``"upstream"``: the exact sampler).
         """
-        latents = self.decode_latents(z, steps, guidance, seed, noise, progress)
+        latents = self.decode_latents(z, steps, guidance, seed, noise, progress, scheduler)
         with torch.inference_mode():
             # a chunk is chunk_samples long; the vocoder gives whole frames (ceil), so trim the tail
             chunks = self.codec.decode(latents)[:, : self.chunk_samples].float().cpu().numpy()
         return join_chunks(list(chunks), int(round(crossfade_ms * SAMPLE_RATE / 1000)))
-
-    # Saving / loading ----------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (no model card; see :mod:`pecmae_hub.convert`)."""
-        save_folder(self, self.config.to_dict(), folder)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
-                        cache_dir: str | None = None, local_files_only: bool = False, device: str = "cpu") -> "Autoencoder":
-        """Load a folder or Hub repo in our format; keys are checked strictly, nothing is unpickled."""
-        kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-        model = cls(AutoencoderConfig.from_dict(read_config(name_or_path, **kwargs)))
-        state, source = load_weights(name_or_path, **kwargs)
-        load_state_dict_strict(model, state, source)
-        return model.to(device).eval()
 
 
 def join_chunks(chunks: list[np.ndarray], overlap: int = 0) -> np.ndarray:

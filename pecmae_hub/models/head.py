@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,10 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
-from pecmae_hub.serialization import load_state_dict_strict, load_weights, read_config, resolve_file, save_folder
+from pecmae_hub.configuration import AutoencoderRef, ModelConfig
+from pecmae_hub.serialization import PretrainedMixin, resolve_file
 
-CONFIG_VERSION = 1
-MODEL_TYPE = "pecmae-prototype-head"
 DISTANCES = ("l2", "l1")
 SUMMARIZERS = ("transformer", "none")
 INITS = ("kmeans-centers", "kmeans-samples", "random")
@@ -46,8 +46,9 @@ def _dropout(x: torch.Tensor, p: float, training: bool, per_row: bool = False) -
     return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
 
 
-class PrototypeHead(nn.Module):
-    """Prototype classifier over autoencoder embeddings.
+@dataclass
+class PrototypeHeadConfig(ModelConfig):
+    """The schema of a :class:`PrototypeHead` (stored as its ``config.json``).
 
     Args:
         labels: class names in id order (C of them).
@@ -57,72 +58,88 @@ class PrototypeHead(nn.Module):
         summarizer: ``"transformer"`` (1-layer, 1-head ``nn.TransformerEncoder`` applied to the
             prototypes only, as upstream) or ``"none"``.
         norm_mean, norm_std: scalar statistics of the training z (defaults give the identity map).
+        autoencoder: the :class:`AutoencoderRef` naming the autoencoder that produced z.
         temperature: the logit temperature used in training; class scores are softmax(logits / temperature).
-        autoencoder: ``{"repo_id", "revision", "path"}`` naming the autoencoder that produced z.
     """
 
-    def __init__(
-        self,
-        labels: Sequence[str],
-        embedding_dim: int = 768,
-        protos_per_class: int = 5,
-        distance: str = "l2",
-        summarizer: str = "transformer",
-        norm_mean: float = 0.0,
-        norm_std: float = 0.5,
-        autoencoder: dict | None = None,
-        temperature: float = 1.0,
-    ):
-        super().__init__()
-        labels = [str(x) for x in labels]
-        if not labels:
-            raise ConfigError("a PrototypeHead needs at least one class label")
-        if len(set(labels)) != len(labels):
-            dup = sorted({x for x in labels if labels.count(x) > 1})
+    MODEL_TYPE: ClassVar[str] = "pecmae-prototype-head"
+    VERSION: ClassVar[int] = 1
+    OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"autoencoder", "temperature"})
+
+    labels: list[str]
+    embedding_dim: int = 768
+    protos_per_class: int = 5
+    distance: str = "l2"
+    summarizer: str = "transformer"
+    norm_mean: float = 0.0
+    norm_std: float = 0.5
+    autoencoder: AutoencoderRef = field(default_factory=AutoencoderRef)
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.labels, str) or not self.labels:
+            raise ConfigError("a PrototypeHead needs a non-empty list of class labels")
+        self.labels = [str(x) for x in self.labels]
+        if len(set(self.labels)) != len(self.labels):
+            dup = sorted({x for x in self.labels if self.labels.count(x) > 1})
             raise ConfigError(f"class labels must be unique, repeated: {dup}")
-        if distance not in DISTANCES:
-            raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
-        if summarizer not in SUMMARIZERS:
-            raise ConfigError(f"summarizer must be one of {SUMMARIZERS}, got {summarizer!r}")
-        if int(protos_per_class) < 1 or int(embedding_dim) < 1:
-            raise ConfigError(f"protos_per_class and embedding_dim must be >= 1, got {protos_per_class}, {embedding_dim}")
-        if not float(norm_std) > 0 or not np.isfinite(norm_mean):
-            raise ConfigError(f"norm_std must be > 0 and norm_mean finite, got mean={norm_mean}, std={norm_std}")
-        ae = {"repo_id": None, "revision": None, "path": None}
-        ae.update(autoencoder or {})
-        self.config: dict[str, Any] = {
-            "model_type": MODEL_TYPE,
-            "version": CONFIG_VERSION,
-            "labels": labels,
-            "embedding_dim": int(embedding_dim),
-            "protos_per_class": int(protos_per_class),
-            "distance": distance,
-            "summarizer": summarizer,
-            "norm_mean": float(norm_mean),
-            "norm_std": float(norm_std),
-            "autoencoder": ae,
-            "temperature": float(temperature),
-        }
-        n_classes, k, dim = len(labels), int(protos_per_class), int(embedding_dim)
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
+        if self.summarizer not in SUMMARIZERS:
+            raise ConfigError(f"summarizer must be one of {SUMMARIZERS}, got {self.summarizer!r}")
+        self.protos_per_class, self.embedding_dim = int(self.protos_per_class), int(self.embedding_dim)
+        if self.protos_per_class < 1 or self.embedding_dim < 1:
+            raise ConfigError(f"protos_per_class and embedding_dim must be >= 1, got {self.protos_per_class}, "
+                              f"{self.embedding_dim}")
+        self.norm_mean, self.norm_std = float(self.norm_mean), float(self.norm_std)
+        if not self.norm_std > 0 or not np.isfinite(self.norm_mean):
+            raise ConfigError(f"norm_std must be > 0 and norm_mean finite, got mean={self.norm_mean}, "
+                              f"std={self.norm_std}")
+        self.temperature = float(self.temperature)
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        self.autoencoder = AutoencoderRef.from_dict(self.autoencoder)
+
+
+class PrototypeHead(PretrainedMixin, nn.Module):
+    """Prototype classifier over autoencoder embeddings.
+
+    Build it from a :class:`PrototypeHeadConfig`, or from that config's fields directly:
+    ``PrototypeHead(["jazz", "rock"], embedding_dim=768, protos_per_class=5)``.
+    ``from_pretrained`` / ``save_pretrained`` come from :class:`~pecmae_hub.serialization.PretrainedMixin`.
+    """
+
+    config_class = PrototypeHeadConfig
+
+    def __init__(self, *args: Any, config: PrototypeHeadConfig | None = None, **fields: Any):
+        super().__init__()
+        if args and isinstance(args[0], PrototypeHeadConfig):
+            config, args = args[0], args[1:]
+        if config is None:
+            config = PrototypeHeadConfig(*args, **fields)
+        elif args or fields:
+            raise ConfigError("give PrototypeHead either a config or its fields, not both")
+        self.config: PrototypeHeadConfig = config
+        n_classes, k, dim = len(config.labels), config.protos_per_class, config.embedding_dim
         n_protos = n_classes * k
         self.protos = nn.Parameter(torch.randn(n_protos, 1, dim))
         self.linear = nn.Linear(n_protos, n_classes)
         with torch.no_grad():
             self.linear.weight.copy_(self.class_map())
-        self.time_summarizer = _make_summarizer(dim) if summarizer == "transformer" else None
+        self.time_summarizer = _make_summarizer(dim) if config.summarizer == "transformer" else None
 
     # ---- description -------------------------------------------------------------------------
     @property
     def labels(self) -> list[str]:
-        return list(self.config["labels"])
+        return list(self.config.labels)
 
     @property
     def num_classes(self) -> int:
-        return len(self.config["labels"])
+        return len(self.config.labels)
 
     @property
     def protos_per_class(self) -> int:
-        return self.config["protos_per_class"]
+        return self.config.protos_per_class
 
     @property
     def num_prototypes(self) -> int:
@@ -130,7 +147,7 @@ class PrototypeHead(nn.Module):
 
     @property
     def embedding_dim(self) -> int:
-        return self.config["embedding_dim"]
+        return self.config.embedding_dim
 
     def class_map(self) -> torch.Tensor:
         """One-hot (C, P) map with ``[c, p] = 1`` when prototype p belongs to class c (p // K == c)."""
@@ -150,11 +167,11 @@ class PrototypeHead(nn.Module):
     # ---- computation -------------------------------------------------------------------------
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         """Raw z -> the normalised space the prototypes live in."""
-        return (z - self.config["norm_mean"]) / (2.0 * self.config["norm_std"])
+        return (z - self.config.norm_mean) / (2.0 * self.config.norm_std)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised space -> raw z (inverse of :meth:`normalize`)."""
-        return x * (2.0 * self.config["norm_std"]) + self.config["norm_mean"]
+        return x * (2.0 * self.config.norm_std) + self.config.norm_mean
 
     def _flat_input(self, z) -> torch.Tensor:
         z = torch.as_tensor(z)
@@ -194,7 +211,7 @@ class PrototypeHead(nn.Module):
         with torch.autocast(device_type=x.device.type, enabled=False):
             p = self._normalized_prototypes()
             x = x.float()
-            if self.config["distance"] == "l2":
+            if self.config.distance == "l2":
                 # mean((x-p)^2) = (|x|^2 - 2 x.p + |p|^2) / D without a (B, P, D) tensor
                 sq = (x * x).sum(1, keepdim=True) + (p * p).sum(1)[None, :]
                 d = torch.addmm(sq, x, p.t(), beta=1.0, alpha=-2.0).clamp_min(0.0)
@@ -275,42 +292,7 @@ class PrototypeHead(nn.Module):
         protos = np.concatenate(blocks, axis=0)  # label-major (fixes upstream np.hstack, spec §12.14)
         self.protos.copy_(torch.as_tensor(protos, dtype=torch.float32).reshape(self.num_prototypes, 1, dim))
 
-    # ---- persistence -------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` to ``folder``."""
-        return save_folder(self, self.config, folder)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "PrototypeHead":
-        """Build an (untrained) head from a config dict as written by :meth:`save_pretrained`."""
-        if config.get("model_type", MODEL_TYPE) != MODEL_TYPE:
-            raise ConfigError(f"config is for model_type {config.get('model_type')!r}, not a {MODEL_TYPE}")
-        if int(config.get("version", CONFIG_VERSION)) > CONFIG_VERSION:
-            raise ConfigError(
-                f"head config version {config['version']} is newer than this pecmae_hub supports ({CONFIG_VERSION}); upgrade"
-            )
-        keys = ("labels", "embedding_dim", "protos_per_class", "distance", "summarizer", "norm_mean", "norm_std")
-        missing = [k for k in keys if k not in config]
-        if missing:
-            raise ConfigError(f"head config lacks the fields {missing}")
-        return cls(**{k: config[k] for k in keys}, autoencoder=config.get("autoencoder"),
-                   temperature=float(config.get("temperature", 1.0)))
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | os.PathLike,
-        revision: str | None = None,
-        cache_dir: str | None = None,
-        local_files_only: bool = False,
-    ) -> "PrototypeHead":
-        """Load a head from a local folder or a Hub repo (strict key check; returned in eval mode)."""
-        kw = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-        head = cls.from_config(read_config(name_or_path, **kw))
-        state, source = load_weights(name_or_path, **kw)
-        load_state_dict_strict(head, state, source)
-        return head.eval()
-
+    # ---- explanation table -------------------------------------------------------------------
     @staticmethod
     def load_nearest(name_or_path: str | os.PathLike, **kwargs) -> dict | None:
         """The ``nearest.json`` explanation table of a head folder/repo, or None when it has none."""

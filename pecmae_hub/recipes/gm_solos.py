@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
@@ -156,7 +157,7 @@ def stage_head(cfg: RecipeConfig) -> Path:
     sets = _feature_sets(cfg)
     train_cfg = TrainConfig.from_preset(
         None, protos_per_class=cfg.protos_per_class, alpha=cfg.head_alpha, total_steps=cfg.head_steps, eval_every=max(1, cfg.head_steps // 12),
-        seed=cfg.seed, autoencoder={"repo_id": None, "revision": None, "path": "autoencoder"},
+        seed=cfg.seed, autoencoder=AutoencoderRef(path="autoencoder"),
     )
     train_head(sets["train"], sets["val"], sets["test"], train_cfg, out_dir=out)
     return out

@@ -17,20 +17,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from pecmae_hub.training.features import FeatureSet
+from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.models.modes import evaluating
+from pecmae_hub.training.features import FeatureSet
 
 
 @torch.no_grad()
 def chunk_logits(head: PrototypeHead, x, batch_size: int = 4096) -> torch.Tensor:
     """(N, C) logits of raw chunks ``x`` (N, D), computed in eval mode (the head's mode is restored)."""
-    was_training = head.training
-    head.eval()
-    try:
+    with evaluating(head):
         x = torch.as_tensor(x)
         return torch.cat([head(x[s : s + batch_size]).float().cpu() for s in range(0, len(x), batch_size)])
-    finally:
-        head.train(was_training)
 
 
 def mean_by_track(values: torch.Tensor | np.ndarray, track_index, n_tracks: int) -> np.ndarray:
@@ -163,7 +161,7 @@ def evaluate_head(head: PrototypeHead, test_set: FeatureSet, train_set: FeatureS
     }
     if train_set is not None:
         train_set = train_set.with_label_names(names)
-        mu, sd = head.config["norm_mean"], head.config["norm_std"]
+        mu, sd = head.config.norm_mean, head.config.norm_std
         if len(set(train_set.labels)) >= 2:
             result["linear_probe"] = linear_probe(train_set, test_set, mu, sd, seed)
         if mlp_steps > 0:
@@ -175,7 +173,7 @@ def evaluate_head(head: PrototypeHead, test_set: FeatureSet, train_set: FeatureS
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
         plot_confusion_matrix(result["prototype"]["confusion_matrix"], names, out / "confusion_matrix.png",
                               f"prototype head: accuracy {result['prototype']['accuracy']:.3f}")
     return result

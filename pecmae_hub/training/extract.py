@@ -6,12 +6,13 @@ On-disk layout of ``OUT`` (mirrors the input's relative paths, as upstream §6):
 - ``extract_manifest.json``: the autoencoder (repo id / revision / local path), its config hash, D,
   chunk length and the counts of the last run;
 - ``failures.tsv``: ``path<TAB>error`` of the files that failed in the last run (absent when none).
-Relative paths: a folder input -> path relative to it; a list file (one path per line, relative
-ones resolved against the list's folder) -> relative to the list's folder when inside it, else
-``<parent>/<name>``; a Python sequence of paths -> ``<parent>/<name>``.
-Re-running skips tracks whose ``.npy`` exists; files are written to a temporary name and renamed, so
-an interrupted run never leaves a partial file. Multi-GPU: ``accelerate launch -m pecmae_hub.cli
-extract ...`` shards the file list over the processes.
+Inputs and relative paths follow :func:`pecmae_hub.audio.collect_audio_files`: a folder input -> path
+relative to it; a list file (one path per line, relative ones resolved against the list's folder) ->
+relative to the list's folder when inside it, else ``<parent>/<name>``; a Python sequence of paths ->
+``<parent>/<name>``.
+Re-running skips tracks whose ``.npy`` exists; files are written atomically
+(:func:`pecmae_hub.serialization.atomic_path`), so an interrupted run never leaves a partial file.
+Multi-GPU: ``accelerate launch -m pecmae_hub.cli extract ...`` shards the file list over the processes.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pecmae_hub.audio import AudioFile, collect_audio_files, load_audio
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.training.features import AUDIO_EXTENSIONS, feature_path
+from pecmae_hub.serialization import atomic_save_npy, atomic_write_text
+from pecmae_hub.training.features import feature_path
 
 MANIFEST_NAME = "extract_manifest.json"
 FAILURES_NAME = "failures.tsv"
@@ -46,38 +49,15 @@ class ExtractSummary:
     seconds: float = 0.0
 
 
-def collect_inputs(inputs) -> list[tuple[Path, str]]:
-    """``(audio path, relative path)`` of every track of a folder, a list file, one audio file or a sequence."""
-    if isinstance(inputs, (str, os.PathLike)):
-        src = Path(inputs)
-        if src.is_dir():
-            files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                           and not p.name.startswith("."))
-            jobs = [(p, p.relative_to(src).as_posix()) for p in files]
-        elif src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS:
-            jobs = [(src, src.name)]
-        elif src.is_file():
-            base = src.parent.resolve()
-            jobs = []
-            for line in src.read_text(encoding="utf-8-sig").splitlines():
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                p = (base / line).resolve() if not os.path.isabs(line) else Path(line)
-                rel = p.relative_to(base).as_posix() if p.is_relative_to(base) else f"{p.parent.name}/{p.name}"
-                jobs.append((p, rel))
-        else:
-            raise DatasetError(f"input not found: {src} (give an audio folder, a list file or an audio file)")
-    else:
-        jobs = [(Path(p), f"{Path(p).parent.name}/{Path(p).name}".lstrip("/")) for p in inputs]
+def extract_jobs(inputs) -> list[AudioFile]:
+    """The tracks of ``inputs`` (:func:`~pecmae_hub.audio.collect_audio_files`), checked to have distinct outputs."""
+    jobs = collect_audio_files(inputs)
     outs: dict[str, str] = {}
     for path, rel in jobs:
         key = feature_path("", rel).as_posix()
         if key in outs:
             raise DatasetError(f"{outs[key]} and {path} would both be written to {key}; rename one of them")
-        outs[key] = str(path)
-    if not jobs:
-        raise DatasetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {inputs}")
+        outs[key] = path
     return jobs
 
 
@@ -89,8 +69,6 @@ class _AudioFiles(torch.utils.data.Dataset):
         return len(self.jobs)
 
     def __getitem__(self, i):
-        from pecmae_hub.audio import load_audio
-
         try:
             return i, load_audio(self.jobs[i][0]), None
         except Exception as exc:  # any decode problem becomes a reported failure, not a crash
@@ -99,18 +77,6 @@ class _AudioFiles(torch.utils.data.Dataset):
 
 def _first(batch):
     return batch[0]
-
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 @torch.inference_mode()
@@ -156,18 +122,18 @@ def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_s
         name = os.fspath(autoencoder)
         local = Path(name).is_dir()
         ae_id = {"repo_id": None if local else name, "revision": revision,
-                 "path": str(Path(name).resolve()) if local else None}
+                 "folder": str(Path(name).resolve()) if local else None}
         autoencoder = Autoencoder.from_pretrained(name, revision=revision)
     else:
-        ae_id = {"repo_id": None, "revision": None, "path": None}
+        ae_id = {"repo_id": None, "revision": None, "folder": None}
     ae = autoencoder.to(device).eval()
-    jobs = collect_inputs(inputs)
-    manifest = {"autoencoder": {**ae_id, "config_hash": ae.fingerprint()}, "embedding_dim": ae.embedding_dim,
+    jobs = extract_jobs(inputs)
+    manifest = {"autoencoder": {**ae_id, "fingerprint": ae.fingerprint()}, "embedding_dim": ae.embedding_dim,
                 "chunk_seconds": ae.chunk_seconds, "layout": "<relpath>.npy float32 (n_chunks, D)"}
     _check_manifest(out / MANIFEST_NAME, manifest)
     if state.is_main_process and not (out / MANIFEST_NAME).is_file():  # so an interrupted run is still identified
         out.mkdir(parents=True, exist_ok=True)
-        (out / MANIFEST_NAME).write_text(json.dumps({**manifest, "counts": None}, indent=2) + "\n")
+        atomic_write_text(out / MANIFEST_NAME, json.dumps({**manifest, "counts": None}, indent=2) + "\n")
 
     todo = [j for j in jobs if not feature_path(out, j[1]).is_file()]
     summary = ExtractSummary(out, total=len(jobs), skipped=len(jobs) - len(todo))
@@ -207,7 +173,7 @@ def _flush(ae, group, shard, out, batch_size, device, summary, bar, on_track_don
         if err is not None:
             _fail(summary, shard[i], err, bar)
             continue
-        _save_atomic(feature_path(out, shard[i][1]), z)
+        atomic_save_npy(feature_path(out, shard[i][1]), z)
         summary.written += 1
         summary.chunks += len(z)
         bar.update(1)
@@ -224,8 +190,8 @@ def _fail(summary, job, err, bar):
 def _check_manifest(path: Path, manifest: dict) -> None:
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
-    if old.get("autoencoder", {}).get("config_hash") != manifest["autoencoder"]["config_hash"]:
+    old = json.loads(path.read_text()).get("autoencoder", {})
+    if old.get("fingerprint", old.get("config_hash")) != manifest["autoencoder"]["fingerprint"]:
         raise ConfigError(
             f"{path.parent} already holds features of another autoencoder ({old.get('autoencoder')}); "
             "features of different models must not be mixed: choose a new output folder"
@@ -245,10 +211,10 @@ def _write_reports(out: Path, state, summary: ExtractSummary, manifest: dict, to
         p.unlink()
     failures = out / FAILURES_NAME
     if lines:
-        failures.write_text("path\terror\n" + lines)
+        atomic_write_text(failures, "path\terror\n" + lines)
     elif failures.exists():
         failures.unlink()
     manifest["counts"] = {"tracks": total, "failed": lines.count("\n"), "written_last_run": summary.written,
                           "skipped_last_run": summary.skipped}
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from pecmae_hub.errors import ConfigError, InputShapeError
 from pecmae_hub.training.evaluation import chunk_logits, classification_metrics, mean_by_track
 from pecmae_hub.training.features import FeatureSet, compute_norm_stats, write_labels
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
 
@@ -53,7 +54,7 @@ class TrainConfig:
     mixed_precision: bool = True  # fp16 AMP; only ever used on CUDA
     nearest_k: int = 5
     preset: str | None = None
-    autoencoder: dict | None = None
+    autoencoder: AutoencoderRef | None = None
 
     @classmethod
     def from_preset(cls, name: str | None, **overrides) -> "TrainConfig":
@@ -188,8 +189,8 @@ def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: Feat
     set_seed(cfg.seed)
     x, y, _ = train_set.chunks()
     mu, sd = compute_norm_stats(x)
-    head = PrototypeHead(names, x.shape[1], cfg.protos_per_class, cfg.distance, cfg.summarizer, mu, sd, cfg.autoencoder,
-                         temperature=cfg.temperature)
+    head = PrototypeHead(names, x.shape[1], cfg.protos_per_class, cfg.distance, cfg.summarizer, mu, sd,
+                         AutoencoderRef.from_dict(cfg.autoencoder), temperature=cfg.temperature)
     head.init_prototypes(x, y, cfg.init, seed=cfg.seed)
     for fs in (val_set, test_set):
         if fs is not None and fs.embedding_dim != head.embedding_dim:
@@ -262,7 +263,7 @@ def _final_metrics(head, train_set, val_set, test_set, cfg, best_step, wall) -> 
         "selection": "best validation track accuracy" if val_set is not None else "final weights",
         "train": {"n_tracks": len(train_set), "n_chunks": train_set.n_chunks, "missing_tracks": len(train_set.missing)},
         "val": scores(val_set), "test": scores(test_set),
-        "norm_mean": head.config["norm_mean"], "norm_std": head.config["norm_std"],
+        "norm_mean": head.config.norm_mean, "norm_std": head.config.norm_std,
         "config": dataclasses.asdict(cfg), "wall_seconds": round(wall, 2),
     }
 

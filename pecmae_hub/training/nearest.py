@@ -9,7 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
+from pecmae_hub.models.modes import evaluating
 
 
 @torch.no_grad()
@@ -22,9 +24,7 @@ def nearest_training_chunks(
     structure: ``{"k", "distance", "prototypes": [{"index", "label", "k", "nearest": [{"track",
     "chunk", "distance"}]}]}``; distances are the head's (normalised-space) distances.
     """
-    was_training = head.training
-    head.eval()
-    try:
+    with evaluating(head):
         owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(features)])
         chunk = np.concatenate([np.arange(len(f)) for f in features])
         flat = np.concatenate([np.asarray(f, dtype=np.float32).reshape(len(f), -1) for f in features])
@@ -32,20 +32,15 @@ def nearest_training_chunks(
                        for s in range(0, len(flat), batch_size)])
         kk = min(k, len(flat))
         dist, idx = torch.topk(d, kk, dim=0, largest=False)  # (kk, P)
-    finally:
-        head.train(was_training)
     protos = []
     for p in range(head.num_prototypes):
         label, j = head.prototype_name(p)
         rows = [{"track": str(track_ids[owner[i]]), "chunk": int(chunk[i]), "distance": float(dv)}
                 for i, dv in zip(idx[:, p].tolist(), dist[:, p].tolist())]
         protos.append({"index": p, "label": label, "k": j, "nearest": rows})
-    return {"k": kk, "distance": head.config["distance"], "prototypes": protos}
+    return {"k": kk, "distance": head.config.distance, "prototypes": protos}
 
 
 def save_nearest(table: dict, folder: str | os.PathLike) -> Path:
     """Write a :func:`nearest_training_chunks` table as ``nearest.json`` in ``folder``."""
-    path = Path(folder) / NEAREST_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1) + "\n")
-    return path
+    return atomic_write_text(Path(folder) / NEAREST_NAME, json.dumps(table, indent=1) + "\n")
