@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "PECMAE": "pecmae_hub.pipeline",
-    "Prediction": "pecmae_hub.pipeline",
+    "Prediction": "pecmae_hub.prediction",
+    "ClassificationFailure": "pecmae_hub.prediction",
     "Autoencoder": "pecmae_hub.models.autoencoder",
     "AutoencoderConfig": "pecmae_hub.models.autoencoder",
     "PrototypeHead": "pecmae_hub.models.head",

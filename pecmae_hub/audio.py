@@ -204,7 +204,8 @@ def _folder(folder: Path) -> list[AudioFile]:
     return [AudioFile(str(p), p.relative_to(folder).as_posix()) for p in find_audio_files(folder)]
 
 
-def _identity(path: str) -> str:
+def file_key(path: str | os.PathLike) -> str:
+    """A key under which the spellings of one file (``a.wav``, ``./a.wav``, a symlink to it) are equal."""
     try:
         return str(Path(path).resolve())
     except (OSError, RuntimeError, ValueError):  # a symlink loop or an odd name: compare as written
@@ -216,7 +217,7 @@ def unique_files(files: Iterable[AudioFile]) -> list[AudioFile]:
     seen: set[str] = set()
     out = []
     for f in files:
-        key = _identity(f.path)
+        key = file_key(f.path)
         if key not in seen:
             seen.add(key)
             out.append(f)

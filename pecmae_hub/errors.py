@@ -31,3 +31,7 @@ class ModelNotFoundError(PecmaeError, FileNotFoundError):
 
 class DatasetError(PecmaeError, ValueError):
     """A dataset folder, split file or metadata table that does not have the expected layout."""
+
+
+class IncompleteRunError(PecmaeError, RuntimeError):
+    """A resumable long run that stopped before its end (e.g. its time budget was spent): run it again."""

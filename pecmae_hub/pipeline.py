@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import overload
 
 import numpy as np
 import torch
@@ -24,81 +24,16 @@ import torch
 from pecmae_hub.audio import SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, write_wav
 from pecmae_hub.serialization import WEIGHTS_NAME, save_folder
 from pecmae_hub.hub.registry import DEFAULT_MODEL, INFO_NAME, METRICS_NAME, ORG_ENV, PROTOTYPES_DIR, REGISTRY, resolve_model
-from pecmae_hub.hub.files import ModelFiles, load_autoencoder
+from pecmae_hub.hub.files import ModelFiles, inside_path, load_autoencoder
+from pecmae_hub.devices import resolve_device
+from pecmae_hub.integrity import write_checksums
+from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
 from pecmae_hub.hub.publish import push_folder
 from pecmae_hub.hub.cards import render_model_card
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.autoencoder import Autoencoder
-from pecmae_hub.errors import ConfigError, ModelNotFoundError
+from pecmae_hub.errors import ConfigError, ModelNotFoundError, PecmaeError
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-@dataclasses.dataclass
-class Prediction:
-    """One classified input; every field is plain JSON (lists, dicts, floats).
-
-    ``similarities`` is (n_chunks, P); ``contributions[c]`` holds, for every prototype p, the mean
-    over chunks of ``linear.weight[c, p] * similarity[p]`` (they sum, with the bias, to ``logits[c]``).
-    ``top_prototypes`` lists the prototypes that pushed hardest towards ``label``.
-    """
-
-    source: str
-    label: str
-    scores: dict[str, float]
-    logits: dict[str, float]
-    chunk_labels: list[str]
-    chunk_starts: list[float]
-    chunk_ends: list[float]
-    similarities: list[list[float]]
-    contributions: dict[str, list[float]]
-    top_prototypes: list[dict]
-    duration: float
-    model: str = ""
-
-    @property
-    def confidence(self) -> float:
-        return self.scores[self.label]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
-
-
-def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, nearest: dict | None = None) -> list[dict]:
-    """The ``top_k`` prototypes contributing most to ``label`` (default: the predicted one).
-
-    Each item: ``{"class", "k", "p", "contribution", "similarity"}`` plus ``"nearest"`` (training chunks
-    closest to the prototype) when a ``nearest.json`` table is given.
-    """
-    label = label or prediction.label
-    if label not in prediction.contributions:
-        raise ConfigError(f"unknown class {label!r}; classes: {list(prediction.contributions)}")
-    labels = list(prediction.contributions)
-    contrib = prediction.contributions[label]
-    per_class = len(contrib) // len(labels)
-    sims = np.asarray(prediction.similarities, dtype=np.float64).mean(axis=0)
-    table = {int(e["index"]): e.get("nearest", []) for e in (nearest or {}).get("prototypes", [])}
-    out = []
-    for p in sorted(range(len(contrib)), key=lambda i: -contrib[i])[: max(0, top_k)]:
-        item = {"class": labels[p // per_class], "k": p % per_class, "p": p,
-                "contribution": float(contrib[p]), "similarity": float(sims[p])}
-        if p in table:
-            item["nearest"] = table[p]
-        out.append(item)
-    return out
-
 
 class PECMAE:
     """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
@@ -190,20 +125,33 @@ class PECMAE:
         return model
 
     # ---- classification --------------------------------------------------------------------------
-    def classify(self, audio: AudioInput | Sequence[AudioInput], sr: int | None = None,
-                 top_k: int = 3) -> Prediction | list[Prediction]:
-        """Classify a path, bytes, or numpy/torch samples (with ``sr``); a list gives a list.
+    @overload
+    def classify(self, audio: list | tuple, sr: int | None = None,
+                 top_k: int = 3) -> list[Prediction | ClassificationFailure]: ...
+    @overload
+    def classify(self, audio: AudioInput, sr: int | None = None, top_k: int = 3) -> Prediction: ...
+    def classify(self, audio, sr=None, top_k=3):
+        """Classify a path, bytes, or numpy/torch samples (with ``sr``).
 
-        Raises :class:`~pecmae_hub.errors.AudioError` naming the input when it cannot be decoded.
+        One input gives a :class:`Prediction` or raises a typed error (e.g.
+        :class:`~pecmae_hub.errors.AudioError` naming the input). A list or tuple gives a list of the
+        same length and order in which every input was tried: a :class:`Prediction` for each one that
+        worked, a :class:`ClassificationFailure` (``ok=False``, error type and message) for each that
+        did not.
         """
         if isinstance(audio, (list, tuple)):
-            return [self._classify_one(a, sr, top_k) for a in audio]
+            return [self._classify_or_failure(a, sr, top_k) for a in audio]
         return self._classify_one(audio, sr, top_k)
+
+    def _classify_or_failure(self, audio, sr, top_k) -> Prediction | ClassificationFailure:
+        try:
+            return self._classify_one(audio, sr, top_k)
+        except PecmaeError as exc:
+            return ClassificationFailure(source=_source_name(audio), error=type(exc).__name__, message=str(exc))
 
     @torch.no_grad()
     def _classify_one(self, audio, sr, top_k) -> Prediction:
-        source = (os.fspath(audio) if isinstance(audio, (str, os.PathLike))
-                  else "<bytes>" if isinstance(audio, (bytes, bytearray)) else "<array>")
+        source = _source_name(audio)
         wav = load_audio(audio, sr, name=source)
         z = self.autoencoder.encode(wav, sr=SAMPLE_RATE)
         logits = self.head(z).float().cpu()                                   # (n, C)
@@ -351,6 +299,7 @@ class PECMAE:
             model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
             metrics=self.metrics, base_model=spec.repo_id, repo_id=repo_id, render_settings=index)
         (folder / "README.md").write_text(card)
+        write_checksums(folder)
         return folder
 
     def _copy_renders(self, folder: Path) -> dict | None:
@@ -360,9 +309,11 @@ class PECMAE:
         dest = folder / PROTOTYPES_DIR
         dest.mkdir(parents=True, exist_ok=True)
         for entry in index.get("prototypes", []):
-            src = self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}")
-            if Path(src).resolve() != (dest / entry["file"]).resolve():
-                shutil.copyfile(src, dest / entry["file"])
+            name = inside_path(entry["file"], f"{PROTOTYPES_DIR}/index.json")
+            src = self._files.get(f"{PROTOTYPES_DIR}/{name}")
+            if src.resolve() != (dest / name).resolve():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / name)
         (dest / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         return index
 
@@ -377,3 +328,9 @@ class PECMAE:
                                  autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
             return push_folder(tmp, repo_id, private=private, revision=revision, token=token,
                                    commit_message=commit_message)
+
+
+def _source_name(audio) -> str:
+    if isinstance(audio, (str, os.PathLike)):
+        return os.fspath(audio)
+    return "<bytes>" if isinstance(audio, (bytes, bytearray)) else "<array>"

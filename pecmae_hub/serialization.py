@@ -10,17 +10,26 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, overload
 
 import torch
 
 from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
+from pecmae_hub.integrity import verify_hub_download, verify_in_folder, write_checksums
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+@overload
+def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: str | None = ...,
+                 cache_dir: str | os.PathLike | None = ..., local_files_only: bool = ..., token: str | bool | None = ...,
+                 force_download: bool = ..., required: Literal[True] = ...) -> Path: ...
+@overload
+def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: str | None = ...,
+                 cache_dir: str | os.PathLike | None = ..., local_files_only: bool = ..., token: str | bool | None = ...,
+                 force_download: bool = ..., required: bool) -> Path | None: ...
 def resolve_file(
     name_or_path: str | os.PathLike,
     filename: str,
@@ -41,6 +50,7 @@ def resolve_file(
     if local.is_dir():
         path = local / filename
         if path.is_file():
+            verify_in_folder(local, filename)
             return path
         if required:
             raise ModelNotFoundError(f"{filename} not found in model folder {local}")
@@ -52,9 +62,10 @@ def resolve_file(
     from huggingface_hub import errors as hf_errors
 
     try:
-        return Path(
+        downloaded = Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                repo_id, filename, revision=revision, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+                local_files_only=local_files_only,
                 token=token, force_download=force_download,
             )
         )
@@ -78,6 +89,8 @@ def resolve_file(
         return None
     except hf_errors.HFValidationError as exc:
         raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub repo id: {exc}") from None
+    verify_hub_download(downloaded, repo_id, filename)
+    return downloaded
 
 
 def read_config(name_or_path, **kwargs) -> tuple[dict[str, Any], str]:
@@ -156,8 +169,10 @@ class PretrainedMixin:
     config: ModelConfig
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` (versioned) + ``model.safetensors`` to ``folder``."""
-        return save_folder(self, self.config.to_dict(), folder)  # type: ignore[arg-type]
+        """Write ``config.json`` (versioned), ``model.safetensors`` and their ``checksums.json`` to ``folder``."""
+        folder = save_folder(self, self.config.to_dict(), folder)  # type: ignore[arg-type]
+        write_checksums(folder, [CONFIG_NAME, WEIGHTS_NAME])
+        return folder
 
     @classmethod
     def from_pretrained(

@@ -96,7 +96,8 @@ class Edge:
     dst: str  # imported module
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line} -> {self.dst} ({layer_of(self.src)} -> {layer_of(self.dst)})"
+        src, dst = layer_of(self.src) or "unclassified", layer_of(self.dst) or "unclassified"
+        return f"{self.file}:{self.line} -> {self.dst} ({src} -> {dst})"
 
 
 def module_name(path: Path, root: Path) -> str:

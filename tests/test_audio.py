@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from pecmae_hub.audio import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE, chunk_audio, chunk_bounds, frames_for_samples, load_audio, write_wav
-from pecmae_hub.errors import AudioError, PecmaeError
+from pecmae_hub.audio import (
+    AUDIO_EXTENSIONS, FRAME_RATE, HOP_LENGTH, SAMPLE_RATE, chunk_audio, chunk_bounds, collect_audio_files,
+    frames_for_samples, is_audio_file, load_audio, write_wav,
+)
+from pecmae_hub.errors import AudioError, DatasetError, PecmaeError
 
 
 def _signal(sr: int, seconds: float, channels: int = 1) -> np.ndarray:
@@ -134,3 +138,53 @@ def test_write_wav_roundtrip_clips(tmp_path):
     write_wav(tmp_path / "o.wav", wav)
     back, sr = sf.read(tmp_path / "o.wav", dtype="float32")
     assert sr == SAMPLE_RATE and np.allclose(back, np.clip(wav, -1, 1), atol=1e-4)
+
+
+# ---- AUDIO_EXTENSIONS and collect_audio_files ------------------------------------------------------
+_WRITE_FORMAT = {".wav": ("WAV", None), ".flac": ("FLAC", None), ".ogg": ("OGG", None), ".oga": ("OGG", None),
+                 ".opus": ("OGG", "OPUS"), ".mp3": ("MP3", None), ".aif": ("AIFF", None), ".aiff": ("AIFF", None),
+                 ".au": ("AU", None)}
+
+
+@pytest.mark.parametrize("ext", AUDIO_EXTENSIONS)
+def test_every_listed_extension_is_decoded(tmp_path, ext):
+    fmt, subtype = _WRITE_FORMAT[ext]
+    if fmt not in sf.available_formats():
+        pytest.skip(f"this libsndfile has no {fmt}")
+    sr = 48_000 if subtype == "OPUS" else SAMPLE_RATE  # Opus only runs at 48 kHz (and friends)
+    sf.write(tmp_path / f"tone{ext}", _signal(sr, 0.5), sr, format=fmt, subtype=subtype)
+    assert load_audio(tmp_path / f"tone{ext}").shape == (SAMPLE_RATE // 2,)
+    assert ext == ext.lower() and ext not in (".m4a", ".aac")  # libsndfile cannot decode those
+
+
+def test_collect_audio_files_folder_list_sequence_and_spellings(tmp_path, monkeypatch):
+    root = tmp_path / "music"
+    (root / "sub").mkdir(parents=True)
+    for name in ("b.WAV", "sub/a.flac", "._b.wav", "notes.txt", "sub/c.m4a"):
+        (root / name).write_bytes(b"x")
+    found = collect_audio_files(root)
+    assert [(Path(f.path).relative_to(root).as_posix(), f.relpath) for f in found] == [
+        ("b.WAV", "b.WAV"), ("sub/a.flac", "sub/a.flac")]  # hidden, non-audio and m4a files skipped
+    monkeypatch.chdir(tmp_path)
+    (root / "link.wav").symlink_to(root / "b.WAV")
+    listed = collect_audio_files(["music/b.WAV", "./music/b.WAV", str(root / "link.wav"), "missing.wav", "music/sub"])
+    assert [f.path for f in listed] == ["music/b.WAV", "missing.wav", "music/sub/a.flac"]
+    assert [f.relpath for f in listed] == ["music/b.WAV", "missing.wav", "a.flac"]
+    (tmp_path / "list.txt").write_text("# tracks\nmusic/b.WAV\n\nmusic/sub/a.flac\nmusic/./b.WAV\n")
+    assert [f.relpath for f in collect_audio_files(tmp_path / "list.txt")] == ["music/b.WAV", "music/sub/a.flac"]
+    assert collect_audio_files(root / "b.WAV") == [(str(root / "b.WAV"), "b.WAV")]
+    with pytest.raises(DatasetError, match="input not found"):
+        collect_audio_files(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no audio files"):
+        collect_audio_files(tmp_path / "empty")
+    assert not any(is_audio_file(n) for n in ("._x.wav", "x.m4a", "x.txt")) and is_audio_file("X.Opus")
+
+
+def test_audio_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pecmae_hub.audio as a; a.collect_audio_files; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

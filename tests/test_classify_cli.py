@@ -86,6 +86,17 @@ def test_classify_jsonl_and_retry_errors(music, tiny_model_dir, tmp_path, audio_
     assert all(r["error"] is None for r in rows) and rows[1]["label"] in LABELS
 
 
+def test_one_file_is_one_input_whatever_its_spelling(music, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(music)
+    out = tmp_path / "p.csv"
+    common = ["--model", str(tiny_model_dir), "--out", str(out), "--no-progress", "--device", "cpu"]
+    calls = _count_classify(monkeypatch)
+    assert main(["classify", "a.wav", "./a.wav", str(music / "a.wav"), *common]) == 0
+    assert calls == ["a.wav"] and [r["path"] for r in _csv(out)] == ["a.wav"]
+    assert main(["classify", str(music), *common]) == 0  # a.wav is done, under another spelling
+    assert calls == ["a.wav", str(music / "c.wav"), str(music / "sub" / "b.flac")]
+
+
 def test_classify_all_failed_and_bad_arguments(music, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "p.csv"
     assert main(["classify", str(music / "c.wav"), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress"]) == 1

@@ -69,6 +69,10 @@ def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, c
     card = (out / "README.md").read_text()
     assert checkpoint_io.sha256_file(files["ckpt"]) in card and checkpoint_io.sha256_file(files["encodec"]) in card
     assert "CC-BY-NC 4.0" in card and "check the upstream licence" in card and "weights.ckpt" in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard(card).data  # front matter built by ModelCardData (hub.cards), parsed back
+    assert meta.library_name == "pecmae-hub" and meta.license == "other" and "converted" in meta.tags
 
     ae = Autoencoder.from_pretrained(out)
     sd = files["diff_state"]

@@ -10,6 +10,7 @@ from torch import nn
 
 from pecmae_hub.cli.convert import add_head_arguments, convert_head_from_args
 from pecmae_hub.convert.head import convert_head
+from pecmae_hub.data.split_files import parse_labels
 from pecmae_hub.errors import CheckpointError, ConfigError
 from pecmae_hub.models.head import PrototypeHead
 
@@ -72,12 +73,14 @@ def test_checkpoint_without_summarizer_and_labels_from_file(tmp_path):
     state = upstream_state(summarizer=False)
     ckpt = save_lightning(tmp_path / "x.ckpt", state)
     (tmp_path / "labels.txt").write_text("blu\ncla\ncou\n")
-    head = convert_head(ckpt, str(tmp_path / "labels.txt"), 0.0, 0.5, None)
+    head = convert_head(ckpt, parse_labels(tmp_path / "labels.txt"), 0.0, 0.5, None)
     assert head.config.summarizer == "none" and head.labels == LABELS
     z = torch.randn(4, D)
     with torch.no_grad():
         torch.testing.assert_close(head(z), reference_logits(state, z, 0.0, 0.5), atol=1e-5, rtol=1e-5)
-    assert convert_head(ckpt, "blu,cla,cou", 0.0, 0.5, None).labels == LABELS
+    assert convert_head(ckpt, parse_labels("blu,cla,cou"), 0.0, 0.5, None).labels == LABELS
+    with pytest.raises(ConfigError, match="list of class names"):  # text is parsed by the caller (the CLI)
+        convert_head(ckpt, "blu,cla,cou", 0.0, 0.5, None)
 
 
 def test_inconsistent_arguments_raise_config_error(tmp_path):
@@ -107,10 +110,10 @@ def test_unexpected_keys_and_foreign_files_raise_checkpoint_error(tmp_path):
 def test_pickled_objects_are_refused_with_a_recipe(tmp_path):
     ckpt = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": upstream_state(), "hyper_parameters": argparse.Namespace(lr=1e-3)}, ckpt)
-    with pytest.raises(CheckpointError, match=r"weights_only=True.*refuses.*plain state dict"):
+    with pytest.raises(CheckpointError, match=r"weights_only=True.*refuses.*re-save just the state dict"):
         convert_head(ckpt, LABELS, 0.0, 0.5, None)
     (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         convert_head(tmp_path / "garbage.ckpt", LABELS, 0.0, 0.5, None)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from pecmae_hub.data import split_files
 from pecmae_hub.data import splits as ds
 from pecmae_hub.errors import ConfigError, DatasetError
 
@@ -214,3 +215,34 @@ def test_folder_and_kind_errors(tmp_path):
         ds.load_dataset_splits("folders", tmp_path, metadata="x.csv")
     with pytest.raises(DatasetError, match="not one of"):
         ds.DatasetSplits(("a",), [("b", "x.wav")], [], [])
+
+
+def test_split_file_rules_name_file_and_line(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("\ufefflabel\tpath\n# a comment\nblu\tblues/a.wav\n\nroc\trock/b.wav\n", encoding="utf-8")
+    assert split_files.read_tsv(path) == [("blu", "blues/a.wav"), ("roc", "rock/b.wav")]  # BOM, header, comment skipped
+    path.write_text("blu\tblues/a.wav\textra\n")
+    with pytest.raises(DatasetError, match=r"train\.tsv:1: expected 'label<TAB>relative/path'"):
+        split_files.read_tsv(path)
+    path.write_text("blu\tx.wav\nblu\tx.wav\nroc\tx.wav\n")
+    with pytest.raises(DatasetError, match=r"train\.tsv:3: x\.wav is labelled 'roc', but 'blu' on line 1"):
+        split_files.read_tsv(path)
+    (tmp_path / "empty.tsv").write_text("")
+    assert split_files.read_tsv(tmp_path / "empty.tsv") == []
+
+
+def test_labels_file_and_label_lists(tmp_path):
+    path = tmp_path / "labels.txt"
+    split_files.write_labels(path, ["b", "a"])
+    assert path.read_text() == "b\na\n" and split_files.read_labels(path) == ["b", "a"] == split_files.parse_labels(path)
+    path.write_text("a\n\nb\na\n")
+    with pytest.raises(DatasetError, match=r"labels\.txt:4: label 'a' repeated \(first on line 1\)"):
+        split_files.read_labels(path)
+    assert split_files.parse_labels(" a, b ,c") == ["a", "b", "c"] == split_files.parse_labels(["a", "b", "c"])
+    with pytest.raises(ConfigError, match="repeated"):
+        split_files.parse_labels("a,a")
+    with pytest.raises(ConfigError, match="no labels"):
+        split_files.parse_labels(" , ")
+    with pytest.raises(DatasetError, match="contains a tab"):
+        split_files.write_labels(path, ["a\tb"])
+    assert path.read_text() == "a\n\nb\na\n"  # a refused write leaves the old file

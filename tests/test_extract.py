@@ -11,7 +11,7 @@ import torch
 from pecmae_hub import cli
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.training.extract import collect_inputs, extract_features
+from pecmae_hub.training.extract import extract_features, extract_jobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,7 +73,7 @@ def test_interrupted_run_resumes_with_the_remaining_files(ae, audio_dir, tmp_pat
         extract_features(audio_dir, out, ae, batch_size=1, progress=False, on_track_done=stop_after_first)
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy"))
     assert written == [done[0].rsplit(".", 1)[0] + ".npy"]
-    assert not list(out.rglob("*.tmp"))
+    assert not list(out.rglob(".*.tmp*"))  # no temporary file of an atomic write is left
     again = []
     s = extract_features(audio_dir, out, ae, progress=False, on_track_done=again.append)
     assert (s.skipped, s.written, s.failed) == (1, 2, 1)
@@ -91,15 +91,32 @@ def test_other_autoencoder_in_the_same_folder_is_refused(ae, audio_dir, tmp_path
 
 def test_list_file_and_sequence_inputs(audio_dir, tmp_path):
     lst = audio_dir / "list.txt"
-    lst.write_text("a/sine.wav\n# comment\n\nb/short.ogg\n" + str(tmp_path / "elsewhere" / "x.wav") + "\n")
-    jobs = collect_inputs(lst)
+    lst.write_text("a/sine.wav\n# comment\n\nb/short.ogg\n" + str(tmp_path / "elsewhere" / "x.wav") + "\n"
+                   "b/../a/sine.wav\n")  # the same file again, spelled differently: listed once
+    jobs = extract_jobs(lst)
     assert [rel for _, rel in jobs] == ["a/sine.wav", "b/short.ogg", "elsewhere/x.wav"]
-    assert [rel for _, rel in collect_inputs([audio_dir / "a" / "sine.wav"])] == ["a/sine.wav"]
+    assert [rel for _, rel in extract_jobs([audio_dir / "a" / "sine.wav"])] == ["a/sine.wav"]
     (audio_dir / "a" / "sine.flac").write_bytes(b"")
     with pytest.raises(DatasetError, match="would both be written to a/sine.npy"):
-        collect_inputs(audio_dir)
+        extract_jobs(audio_dir)
     with pytest.raises(DatasetError, match="input not found"):
-        collect_inputs(tmp_path / "nope")
+        extract_jobs(tmp_path / "nope")
+
+
+def test_atomic_writes_keep_the_old_file_when_interrupted(tmp_path):
+    from pecmae_hub.serialization import atomic_path, atomic_save_npy, atomic_write_text
+
+    target = tmp_path / "sub" / "x.npy"
+    atomic_save_npy(target, np.arange(3))
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise KeyboardInterrupt
+    assert np.load(target).tolist() == [0, 1, 2] and [p.name for p in target.parent.iterdir()] == ["x.npy"]
+    atomic_save_npy(tmp_path / "y.data", np.zeros(2))  # exactly that name: np.save appends no .npy
+    assert np.load(tmp_path / "y.data").shape == (2,)
+    atomic_write_text(tmp_path / "t.tsv", "a\tb\n")
+    assert (tmp_path / "t.tsv").read_bytes() == b"a\tb\n"
 
 
 def test_extract_train_evaluate_end_to_end(ae, tmp_path, capsys):

@@ -75,6 +75,20 @@ def test_every_input_kind_gives_the_same_prediction(model, audio_files):
     assert len(model.classify(audio_files["flac"]).chunk_starts) == 2
 
 
+def test_list_call_tries_every_input_and_loses_nothing(model, audio_files, tmp_path):
+    from pecmae_hub.prediction import ClassificationFailure
+
+    inputs = [audio_files["wav"], tmp_path / "missing.wav", audio_files["corrupt"], b"not audio", audio_files["ogg"]]
+    out = model.classify(inputs)
+    assert len(out) == 5 and [item.ok for item in out] == [True, False, False, False, True]
+    assert all(isinstance(item, ClassificationFailure) and item.error == "AudioError" for item in out[1:4])
+    assert str(tmp_path / "missing.wav") in out[1].message and out[3].source == "<bytes>"
+    _same(out[0], model.classify(audio_files["wav"]))
+    _same(out[4], model.classify(audio_files["ogg"]))
+    with pytest.raises(AudioError):  # a single input still raises its typed error
+        model.classify(tmp_path / "missing.wav")
+
+
 def test_prediction_json_round_trip(model, audio_files):
     pred = model.classify(audio_files["ogg"])
     data = json.loads(pred.to_json())

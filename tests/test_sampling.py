@@ -19,6 +19,8 @@ from pecmae_hub.schedulers import (
 )
 
 DIFFUSERS = [name for name in SCHEDULERS if name != "upstream"]
+# diffusers' own numpy 2 deprecation notice inside set_timesteps, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def exact_predictor(x0: torch.Tensor):

@@ -12,23 +12,11 @@ import os
 import sys
 from pathlib import Path
 
-from pecmae_hub.errors import AudioError, ConfigError, ModelNotFoundError
+from pecmae_hub.audio import collect_audio_files, file_key
+from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".m4a"}
 FIXED_COLUMNS = ["path", "label", "confidence", "duration", "n_chunks", "top_prototypes", "error"]
-
-
-def collect_inputs(paths: list[str]) -> list[str]:
-    """Files as given, folders expanded (recursively, sorted) to their audio files; duplicates dropped."""
-    out: list[str] = []
-    for arg in paths:
-        if os.path.isdir(arg):
-            found = sorted(str(p) for p in Path(arg).rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-            out.extend(found)
-        else:
-            out.append(arg)  # missing files are reported as error rows
-    return list(dict.fromkeys(out))
 
 
 def output_format(out: str) -> str:
@@ -78,10 +66,9 @@ def _drop_rows(out: str, fmt: str, paths: set[str]) -> None:
             continue
         if path not in paths:
             keep.append(line)
-    tmp = out + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        f.writelines(keep)
-    os.replace(tmp, out)
+    from pecmae_hub.serialization import atomic_write_text
+
+    atomic_write_text(out, "".join(keep))
 
 
 def _top_text(pred) -> str:
@@ -90,16 +77,16 @@ def _top_text(pred) -> str:
 
 def run_classify(args: argparse.Namespace) -> int:
     fmt = output_format(args.out)
-    inputs = collect_inputs(args.paths)
-    if not inputs:
-        raise AudioError(f"no audio files found in {args.paths}")
+    # folders expanded, one file under several spellings once; missing files stay, to get an error row
+    inputs = [f.path for f in collect_audio_files(args.paths)]
     done, header = read_done(args.out, fmt)
     if args.retry_errors:
         failed = {p for p, e in done.items() if e}
         if failed:
             _drop_rows(args.out, fmt, failed)
             done = {p: e for p, e in done.items() if not e}
-    todo = [p for p in inputs if p not in done]
+    done_files = {file_key(p) for p in done}  # an input done under another spelling is done
+    todo = [p for p in inputs if file_key(p) not in done_files]
     skipped = len(inputs) - len(todo)
     if not todo:
         print(f"pecmae classify: nothing to do, all {skipped} inputs are already in {args.out}", file=sys.stderr)

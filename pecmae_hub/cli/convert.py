@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
-from pecmae_hub.convert.head import convert_head, norm_stats_from_features
+from pecmae_hub.convert.head import convert_head
+from pecmae_hub.data.split_files import parse_labels
+from pecmae_hub.training.features import norm_stats_from_split
 
 import argparse
 
@@ -135,7 +137,7 @@ def convert_head_from_args(args: argparse.Namespace) -> PrototypeHead:
     if args.norm_from_features:
         if not args.norm_split:
             raise ConfigError("--norm-from-features needs --norm-split TSV (the training split)")
-        mean, std = norm_stats_from_features(args.norm_from_features, args.norm_split)
+        mean, std = norm_stats_from_split(args.norm_from_features, args.norm_split)
     elif args.norm_mean is None or args.norm_std is None:
         raise ConfigError(
             "--head needs the training normalisation statistics: --norm-mean M --norm-std S, or "
@@ -144,7 +146,7 @@ def convert_head_from_args(args: argparse.Namespace) -> PrototypeHead:
     else:
         mean, std = args.norm_mean, args.norm_std
     ae = AutoencoderRef(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision)
-    head = convert_head(args.head, args.labels, mean, std, args.out, args.protos_per_class, args.summarizer,
+    head = convert_head(args.head, parse_labels(args.labels), mean, std, args.out, args.protos_per_class, args.summarizer,
                         args.distance, ae)
     print(f"converted {args.head}: {head.num_classes} classes x {head.protos_per_class} prototypes, "
           f"D={head.embedding_dim}, summarizer={head.config.summarizer}, norm mean={mean:.6g} std={std:.6g} "

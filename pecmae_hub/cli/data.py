@@ -1,9 +1,12 @@
-"""`pecmae data ...`: generate data sets."""
-from __future__ import annotations
-from pecmae_hub.data.gm_solos.render import BANKS, TEST_BANKS, generate_dataset, read_metadata, render_examples
-from pecmae_hub.errors import ConfigError
-from pecmae_hub.data.gm_solos.render import TRAIN_BANKS
+"""`pecmae data ...`: generate data sets.
 
+This module owns the ``data`` group; each data set adds its commands to the group's sub-parsers
+through a ``register_<name>(datasets)`` function listed in :data:`DATASET_COMMANDS`.
+"""
+from __future__ import annotations
+
+from pecmae_hub.data.gm_solos.render import BANKS, TEST_BANKS, TRAIN_BANKS, generate_dataset, read_metadata, render_examples
+from pecmae_hub.errors import ConfigError
 
 
 def _cli_gm_solos(args) -> int:
@@ -26,13 +29,17 @@ def _cli_examples(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    """Add ``pecmae data gm-solos`` and ``pecmae data gm-solos-examples`` (creating ``data`` if needed)."""
-    data = subparsers.choices.get("data")
-    if data is None:
-        data = subparsers.add_parser("data", help="generate data sets", description="Generate data sets.")
-        data.set_defaults(func=lambda _args: data.print_help() or 2)
-        data._pecmae_sub = data.add_subparsers(dest="data_command", metavar="DATASET")
-    p = data._pecmae_sub.add_parser(
+    """Add the ``pecmae data`` group, then every data set's commands into it (:data:`DATASET_COMMANDS`)."""
+    data = subparsers.add_parser("data", help="generate data sets", description="Generate data sets.")
+    data.set_defaults(func=lambda _args: data.print_help() or 2)
+    datasets = data.add_subparsers(dest="data_command", metavar="DATASET")
+    for register in DATASET_COMMANDS:
+        register(datasets)
+
+
+def register_gm_solos(datasets) -> None:
+    """Add ``pecmae data gm-solos`` and ``pecmae data gm-solos-examples`` to the ``data`` group's sub-parsers."""
+    p = datasets.add_parser(
         "gm-solos", help="render the GM-Solos instrument data set (8 Medley-Solos-DB classes)",
         description="Render GM-Solos clips with FluidSynth. Banks: " + ", ".join(
             f"{b} ({BANKS[b]})" for b in BANKS) + f"; {', '.join(TEST_BANKS)} is the held-out test bank.")
@@ -49,8 +56,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--duration", type=float, default=3.0, help="clip length in seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cli_gm_solos)
-    e = data._pecmae_sub.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (docs, app)")
+    e = datasets.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (docs, app)")
     e.add_argument("out", help="folder for <label_slug>.wav")
     e.add_argument("--bank", default="timgm6mb", choices=list(BANKS))
     e.add_argument("--seed", type=int, default=12345, help="not 0, so the clips are not in the data set")
     e.set_defaults(func=_cli_examples)
+
+
+#: the registration function of every data set of ``pecmae data`` (each adds its commands to the group)
+DATASET_COMMANDS = (register_gm_solos,)

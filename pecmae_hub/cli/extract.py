@@ -1,5 +1,6 @@
 """`pecmae extract`: encode audio into per-chunk z features."""
 from __future__ import annotations
+from pecmae_hub.audio import AUDIO_EXTENSIONS
 from pecmae_hub.training.extract import FAILURES_NAME, extract_features
 
 from pathlib import Path
@@ -21,7 +22,8 @@ def register_cli(subparsers) -> None:
     """Add ``pecmae extract``."""
     p = subparsers.add_parser(
         "extract", help="encode audio tracks into per-chunk z features (.npy)",
-        description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file (wav, flac, ogg, mp3), "
+        description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file "
+                    f"({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}), "
                     "plus extract_manifest.json and failures.tsv. Re-running resumes. "
                     "Multi-GPU: accelerate launch -m pecmae_hub.cli extract ...")
     p.add_argument("inputs", metavar="AUDIO_DIR_OR_LIST",

@@ -1,7 +1,10 @@
 """`pecmae recipe ...`: train a model end to end."""
 from __future__ import annotations
-from pecmae_hub.recipes.gm_solos import RecipeConfig, STAGES, run_recipe
 
+import sys
+
+from pecmae_hub.errors import IncompleteRunError
+from pecmae_hub.recipes.gm_solos import STAGES, RecipeConfig, run_recipe
 
 
 def _run_cli(args) -> int:
@@ -10,7 +13,11 @@ def _run_cli(args) -> int:
                        label_weight=args.label_weight, ae_time_budget_s=args.ae_time_budget,
                        head_steps=args.head_steps, protos_per_class=args.protos_per_class,
                        sonify_steps=args.sonify_steps, out=args.out, ae_init=args.ae_init)
-    run_recipe(cfg, args.stage or None)
+    try:
+        run_recipe(cfg, args.stage or None)
+    except IncompleteRunError as exc:
+        print(f"pecmae recipe: {exc}", file=sys.stderr)
+        return 3  # distinct from errors (1): the run is healthy and resumable, a wrapper may simply rerun it
     return 0
 
 
@@ -28,7 +35,7 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--ae-batch-size", type=int, default=32)
     parser.add_argument("--label-weight", type=float, default=1.0,
                         help="weight of the supervised contrastive term in autoencoder training (0: no labels)")
-    parser.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable) when spent")
+    parser.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable, exit code 3) when spent")
     parser.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     parser.add_argument("--head-steps", type=int, default=3000)
     parser.add_argument("--protos-per-class", type=int, default=3)

@@ -9,10 +9,10 @@ Three kinds of input (spec §3, §4, §5.6):
   ``config.gin`` next to the weights), else ``--chunk-seconds``.
 - ``--encodecmae``: an EnCodecMAE v1 ``model.pt`` (``{'state_dict': ...}``), frame encoder only, plus
   ``--encodec``.
-- ``--head``: an upstream PrototypeNet checkpoint, handed to :mod:`pecmae_hub.convert_head`.
+- ``--head``: an upstream PrototypeNet checkpoint, handed to :mod:`pecmae_hub.convert.head`.
 
 Nothing is unpickled: ``torch.load(weights_only=True)`` only (or ``.safetensors``), see
-:mod:`pecmae_hub.checkpoint_io`. Upstream key names are mapped to ours by :mod:`pecmae_hub.key_mapping`
+:mod:`pecmae_hub.convert.checkpoint_io`. Upstream key names are mapped to ours by :mod:`pecmae_hub.convert.key_mapping`
 (whose docstring has the table); unknown keys are an error.
 """
 from __future__ import annotations
@@ -237,9 +237,10 @@ def _source_text(sources: list[SourceFile]) -> str:
 
 
 def model_card(conversion: Conversion) -> str:
-    """README.md for a converted autoencoder: provenance, checksums, licence notes, usage."""
-    model = conversion.model
-    cfg = model.config
+    """README.md for a converted autoencoder: provenance, checksums, licence notes, usage
+    (:func:`pecmae_hub.hub.cards.render_autoencoder_card`)."""
+    from pecmae_hub.hub.cards import render_autoencoder_card
+
     try:
         from importlib.metadata import version
 
@@ -247,57 +248,14 @@ def model_card(conversion: Conversion) -> str:
     except Exception:
         ours = "unknown"
     kind = "diffusion autoencoder (audio → z → audio)" if conversion.kind == "autoencoder" else "EnCodecMAE frame encoder (audio → z)"
-    licences = [LICENCE_NOTES["encodec"], LICENCE_NOTES[conversion.kind]]
-    lines = [
-        "---",
-        "library_name: pecmae-hub",
-        "license: other",
-        "license_name: upstream-licences",
-        "tags: [pecmae, audio, music, encodec, encodecmae, converted]",
-        "---",
-        "",
-        f"# Converted upstream {kind}",
-        "",
+    intro = (
         f"Converted with `pecmae convert` (pecmae-hub {ours}) on {_dt.date.today().isoformat()} from the upstream files "
         "below. Weights are unchanged; only key names differ (the shared feed-forward network of each transformer "
-        "is stored once). Load it with `Autoencoder.from_pretrained(<this folder or repo>)`.",
-        "",
-        "## Source files",
-        "",
-        "| role | file | container | size (bytes) | sha256 |",
-        "|---|---|---|---|---|",
-    ]
-    for s in conversion.sources:
-        lines.append(f"| {s.role} | `{s.name}` | {s.container} | {s.size} | `{s.sha256}` |")
-    lines += ["", "## Licence notes", ""]
-    lines += [f"- {text}" for text in licences]
-    lines += [
-        "- The converted weights are a derivative of the files above: their terms apply to it. "
-        "This card does not grant any licence.",
-        "",
-        "## Configuration",
-        "",
-        f"- chunk length: {cfg.chunk_seconds:g} s ({model.chunk_frames} frames at 75 Hz); embedding dimension D = {cfg.model_dim}",
-        f"- frame encoder: {cfg.frame_layers} ResiDual layers, {cfg.frame_heads} heads, FFN {cfg.ff_dim}",
-    ]
-    if cfg.cls_layers:
-        lines.append(f"- CLS encoder: {cfg.cls_layers} layers, {cfg.cls_heads} heads; z = the CLS output (never zeroed)")
-    if cfg.denoiser_layers:
-        lines.append(f"- denoiser: {cfg.denoiser_layers} layers, {cfg.denoiser_heads} heads; v-diffusion, angle schedule")
-    lines += ["", "## Conversion notes", ""]
-    lines += [f"- {note}" for note in conversion.notes]
-    for what, count in sorted(conversion.dropped.items()):
-        lines.append(f"- dropped {count} tensors: {what}")
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from pecmae_hub.autoencoder import Autoencoder",
-        'ae = Autoencoder.from_pretrained("path/or/org-name")',
-        'z = ae.encode("song.wav")            # (n_chunks, D)',
-    ]
-    if cfg.denoiser_layers:
-        lines.append("audio = ae.decode(z[:1], steps=40, guidance=1.0, seed=0)  # 24 kHz")
-    lines += ["```", ""]
-    return "\n".join(lines)
+        "is stored once). Load it with `Autoencoder.from_pretrained(<this folder or repo>)`."
+    )
+    return render_autoencoder_card(
+        title=f"Converted upstream {kind}", intro=intro, config=conversion.model.config,
+        chunk_frames=conversion.model.chunk_frames, sources=conversion.sources,
+        licence_notes=[LICENCE_NOTES["encodec"], LICENCE_NOTES[conversion.kind]], notes=conversion.notes,
+        dropped=conversion.dropped,
+    )

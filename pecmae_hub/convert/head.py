@@ -4,20 +4,18 @@ The checkpoint holds ``protos`` (P, 1, D), ``linear.{weight,bias}`` and, with th
 summariser, ``time_summarizer.layers.0.*`` (spec §7.2), possibly under a ``model.`` prefix and next
 to ``discriminator.*`` (dropped). It does not hold the label names nor the normalisation statistics
 (upstream never saved them, §12.15/§12.26): they are given here, or the statistics are computed
-from the training features with :func:`norm_stats_from_features`.
+from the training features with :func:`pecmae_hub.training.features.norm_stats_from_split`.
 """
 from __future__ import annotations
 
 import os
-import pickle
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
+from pecmae_hub.convert.checkpoint_io import read_state_dict
+from pecmae_hub.errors import CheckpointError, ConfigError
 from pecmae_hub.serialization import load_state_dict_strict
-from pecmae_hub.training.features import compute_norm_stats, load_features, parse_labels, read_split
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 
@@ -25,42 +23,26 @@ _SUMMARIZER_PREFIX = "time_summarizer."
 
 
 def read_upstream_state(ckpt_path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The PrototypeNet tensors of an upstream checkpoint, without unpickling code, prefix stripped."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ModelNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "global" not in str(exc).lower():  # garbage gives "Unsupported operand", objects "Unsupported global"
-            raise CheckpointError(f"{path} is not a readable torch checkpoint: {str(exc).splitlines()[0]}") from None
-        raise CheckpointError(
-            f"{path} cannot be read with torch.load(weights_only=True): it needs arbitrary Python objects "
-            f"to be unpickled, which pecmae refuses (it could run code). Re-save it as a plain state dict in "
-            f"a trusted environment: ckpt = torch.load(path, weights_only=False); "
-            f"torch.save({{'state_dict': ckpt['state_dict']}}, 'clean.ckpt')"
-        ) from None
-    except Exception as exc:  # torch raises KeyError/RuntimeError/EOFError... for files that are not checkpoints
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(exc).__name__}: {exc})") from None
-    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (expected a Lightning checkpoint or a state dict)")
+    """The PrototypeNet tensors of an upstream checkpoint, ``model.`` prefix stripped, ``discriminator.*`` dropped.
+
+    Read by :func:`~pecmae_hub.convert.checkpoint_io.read_state_dict`: nothing is unpickled.
+    """
+    state, _ = read_state_dict(ckpt_path, "PrototypeNet checkpoint")
     out = {}
     for key, value in state.items():
         key = key[len("model."):] if key.startswith("model.") else key
-        if key.startswith("discriminator."):
-            continue
-        out[key] = value.detach().float()
+        if not key.startswith("discriminator."):
+            out[key] = value.float()
     if "protos" not in out:
         raise CheckpointError(
-            f"{path} has no 'protos' tensor: it is not a PECMAE PrototypeNet checkpoint (keys: {sorted(out)[:8]})"
+            f"{ckpt_path} has no 'protos' tensor: it is not a PECMAE PrototypeNet checkpoint (keys: {sorted(out)[:8]})"
         )
     return out
 
 
 def convert_head(
     ckpt_path: str | os.PathLike,
-    labels: str | Sequence[str],
+    labels: Sequence[str],
     norm_mean: float,
     norm_std: float,
     out_dir: str | os.PathLike | None,
@@ -71,12 +53,18 @@ def convert_head(
 ) -> PrototypeHead:
     """Convert an upstream checkpoint; writes the head folder to ``out_dir`` (if given) and returns it.
 
-    ``labels`` are the class names in upstream id order (a list, a comma string or a file).
+    ``labels`` are the class names in upstream id order, as a list (a comma list or a ``labels.txt``
+    is parsed by :func:`pecmae_hub.data.split_files.parse_labels`, as ``pecmae convert --labels`` does).
     K = P / C and the summariser are inferred from the tensors; passing them checks the inference.
     ``distance`` is the upstream ``--proto-loss`` (not stored in the checkpoint). The head gives the
     upstream logits for the normalised z; it normalises raw z itself with ``norm_mean``/``norm_std``.
     """
-    labels = parse_labels(labels)
+    if isinstance(labels, (str, os.PathLike)):
+        raise ConfigError(
+            f"labels must be a list of class names, got {labels!r}; read a comma list or a labels file with "
+            "pecmae_hub.data.split_files.parse_labels"
+        )
+    labels = [str(label) for label in labels]
     state = read_upstream_state(ckpt_path)
     protos = state["protos"]
     if protos.ndim == 2:
@@ -113,10 +101,3 @@ def convert_head(
     if out_dir is not None:
         head.save_pretrained(out_dir)
     return head
-
-
-def norm_stats_from_features(features_dir: str | os.PathLike, split: str | os.PathLike) -> tuple[float, float]:
-    """Recompute the upstream scalar normalisation statistics from the training split's feature files."""
-    # the label order is irrelevant for the statistics: take the split's own first-seen order
-    labels = list(dict.fromkeys(label for label, _ in read_split(split)))
-    return compute_norm_stats(load_features(features_dir, split, label_names=labels).chunks()[0])

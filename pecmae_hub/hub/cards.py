@@ -1,8 +1,14 @@
-"""Model cards of PECMAE repos, built with huggingface_hub's ModelCard / ModelCardData."""
+"""Model cards of PECMAE repos (classifier and autoencoder), built with huggingface_hub's ModelCard / ModelCardData.
+
+Both cards share :func:`card_text`: the YAML front matter comes from ``ModelCardData`` (never written
+by hand), always with ``library_name: pecmae-hub``.
+"""
 from __future__ import annotations
-from pecmae_hub.hub.registry import LIBRARY_NAME
 
 import re
+from typing import Any, Mapping, Sequence
+
+from pecmae_hub.hub.registry import LIBRARY_NAME
 
 _METRIC_WORDS = re.compile(r"acc|f1|precision|recall|auc|map\b", re.I)
 
@@ -33,12 +39,20 @@ def metric_entries(metrics: dict | None) -> tuple[str | None, list[tuple[str, st
     return split, out
 
 
+def card_text(body: str, **metadata: Any) -> str:
+    """A ``README.md``: ``ModelCardData(library_name=pecmae-hub, **metadata)`` as YAML front matter, then ``body``."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(library_name=LIBRARY_NAME, **metadata)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+
+
 def render_model_card(*, model_name: str, labels: list[str], protos_per_class: int, info: dict | None = None,
                       metrics: dict | None = None, base_model: str | None = None, repo_id: str | None = None,
                       render_settings: dict | None = None) -> str:
     """The ``README.md`` of a PECMAE repo: YAML front matter (library, task, tags, datasets, base model,
     license, model-index) and a text on the model, its data split, usage and its prototypes."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import EvalResult
 
     info = dict(info or {})
     dataset = info.get("dataset") or "unknown"
@@ -49,8 +63,8 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
                    dataset_name=dataset, dataset_split=str(split), metric_type=kind, metric_name=name, metric_value=value)
         for kind, name, value in entries
     ]
-    data = ModelCardData(
-        library_name=LIBRARY_NAME, pipeline_tag="audio-classification", license=info.get("license", "mit"),
+    metadata = dict(
+        pipeline_tag="audio-classification", license=info.get("license", "mit"),
         tags=sorted({"pecmae", "prototype-learning", "interpretability", "audio", "music", *info.get("tags", [])}),
         datasets=info.get("datasets") or [dataset], base_model=base_model,
         model_name=model_name if eval_results else None, eval_results=eval_results or None,
@@ -105,5 +119,48 @@ audio = model.sonify(("{labels[0]}", 0), steps=40, guidance=1.0, seed=0)   # flo
 
 or `pecmae sonify --model {ref} --prototype {labels[0]}:0 --out prototype.wav`.
 """
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
+    return card_text(body, **metadata)
+
+
+def render_autoencoder_card(*, title: str, intro: str, config: Any, chunk_frames: int, sources: Sequence[Any],
+                            licence_notes: Sequence[str], notes: Sequence[str] = (),
+                            dropped: Mapping[str, int] | None = None) -> str:
+    """The ``README.md`` of an autoencoder folder (e.g. one made by ``pecmae convert``).
+
+    ``config`` is its ``AutoencoderConfig``; ``sources`` are the files it was made from, each with
+    ``role``, ``name``, ``container``, ``size`` and ``sha256`` (``convert.checkpoint_io.SourceFile``);
+    ``licence_notes`` one line per source licence; ``notes`` and ``dropped`` (what -> tensor count)
+    what the conversion did. The front matter says ``license: other`` (the upstream licences apply).
+    """
+    cfg = config
+    lines = [f"# {title}", "", intro, "", "## Source files", "",
+             "| role | file | container | size (bytes) | sha256 |", "|---|---|---|---|---|"]
+    lines += [f"| {s.role} | `{s.name}` | {s.container} | {s.size} | `{s.sha256}` |" for s in sources]
+    lines += ["", "## Licence notes", ""]
+    lines += [f"- {text}" for text in licence_notes]
+    lines += [
+        "- The converted weights are a derivative of the files above: their terms apply to it. "
+        "This card does not grant any licence.",
+        "",
+        "## Configuration",
+        "",
+        f"- chunk length: {cfg.chunk_seconds:g} s ({chunk_frames} frames at 75 Hz); embedding dimension D = {cfg.model_dim}",
+        f"- frame encoder: {cfg.frame_layers} ResiDual layers, {cfg.frame_heads} heads, FFN {cfg.ff_dim}",
+    ]
+    if cfg.cls_layers:
+        lines.append(f"- CLS encoder: {cfg.cls_layers} layers, {cfg.cls_heads} heads; z = the CLS output (never zeroed)")
+    if cfg.denoiser_layers:
+        lines.append(f"- denoiser: {cfg.denoiser_layers} layers, {cfg.denoiser_heads} heads; v-diffusion, angle schedule")
+    if notes or dropped:
+        lines += ["", "## Conversion notes", ""]
+        lines += [f"- {note}" for note in notes]
+        lines += [f"- dropped {count} tensors: {what}" for what, count in sorted((dropped or {}).items())]
+    lines += ["", "## Usage", "", "```python", "from pecmae_hub import Autoencoder", "",
+              'ae = Autoencoder.from_pretrained("path/or/org-name")',
+              'z = ae.encode("song.wav")            # (n_chunks, D)']
+    if cfg.denoiser_layers:
+        lines.append("audio = ae.decode(z[:1], steps=40, guidance=1.0, seed=0)  # 24 kHz")
+    lines += ["```", ""]
+    tags = ["pecmae", "audio", "music", "encodec", "encodecmae", "converted"]
+    return card_text("\n" + "\n".join(lines), license="other", license_name="upstream-licences", tags=tags)
 

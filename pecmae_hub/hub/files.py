@@ -3,13 +3,13 @@ per-process cache of the autoencoders they name."""
 from __future__ import annotations
 from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME, resolve_file
 from pecmae_hub.configuration import AutoencoderRef
-from pecmae_hub.errors import ConfigError
+from pecmae_hub.errors import CheckpointError, ConfigError
 
 import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
     import torch
@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _AUTOENCODERS: dict[tuple, Any] = {}  # in-process cache, keyed by resolved commit/folder and device
+
+
+def inside_path(name: str, where: str) -> str:
+    """``name`` as a clean relative POSIX path, or :class:`CheckpointError` when it could leave its folder."""
+    text = str(name).replace("\\", "/")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not text or text.startswith("/") or (len(text) > 1 and text[1] == ":") or ".." in parts or not parts:
+        raise CheckpointError(f"{where} names the file {name!r}, which is not a path inside the model: refused")
+    return "/".join(parts)
 
 
 class ModelFiles:
@@ -57,16 +66,29 @@ class ModelFiles:
 
         return self.local_files_only or bool(constants.HF_HUB_OFFLINE)
 
+    @overload
+    def get(self, filename: str, required: Literal[True] = ...) -> Path: ...
+    @overload
+    def get(self, filename: str, required: bool) -> Path | None: ...
     def get(self, filename: str, required: bool = True) -> Path | None:
-        """Local path of ``filename`` (downloaded if needed); None for a missing optional file."""
-        name = f"{self.subfolder}/{filename}" if self.subfolder else filename
+        """Local path of ``filename`` (downloaded if needed); None for a missing optional file.
+
+        ``filename`` comes from the model's own files (an index, a config), so it must name a file
+        inside the model: absolute paths, ``..`` and links leading out are a :class:`CheckpointError`.
+        """
+        name = inside_path(f"{self.subfolder}/{filename}" if self.subfolder else filename, self.describe())
         if self.folder is not None:
-            return resolve_file(self.folder, name, required=required)
+            path = resolve_file(self.folder, name, required=required)
+            if path is not None and not path.resolve().is_relative_to(self.folder.resolve()):
+                raise CheckpointError(f"{filename!r} in {self.describe()} links outside the model folder")
+            return path
+        assert self.repo_id is not None
         if not required and self.commit:
             from huggingface_hub import try_to_load_from_cache
             from huggingface_hub.file_download import _CACHED_NO_EXIST
 
-            if try_to_load_from_cache(self.repo_id, name, cache_dir=self.cache_dir, revision=self.commit) is _CACHED_NO_EXIST:
+            cache_dir = None if self.cache_dir is None else os.fspath(self.cache_dir)
+            if try_to_load_from_cache(self.repo_id, name, cache_dir=cache_dir, revision=self.commit) is _CACHED_NO_EXIST:
                 return None  # the Hub already told us this commit has no such file
         path = resolve_file(self.repo_id, name, revision=self.commit or self.revision, cache_dir=self.cache_dir,
                             local_files_only=self._offline(), token=self.token,
@@ -81,12 +103,16 @@ class ModelFiles:
 
     def json(self, filename: str, required: bool = True) -> Any:
         path = self.get(filename, required=required)
-        return None if path is None else json.loads(Path(path).read_text())
+        if path is None:
+            return None
+        try:
+            return json.loads(Path(path).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{filename} of {self.describe()} is not valid JSON: {exc}") from None
 
     def local_dir(self) -> Path:
         """The local folder holding the files fetched so far (the snapshot folder for a Hub repo)."""
-        path = self.get("config.json")
-        return Path(path).parent
+        return self.get(CONFIG_NAME).parent
 
     def child(self, subfolder: str) -> "ModelFiles":
         """The files of ``subfolder`` of this model (same folder, or same repo *and commit*)."""

@@ -93,11 +93,14 @@ def resolve_model(name_or_path: str | os.PathLike, revision: str | None = None) 
     :class:`ModelNotFoundError` listing the known short names.
     """
     text = os.fspath(name_or_path)
+    if not text.strip():
+        raise ModelNotFoundError(f"the model name is empty: give a short name ({', '.join(known_names())}), "
+                                 "a Hub repo id 'org/name' or a model folder")
     if text in REGISTRY:
         entry = REGISTRY[text]
         if entry.embedded:
             return "folder", embedded_model_dir(text), None
-        return "hub", registry_repo_id(text), revision or entry.revision
+        return "hub", f"{hub_org()}/{entry.repo_name}", revision or entry.revision
     folder = Path(text).expanduser()
     if folder.is_dir():
         return "folder", folder, None

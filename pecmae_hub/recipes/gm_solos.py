@@ -22,7 +22,9 @@ import torch
 
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS
+from pecmae_hub.errors import IncompleteRunError
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.serialization import atomic_write_text
 
 STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
 TEST_BANK = TEST_BANKS[0]
@@ -97,6 +99,7 @@ def _load_clips(cfg: RecipeConfig, split: str, samples: int) -> tuple[torch.Tens
 
 
 def stage_autoencoder(cfg: RecipeConfig) -> Path:
+    """Train (or resume) the autoencoder and save it; :class:`IncompleteRunError` when the time budget ends it early."""
     from pecmae_hub.training.autoencoder import AETrainConfig, train_autoencoder
 
     out = Path(cfg.work) / "autoencoder"
@@ -116,8 +119,8 @@ def stage_autoencoder(cfg: RecipeConfig) -> Path:
     train_autoencoder(ae, clips, train_cfg, out, time_budget_s=cfg.ae_time_budget_s, labels=labels)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     if int(state["step"]) < cfg.ae_steps:
-        print(f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); run again to continue")
-        raise SystemExit(3)
+        raise IncompleteRunError(f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); "
+                                 "run again to continue")
     ae.save_pretrained(final)
     return final
 
@@ -174,7 +177,7 @@ def stage_evaluate(cfg: RecipeConfig) -> dict:
         result = evaluate_head(head, sets[split], sets["train"], Path(cfg.work) / "evaluation" / split)
         print(f"== {split} ==\n{format_report(result)}")
         report[split] = {k: v for k, v in result.items() if k != "predictions"}
-    (Path(cfg.work) / "evaluation" / "summary.json").write_text(json.dumps(report, indent=2, default=float))
+    atomic_write_text(Path(cfg.work) / "evaluation" / "summary.json", json.dumps(report, indent=2, default=float))
     return report
 
 
@@ -216,7 +219,11 @@ def stage_package(cfg: RecipeConfig) -> Path:
 
 
 def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
-    """Run the named stages (all by default) in order."""
+    """Run the named stages (all by default) in order.
+
+    Raises:
+        IncompleteRunError: the autoencoder stage spent its time budget; running again continues it.
+    """
     for stage in stages or STAGES:
         print(f"== recipe stage: {stage} ==", flush=True)
         {"data": stage_data, "autoencoder": stage_autoencoder, "extract": stage_extract, "head": stage_head,

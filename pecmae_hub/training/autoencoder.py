@@ -28,6 +28,7 @@ from torch import nn
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.sampling import v_diffusion_targets
+from pecmae_hub.serialization import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -219,11 +220,10 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
                          "schedule": schedule.state_dict(), "step": step, "generator": gen.get_state()}
                 if projector is not None:
                     state["projector"] = projector.state_dict()
-                torch.save(state, out / "checkpoint.tmp")
-                (out / "checkpoint.tmp").replace(ckpt_path)
+                atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
                 if time_budget_s is not None and time.time() - started > time_budget_s:
                     break
     bar.close()
     ae.eval()
-    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    atomic_write_text(out / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
     return ae

@@ -1,14 +1,14 @@
 """Feature sets: per-track chunk embeddings on disk (as written by ``pecmae extract``) plus labels.
 
-Split files are TSVs with lines ``label<TAB>relative/path[.npy|.wav|...]`` (no header, as the
-upstream groundtruth files). Each path resolves to ``<features_dir>/<relpath with suffix .npy>``.
+Split files are TSVs with lines ``label<TAB>relative/path[.npy|.wav|...]`` (as the upstream
+groundtruth files), read by :func:`pecmae_hub.data.split_files.read_tsv`. Each path resolves to
+``<features_dir>/<relpath with suffix .npy>``.
 Missing feature files are reported (count and first names) and skipped, as upstream.
 Label order comes from an explicit list, else ``labels.txt`` in the features folder, else the
 first-seen order of the training split - never Python set order (upstream bug §12.18).
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -17,11 +17,14 @@ from typing import Sequence
 
 import numpy as np
 
-from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
+from pecmae_hub.audio import AUDIO_EXTENSIONS
+from pecmae_hub.data.split_files import LABELS_FILE, parse_labels, read_tsv
+from pecmae_hub.errors import DatasetError, InputShapeError
+
+# kept importable from here until cli/train.py and training/head.py import them from data.split_files
+from pecmae_hub.data.split_files import read_tsv as read_split, write_labels  # noqa: F401
 
 log = logging.getLogger(__name__)
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-LABELS_FILE = "labels.txt"
 
 
 @dataclass
@@ -119,43 +122,6 @@ def _as_chunks(a: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def parse_labels(value: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Labels from a list, a file with one label per line, or a comma-separated string."""
-    if not isinstance(value, (str, os.PathLike)):
-        labels = [str(x).strip() for x in value]
-    elif os.path.isfile(value):
-        labels = [line.strip() for line in Path(value).read_text().splitlines()]
-    else:
-        labels = [x.strip() for x in os.fspath(value).split(",")]
-    labels = [x for x in labels if x]
-    if not labels:
-        raise ConfigError(f"no labels found in {value!r}: give a comma list (a,b,c) or a file with one label per line")
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"repeated labels in {value!r}")
-    return labels
-
-
-def read_split(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Rows ``(label, relpath)`` of a split TSV (CRLF tolerated, blank lines and ``#`` comments skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"split file not found: {path}")
-    rows = []
-    with path.open(newline="") as fh:
-        for n, row in enumerate(csv.reader(fh, delimiter="\t"), 1):
-            row = [c.strip() for c in row]
-            if not row or not any(row) or row[0].startswith("#"):
-                continue
-            if len(row) < 2 or not row[0] or not row[1]:
-                raise DatasetError(f"{path}:{n}: expected 'label<TAB>relative/path', got {row!r}")
-            if n == 1 and row[0].lower() == "label" and row[1].lower() in ("path", "relpath", "filename", "file"):
-                continue  # header line
-            rows.append((row[0], row[1]))
-    if not rows:
-        raise DatasetError(f"split file {path} has no rows")
-    return rows
-
-
 def feature_path(features_dir: str | os.PathLike, relpath: str) -> Path:
     """``<features_dir>/<relpath>`` with an audio or .npy suffix replaced by (or without one, given) ``.npy``."""
     rel = Path(relpath)
@@ -184,9 +150,11 @@ def load_features(features_dir: str | os.PathLike, split, label_names: Sequence[
     (naming it) or when nothing can be loaded.
     """
     if isinstance(split, (str, os.PathLike)):
-        rows = read_split(split)
+        rows = read_tsv(split)
     else:
         rows, split = [(str(a), str(b)) for a, b in split], "<items>"
+    if not rows:
+        raise DatasetError(f"split {split} has no rows")
     names = list(label_names) if label_names is not None else resolve_labels(None, features_dir, rows)
     index = {n: i for i, n in enumerate(names)}
     unknown = sorted({label for label, _ in rows} - set(index))
@@ -232,6 +200,12 @@ def compute_norm_stats(x: np.ndarray) -> tuple[float, float]:
     return mean, std
 
 
-def write_labels(path: str | os.PathLike, labels: Sequence[str]) -> None:
-    """Write ``labels.txt`` (one label per line, in id order)."""
-    Path(path).write_text("".join(f"{x}\n" for x in labels))
+def norm_stats_from_split(features_dir: str | os.PathLike, split) -> tuple[float, float]:
+    """The upstream scalar normalisation statistics recomputed from the feature files of a training split.
+
+    ``split`` is a TSV path or ``(label, relpath)`` items, as for :func:`load_features`.
+    """
+    rows = read_tsv(split) if isinstance(split, (str, os.PathLike)) else [(str(a), str(b)) for a, b in split]
+    # the label order is irrelevant for the statistics: take the split's own first-seen order
+    labels = list(dict.fromkeys(label for label, _ in rows))
+    return compute_norm_stats(load_features(features_dir, split, label_names=labels).chunks()[0])

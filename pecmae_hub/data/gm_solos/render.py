@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import ctypes
-import os
 import sys
 import warnings
 import zlib
@@ -23,6 +22,7 @@ import numpy as np
 
 from pecmae_hub.audio import SAMPLE_RATE, write_wav
 from pecmae_hub.errors import ConfigError, DatasetError, PecmaeError
+from pecmae_hub.serialization import atomic_path
 from pecmae_hub.data.gm_solos.melodies import INSTRUMENTS, Note, compose
 
 LABELS = tuple(i.label for i in INSTRUMENTS)
@@ -291,12 +291,11 @@ def read_metadata(path) -> dict[str, dict[str, str]]:
 
 def _write_metadata(path: Path, rows: dict) -> None:
     order = {b: i for i, b in enumerate(BANKS)}
-    with open(tmp := path.with_name(".metadata.csv.tmp"), "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
         writer.writeheader()
         writer.writerows(sorted(rows.values(), key=lambda r: (
             order.get(r["bank"], len(order)), r["bank"], int(r["label_id"]), int(r["index"]))))
-    os.replace(tmp, path)
 
 
 def _render_task(task: tuple) -> dict:
@@ -307,11 +306,8 @@ def _render_task(task: tuple) -> dict:
         audio, info = _render(bank, label, index, seed, duration)
     except PecmaeError as exc:
         return {"error": f"{rel}: {exc}"}
-    path = Path(out_dir) / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.wav")
-    write_wav(tmp, audio)
-    os.replace(tmp, path)
+    with atomic_path(Path(out_dir) / rel) as tmp:
+        write_wav(tmp, audio)
     return {"path": rel, "label": label, "label_id": LABELS.index(label), "bank": bank,
             "program": info["program"], "melody_source": info["melody_source"], "seed": seed,
             "index": index, "split": split}

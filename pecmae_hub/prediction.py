@@ -1,0 +1,91 @@
+"""What classification returns: a :class:`Prediction` per input (or a :class:`ClassificationFailure`),
+and :func:`explain`, the prototypes behind a decision."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from pecmae_hub.errors import ConfigError
+
+
+@dataclasses.dataclass
+class Prediction:
+    """One classified input; every field is plain JSON (lists, dicts, floats).
+
+    ``similarities`` is (n_chunks, P); ``contributions[c]`` holds, for every prototype p, the mean
+    over chunks of ``linear.weight[c, p] * similarity[p]`` (they sum, with the bias, to ``logits[c]``).
+    ``top_prototypes`` lists the prototypes that pushed hardest towards ``label``.
+    """
+
+    source: str
+    label: str
+    scores: dict[str, float]
+    logits: dict[str, float]
+    chunk_labels: list[str]
+    chunk_starts: list[float]
+    chunk_ends: list[float]
+    similarities: list[list[float]]
+    contributions: dict[str, list[float]]
+    top_prototypes: list[dict]
+    duration: float
+    model: str = ""
+    ok: bool = True
+
+    @property
+    def confidence(self) -> float:
+        return self.scores[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclasses.dataclass
+class ClassificationFailure:
+    """An input of a list call that could not be classified: where, which typed error, and why.
+
+    ``PECMAE.classify([...])`` returns one item per input, in order: a :class:`Prediction` for each
+    input that worked and a ``ClassificationFailure`` for each that did not, so a bad file never
+    costs the results of the others. ``ok`` tells them apart.
+    """
+
+    source: str
+    error: str     # the error class, e.g. "AudioError"
+    message: str
+    ok: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, nearest: dict | None = None) -> list[dict]:
+    """The ``top_k`` prototypes contributing most to ``label`` (default: the predicted one).
+
+    Each item: ``{"class", "k", "p", "contribution", "similarity"}`` plus ``"nearest"`` (training chunks
+    closest to the prototype) when a ``nearest.json`` table is given.
+    """
+    label = label or prediction.label
+    if label not in prediction.contributions:
+        raise ConfigError(f"unknown class {label!r}; classes: {list(prediction.contributions)}")
+    labels = list(prediction.contributions)
+    contrib = prediction.contributions[label]
+    per_class = len(contrib) // len(labels)
+    sims = np.asarray(prediction.similarities, dtype=np.float64).mean(axis=0)
+    table = {int(e["index"]): e.get("nearest", []) for e in (nearest or {}).get("prototypes", [])}
+    out = []
+    for p in sorted(range(len(contrib)), key=lambda i: -contrib[i])[: max(0, top_k)]:
+        item = {"class": labels[p // per_class], "k": p % per_class, "p": p,
+                "contribution": float(contrib[p]), "similarity": float(sims[p])}
+        if p in table:
+            item["nearest"] = table[p]
+        out.append(item)
+    return out
