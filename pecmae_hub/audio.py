@@ -14,7 +14,7 @@ import os
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence, TypeGuard, Union
 
 import numpy as np
 
@@ -34,7 +34,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray, "torch.Tensor"]
 
 
-def _is_tensor(value) -> bool:
+def _is_tensor(value: object) -> TypeGuard[torch.Tensor]:
     # a tensor can only exist once torch is imported, so there is no need to import it here
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
@@ -258,6 +258,6 @@ def collect_audio_files(inputs: str | os.PathLike | Sequence[str | os.PathLike])
             else:
                 files.append(AudioFile(os.fspath(item), f"{p.parent.name}/{p.name}".lstrip("/")))
     if not files:
-        shown = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else ", ".join(map(os.fspath, inputs))
+        shown = os.fspath(inputs) if isinstance(inputs, (str, os.PathLike)) else ", ".join(str(i) for i in inputs)
         raise DatasetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found in {shown}")
     return unique_files(files)

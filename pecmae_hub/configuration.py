@@ -88,8 +88,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AutoencoderRef:
-    """Where a head's autoencoder lives: a folder ``path`` inside the head's folder/repo, or a Hub
-    ``repo_id`` at ``revision``; ``fingerprint`` and ``embedding_dim`` identify the model z came from.
+    """Where a head's autoencoder lives, one of: a folder ``path`` inside the head's folder/repo, a
+    Hub ``repo_id`` in our format at ``revision``, or an upstream ``name`` (e.g.
+    ``"encodecmae-diffusion-4s"``) converted from its authors' repos, pinned by ``sources``
+    (``{source repo id: commit}``). ``fingerprint`` and ``embedding_dim`` identify the model z came from.
     """
 
     repo_id: str | None = None
@@ -97,16 +99,19 @@ class AutoencoderRef:
     path: str | None = None
     fingerprint: str | None = None
     embedding_dim: int | None = None
+    name: str | None = None
+    sources: dict[str, str] | None = None
 
     def __post_init__(self):
-        if self.path and self.repo_id:
-            raise ConfigError(f"an autoencoder reference names either a path or a repo_id, not both: {self}")
+        given = [k for k in ("path", "repo_id", "name") if getattr(self, k)]
+        if len(given) > 1:
+            raise ConfigError(f"an autoencoder reference names one of path, repo_id or name, not {given}: {self}")
         if self.path is not None and (self.path.startswith("/") or ".." in self.path.replace("\\", "/").split("/")):
             raise ConfigError(f"autoencoder path {self.path!r} must be a folder inside the model folder")
 
     @property
     def is_set(self) -> bool:
-        return bool(self.path or self.repo_id)
+        return bool(self.path or self.repo_id or self.name)
 
     def replace(self, **changes: Any) -> AutoencoderRef:
         return dataclasses.replace(self, **changes)

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pecmae_hub.errors import CheckpointError
+from pecmae_hub.fileio import atomic_write_text
 
 CHECKSUMS_NAME = "checksums.json"
 CHECKSUMS_FORMAT = "pecmae-checksums"
@@ -57,11 +58,8 @@ def write_checksums(folder: str | os.PathLike, files: Iterable[str] | None = Non
     for name in names:
         path = folder / name
         entries[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    target = folder / CHECKSUMS_NAME
-    tmp = target.with_name(f".{CHECKSUMS_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"format": CHECKSUMS_FORMAT, "version": 1, "files": entries}, indent=1) + "\n")
-    os.replace(tmp, target)
-    return target
+    text = json.dumps({"format": CHECKSUMS_FORMAT, "version": 1, "files": entries}, indent=1) + "\n"
+    return atomic_write_text(folder / CHECKSUMS_NAME, text)
 
 
 def _manifest(folder: Path) -> dict | None:

@@ -28,7 +28,7 @@ def sample_v_diffusion(
     guidance: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM-style sampler of spec §5.5 with classifier-free guidance.
+    """Deterministic DDIM-style sampler of docs/architecture.md §6.5 with classifier-free guidance.
 
     ``predict_v(x, sigma, code)`` returns v̂; the unconditional branch uses a zero code and is batched
     with the conditional one. ``v = v_c + w·(v_c − v_u)``. Returns x after the last step (= x̂0).

@@ -16,6 +16,7 @@ import torch
 
 from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
+from pecmae_hub.fileio import atomic_write, atomic_write_text
 from pecmae_hub.integrity import verify_hub_download, verify_in_folder, write_checksums
 
 CONFIG_NAME = "config.json"
@@ -132,9 +133,9 @@ def save_folder(module: torch.nn.Module, config: dict[str, Any], folder: str | o
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     return folder
 
 
@@ -203,71 +204,3 @@ class PretrainedMixin:
         state, source = load_weights(name_or_path, **kwargs)
         load_state_dict_strict(model, state, source)  # type: ignore[arg-type]
         return model.to(device).eval()  # type: ignore[attr-defined]
-
-
-# ---- atomic writes -----------------------------------------------------------------------------------
-# Whatever a later run reads back (features, manifests, checkpoints, metadata tables, rendered clips) is
-# written through these helpers, so that an interrupted run never leaves a truncated file that a resumed
-# run would trust: the data goes to a hidden file in the same folder, renamed over the target at the end
-# (os.replace is atomic within one file system). The temporary name keeps the target's suffix, so writers
-# that choose the format from it (soundfile, np.save) behave as with the real name. No fsync: this guards
-# against interruption, not against power loss.
-
-
-class atomic_path:
-    """Context manager yielding a temporary path to write instead of ``path``.
-
-    When the block succeeds the temporary file replaces ``path``; when it raises, the temporary file
-    is removed and ``path`` stays as it was. The parent folder is created::
-
-        with atomic_path(out / "clip.wav") as tmp:
-            soundfile.write(tmp, audio, 24000)
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        import uuid
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp = self.path.with_name(f".{self.path.stem}.{unique}.tmp{self.path.suffix}")
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-        finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` (e.g. ``lambda p: torch.save(state, p)``), then move the result to ``path``."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-    return Path(path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically; ``\\n`` is written as is on every OS."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding, newline=""))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
-    """``np.save`` ``array`` to exactly ``path`` (no ``.npy`` appended), atomically."""
-    import numpy as np
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-
-    return atomic_write(path, write)

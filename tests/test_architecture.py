@@ -34,7 +34,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "pecmae_hub"
 
-LEAF_MODULES = frozenset({"errors", "audio", "configuration", "serialization", "sampling"})
+LEAF_MODULES = frozenset({"errors", "audio", "configuration", "serialization", "sampling", "schedulers", "integrity",
+                          "fileio", "devices"})
 SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "cli"})
 
 _LIBRARY = {"leaf", "models", "hub", "pipeline", "convert", "training", "data", "recipes"}
@@ -70,7 +71,7 @@ def layer_of(module: str) -> str | None:
         return "main"
     if head in LEAF_MODULES:
         return "leaf"
-    if head == "pipeline":
+    if head in ("pipeline", "prediction"):
         return "pipeline"
     if head in SUBPACKAGE_LAYERS:
         return head

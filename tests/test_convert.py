@@ -15,6 +15,7 @@ from pecmae_hub.cli import convert as convert_cli
 from pecmae_hub.convert import key_mapping
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
+from pecmae_hub.integrity import sha256_file
 from upstream_layout import (
     diffusion_state,
     encodec_state,
@@ -63,11 +64,11 @@ def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, c
     assert run_cli("--encodec", str(files["encodec"]), "--autoencoder", str(files["ckpt"]), *HEAD_FLAGS, "--out", str(out)) == 0
     printed = capsys.readouterr().out
     assert "MAX_AUDIO_DURATION = 10" in printed and "dropped" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "checksums.json", "config.json", "model.safetensors"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["chunk_seconds"] == 10 and cfg["cls_layers"] == 2 and cfg["denoiser_layers"] == 2 and cfg["model_dim"] == 32
     card = (out / "README.md").read_text()
-    assert checkpoint_io.sha256_file(files["ckpt"]) in card and checkpoint_io.sha256_file(files["encodec"]) in card
+    assert sha256_file(files["ckpt"]) in card and sha256_file(files["encodec"]) in card
     assert "CC-BY-NC 4.0" in card and "check the upstream licence" in card and "weights.ckpt" in card
     from huggingface_hub import ModelCard
 

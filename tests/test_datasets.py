@@ -7,7 +7,7 @@ from pecmae_hub.data import split_files
 from pecmae_hub.data import splits as ds
 from pecmae_hub.errors import ConfigError, DatasetError
 
-# spec §10 table, with the bogus train row reggae/reggae.99986 removed (79 -> 78, 732 -> 731)
+# docs/architecture.md §11.2 table, with the bogus train row reggae/reggae.99986 removed (79 -> 78, 732 -> 731)
 GTZAN_COUNTS = {
     "train": [80, 73, 79, 73, 75, 75, 68, 73, 78, 57],
     "val": [10, 10, 10, 10, 9, 10, 9, 10, 10, 8],

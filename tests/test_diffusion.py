@@ -1,4 +1,4 @@
-"""Frame encoder, CLS encoder, denoiser (against oracles) and the v-diffusion sampler of spec §5.5."""
+"""Frame encoder, CLS encoder, denoiser (against oracles) and the v-diffusion sampler of docs/architecture.md §6.5."""
 from __future__ import annotations
 
 import math

@@ -61,3 +61,16 @@ def test_autoencoder_stage_resumes_without_retraining(finished_run):
     before = os.stat(model_file).st_mtime_ns
     recipe.run_recipe(finished_run, ["autoencoder", "head"])
     assert os.stat(model_file).st_mtime_ns == before
+
+
+def test_time_budget_stop_is_a_typed_error_and_exit_code_3(monkeypatch, tmp_path, capsys):
+    from pecmae_hub.cli import main
+    from pecmae_hub.cli import recipe as recipe_cli
+    from pecmae_hub.errors import IncompleteRunError
+
+    def stop(cfg, stages):
+        raise IncompleteRunError("autoencoder: stopped at step 5 of 10 (time budget); run again to continue")
+
+    monkeypatch.setattr(recipe_cli, "run_recipe", stop)
+    assert main(["recipe", "gm-solos", "--work", str(tmp_path)]) == 3
+    assert "run again to continue" in capsys.readouterr().err

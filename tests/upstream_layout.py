@@ -1,7 +1,7 @@
 """Test support: upstream state dicts built from the spec's key tables, and independent reference oracles.
 
 Nothing here imports pecmae_hub. The state dicts use the **upstream** names and shapes
-(spec §3 EnCodec, §4.4 EnCodecMAE v1, §5 TransformerAEDiffusion); the oracles are deliberately
+(docs/architecture.md §3 EnCodec, §5.3 EnCodecMAE v1, §6 TransformerAEDiffusion); the oracles are deliberately
 naive re-statements of the spec formulas (per-head loops, additive −1e9 masks, explicit padding),
 used to check our optimised modules after conversion.
 """
@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-# EnCodec 24 kHz (spec §3): (index, kind, args)
+# EnCodec 24 kHz (docs/architecture.md §3): (index, kind, args)
 ENCODER_TABLE = [
     (0, "conv", (1, 32, 7, 1)), (1, "res", 32), (2, "elu", None), (3, "conv", (32, 64, 4, 2)),
     (4, "res", 64), (5, "elu", None), (6, "conv", (64, 128, 8, 4)), (7, "res", 128), (8, "elu", None),
@@ -115,7 +115,7 @@ def transformer_keys(sd, prefix, dim, heads, layers, ff, gen, shared=True):
 
 def encodecmae_state(dim=32, heads=4, layers=2, ff=64, seed=1, prefix="", encodec=None, pretraining=True,
                      st=False) -> dict:
-    """EnCodecMAE v1 ``model.pt['state_dict']`` (spec §4.4), incl. pretraining-only modules."""
+    """EnCodecMAE v1 ``model.pt['state_dict']`` (docs/architecture.md §5.3), incl. pretraining-only modules."""
     gen = torch.Generator().manual_seed(seed)
     encodec = encodec if encodec is not None else encodec_state(seed)
     sd: dict = {}
@@ -146,7 +146,7 @@ def encodecmae_state(dim=32, heads=4, layers=2, ff=64, seed=1, prefix="", encode
 
 def diffusion_state(dim=32, frame_heads=4, frame_layers=2, cls_heads=2, cls_layers=2, den_heads=2, den_layers=2,
                     ff=64, seed=2, encodec=None) -> dict:
-    """encodecmae2wav ``TransformerAEDiffusion`` state dict (spec §5.6 full key set)."""
+    """encodecmae2wav ``TransformerAEDiffusion`` state dict (docs/architecture.md §6.6 full key set)."""
     gen = torch.Generator().manual_seed(seed)
     sd = encodecmae_state(dim, frame_heads, frame_layers, ff, seed + 100, "encoder.encodecmae_model.", encodec)
     transformer_keys(sd, "encoder.encoder.", dim, cls_heads, cls_layers, ff, gen)

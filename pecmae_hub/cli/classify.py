@@ -66,7 +66,7 @@ def _drop_rows(out: str, fmt: str, paths: set[str]) -> None:
             continue
         if path not in paths:
             keep.append(line)
-    from pecmae_hub.serialization import atomic_write_text
+    from pecmae_hub.fileio import atomic_write_text
 
     atomic_write_text(out, "".join(keep))
 

@@ -5,7 +5,14 @@ through a ``register_<name>(datasets)`` function listed in :data:`DATASET_COMMAN
 """
 from __future__ import annotations
 
-from pecmae_hub.data.gm_solos.render import BANKS, TEST_BANKS, TRAIN_BANKS, generate_dataset, read_metadata, render_examples
+from pecmae_hub.data.gm_solos.render import (
+    BANKS,
+    TEST_BANKS,
+    TRAIN_BANKS,
+    generate_dataset,
+    read_metadata,
+    render_examples,
+)
 from pecmae_hub.errors import ConfigError
 
 

@@ -35,7 +35,8 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--ae-batch-size", type=int, default=32)
     parser.add_argument("--label-weight", type=float, default=1.0,
                         help="weight of the supervised contrastive term in autoencoder training (0: no labels)")
-    parser.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable, exit code 3) when spent")
+    parser.add_argument("--ae-time-budget", type=float, default=None,
+                        help="seconds; stop (resumable, exit code 3) when spent")
     parser.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     parser.add_argument("--head-steps", type=int, default=3000)
     parser.add_argument("--protos-per-class", type=int, default=3)

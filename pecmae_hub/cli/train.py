@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def _run_cli(args) -> int:
-    from pecmae_hub.training.features import load_features, read_split, resolve_labels
+    from pecmae_hub.data.split_files import read_tsv
+    from pecmae_hub.training.features import load_features, resolve_labels
 
     splits = {"train": args.split_train, "val": args.split_val, "test": args.split_test}
     if args.dataset_spec:
@@ -26,7 +27,7 @@ def _run_cli(args) -> int:
     elif not args.split_train:
         raise ConfigError("pecmae train needs --split-train TSV (and usually --split-val TSV), or --dataset-spec KIND:ROOT")
     else:
-        labels = resolve_labels(args.labels, args.features, read_split(args.split_train))
+        labels = resolve_labels(args.labels, args.features, read_tsv(args.split_train))
     sets = {name: load_features(args.features, split, label_names=labels) if split else None
             for name, split in splits.items()}
     for name, fs in sets.items():

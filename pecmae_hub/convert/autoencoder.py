@@ -1,6 +1,6 @@
 """``pecmae convert``: upstream checkpoints → our folder format (``config.json`` + ``model.safetensors`` + ``README.md``).
 
-Three kinds of input (spec §3, §4, §5.6):
+Three kinds of input (docs/architecture.md §3, §5, §6.6):
 
 - ``--autoencoder``: an encodecmae2wav ``weights.pt`` or a Lightning ``.ckpt`` whose ``['state_dict']``
   holds the full ``TransformerAEDiffusion`` (embedded EnCodecMAE-base under ``encoder.encodecmae_model.*``,
@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pecmae_hub.convert.checkpoint_io import SourceFile, read_state_dict, sha256_file
+from pecmae_hub.convert.checkpoint_io import SourceFile, read_state_dict
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
+from pecmae_hub.integrity import sha256_file
 from pecmae_hub.convert.key_mapping import _encoder_dims, _merge_encodec, map_diffusion, map_encodec, map_encodecmae
 
 ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
@@ -79,7 +80,7 @@ def resolve_chunk_seconds(checkpoint: Path, config_gin: Path | None, chunk_secon
         if meta is not None and meta.split(".")[-1] != "ChunkDiffusionSampler":
             raise CheckpointError(
                 f"{gin} says META_MODEL = {meta}: not a diffusion autoencoder (ChunkDiffusionSampler). The "
-                "ecmae2ec frame regressors cannot be converted (they give no single z per chunk, spec §12.12)."
+                "ecmae2ec frame regressors cannot be converted (they give no single z per chunk, docs/architecture.md §12.9)."
             )
         seconds = parsed.get("max_audio_duration")
         if seconds is not None:

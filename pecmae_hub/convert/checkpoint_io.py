@@ -10,12 +10,12 @@ Weight-norm keys saved by newer PyTorch (``parametrizations.weight.original0/1``
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
+from pecmae_hub.integrity import sha256_file
 
 _WN_SUFFIXES = {".parametrizations.weight.original0": ".weight_g", ".parametrizations.weight.original1": ".weight_v"}
 
@@ -33,14 +33,6 @@ class SourceFile:
     @property
     def name(self) -> str:
         return self.path.name
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _refuse_pickle_message(path: Path, detail: str) -> str:

@@ -1,9 +1,9 @@
 """Convert an upstream PECMAE ``PrototypeNet`` Lightning checkpoint into a :class:`PrototypeHead` folder.
 
 The checkpoint holds ``protos`` (P, 1, D), ``linear.{weight,bias}`` and, with the transformer
-summariser, ``time_summarizer.layers.0.*`` (spec §7.2), possibly under a ``model.`` prefix and next
+summariser, ``time_summarizer.layers.0.*`` (docs/architecture.md §8.2), possibly under a ``model.`` prefix and next
 to ``discriminator.*`` (dropped). It does not hold the label names nor the normalisation statistics
-(upstream never saved them, §12.15/§12.26): they are given here, or the statistics are computed
+(upstream never saved them, docs/architecture.md §12.12, §12.19): they are given here, or the statistics are computed
 from the training features with :func:`pecmae_hub.training.features.norm_stats_from_split`.
 """
 from __future__ import annotations

@@ -8,11 +8,11 @@ the same files and reports a bad line as ``file:line``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.serialization import atomic_write_text
+from pecmae_hub.fileio import atomic_write_text
 
 Item = tuple[str, str]
 LABELS_FILE = "labels.txt"

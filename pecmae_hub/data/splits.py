@@ -96,7 +96,7 @@ class DatasetSplits:
         return [ids.count(i) for i in range(len(self.labels))]
 
 
-#: tracks left out of the paper split (spec §10), by genre; 918 of the 1000 tracks remain
+#: tracks left out of the paper split (docs/architecture.md §11.2), by genre; 918 of the 1000 tracks remain
 GTZAN_EXCLUDED: dict[str, frozenset[int]] = {genre: frozenset(ids) for genre, ids in {
     "blues": [], "classical": [*range(20, 27), 49], "country": [2, 39],
     "disco": [3, 11, 20, 23, 26, 27, 29, 34], "hiphop": [3, 5, 26, 29, 31, 38, 40],

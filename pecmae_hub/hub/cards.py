@@ -6,7 +6,8 @@ by hand), always with ``library_name: pecmae-hub``.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pecmae_hub.hub.registry import LIBRARY_NAME
 
@@ -40,7 +41,7 @@ def metric_entries(metrics: dict | None) -> tuple[str | None, list[tuple[str, st
 
 
 def card_text(body: str, **metadata: Any) -> str:
-    """A ``README.md``: ``ModelCardData(library_name=pecmae-hub, **metadata)`` as YAML front matter, then ``body``."""
+    """A ``README.md``: ``ModelCardData(library_name=pecmae-hub, **metadata)`` as front matter, then ``body``."""
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(library_name=LIBRARY_NAME, **metadata)
@@ -144,13 +145,16 @@ def render_autoencoder_card(*, title: str, intro: str, config: Any, chunk_frames
         "",
         "## Configuration",
         "",
-        f"- chunk length: {cfg.chunk_seconds:g} s ({chunk_frames} frames at 75 Hz); embedding dimension D = {cfg.model_dim}",
+        f"- chunk length: {cfg.chunk_seconds:g} s ({chunk_frames} frames at 75 Hz); "
+        f"embedding dimension D = {cfg.model_dim}",
         f"- frame encoder: {cfg.frame_layers} ResiDual layers, {cfg.frame_heads} heads, FFN {cfg.ff_dim}",
     ]
     if cfg.cls_layers:
-        lines.append(f"- CLS encoder: {cfg.cls_layers} layers, {cfg.cls_heads} heads; z = the CLS output (never zeroed)")
+        lines.append(f"- CLS encoder: {cfg.cls_layers} layers, {cfg.cls_heads} heads; "
+                     "z = the CLS output (never zeroed)")
     if cfg.denoiser_layers:
-        lines.append(f"- denoiser: {cfg.denoiser_layers} layers, {cfg.denoiser_heads} heads; v-diffusion, angle schedule")
+        lines.append(f"- denoiser: {cfg.denoiser_layers} layers, {cfg.denoiser_heads} heads; "
+                     "v-diffusion, angle schedule")
     if notes or dropped:
         lines += ["", "## Conversion notes", ""]
         lines += [f"- {note}" for note in notes]

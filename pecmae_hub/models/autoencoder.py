@@ -96,6 +96,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
     """
 
     config_class = AutoencoderConfig
+    config: AutoencoderConfig
 
     def __init__(self, config: AutoencoderConfig | None = None):
         super().__init__()
@@ -241,7 +242,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
         """Sonify z (n_chunks, D) → float32 waveform at 24 kHz, one ``chunk_seconds`` chunk per row.
 
         Same ``seed`` (or the same ``noise`` of shape (n_chunks, T, signal_dim)) → same audio.
-        Chunks are joined end to end (fixing upstream's self-add, spec §12.27); ``crossfade_ms`` > 0
+        Chunks are joined end to end (fixing upstream's self-add, docs/architecture.md §12.20); ``crossfade_ms`` > 0
         overlaps consecutive chunks by that much with a linear cross-fade. ``scheduler`` as in
         :meth:`decode_latents` (``"upstream"``: the exact sampler).
         """

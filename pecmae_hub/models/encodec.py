@@ -1,6 +1,6 @@
 """EnCodec 24 kHz SEANet encoder and decoder (our code, the official checkpoint's key names).
 
-Key pattern (spec §3): ``encoder.model.<i>.conv.conv.{weight_g,weight_v,bias}``,
+Key pattern (docs/architecture.md §3): ``encoder.model.<i>.conv.conv.{weight_g,weight_v,bias}``,
 ``decoder.model.<i>.convtr.convtr.*``, residual blocks ``<i>.block.{1,3}.*`` / ``<i>.shortcut.*``,
 LSTMs ``<i>.lstm.{weight_ih_l0,...}``. Weight norm is the legacy form (g, v), so
 ``encodec_24khz-d7cc33bc.th`` loads strictly after dropping the quantizer keys.

@@ -1,6 +1,6 @@
 """Frame encoder (EnCodecMAE v1 inference path), CLS encoder, denoiser and the v-diffusion sampler.
 
-Spec §4.2, §5.2–§5.5. The denoiser re-uses the CLS encoder's positional encoding (a quirk kept for
+docs/architecture.md §5.2, §6.2–§6.5. The denoiser re-uses the CLS encoder's positional encoding (a quirk kept for
 weight compatibility), so it receives that module at call time instead of owning one.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The PECMAE prototype classifier head (upstream ``PrototypeNet``, spec §7.2) in our folder format.
+"""The PECMAE prototype classifier head (upstream ``PrototypeNet``, docs/architecture.md §8.2) in our folder format.
 
 Callers pass raw autoencoder embeddings ``z``; the head normalises them with the training statistics
-stored in its config (x' = (x - mu) / (2 sigma), spec §8.1.5), measures the mean squared (``l2``) or
+stored in its config (x' = (x - mu) / (2 sigma), docs/architecture.md §9.1), measures the mean squared (``l2``) or
 mean absolute (``l1``) distance to its P = C·K prototypes, turns distances into similarities
 exp(-d) and maps them to class logits with a linear layer initialised to the one-hot
 prototype -> class map. Prototype p belongs to class ``p // K``.
@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
 from pecmae_hub.configuration import AutoencoderRef, ModelConfig
+from pecmae_hub.models.modes import evaluating
 from pecmae_hub.serialization import PretrainedMixin, resolve_file
 
 DISTANCES = ("l2", "l1")
@@ -196,7 +197,7 @@ class PrototypeHead(PretrainedMixin, nn.Module):
 
         With one token the softmax weight is 1, so self-attention is ``out_proj(V x)``: the Q/K
         projections (2/3 of ``in_proj``) are skipped, a quarter of the layer's cost. Dropout sites
-        and post-norm order are those of ``nn.TransformerEncoderLayer`` (spec §7.2); the attention
+        and post-norm order are those of ``nn.TransformerEncoderLayer`` (docs/architecture.md §8.2); the attention
         dropout zeroes or rescales the single weight per prototype.
         """
         layer = self.time_summarizer.layers[0]
@@ -247,12 +248,8 @@ class PrototypeHead(PretrainedMixin, nn.Module):
         The summariser runs in eval mode (no dropout); the module's train/eval mode is restored.
         These are what the decoder sonifies.
         """
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             return self.denormalize(self._normalized_prototypes()).detach().cpu()
-        finally:
-            self.train(was_training)
 
     # ---- initialisation ----------------------------------------------------------------------
     @torch.no_grad()
@@ -289,7 +286,7 @@ class PrototypeHead(PretrainedMixin, nn.Module):
 
                 centers = xc[pairwise_distances_argmin(centers, xc)]
             blocks.append(centers)
-        protos = np.concatenate(blocks, axis=0)  # label-major (fixes upstream np.hstack, spec §12.14)
+        protos = np.concatenate(blocks, axis=0)  # label-major (fixes upstream np.hstack, docs/architecture.md §12.11)
         self.protos.copy_(torch.as_tensor(protos, dtype=torch.float32).reshape(self.num_prototypes, 1, dim))
 
     # ---- explanation table -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Transformer blocks shared by the frame encoder (EnCodecMAE v1), the CLS encoder and the denoiser.
 
-Upstream facts reproduced here (spec §4.3):
+Upstream facts reproduced here (docs/architecture.md §4):
 - attention heads use the *interleaved* channel layout c = d·H + h, with bias-free q/k/v/o;
 - every layer is a ResiDual layer carrying two streams (a: post-norm, b: pre-norm sum) and the
   encoder output is ``a + final_norm(b)``;

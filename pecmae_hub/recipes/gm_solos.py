@@ -11,7 +11,6 @@ clips of seen banks); the TimGM6mb bank is never seen before the test.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -21,10 +20,10 @@ from pathlib import Path
 import torch
 
 from pecmae_hub.configuration import AutoencoderRef
-from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS
-from pecmae_hub.errors import IncompleteRunError
+from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS, read_metadata
+from pecmae_hub.errors import DatasetError, IncompleteRunError
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
-from pecmae_hub.serialization import atomic_write_text
+from pecmae_hub.fileio import atomic_write_text
 
 STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
 TEST_BANK = TEST_BANKS[0]
@@ -68,8 +67,10 @@ class RecipeConfig:
 
 
 def _metadata_rows(cfg: RecipeConfig) -> list[dict]:
-    with open(cfg.data_dir / "metadata.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    rows = read_metadata(cfg.data_dir / "metadata.csv")
+    if not rows:
+        raise DatasetError(f"no GM-Solos clips listed in {cfg.data_dir / 'metadata.csv'}: run the data stage first")
+    return list(rows.values())
 
 
 def _split_of(row: dict, cfg: RecipeConfig) -> str:

@@ -1,6 +1,6 @@
 """Training the autoencoder from scratch (used for the embedded model; upstream models are converted).
 
-Objective (spec §5.4, with the padded-frame fix of §12.10): v-diffusion MSE of the denoiser that
+Objective (docs/architecture.md §6.4, with the padded-frame fix of §12.8): v-diffusion MSE of the denoiser that
 regenerates the front-end signal conditioned on z, with z dropped to zero for 10 % of samples
 (classifier-free guidance). Optionally, a self-supervised view-invariance term (NT-Xent between the z of
 two randomly equalised/gain-changed chunks of the same clip, through a projector that is not part of
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.errors import ConfigError
+from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.sampling import v_diffusion_targets
-from pecmae_hub.serialization import atomic_write, atomic_write_text
+from pecmae_hub.fileio import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -220,7 +220,7 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
                          "schedule": schedule.state_dict(), "step": step, "generator": gen.get_state()}
                 if projector is not None:
                     state["projector"] = projector.state_dict()
-                atomic_write(ckpt_path, lambda tmp: torch.save(state, tmp))
+                atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
                 if time_budget_s is not None and time.time() - started > time_budget_s:
                     break
     bar.close()

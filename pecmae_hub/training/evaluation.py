@@ -1,9 +1,9 @@
 """``pecmae evaluate``: track-level metrics of a prototype head, plus embedding baselines.
 
-A track is predicted by the argmax of the mean of its chunk logits (spec §7.5). Per-class rows use
-the head's label names in id order (fixes upstream §12.18). With a training split, the same
+A track is predicted by the argmax of the mean of its chunk logits (docs/architecture.md §8.5). Per-class rows use
+the head's label names in id order (fixes upstream, docs/architecture.md §12.14). With a training split, the same
 embeddings also train a linear probe (logistic regression, track score = mean decision score) and
-the upstream MLP baseline (§9.1), so the report gives the retention: prototype accuracy / baseline
+the upstream MLP baseline (docs/architecture.md §10.1), so the report gives the retention: prototype accuracy / baseline
 accuracy.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pecmae_hub.serialization import atomic_write_text
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.models.modes import evaluating
+from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.training.features import FeatureSet
 
 
@@ -85,7 +85,7 @@ def linear_probe(train_set: FeatureSet, test_set: FeatureSet, norm_mean: float, 
 
 def mlp_baseline(train_set: FeatureSet, test_set: FeatureSet, norm_mean: float, norm_std: float,
                  steps: int = 2000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> dict:
-    """Upstream MLP baseline (§9.1): Linear(D, 128), ReLU, Linear(128, C); Adam(lr, wd 1e-5), CE, final weights."""
+    """Upstream MLP baseline (docs/architecture.md §10.1): Linear(D, 128), ReLU, Linear(128, C); Adam(lr, wd 1e-5), CE, final weights."""
     xtr, ytr, _ = train_set.chunks()
     xte, _, tte = test_set.chunks()
     scale = 2.0 * norm_std

@@ -1,6 +1,6 @@
 """``pecmae extract``: one z per audio chunk for every track, written as features for training.
 
-On-disk layout of ``OUT`` (mirrors the input's relative paths, as upstream §6):
+On-disk layout of ``OUT`` (mirrors the input's relative paths, as upstream, docs/architecture.md §7):
 - ``<relpath with suffix .npy>``: float32 ``(n_chunks, D)``, one row per ``chunk_seconds`` window
   (the trailing partial chunk kept and encoded at its own length, exactly as ``Autoencoder.encode``);
 - ``extract_manifest.json``: the autoencoder (repo id / revision / local path), its config hash, D,
@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from pecmae_hub.audio import AudioFile, collect_audio_files, load_audio
+from pecmae_hub.devices import resolve_device
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.serialization import atomic_save_npy, atomic_write_text
+from pecmae_hub.fileio import atomic_save_npy, atomic_write_text
 from pecmae_hub.training.features import feature_path
 
 MANIFEST_NAME = "extract_manifest.json"
@@ -115,9 +116,9 @@ def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_s
     t0 = time.time()
     out = Path(out_dir)
     state = PartialState()
-    if device == "auto":
-        device = state.device if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(device)
+    # "auto" under Accelerate: the device of this process; anything else is checked before any work
+    device = (state.device if torch.cuda.is_available() else torch.device("cpu")) if device == "auto" \
+        else resolve_device(device)
     if isinstance(autoencoder, (str, os.PathLike)):
         name = os.fspath(autoencoder)
         local = Path(name).is_dir()

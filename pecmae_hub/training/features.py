@@ -5,7 +5,7 @@ groundtruth files), read by :func:`pecmae_hub.data.split_files.read_tsv`. Each p
 ``<features_dir>/<relpath with suffix .npy>``.
 Missing feature files are reported (count and first names) and skipped, as upstream.
 Label order comes from an explicit list, else ``labels.txt`` in the features folder, else the
-first-seen order of the training split - never Python set order (upstream bug §12.18).
+first-seen order of the training split - never Python set order (upstream bug §12.14).
 """
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ import numpy as np
 from pecmae_hub.audio import AUDIO_EXTENSIONS
 from pecmae_hub.data.split_files import LABELS_FILE, parse_labels, read_tsv
 from pecmae_hub.errors import DatasetError, InputShapeError
-
-# kept importable from here until cli/train.py and training/head.py import them from data.split_files
-from pecmae_hub.data.split_files import read_tsv as read_split, write_labels  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +187,7 @@ def load_features(features_dir: str | os.PathLike, split, label_names: Sequence[
 
 
 def compute_norm_stats(x: np.ndarray) -> tuple[float, float]:
-    """Scalar (mean, std) as upstream (spec §8.1.5): mean of per-chunk means, mean of per-chunk population stds."""
+    """Scalar (mean, std) as upstream (docs/architecture.md §9.1): mean of per-chunk means, mean of per-chunk population stds."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     if len(x) == 0:
         raise DatasetError("cannot compute normalisation statistics of an empty training set")

@@ -1,4 +1,4 @@
-"""``pecmae train``: fit a :class:`PrototypeHead` on extracted features (spec §7.3-§7.5, §8).
+"""``pecmae train``: fit a :class:`PrototypeHead` on extracted features (docs/architecture.md §8.3-§8.5, §9).
 
 Loss: alpha·L_p + (1 - alpha)·CE(logits / temperature, y). L_p in ``class`` mode takes, for each
 prototype, the minimum distance over the batch samples of its class (prototypes whose class is
@@ -22,7 +22,8 @@ from torch.nn import functional as F
 
 from pecmae_hub.errors import ConfigError, InputShapeError
 from pecmae_hub.training.evaluation import chunk_logits, classification_metrics, mean_by_track
-from pecmae_hub.training.features import FeatureSet, compute_norm_stats, write_labels
+from pecmae_hub.data.split_files import write_labels
+from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
@@ -34,7 +35,7 @@ PRESETS = {"gtzan": dict(_PAPER, protos_per_class=5), "medley-solos-db": dict(_P
 
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: the paper's GTZAN run, spec §7.1)."""
+    """Training hyper-parameters (defaults: the paper's GTZAN run, docs/architecture.md §8.1)."""
 
     protos_per_class: int = 5
     alpha: float = 0.75

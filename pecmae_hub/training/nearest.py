@@ -9,9 +9,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pecmae_hub.serialization import atomic_write_text
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.modes import evaluating
+from pecmae_hub.fileio import atomic_write_text
 
 
 @torch.no_grad()
