@@ -317,11 +317,6 @@ def _run(code: str, *args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli stage modules import at module level library modules that import torch (cli/convert.py, cli/evaluate.py "
-    "-> models.head, convert.head, training.evaluation; cli/train.py -> serialization, training.head; "
-    "cli/extract.py -> training.extract; cli/recipe.py -> recipes.gm_solos; cli/data.py -> data.gm_solos.render "
-    "-> audio); the failure message lists the current chains. Fix: import them inside the command functions"))
 def test_building_the_parser_does_not_import_torch():
     loaded = _run(_PROBE)
     if loaded["torch"]:

@@ -135,7 +135,8 @@ def test_missing_or_unknown_bank_is_a_dataset_error(tmp_path, monkeypatch):
 def test_cli_data_gm_solos(tmp_path, capsys):
     from pecmae_hub.cli import build_parser, main
 
-    args = build_parser().parse_args(["data", "gm-solos", "x", "--all-banks", "--n-per-class", "3"])
+    argv = ["data", "gm-solos", "x", "--all-banks", "--n-per-class", "3"]
+    args = build_parser(argv).parse_args(argv)
     assert args.all_banks and args.n_per_class == 3 and args.seed == 0
     assert main(["data", "gm-solos", str(tmp_path), "--bank", "timgm6mb", "--n-per-class", "1", "--no-progress"]) == 0
     rows = gm_solos.read_metadata(tmp_path / "metadata.csv")

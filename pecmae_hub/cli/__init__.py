@@ -1,8 +1,9 @@
-"""``pecmae`` command line: one sub-command per stage; each stage module registers its own parser.
+"""``pecmae`` command line: one sub-command per stage, defined in the modules of this package.
 
-Stage modules expose ``register_cli(subparsers)``, which adds a sub-parser whose ``func`` default
-takes the parsed ``argparse.Namespace``. Modules are imported only when building the parser, and the
-heavy libraries (torch, gradio, diffusers) only inside the stage functions.
+Each command module exposes ``register_cli(subparsers)``, which adds its sub-parser(s) whose ``func``
+default takes the parsed ``argparse.Namespace``. The table of commands is :mod:`pecmae_hub.cli.commands`;
+a module is imported only for the command being run, so ``pecmae --help`` imports no torch.
+This package is the only place that turns typed errors into exit codes.
 """
 from __future__ import annotations
 
@@ -10,39 +11,32 @@ import argparse
 import importlib
 import sys
 
+from pecmae_hub import __version__
+from pecmae_hub.cli.commands import COMMANDS
 from pecmae_hub.errors import PecmaeError
 
-# module path -> the sub-commands it registers (kept in the order `pecmae --help` lists them)
-STAGE_MODULES = [
-    "pecmae_hub.cli.convert",   # convert
-    "pecmae_hub.cli.extract",   # extract
-    "pecmae_hub.cli.train",     # train
-    "pecmae_hub.cli.evaluate",  # evaluate
-    "pecmae_hub.cli.classify",  # classify, sonify, push
-    "pecmae_hub.cli.data",      # data gm-solos
-    "pecmae_hub.cli.recipe",    # recipe gm-solos
-]
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``pecmae`` parser. Only the module of the command named in ``argv`` is imported and
+    registers its full parser; every other command is listed from :data:`COMMANDS` alone."""
     parser = argparse.ArgumentParser(
         prog="pecmae",
         description="PECMAE Hub: interpretable prototype-based music audio classification.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not installed in this build
-                continue
-            raise
-        module.register_cli(sub)
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    module_name = COMMANDS[wanted][0] if wanted in COMMANDS else None
+    if module_name is not None:
+        importlib.import_module(module_name).register_cli(sub)
+    for name, (module, help_text) in COMMANDS.items():
+        if module != module_name:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -5,6 +5,8 @@ and flushed at once, and a file that fails gets a row with its ``error`` while t
 """
 from __future__ import annotations
 
+from pecmae_hub.cli.commands import command_help
+
 import argparse
 import csv
 import json
@@ -183,7 +185,7 @@ def _render_args(p: argparse.ArgumentParser) -> None:
 
 def register_cli(subparsers) -> None:
     """Add ``classify``, ``sonify`` and ``push`` to the ``pecmae`` parser."""
-    p = subparsers.add_parser("classify", help="classify audio files with a PECMAE model",
+    p = subparsers.add_parser("classify", help=command_help("classify"),
                               description="Classify audio files; resumable, one row per input in --out.")
     p.add_argument("paths", nargs="+", metavar="PATHS_OR_DIR", help="audio files and/or folders")
     p.add_argument("--out", required=True, help="results file, .csv or .jsonl (appended to; done inputs are skipped)")
@@ -193,7 +195,7 @@ def register_cli(subparsers) -> None:
     _model_args(p)
     p.set_defaults(func=run_classify)
 
-    p = subparsers.add_parser("sonify", help="render a prototype as audio",
+    p = subparsers.add_parser("sonify", help=command_help("sonify"),
                               description="Write the audio of one prototype (pre-rendered when available).")
     _model_args(p)
     p.add_argument("--prototype", required=True, help="index p (e.g. 3) or class:k (e.g. violin:0)")
@@ -201,7 +203,7 @@ def register_cli(subparsers) -> None:
     _render_args(p)
     p.set_defaults(func=run_sonify)
 
-    p = subparsers.add_parser("push", help="upload a model folder to the Hugging Face Hub",
+    p = subparsers.add_parser("push", help=command_help("push"),
                               description="Upload a PECMAE model folder with a model card and rendered prototypes.")
     p.add_argument("dir", help="model folder (head config.json + model.safetensors)")
     p.add_argument("repo_id", help="target Hub repo, org/name")

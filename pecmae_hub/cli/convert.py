@@ -1,6 +1,8 @@
 """``pecmae convert``: the command line of the checkpoint converters in ``convert`` and ``convert_head``."""
 from __future__ import annotations
 
+from pecmae_hub.cli.commands import command_help
+
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.convert.head import convert_head
@@ -31,7 +33,7 @@ EnCodec weights: {ENCODEC_URL} (CC-BY-NC 4.0).
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "convert",
-        help="convert upstream checkpoints (EnCodec, EnCodecMAE, encodecmae2wav, PECMAE heads) to pecmae-hub folders",
+        help=command_help("convert"),
         description="Convert upstream checkpoints to the pecmae-hub folder format (config.json + model.safetensors "
                     "+ README.md). Pickles are read with torch.load(weights_only=True) only.",
         epilog=EPILOG,

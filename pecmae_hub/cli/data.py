@@ -5,6 +5,8 @@ through a ``register_<name>(datasets)`` function listed in :data:`DATASET_COMMAN
 """
 from __future__ import annotations
 
+from pecmae_hub.cli.commands import command_help
+
 from pecmae_hub.data.gm_solos.render import (
     BANKS,
     TEST_BANKS,
@@ -37,7 +39,7 @@ def _cli_examples(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add the ``pecmae data`` group, then every data set's commands into it (:data:`DATASET_COMMANDS`)."""
-    data = subparsers.add_parser("data", help="generate data sets", description="Generate data sets.")
+    data = subparsers.add_parser("data", help=command_help("data"), description="Generate data sets.")
     data.set_defaults(func=lambda _args: data.print_help() or 2)
     datasets = data.add_subparsers(dest="data_command", metavar="DATASET")
     for register in DATASET_COMMANDS:

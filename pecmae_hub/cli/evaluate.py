@@ -1,5 +1,7 @@
 """`pecmae evaluate`: track-level metrics of a trained head."""
 from __future__ import annotations
+
+from pecmae_hub.cli.commands import command_help
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.evaluation import evaluate_head, format_report
 from pecmae_hub.training.features import load_features
@@ -24,7 +26,7 @@ def _run_cli(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``pecmae evaluate``."""
-    p = subparsers.add_parser("evaluate", help="track-level evaluation of a prototype head (+ linear probe / MLP baselines)",
+    p = subparsers.add_parser("evaluate", help=command_help("evaluate"),
                               description="Track-level accuracy, macro-F1, per-class metrics and confusion matrix of "
                                           "a prototype head; with --train-split also a linear probe and the MLP baseline "
                                           "on the same embeddings, and the retention (prototype / baseline accuracy).")

@@ -1,5 +1,7 @@
 """`pecmae extract`: encode audio into per-chunk z features."""
 from __future__ import annotations
+
+from pecmae_hub.cli.commands import command_help
 from pecmae_hub.audio import AUDIO_EXTENSIONS
 from pecmae_hub.training.extract import FAILURES_NAME, extract_features
 
@@ -21,7 +23,7 @@ def _run_cli(args) -> int:
 def register_cli(subparsers) -> None:
     """Add ``pecmae extract``."""
     p = subparsers.add_parser(
-        "extract", help="encode audio tracks into per-chunk z features (.npy)",
+        "extract", help=command_help("extract"),
         description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file "
                     f"({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}), "
                     "plus extract_manifest.json and failures.tsv. Re-running resumes. "

@@ -1,6 +1,8 @@
 """`pecmae recipe ...`: train a model end to end."""
 from __future__ import annotations
 
+from pecmae_hub.cli.commands import command_help
+
 import sys
 
 from pecmae_hub.errors import IncompleteRunError
@@ -22,7 +24,7 @@ def _run_cli(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser("recipe", help="train the embedded default model end to end (gm-solos)")
+    parser = subparsers.add_parser("recipe", help=command_help("recipe"))
     parser.add_argument("name", choices=["gm-solos"], help="the recipe to run")
     parser.add_argument("--work", default="runs/gm-solos", help="working folder (resumable)")
     parser.add_argument("--data", default=None, help="already rendered GM-Solos folder (default: WORK/data)")

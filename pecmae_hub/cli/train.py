@@ -1,6 +1,8 @@
 """`pecmae train`: train a prototype head on extracted features."""
 from __future__ import annotations
 
+from pecmae_hub.cli.commands import command_help
+
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.serialization import copy_model_folder
 import json
@@ -74,7 +76,7 @@ def _autoencoder_from_manifest(features_dir) -> tuple[AutoencoderRef, Path | Non
 def register_cli(subparsers) -> None:
     """Add ``pecmae train``; unset flags keep the preset's (or the paper's) values."""
     p = subparsers.add_parser(
-        "train", help="train a prototype head on extracted features",
+        "train", help=command_help("train"),
         description="Train a PECMAE prototype head on features written by 'pecmae extract'. Loss: alpha*L_p + "
                     "(1-alpha)*CE(logits/temperature); Adam + OneCycleLR; model selection on validation track accuracy. "
                     "Multi-GPU: accelerate launch -m pecmae_hub.cli train ...")
