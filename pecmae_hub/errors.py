@@ -35,3 +35,7 @@ class DatasetError(PecmaeError, ValueError):
 
 class IncompleteRunError(PecmaeError, RuntimeError):
     """A resumable long run that stopped before its end (e.g. its time budget was spent): run it again."""
+
+
+class MissingDependencyError(PecmaeError, ImportError):
+    """An optional package that a feature needs is not installed; the message names the extra to install."""
