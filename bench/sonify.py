@@ -178,6 +178,8 @@ def main():
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: leave as is)")
     parser.add_argument("--no-upstream", action="store_true", help="skip the upstream-size architecture")
+    parser.add_argument("--no-shipped", action="store_true",
+                        help="skip the shipped model (then give --upstream-settings)")
     parser.add_argument("--upstream-settings", default=None,
                         help="settings for the upstream-size model (default: the baseline and the chosen one)")
     parser.add_argument("--upstream-prototypes", type=int, default=1)
@@ -210,32 +212,40 @@ def main():
     def classify(wav):
         return model.classify(wav, sr=SAMPLE_RATE).label
 
-    rows = run_model(args.model, model.autoencoder, zs[zs_index], labels, settings, args.ref_steps, seeds,
-                     args.guidance, classify=classify)
-    for r in rows:
-        emit(r)
-    chosen, base = choose(rows, args.baseline)
-    emit(speed_line(args.model, chosen, base))
-    loose, _ = choose(rows, args.baseline, bars="MR")  # the bars: log-mel and re-classification only
-    if loose is not chosen:
-        emit(speed_line(args.model, loose, base, bars="MR"))
-    all_rows = list(rows)
+    chosen = loose = None
+    all_rows = []
+    if not args.no_shipped:
+        rows = run_model(args.model, model.autoencoder, zs[zs_index], labels, settings, args.ref_steps, seeds,
+                         args.guidance, classify=classify)
+        for r in rows:
+            emit(r)
+        chosen, base = choose(rows, args.baseline)
+        emit(speed_line(args.model, chosen, base))
+        loose, _ = choose(rows, args.baseline, bars="MR")  # the bars: log-mel and re-classification only
+        if loose is not chosen:
+            emit(speed_line(args.model, loose, base, bars="MR"))
+        all_rows = list(rows)
 
     if not args.no_upstream:
         from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
         torch.manual_seed(0)
         big = Autoencoder(AutoencoderConfig.upstream())
-        big_settings = parse_settings(args.upstream_settings) if args.upstream_settings else \
-            [parse_settings(args.baseline)[0]] + ([parse_settings(chosen["setting"])[0]] if chosen else [])
+        picked = [r["setting"] for r in (chosen, loose) if r is not None]
+        big_settings = parse_settings(args.upstream_settings or ",".join(dict.fromkeys([args.baseline, *picked])))
         z_big = torch.randn(args.upstream_prototypes, big.embedding_dim, generator=torch.Generator().manual_seed(1))
         ref_steps = 0 if args.quick else args.upstream_ref_steps
         big_rows = run_model("upstream-size", big, z_big, None, big_settings, ref_steps, seeds[:1], args.guidance)
         for r in big_rows:
             emit(r)
         big_base = next((r for r in big_rows if r["setting"] == args.baseline), None)
-        big_chosen = next((r for r in big_rows if chosen and r["setting"] == chosen["setting"]), None)
-        emit(speed_line("upstream-size", big_chosen, big_base))
+        for pick, bars in ((chosen, "MRL"), (loose, "MR")):
+            if pick is not None and (bars == "MRL" or loose is not chosen):
+                emit(speed_line("upstream-size", next((r for r in big_rows if r["setting"] == pick["setting"]), None),
+                                big_base, bars))
+        others = [r for r in big_rows if r["setting"] not in (args.baseline, *picked) and r.get("s_per_proto")]
+        for row in others:  # --upstream-settings: the speed-up of every other setting
+            emit({**speed_line("upstream-size", row, big_base, ""), "metric": "speedup"})
         all_rows += big_rows
 
     print()

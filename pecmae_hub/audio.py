@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence, TypeGuard, Uni
 
 import numpy as np
 
-from pecmae_hub.errors import AudioError, DatasetError
+from pecmae_hub.errors import AudioError, ConfigError, DatasetError
 
 if TYPE_CHECKING:
     import torch
@@ -55,26 +55,134 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarr
     return resample_poly(wav, ratio.numerator, ratio.denominator, axis=-1).astype(np.float32)
 
 
-def _read_file(source, name: str) -> tuple[np.ndarray, int]:
+#: full-scale range of float samples; a float input whose peak exceeds :data:`MAX_FLOAT_PEAK` is on the wrong scale
+MAX_FLOAT_PEAK = 2.0
+#: sample rates accepted for arrays and files (Hz): telephone-band recordings to 768 kHz studio files
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
+#: longest input :func:`load_audio` accepts by default (seconds); pass ``max_seconds`` to change it
+MAX_SECONDS = 3600.0
+#: level (RMS, DC offset removed) under which a chunk counts as silent: digital silence, dither, hiss of a
+#: muted input. One definition for the library, the command line and the app (:func:`is_silent`).
+SILENCE_DBFS = -70.0
+SILENCE_RMS = 10 ** (SILENCE_DBFS / 20)
+
+
+def check_sample_rate(sr: object, name: str = "<array>") -> int:
+    """``sr`` as an int number of Hz in ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``, or :class:`AudioError`.
+
+    A string, a bool, a fraction of a Hz or an absurd rate is refused: a wrong ``sr`` silently
+    stretches the audio (``sr=7`` turns 3 s of samples into 3 hours of work).
+    """
+    if sr is None:
+        raise AudioError(f"an audio array needs its sample rate: pass sr=... (e.g. sr=44100) for {name}")
+    if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, float, np.integer, np.floating)):
+        raise AudioError(f"invalid sample rate {sr!r} ({type(sr).__name__}) for {name}: sr must be a number of "
+                         "samples per second, e.g. sr=44100 (not a string)")
+    if not math.isfinite(float(sr)) or float(sr) != int(sr):
+        raise AudioError(f"invalid sample rate {sr!r} for {name}: sr must be a whole number of Hz, e.g. sr=44100")
+    if not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
+        raise AudioError(f"invalid sample rate {sr!r} for {name}: expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz "
+                         "(is it the rate of the samples, e.g. 44100 or 24000?)")
+    return int(sr)
+
+
+def check_duration(n_samples: int, sr: int, name: str, max_seconds: float | None = MAX_SECONDS) -> float:
+    """Seconds of ``n_samples`` at ``sr``; :class:`AudioError` when longer than ``max_seconds`` (None: no limit)."""
+    seconds = n_samples / sr
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"{name} is {seconds:.1f} s long ({n_samples} samples at {sr} Hz), longer than the "
+                         f"limit of {max_seconds:g} s: cut it into parts, or raise the limit (max_seconds=..., "
+                         "`pecmae classify --max-seconds`)")
+    return seconds
+
+
+def is_silent(samples: np.ndarray) -> bool:
+    """Whether ``samples`` (one chunk) hold nothing audible: empty, or an RMS level (DC offset removed)
+    below :data:`SILENCE_DBFS`. Digital silence and near-silence (dither, hiss) are judged alike."""
+    samples = np.asarray(samples, dtype=np.float64)
+    return samples.size == 0 or float(np.std(samples)) < SILENCE_RMS
+
+
+def silent_chunks(wav: np.ndarray, chunk_samples: int) -> list[bool]:
+    """For each chunk of :func:`chunk_bounds`, whether it is silent (:func:`is_silent`).
+
+    An input whose chunks are all silent has nothing to classify (:func:`silence_error`); the others are
+    classified on their audible chunks only."""
+    return [is_silent(wav[s:e]) for s, e in chunk_bounds(len(wav), chunk_samples)]
+
+
+def silence_error(name: str) -> AudioError:
+    """The error for an input without one audible chunk (the same words in the library, CLI and app)."""
+    return AudioError(f"{name} is silent (no chunk louder than {SILENCE_DBFS:g} dBFS): there is nothing to classify")
+
+
+def _read_file(source, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
     try:
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:  # the header first: rate and length are checked before decoding
+            sr = check_sample_rate(f.samplerate, name)
+            if f.frames > 0:
+                check_duration(f.frames, sr, name, max_seconds)
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
         raise AudioError(f"cannot decode audio {name}: {exc}") from None
     return data.T, sr  # (channels, samples)
 
 
-def load_audio(audio: AudioInput, sr: int | None = None, *, name: str | None = None) -> np.ndarray:
+def _array_samples(audio, name: str) -> np.ndarray:
+    """A numpy/torch array as float32 ``(channels, samples)``; ints are scaled by their type's range."""
+    if _is_tensor(audio):
+        import torch
+
+        tensor = audio.detach()
+        if tensor.is_complex() or tensor.dtype == torch.bool:
+            raise AudioError(f"audio tensor {name} has dtype {tensor.dtype}: pass real samples (float or int PCM)")
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float32, torch.float64):
+            tensor = tensor.float()  # bfloat16, float16, float8: numpy has no bfloat16
+        try:
+            data = tensor.cpu().numpy()
+        except (TypeError, RuntimeError) as exc:
+            raise AudioError(f"audio tensor {name} of dtype {tensor.dtype} cannot be read ({exc}): "
+                             "convert it with tensor.float()") from None
+    else:
+        data = np.asarray(audio)
+    if data.ndim == 1:
+        data = data[None, :]
+    elif data.ndim == 2:
+        if data.shape[0] > data.shape[1]:
+            data = data.T
+    else:
+        raise AudioError(f"audio array must be 1-D or 2-D (channels, samples), got shape {tuple(data.shape)}")
+    if np.issubdtype(data.dtype, np.floating):
+        return data.astype(np.float32, copy=False)
+    if np.issubdtype(data.dtype, np.signedinteger):  # PCM: full scale is 2^(bits-1), as libsndfile reads it
+        return (data.astype(np.float64) / float(-np.iinfo(data.dtype).min)).astype(np.float32)
+    if np.issubdtype(data.dtype, np.unsignedinteger):  # offset-binary PCM (8-bit WAV)
+        half = float(np.iinfo(data.dtype).max // 2 + 1)
+        return ((data.astype(np.float64) - half) / half).astype(np.float32)
+    kind = "complex" if np.issubdtype(data.dtype, np.complexfloating) else "not numbers"
+    raise AudioError(f"audio array must hold real samples (float, or int PCM), got dtype {data.dtype} ({kind}) "
+                     f"for {name}")
+
+
+def load_audio(audio: AudioInput, sr: int | None = None, *, name: str | None = None,
+               max_seconds: float | None = MAX_SECONDS) -> np.ndarray:
     """Return ``audio`` as 24 kHz mono float32 samples, shape ``(n_samples,)``.
 
     ``audio`` may be a file path (anything libsndfile reads, see :data:`AUDIO_EXTENSIONS`), the bytes of such a
     file, or a numpy/torch array of samples, then ``sr`` is required. Arrays may be ``(samples,)``,
-    ``(channels, samples)`` or ``(samples, channels)`` (the shorter axis is taken as channels).
-    Channels are averaged (as ``librosa.load(mono=True)`` upstream); no loudness normalisation.
+    ``(channels, samples)`` or ``(samples, channels)`` (the shorter axis is taken as channels); float
+    arrays (float16/bfloat16 too) hold samples in [-1, 1], int arrays PCM values scaled by their type's
+    range (int16 by 32768). Channels are averaged (as ``librosa.load(mono=True)`` upstream); no loudness
+    normalisation. The sample rate and the length it implies are checked before any decoding or resampling.
 
     Raises:
-        AudioError: unreadable/empty file, zero-length audio, NaN/inf samples, missing ``sr``.
+        AudioError: unreadable/empty file, zero-length audio, NaN/inf samples, float samples on the wrong
+            scale (peak above :data:`MAX_FLOAT_PEAK`), an unsupported dtype, a missing or insane ``sr``
+            (outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``), audio longer than ``max_seconds`` (None: no limit).
     """
     if isinstance(audio, (str, os.PathLike)):
         path = os.fspath(audio)
@@ -83,45 +191,36 @@ def load_audio(audio: AudioInput, sr: int | None = None, *, name: str | None = N
             raise AudioError(f"audio file not found: {path}")
         if os.path.getsize(path) == 0:
             raise AudioError(f"audio file is empty (0 bytes): {path}")
-        data, sr = _read_file(path, name)
+        data, sr = _read_file(path, name, max_seconds)
     elif isinstance(audio, (bytes, bytearray)):
         name = name or "<bytes>"
         if len(audio) == 0:
             raise AudioError("audio bytes are empty")
-        data, sr = _read_file(io.BytesIO(audio), name)
+        data, sr = _read_file(io.BytesIO(audio), name, max_seconds)
     elif isinstance(audio, np.ndarray) or _is_tensor(audio):
         name = name or "<array>"
-        if sr is None:
-            raise AudioError("an audio array needs its sample rate: pass sr=... (e.g. sr=44100)")
-        data = audio.detach().cpu().numpy() if _is_tensor(audio) else np.asarray(audio)
-        if data.ndim == 1:
-            data = data[None, :]
-        elif data.ndim == 2:
-            if data.shape[0] > data.shape[1]:
-                data = data.T
-        else:
-            raise AudioError(f"audio array must be 1-D or 2-D (channels, samples), got shape {tuple(data.shape)}")
-        if not np.issubdtype(data.dtype, np.floating):
-            if np.issubdtype(data.dtype, np.signedinteger):  # PCM: full scale is 2^(bits-1), as libsndfile reads it
-                data = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
-            elif np.issubdtype(data.dtype, np.unsignedinteger):  # offset-binary PCM (8-bit WAV)
-                half = float(np.iinfo(data.dtype).max // 2 + 1)
-                data = (data.astype(np.float32) - half) / half
-            else:
-                raise AudioError(f"audio array must hold numbers, got dtype {data.dtype}")
+        sr = check_sample_rate(sr, name)
+        if audio.ndim in (1, 2):  # the length it implies, before converting anything
+            check_duration(int(max(audio.shape)), sr, name, max_seconds)
+        data = _array_samples(audio, name)
     else:
         raise AudioError(
             f"unsupported audio input of type {type(audio).__name__}: pass a path, bytes, or a numpy/torch array with sr"
         )
-    if sr is None or sr <= 0:
-        raise AudioError(f"invalid sample rate {sr!r} for {name}")
-    if data.shape[-1] == 0:
+    if data.size == 0 or data.shape[-1] == 0:
         raise AudioError(f"audio has zero length: {name}")
-    data = data.astype(np.float32, copy=False)
+    check_duration(data.shape[-1], sr, name, max_seconds)
     if not np.isfinite(data).all():
         raise AudioError(f"audio contains NaN or infinite samples: {name}")
+    peak = float(np.max(np.abs(data)))
+    if peak > MAX_FLOAT_PEAK:
+        raise AudioError(
+            f"samples of {name} reach {peak:g}, but audio samples must lie in [-1, 1]: the scale is wrong. "
+            "For int16 PCM values stored as floats, divide int16 samples by 32768 (or pass the int16 array "
+            "itself, which is scaled for you)"
+        )
     mono = data.mean(axis=0)
-    return np.ascontiguousarray(resample(mono, int(sr)), dtype=np.float32)
+    return np.ascontiguousarray(resample(mono, sr), dtype=np.float32)
 
 
 def chunk_bounds(n_samples: int, chunk_samples: int) -> list[tuple[int, int]]:
@@ -152,6 +251,41 @@ def write_wav(path: str | os.PathLike, wav: np.ndarray, sr: int = SAMPLE_RATE) -
     import soundfile as sf
 
     sf.write(os.fspath(path), np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sr, subtype="PCM_16")
+
+
+#: output suffix -> (libsndfile format, subtype); None: the format's default (lossy codecs)
+_WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+                  ".oga": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS"), ".mp3": ("MP3", None),
+                  ".aif": ("AIFF", "PCM_16"), ".aiff": ("AIFF", "PCM_16"), ".au": ("AU", "PCM_16")}
+
+
+def output_audio_format(path: str | os.PathLike) -> tuple[str, str]:
+    """``(format, subtype)`` that :func:`write_audio` uses for ``path``, chosen by its suffix.
+
+    Raises:
+        ConfigError: a suffix this libsndfile cannot write (checked before any decoding work).
+    """
+    import soundfile as sf
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in _WRITE_FORMATS:
+        raise ConfigError(f"cannot write audio to {os.fspath(path)!r}: give a file ending in "
+                          f"{', '.join(_WRITE_FORMATS)}")
+    fmt, subtype = _WRITE_FORMATS[suffix]
+    if fmt not in sf.available_formats():
+        raise ConfigError(f"this libsndfile cannot write {fmt} ({suffix}): use .wav or .flac")
+    subtype = subtype or sf.default_subtype(fmt)
+    if not sf.check_format(fmt, subtype):
+        raise ConfigError(f"this libsndfile cannot write {fmt}/{subtype} ({suffix}): use .wav or .flac")
+    return fmt, subtype
+
+
+def write_audio(path: str | os.PathLike, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
+    """Write float audio (clipped to [-1, 1]) in the format of ``path``'s suffix (see :func:`output_audio_format`)."""
+    import soundfile as sf
+
+    fmt, subtype = output_audio_format(path)
+    sf.write(os.fspath(path), np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sr, format=fmt, subtype=subtype)
 
 
 # ---- which files a command works on ---------------------------------------------------------------

@@ -21,7 +21,8 @@ from typing import overload
 import numpy as np
 import torch
 
-from pecmae_hub.audio import SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, write_wav
+from pecmae_hub.audio import (MAX_SECONDS, SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, silence_error,
+                              silent_chunks, write_wav)
 from pecmae_hub.serialization import WEIGHTS_NAME, save_folder
 from pecmae_hub.hub.registry import DEFAULT_MODEL, INFO_NAME, METRICS_NAME, ORG_ENV, PROTOTYPES_DIR, REGISTRY, resolve_model
 from pecmae_hub.hub.files import ModelFiles, inside_path, load_autoencoder
@@ -102,7 +103,9 @@ class PECMAE:
             files.get(WEIGHTS_NAME)
         except ModelNotFoundError as exc:
             if text in REGISTRY and kind == "hub":
-                raise ModelNotFoundError(f"{exc} (registry model {text!r}; ${ORG_ENV} selects the organisation)") from None
+                from pecmae_hub.hub.registry import registry_model_missing  # the error names the recipe that builds it
+
+                raise registry_model_missing(text, exc) from None
             raise
         dev = resolve_device(device)
         head = PrototypeHead.from_pretrained(head_dir).to(dev)
@@ -126,11 +129,12 @@ class PECMAE:
 
     # ---- classification --------------------------------------------------------------------------
     @overload
-    def classify(self, audio: list | tuple, sr: int | None = None,
-                 top_k: int = 3) -> list[Prediction | ClassificationFailure]: ...
+    def classify(self, audio: list | tuple, sr: int | None = None, top_k: int = 3, *,
+                 max_seconds: float | None = MAX_SECONDS) -> list[Prediction | ClassificationFailure]: ...
     @overload
-    def classify(self, audio: AudioInput, sr: int | None = None, top_k: int = 3) -> Prediction: ...
-    def classify(self, audio, sr=None, top_k=3):
+    def classify(self, audio: AudioInput, sr: int | None = None, top_k: int = 3, *,
+                 max_seconds: float | None = MAX_SECONDS) -> Prediction: ...
+    def classify(self, audio, sr=None, top_k=3, *, max_seconds=MAX_SECONDS):
         """Classify a path, bytes, or numpy/torch samples (with ``sr``).
 
         One input gives a :class:`Prediction` or raises a typed error (e.g.
@@ -138,36 +142,45 @@ class PECMAE:
         same length and order in which every input was tried: a :class:`Prediction` for each one that
         worked, a :class:`ClassificationFailure` (``ok=False``, error type and message) for each that
         did not.
+
+        No answer is made up: an input with no audible chunk (digital silence or near-silence, see
+        :func:`pecmae_hub.audio.is_silent`) is an ``AudioError``; silent chunks inside a track are
+        left out of the decision and flagged in ``Prediction.chunk_silent``. Inputs longer than
+        ``max_seconds`` (None: no limit) are refused before any decoding or resampling.
         """
         if isinstance(audio, (list, tuple)):
-            return [self._classify_or_failure(a, sr, top_k) for a in audio]
-        return self._classify_one(audio, sr, top_k)
+            return [self._classify_or_failure(a, sr, top_k, max_seconds) for a in audio]
+        return self._classify_one(audio, sr, top_k, max_seconds)
 
-    def _classify_or_failure(self, audio, sr, top_k) -> Prediction | ClassificationFailure:
+    def _classify_or_failure(self, audio, sr, top_k, max_seconds=MAX_SECONDS) -> Prediction | ClassificationFailure:
         try:
-            return self._classify_one(audio, sr, top_k)
+            return self._classify_one(audio, sr, top_k, max_seconds)
         except PecmaeError as exc:
             return ClassificationFailure(source=_source_name(audio), error=type(exc).__name__, message=str(exc))
 
     @torch.no_grad()
-    def _classify_one(self, audio, sr, top_k) -> Prediction:
+    def _classify_one(self, audio, sr, top_k, max_seconds=MAX_SECONDS) -> Prediction:
         source = _source_name(audio)
-        wav = load_audio(audio, sr, name=source)
+        wav = load_audio(audio, sr, name=source, max_seconds=max_seconds)
+        silent = silent_chunks(wav, self.autoencoder.chunk_samples)
+        if all(silent):
+            raise silence_error(source)
+        audible = torch.tensor([not s for s in silent])
         z = self.autoencoder.encode(wav, sr=SAMPLE_RATE)
         logits = self.head(z).float().cpu()                                   # (n, C)
         sims = self.head.similarities(z).float().cpu()                        # (n, P)
-        contrib = self.head.contributions(z).float().cpu().mean(0)            # (C, P)
-        mean = logits.mean(0)
+        contrib = self.head.contributions(z[audible]).float().cpu().mean(0)   # (C, P), audible chunks only
+        mean = logits[audible].mean(0)
         scores = torch.softmax(mean / self.head.config.temperature, dim=0)
         labels = self.labels
         bounds = chunk_bounds(len(wav), self.autoencoder.chunk_samples)
         pred = Prediction(
             source=source, label=labels[int(mean.argmax())],
             scores={c: float(s) for c, s in zip(labels, scores)}, logits={c: float(v) for c, v in zip(labels, mean)},
-            chunk_labels=[labels[i] for i in logits.argmax(1).tolist()],
+            chunk_labels=[None if quiet else labels[i] for i, quiet in zip(logits.argmax(1).tolist(), silent)],
             chunk_starts=[s / SAMPLE_RATE for s, _ in bounds], chunk_ends=[e / SAMPLE_RATE for _, e in bounds],
             similarities=sims.tolist(), contributions={c: contrib[i].tolist() for i, c in enumerate(labels)},
-            top_prototypes=[], duration=len(wav) / SAMPLE_RATE, model=self.name,
+            top_prototypes=[], duration=len(wav) / SAMPLE_RATE, model=self.name, chunk_silent=silent,
         )
         pred.top_prototypes = self.explain(pred, top_k)
         return pred
@@ -227,9 +240,15 @@ class PECMAE:
 
     def sonify(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> np.ndarray:
         """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
-        match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio)."""
+        match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
+
+        Raises:
+            ConfigError: an unknown prototype, or settings outside :func:`check_render_settings`
+                (checked before any work).
+        """
+        steps, guidance, seed = check_render_settings(steps, guidance, seed)
         p = self.prototype_index(prototype)
-        key = (p, int(steps), float(guidance), int(seed))
+        key = (p, steps, guidance, seed)
         if key not in self._sonified:
             path = self.prototype_audio_path(p, steps, guidance, seed)
             if path is not None:
@@ -247,6 +266,7 @@ class PECMAE:
         ``index.json`` recording the settings; returns the index."""
         from tqdm.auto import tqdm
 
+        steps, guidance, seed = check_render_settings(steps, guidance, seed)
         out = Path(folder) / PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -328,6 +348,35 @@ class PECMAE:
                                  autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
             return push_folder(tmp, repo_id, private=private, revision=revision, token=token,
                                    commit_message=commit_message)
+
+
+#: most diffusion steps a sonification may take (40 is the default; beyond ~200 the sound hardly changes)
+MAX_STEPS = 1000
+
+
+def check_render_settings(steps, guidance, seed) -> tuple[int, float, int]:
+    """``(steps, guidance, seed)`` as (int, float, int), or :class:`ConfigError` naming the bad one.
+
+    ``steps`` must be a whole number in 1..:data:`MAX_STEPS`, ``guidance`` a finite number, ``seed`` an
+    integer in 0..2**63-1. Checked before any decoding, so a typo never starts hours of work.
+    """
+    def whole(value, what):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value) or int(value) != value:
+            raise ConfigError(f"{what} must be a whole number, got {value!r}")
+        return int(value)
+
+    steps = whole(steps, "steps")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ConfigError(f"steps must be in 1..{MAX_STEPS}, got {steps} (40 is the default; more than ~200 "
+                          "steps rarely changes the sound)")
+    if isinstance(guidance, (bool, np.bool_)) or not isinstance(guidance, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(guidance):
+        raise ConfigError(f"guidance must be a finite number (1.0: no guidance), got {guidance!r}")
+    seed = whole(seed, "seed")
+    if not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be in 0..2**63-1, got {seed}")
+    return steps, float(guidance), seed
 
 
 def _source_name(audio) -> str:

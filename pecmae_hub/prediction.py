@@ -16,15 +16,19 @@ class Prediction:
     """One classified input; every field is plain JSON (lists, dicts, floats).
 
     ``similarities`` is (n_chunks, P); ``contributions[c]`` holds, for every prototype p, the mean
-    over chunks of ``linear.weight[c, p] * similarity[p]`` (they sum, with the bias, to ``logits[c]``).
-    ``top_prototypes`` lists the prototypes that pushed hardest towards ``label``.
+    over the audible chunks of ``linear.weight[c, p] * similarity[p]`` (they sum, with the bias, to
+    ``logits[c]``). ``top_prototypes`` lists the prototypes that pushed hardest towards ``label``.
+
+    ``chunk_silent[i]`` marks a chunk with nothing audible (:func:`pecmae_hub.audio.is_silent`): it takes
+    no part in ``label``, ``scores``, ``logits`` or ``contributions``, and its ``chunk_labels[i]`` is None
+    (no answer is made up for silence). An input whose every chunk is silent raises ``AudioError``.
     """
 
     source: str
     label: str
     scores: dict[str, float]
     logits: dict[str, float]
-    chunk_labels: list[str]
+    chunk_labels: list[str | None]
     chunk_starts: list[float]
     chunk_ends: list[float]
     similarities: list[list[float]]
@@ -32,11 +36,18 @@ class Prediction:
     top_prototypes: list[dict]
     duration: float
     model: str = ""
+    chunk_silent: list[bool] = dataclasses.field(default_factory=list)
     ok: bool = True
 
     @property
     def confidence(self) -> float:
         return self.scores[self.label]
+
+    @property
+    def audible(self) -> list[bool]:
+        """Per chunk, whether it took part in the decision (not silent)."""
+        silent = self.chunk_silent or [False] * len(self.chunk_labels)
+        return [not s for s in silent]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,8 +81,8 @@ class ClassificationFailure:
 def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, nearest: dict | None = None) -> list[dict]:
     """The ``top_k`` prototypes contributing most to ``label`` (default: the predicted one).
 
-    Each item: ``{"class", "k", "p", "contribution", "similarity"}`` plus ``"nearest"`` (training chunks
-    closest to the prototype) when a ``nearest.json`` table is given.
+    Each item: ``{"class", "k", "p", "contribution", "similarity"}`` (similarity: mean over audible chunks)
+    plus ``"nearest"`` (training chunks closest to the prototype) when a ``nearest.json`` table is given.
     """
     label = label or prediction.label
     if label not in prediction.contributions:
@@ -79,7 +90,9 @@ def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, ne
     labels = list(prediction.contributions)
     contrib = prediction.contributions[label]
     per_class = len(contrib) // len(labels)
-    sims = np.asarray(prediction.similarities, dtype=np.float64).mean(axis=0)
+    sims = np.asarray(prediction.similarities, dtype=np.float64)
+    audible = np.asarray(prediction.audible, dtype=bool)
+    sims = (sims[audible] if audible.any() else sims).mean(axis=0)  # the chunks behind the decision
     table = {int(e["index"]): e.get("nearest", []) for e in (nearest or {}).get("prototypes", [])}
     out = []
     for p in sorted(range(len(contrib)), key=lambda i: -contrib[i])[: max(0, top_k)]:

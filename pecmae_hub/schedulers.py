@@ -220,6 +220,8 @@ def _plain(value):
 def scheduler_to_dict(scheduler: SchedulerSpec) -> dict[str, Any]:
     """``{"name": ..., **options that differ from our defaults}``: a compact, JSON-able name for a render
     index (``{"name": "unipc"}`` for the default UniPC). :func:`scheduler_from_dict` rebuilds it."""
+    if isinstance(scheduler, dict) and set(scheduler) == {"name"}:
+        scheduler = scheduler["name"]  # no diffusers import needed to compare plain names
     if isinstance(scheduler, dict):
         scheduler = scheduler_from_dict(scheduler)
     if isinstance(scheduler, str):

@@ -62,11 +62,18 @@ def resolve_file(
     from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
 
+    from pecmae_hub.connectivity import describe_unreachable, hub_offline, hub_reachable
+
+    # an unreachable Hub is detected once (cached probe): read only the cache, fail fast, never wait on timeouts
+    unreachable = not (local_files_only or hub_offline()) and not hub_reachable()
+    if unreachable and force_download:
+        raise ModelNotFoundError(f"cannot re-download {filename!r} of Hub repo {repo_id!r} (force_download): "
+                                 f"{describe_unreachable()}")
     try:
         downloaded = Path(
             hf_hub_download(
                 repo_id, filename, revision=revision, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-                local_files_only=local_files_only,
+                local_files_only=local_files_only or unreachable,
                 token=token, force_download=force_download,
             )
         )
@@ -78,11 +85,12 @@ def resolve_file(
         # must come before EntryNotFoundError: in huggingface_hub >= 1.0 it is a subclass of it
         from huggingface_hub import constants as hf_constants
 
-        if not required and (local_files_only or hf_constants.HF_HUB_OFFLINE):
+        if not required and (local_files_only or unreachable or hf_constants.HF_HUB_OFFLINE):
             return None
+        why = "local_files_only=True" if local_files_only else describe_unreachable()
         raise ModelNotFoundError(
             f"{filename!r} of Hub repo {repo_id!r} (revision {revision or 'main'}) is not in the local cache "
-            "and the Hub cannot be reached (offline mode or no network)"
+            f"and the Hub cannot be used ({why}): download it once while online"
         ) from None
     except hf_errors.EntryNotFoundError:
         if required:

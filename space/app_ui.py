@@ -10,7 +10,9 @@ as defaults of the returned app's ``launch()``. Endpoints (``api_name``):
 - ``/model_info`` () → model card, overview, configuration
 - ``/load_model`` (model name) → status, model card, overview, configuration, prototype choices
 
-The model an endpoint uses is the session's (``/load_model`` switches it; default ``PECMAE_MODEL``).
+The model an endpoint uses is the session's (``/load_model`` switches it, among the models the operator
+allows: :mod:`space.access`; default ``PECMAE_MODEL``). Uploads are limited to ``PECMAE_MAX_UPLOAD_MB``
+(Gradio's ``max_file_size``: a larger upload is answered 413 and its partial file deleted).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from . import settings as cfg  # noqa: E402
+from .access import ModelPolicy, scrub_paths  # noqa: E402
 from .handlers import Handlers  # noqa: E402
 from .models import ModelManager, ModelUnavailable  # noqa: E402
 
@@ -50,9 +53,11 @@ def theme() -> gr.themes.Base:
 
 def launch_options(**overrides) -> dict:
     """Keyword arguments for ``Blocks.launch``: theme/CSS, ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
-    ``GRADIO_SERVER_PORT``, no share link, errors shown to users; ``overrides`` win."""
+    ``GRADIO_SERVER_PORT``, no share link, errors shown to users, the upload limit
+    (``PECMAE_MAX_UPLOAD_MB``); ``overrides`` win."""
     options = dict(theme=theme(), css=CSS, server_name=cfg.server_name(), server_port=cfg.server_port(),
-                   share=False, show_error=True, footer_links=["api", "gradio", "settings"])
+                   share=False, show_error=True, footer_links=["api", "gradio", "settings"],
+                   max_file_size=cfg.AppSettings.from_env().max_upload_bytes)
     options.update(overrides)
     return options
 
@@ -144,10 +149,10 @@ def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dr
 def _model_tab(handlers: Handlers, manager: ModelManager, state: gr.State, proto: gr.Dropdown,
                status: gr.Markdown) -> list:
     with gr.Row(equal_height=False):
-        selector = gr.Dropdown(choices=manager.choices(), value=manager.default, label="Model name",
+        selector = gr.Dropdown(choices=manager.choices(), value=manager.policy.startup_alias, label="Model name",
                                allow_custom_value=True, scale=4, elem_id="model-select",
                                info="Registry models load from the Hugging Face Hub (or its local cache); "
-                                    "a Hub repo id or a local folder works too.")
+                                    "other Hub repos and model folders only where the operator allows them.")
         with gr.Column(scale=1, min_width=160):
             load = gr.Button("Load model", variant="primary", elem_id="load-model")
             gr.Markdown("Switches the model of this browser session only.", elem_classes=["pecmae-caption"])
@@ -167,16 +172,20 @@ def _model_tab(handlers: Handlers, manager: ModelManager, state: gr.State, proto
 
 def build_app(model_name: str | None = None, *, max_seconds: float | None = None,
               examples_dir: str | os.PathLike | None = None, prewarm: bool | None = None,
-              device: str | None = None) -> gr.Blocks:
+              device: str | None = None, allowed_models: str | list[str] | None = None,
+              model_dirs: str | list[str] | None = None, max_upload_mb: float | None = None) -> gr.Blocks:
     """Build the app. Arguments override ``PECMAE_MODEL``, ``PECMAE_MAX_SECONDS``, ``PECMAE_EXAMPLES_DIR``,
-    ``PECMAE_PREWARM`` and ``PECMAE_DEVICE`` (see :mod:`space.settings`).
+    ``PECMAE_PREWARM``, ``PECMAE_DEVICE``, ``PECMAE_ALLOWED_MODELS``, ``PECMAE_MODEL_DIRS`` and
+    ``PECMAE_MAX_UPLOAD_MB`` (see :mod:`space.settings`).
 
     The start-up model is loaded now (a failure is shown in the app, which still starts); the example
     clips are then classified in the background so clicking one answers at once.
     """
     settings = cfg.AppSettings.from_env(model=model_name, max_seconds=max_seconds, prewarm=prewarm, device=device,
-                                        examples_dir=examples_dir)
-    manager = ModelManager(settings.model, device=settings.device)
+                                        examples_dir=examples_dir, allowed_models=allowed_models,
+                                        model_dirs=model_dirs, max_upload_mb=max_upload_mb)
+    policy = ModelPolicy.from_env(settings.model, settings.allowed_models, settings.model_dirs)
+    manager = ModelManager(settings.model, device=settings.device, policy=policy)
     handlers = Handlers(manager, settings)
     startup_error, choices = None, []
     try:
@@ -185,9 +194,9 @@ def build_app(model_name: str | None = None, *, max_seconds: float | None = None
         status_text = (f"Model **{model.name}** — {len(model.labels)} classes, "
                        f"{model.head.num_prototypes} prototypes.")
     except (ModelUnavailable, gr.Error) as exc:
-        startup_error = f"The start-up model {settings.model!r} could not be loaded: {exc}"
-        status_text = f"⚠️ {startup_error} Choose another model in the **Model** tab."
-        log.error(startup_error)
+        startup_error = f"The start-up model {policy.startup_alias!r} could not be loaded: {exc}"
+        status_text = f"⚠️ {scrub_paths(startup_error)} Choose another model in the **Model** tab."
+        log.error("the start-up model %s could not be loaded: %s", settings.model, exc)
 
     with gr.Blocks(title=TITLE) as demo:
         state = gr.State(settings.model)
@@ -204,7 +213,7 @@ def build_app(model_name: str | None = None, *, max_seconds: float | None = None
         demo.load(handlers.model_info, [state], model_outputs, api_name="model_info",
                   api_description="Model card, overview (labels, metrics) and configuration of the session's model.")
     demo.queue(default_concurrency_limit=cfg.CLASSIFY_CONCURRENCY)
-    demo.launch = functools.partial(_launch, demo.launch)  # offline-safe defaults for any caller
+    demo.launch = functools.partial(_launch, demo.launch, settings)  # offline-safe defaults for any caller
     demo.pecmae = handlers  # for tests and scripts
     if settings.prewarm and startup_error is None and settings.example_clips():
         threading.Thread(target=handlers.prewarm, args=(settings.example_clips(),), daemon=True,
@@ -212,6 +221,7 @@ def build_app(model_name: str | None = None, *, max_seconds: float | None = None
     return demo
 
 
-def _launch(launch, *args, **kwargs):
-    """``Blocks.launch`` with :func:`launch_options` as defaults."""
+def _launch(launch, settings: cfg.AppSettings, *args, **kwargs):
+    """``Blocks.launch`` with :func:`launch_options` and this app's upload limit as defaults."""
+    kwargs.setdefault("max_file_size", settings.max_upload_bytes)
     return launch(*args, **launch_options(**kwargs))

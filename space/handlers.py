@@ -2,7 +2,7 @@
 
 Every failure a user can cause (no file, unreadable or silent audio, too long, unknown prototype, a
 model that cannot be loaded) becomes a :class:`gradio.Error` with a readable message; the server
-keeps serving. Audio outputs are WAV *file paths* so the browser plays prototypes at their true
+keeps serving. An upload that is refused is deleted from Gradio's upload folder at once. Audio outputs are WAV *file paths* so the browser plays prototypes at their true
 relative loudness (Gradio peak-normalises numpy audio).
 """
 from __future__ import annotations
@@ -20,10 +20,11 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
+from pecmae_hub.audio import SAMPLE_RATE, load_audio, silence_error, silent_chunks, write_wav
 from pecmae_hub.errors import AudioError, PecmaeError
 
 from . import settings as cfg
+from .access import scrub_paths
 from .models import ModelManager, ModelUnavailable
 from .plots import explanation_figure, ranked_classes
 from .texts import client_safe, model_card, model_config, model_overview, prototype_caption, summary_text
@@ -99,6 +100,9 @@ class Handlers:
         # GPU work runs under @spaces.GPU with plain picklable arguments (ZeroGPU hands them to a worker)
         self._decode = _gpu(cfg.SONIFY_GPU_SECONDS)(self._decode_prototype)
         self._classify = _gpu(cfg.CLASSIFY_GPU_SECONDS)(self._classify_wav)
+        from gradio.utils import get_upload_folder
+
+        self.upload_root = Path(get_upload_folder()).resolve()  # where Gradio keeps uploads (read at build time)
 
     # ---- models -------------------------------------------------------------------------------
     def model(self, name: str | None):
@@ -109,11 +113,36 @@ class Handlers:
             raise _gr_error(exc) from None
 
     # ---- audio input --------------------------------------------------------------------------
-    def read_input(self, audio) -> np.ndarray:
-        """Validated 24 kHz mono samples of an uploaded/recorded file path; :class:`gr.Error` otherwise."""
+    def read_input(self, audio, chunk_samples: int | None = None) -> np.ndarray:
+        """Validated 24 kHz mono samples of an uploaded/recorded file path; :class:`gr.Error` otherwise.
+
+        With ``chunk_samples`` (the model's chunk length), audio without one audible chunk is refused, as
+        the library and the CLI refuse it. A refused upload is deleted (see :meth:`discard_upload`).
+        """
         if not audio:
             raise gr.Error("No audio given: upload a file or record a clip first.", title="No audio")
         path = Path(audio)
+        try:
+            return self._read_checked(path, chunk_samples)
+        except gr.Error:
+            self.discard_upload(path)
+            raise
+
+    def discard_upload(self, path: str | os.PathLike) -> bool:
+        """Delete ``path`` if it is a file inside Gradio's upload folder (never anything else); True if deleted."""
+        try:
+            real = Path(path).resolve()
+            if not (real.is_relative_to(self.upload_root) and real != self.upload_root and real.is_file()):
+                return False
+            real.unlink()
+            if real.parent != self.upload_root and not any(real.parent.iterdir()):
+                real.parent.rmdir()  # Gradio's per-upload folder
+            return True
+        except OSError as exc:  # another request removed it first, or a permission problem: log, go on
+            log.warning("could not delete refused upload %s: %s", path, exc)
+            return False
+
+    def _read_checked(self, path: Path, chunk_samples: int | None) -> np.ndarray:
         if not path.is_file():
             raise gr.Error(f"The audio file {path.name!r} does not exist on the server.", title="No audio")
         if path.stat().st_size == 0:
@@ -128,15 +157,17 @@ class Handlers:
             header_seconds = 0.0
         self._check_length(header_seconds, limit)
         try:
-            wav = load_audio(str(path))
+            wav = load_audio(str(path), name=repr(path.name), max_seconds=limit)
         except AudioError as exc:
-            detail = str(exc).replace(str(path), repr(path.name))
-            raise gr.Error(
-                f"Cannot read {path.name!r} as audio. Use WAV, FLAC, OGG or MP3. ({detail})", title="Unreadable audio"
-            ) from None
+            detail = scrub_paths(str(exc).replace(str(path), repr(path.name)))
+            if detail.startswith("cannot decode"):
+                raise gr.Error(f"Cannot read {path.name!r} as audio. Use WAV, FLAC, OGG or MP3. ({detail})",
+                               title="Unreadable audio") from None
+            raise gr.Error(detail[:1].upper() + detail[1:], title="Unusable audio") from None
         self._check_length(len(wav) / SAMPLE_RATE, limit)
-        if wav.size == 0 or float(np.max(np.abs(wav))) < cfg.SILENCE_PEAK:
-            raise gr.Error(f"{path.name!r} is silent: there is nothing to classify.", title="Silent audio")
+        # the library's definition of silence: the same inputs are refused by the API and the CLI
+        if chunk_samples and all(silent_chunks(wav, chunk_samples)):
+            raise gr.Error(f"{silence_error(repr(path.name))}.", title="Silent audio")
         return wav
 
     @staticmethod
@@ -173,7 +204,7 @@ class Handlers:
     def classify(self, audio, model_name: str | None, progress=gr.Progress()):
         """``/classify``: audio file → scores, explanation plot, summary, top prototypes, details."""
         progress(0.05, desc="Reading audio")
-        wav = self.read_input(audio)
+        wav = self.read_input(audio, self.model(model_name).autoencoder.chunk_samples)
         progress(0.3, desc="Classifying")
         model, prediction = self.predict(model_name, wav)
         progress(0.85, desc="Explaining")
@@ -193,8 +224,8 @@ class Handlers:
             "model": model.name, "label": prediction.label, "scores": prediction.scores,
             "runner_up": ranked_classes(prediction.scores)[1] if len(prediction.scores) > 1 else None,
             "duration": round(prediction.duration, 3),
-            "chunks": [{"start": round(s, 3), "end": round(e, 3), "label": c} for s, e, c in
-                       zip(prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels)],
+            "chunks": [{"start": round(s, 3), "end": round(e, 3), "label": c, "silent": not a} for s, e, c, a in
+                       zip(prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels, prediction.audible)],
             "top_prototypes": tops,
         })
         return (prediction.scores, figure, summary_text(prediction), *audios, *captions, details)
@@ -278,7 +309,9 @@ class Handlers:
 
     def load_model(self, name: str | None, current: str | None):
         """``/load_model``: switch this session to model ``name``; returns state, status and model tab values."""
-        name = (name or "").strip() or self.manager.default
+        name = (name or "").strip()
+        if not name:
+            raise gr.Error("The model name is empty: choose a model in the list or type its name.", title="No model")
         model = self.model(name)
         choices = self.prototype_choices(name)
         status = f"Loaded **{model.name}** — {len(model.labels)} classes, {model.head.num_prototypes} prototypes."

@@ -1,81 +1,38 @@
 """Which models the app offers and how it loads them: cache first, the Hub only when reachable.
 
 A model is named by a registry short name (``gm-solos``, ``gtzan``, ``medley-solos-db``), a Hub repo
-id or a local folder. Loaded models are kept in memory (the start-up model always, plus the most
+id or a local folder, among those the operator allows (:class:`space.access.ModelPolicy`; by default the
+start-up model and the embedded ones). Errors a client sees name no server path. Loaded models are kept in memory (the start-up model always, plus the most
 recently used others). Loading never waits on a dead network: the Hugging Face cache is tried first,
 then the Hub is probed with a short timeout, and an unreachable Hub gives :class:`ModelUnavailable`
 with a message a user can act on.
 """
 from __future__ import annotations
 
+import logging
 import os
-import socket
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, known_names, registry_repo_id, resolve_model
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
+from .access import ModelPolicy, display_name, scrub_paths
+from pecmae_hub.connectivity import PROBE_TIMEOUT, PROBE_TTL, _probe_cache, hub_endpoint, hub_offline, hub_reachable  # noqa: F401
 
-PROBE_TIMEOUT = 3.0     # seconds to wait for a TCP connection to the Hub
-PROBE_TTL = 15.0        # seconds a probe result is reused
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(PecmaeError):
     """A model that cannot be loaded here and now (not cached and the Hub unreachable, missing files …)."""
 
 
-def hub_endpoint() -> str:
-    """The Hub URL ``huggingface_hub`` talks to (``$HF_ENDPOINT`` or https://huggingface.co)."""
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def hub_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set: only the local cache may be read."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-_probe_cache: dict[str, tuple[float, bool]] = {}
-
-
-def hub_reachable(endpoint: str | None = None, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Whether a TCP connection to the Hub opens within ``timeout`` s (DNS included; cached briefly)."""
-    endpoint = endpoint or hub_endpoint()
-    now = time.monotonic()
-    cached = _probe_cache.get(endpoint)
-    if cached and now - cached[0] < PROBE_TTL:
-        return cached[1]
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
-    worker.start()
-    worker.join(timeout + 0.5)
-    ok = bool(result and result[0])
-    _probe_cache[endpoint] = (now, ok)
-    return ok
-
-
 def describe_model(name: str) -> str:
     """Human label of a model reference for the selector."""
     entry = REGISTRY.get(name)
     if entry is None:
-        return f"{Path(name).name} (folder)" if Path(name).expanduser().is_dir() else f"{name} (Hub)"
+        return f"{display_name(name)} (folder)" if Path(name).expanduser().is_dir() else f"{name} (Hub)"
     if entry.embedded:
         return f"{name} · embedded, offline"
     return f"{name} · Hub {registry_repo_id(name)}"
@@ -88,18 +45,20 @@ class ModelManager:
         default: the model loaded at start-up and kept resident.
         device: passed to ``PECMAE.from_pretrained`` (``auto`` → CUDA when available).
         max_loaded: how many models besides the default stay in memory.
+        policy: which names clients may load (default: :meth:`ModelPolicy.from_env` for ``default``).
     """
 
-    def __init__(self, default: str, device: str = "auto", max_loaded: int = 2):
+    def __init__(self, default: str, device: str = "auto", max_loaded: int = 2, policy: ModelPolicy | None = None):
         self.default, self.device, self.max_loaded = str(default), device, max_loaded
+        self.policy = policy or ModelPolicy.from_env(self.default)
         self._models: OrderedDict[str, object] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
     def choices(self) -> list[tuple[str, str]]:
-        """``(label, value)`` pairs for the model selector: the default first, then the registry."""
-        names = [self.default] + [n for n in known_names() if n != self.default]
-        return [(describe_model(n), n) for n in names]
+        """``(label, value)`` pairs for the model selector: the default first, then the allowed registry names."""
+        names = self.policy.offered()
+        return [(describe_model(self.default if n == self.policy.startup_alias else n), n) for n in names]
 
     def is_loaded(self, name: str) -> bool:
         return name in self._models
@@ -108,9 +67,14 @@ class ModelManager:
         """The loaded :class:`~pecmae_hub.pipeline.PECMAE` for ``name`` (default model when None).
 
         Raises:
-            ModelUnavailable: with a readable reason (offline and not cached, unknown name, bad files).
+            ModelUnavailable: with a readable reason (not allowed here, offline and not cached, bad files),
+                the same for a name that is not allowed whether or not it exists on the server.
         """
         name = (name or self.default).strip()
+        reference = self.policy.resolve(name)
+        if reference is None:
+            raise ModelUnavailable(self.policy.refusal(name))
+        name = reference
         with self._lock:
             if name in self._models:
                 self._models.move_to_end(name)
@@ -129,19 +93,27 @@ class ModelManager:
             return model
 
     def _load(self, name: str):
+        try:
+            return self._load_checked(name)
+        except ModelUnavailable as exc:  # the full text for the operator, no server path for the client
+            log.warning("model %s cannot be loaded: %s", name, exc)
+            raise ModelUnavailable(scrub_paths(str(exc))) from None
+
+    def _load_checked(self, name: str):
         from pecmae_hub.pipeline import PECMAE
 
+        shown = display_name(name)
         try:
             kind, _, _ = resolve_model(name)
         except ModelNotFoundError as exc:
-            raise ModelUnavailable(str(exc)) from None
+            raise ModelUnavailable(str(exc).replace(name, shown)) from None
         try:  # the cache (or the folder) first: no network, no retries
             return PECMAE.from_pretrained(name, device=self.device, local_files_only=True)
         except ModelNotFoundError as exc:
             if kind == "folder":
-                raise ModelUnavailable(f"model {name!r} cannot be loaded: {exc}") from None
+                raise ModelUnavailable(f"model {shown!r} cannot be loaded: {str(exc).replace(name, shown)}") from None
         except PecmaeError as exc:
-            raise ModelUnavailable(f"model {name!r} cannot be loaded: {exc}") from None
+            raise ModelUnavailable(f"model {shown!r} cannot be loaded: {str(exc).replace(name, shown)}") from None
         endpoint = hub_endpoint()
         if hub_offline():
             raise ModelUnavailable(

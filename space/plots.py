@@ -14,6 +14,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 BAR_COUNT = 5  # prototypes per class panel
+SILENT_LABEL, SILENT_COLOR = "(silent)", "#bbbbbb"  # chunks left out of the decision
 
 
 def class_colors(labels: list[str]) -> dict[str, tuple]:
@@ -67,16 +68,20 @@ def _contribution_panel(ax, prediction, label: str, title: str, colors: dict, la
 def _timeline_panel(ax, prediction, colors: dict, ranked: list[str]) -> None:
     starts, ends, chunk_labels = prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels
     shown = [c for c in ranked if c in set(chunk_labels) or c in ranked[:2]]
+    if None in chunk_labels:  # silent chunks: no answer, shown on their own grey row
+        shown.append(None)
     rows = {c: i for i, c in enumerate(reversed(shown))}
     for s, e, c in zip(starts, ends, chunk_labels):
-        ax.broken_barh([(s, max(e - s, 1e-3))], (rows[c] - 0.35, 0.7), facecolors=colors[c], edgecolor="white", linewidth=0.6)
-    ax.set_yticks(list(rows.values()), list(rows.keys()), fontsize=9)
+        ax.broken_barh([(s, max(e - s, 1e-3))], (rows[c] - 0.35, 0.7), facecolors=colors.get(c, SILENT_COLOR),
+                       edgecolor="white", linewidth=0.6)
+    ax.set_yticks(list(rows.values()), [SILENT_LABEL if c is None else c for c in rows], fontsize=9)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlim(0, max(ends[-1] if ends else 1.0, 1e-3))
     ax.set_xlabel("time (s)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     votes = sum(1 for c in chunk_labels if c == prediction.label)
-    ax.set_title(f"Per-chunk predictions ({votes}/{len(chunk_labels)} chunks say {prediction.label})",
+    audible = sum(1 for c in chunk_labels if c is not None)
+    ax.set_title(f"Per-chunk predictions ({votes}/{audible} audible chunks say {prediction.label})",
                  fontsize=10, loc="left", fontweight="bold")
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
@@ -95,6 +100,7 @@ def explanation_figure(prediction, labels: list[str] | None = None) -> Figure:
     colors = class_colors(labels)
     ranked = ranked_classes(prediction.scores)
     n_rows = len([c for c in ranked if c in set(prediction.chunk_labels) or c in ranked[:2]])
+    n_rows += None in prediction.chunk_labels
     fig = Figure(figsize=(10, 4.2 + 0.32 * n_rows), dpi=110, layout="constrained")
     grid = fig.add_gridspec(2, 2, height_ratios=[2.6, 0.6 + 0.35 * n_rows])
     top = ranked[0]

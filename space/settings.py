@@ -4,6 +4,9 @@
 |---|---|---|
 | ``PECMAE_MODEL`` | ``gm-solos`` | model loaded at start: short name, Hub repo id or local folder |
 | ``PECMAE_MAX_SECONDS`` | ``600`` | longest audio accepted by ``/classify`` (seconds) |
+| ``PECMAE_MAX_UPLOAD_MB`` | ``128`` | largest upload accepted (MB); larger ones are refused by Gradio and deleted |
+| ``PECMAE_ALLOWED_MODELS`` | embedded models | what ``/load_model`` may load besides ``PECMAE_MODEL``: comma-separated registry names, Hub repo ids, patterns (``org/*``), ``registry`` (every registry name) |
+| ``PECMAE_MODEL_DIRS`` | none | ``os.pathsep``-separated folders whose model folders ``/load_model`` may load |
 | ``PECMAE_DEVICE`` | ``auto`` | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
 | ``PECMAE_EXAMPLES_DIR`` | ``<repo>/examples`` | folder of example clips (``*.wav``) |
 | ``PECMAE_PREWARM`` | ``1`` | classify the example clips in the background at start (instant examples) |
@@ -24,7 +27,8 @@ CLASSIFY_CONCURRENCY = 2    # simultaneous classifications
 SONIFY_CONCURRENCY = 1      # simultaneous diffusion decodes
 SONIFY_GPU_SECONDS = 120    # ZeroGPU time slot asked for one re-sonification
 CLASSIFY_GPU_SECONDS = 60   # ZeroGPU time slot asked for one classification (10 min of audio)
-SILENCE_PEAK = 1e-4         # peak amplitude under which an input counts as silent
+DEFAULT_MAX_UPLOAD_MB = 128.0  # 10 min of 44.1 kHz stereo 16-bit WAV is ~106 MB
+# silence: pecmae_hub.audio.is_silent / SILENCE_DBFS, the one definition shared with the library and CLI
 
 
 def _float_env(name: str, default: float) -> float:
@@ -34,7 +38,7 @@ def _float_env(name: str, default: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"${name} must be a number of seconds, got {text!r}") from None
+        raise ValueError(f"${name} must be a number, got {text!r}") from None
     if value <= 0:
         raise ValueError(f"${name} must be positive, got {value}")
     return value
@@ -57,6 +61,14 @@ class AppSettings:
     examples_dir: Path = field(default_factory=lambda: ROOT / "examples")
     prewarm: bool = True
     top_prototypes: int = TOP_PROTOTYPES
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    allowed_models: str | tuple[str, ...] | None = None   # None: $PECMAE_ALLOWED_MODELS (see space.access)
+    model_dirs: str | tuple[str, ...] | None = None       # None: $PECMAE_MODEL_DIRS
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes, as Gradio's ``launch(max_file_size=...)`` takes it."""
+        return int(self.max_upload_mb * 1024 * 1024)
 
     @classmethod
     def from_env(cls, **overrides) -> "AppSettings":
@@ -67,10 +79,12 @@ class AppSettings:
             device=os.environ.get("PECMAE_DEVICE", "").strip() or "auto",
             examples_dir=Path(os.environ.get("PECMAE_EXAMPLES_DIR", "").strip() or ROOT / "examples"),
             prewarm=_flag_env("PECMAE_PREWARM", True),
+            max_upload_mb=_float_env("PECMAE_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if float(values["max_seconds"]) <= 0:
-            raise ValueError(f"max_seconds must be positive, got {values['max_seconds']}")
+        for key in ("max_seconds", "max_upload_mb"):
+            if float(values[key]) <= 0:
+                raise ValueError(f"{key} must be positive, got {values[key]}")
         return cls(**values)
 
     def example_clips(self) -> list[Path]:

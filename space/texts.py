@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from .access import display_name
 from .models import model_files, optional_file
 from .plots import ranked_classes
 from .settings import format_seconds
@@ -15,11 +16,14 @@ def summary_text(prediction) -> str:
     ranked = ranked_classes(prediction.scores)
     votes = sum(1 for c in prediction.chunk_labels if c == prediction.label)
     n = len(prediction.chunk_labels)
+    silent = n - sum(prediction.audible)
     text = f"### {prediction.label} — {prediction.scores[prediction.label]:.1%}\n\n"
     if len(ranked) > 1:
         text += f"Runner-up: **{ranked[1]}** ({prediction.scores[ranked[1]]:.1%}). "
     text += (f"{format_seconds(round(prediction.duration, 2))} of audio in {n} chunk{'s' * (n != 1)}; "
              f"{votes} of them vote **{prediction.label}** on their own.")
+    if silent:
+        text += f" {silent} silent chunk{'s' * (silent != 1)} took no part in the decision."
     return text
 
 
@@ -105,6 +109,15 @@ def client_safe(obj):
     return obj
 
 
+def _source(files) -> str | None:
+    """Where a model came from, as a client may see it: a Hub repo at its commit, or a folder's own name."""
+    if files is None:
+        return None
+    if getattr(files, "folder", None) is not None:
+        return f"folder {display_name(str(files.folder))}"
+    return files.describe()
+
+
 def model_config(model, index: dict | None) -> dict:
     """Machine-readable facts: labels, head and autoencoder configuration, metrics, renders, source.
 
@@ -114,7 +127,7 @@ def model_config(model, index: dict | None) -> dict:
     renders = {k: v for k, v in (index or {}).items() if k != "prototypes"} or None
     return client_safe({
         "name": model.name,
-        "source": files.describe() if files is not None else None,
+        "source": _source(files),
         "labels": list(model.labels),
         "num_prototypes": model.head.num_prototypes,
         "protos_per_class": model.head.protos_per_class,

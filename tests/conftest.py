@@ -59,11 +59,15 @@ def hub_server():
 
 @pytest.fixture
 def hub(hub_server):
-    """The local Hub, empty, running, with a fresh request log."""
+    """The local Hub, empty, running, with a fresh request log (and no remembered reachability probe)."""
+    from pecmae_hub.connectivity import clear_probe_cache
+
     hub_server.start()
     hub_server.reset()
+    clear_probe_cache()
     yield hub_server
     hub_server.start()  # a test may have stopped it
+    clear_probe_cache()  # ... and left "unreachable" in the probe cache
 
 
 @pytest.fixture(autouse=True)

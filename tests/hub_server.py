@@ -10,7 +10,10 @@ It implements the parts of the Hub API that ``huggingface_hub`` 2.4 calls for ``
   (404), ``EntryNotFound`` (404, with ``X-Repo-Commit`` so the client caches the absence);
 - ``/api/models/{repo}[/revision/{rev}]``, ``/tree/{rev}[/{path}]``, ``/refs``, ``POST /api/repos/create``,
   ``POST .../preupload/{rev}`` (always ``regular``), ``POST .../commit/{rev}`` (NDJSON, base64),
-  ``POST .../branch/{name}``, ``POST .../tag/{rev}``, ``POST /api/validate-yaml``.
+  ``POST .../branch/{name}``, ``POST .../tag/{rev}``, ``POST /api/validate-yaml``;
+- dataset repos (``repo_type="dataset"``): the same under ``/api/datasets/...`` and
+  ``/datasets/{repo}/resolve/...``. They live apart from model repos: ``add_files(...,
+  repo_type="dataset")`` stores them under the key ``datasets/{repo_id}`` of :attr:`HubServer.repos`.
 
 Repos live in memory with git-like history: every commit is a full snapshot keyed by a 40-hex sha;
 branches and tags point at commits. Every request is logged in :attr:`HubServer.requests` so tests can
@@ -116,18 +119,24 @@ class HubServer:
         return sum(1 for m, p in list(self.requests) if (method is None or m == method) and contains in p)
 
     # ---- repository content ----------------------------------------------------------------------
-    def create_repo(self, repo_id: str, private: bool = False) -> Repo:
+    @staticmethod
+    def repo_key(repo_id: str, repo_type: str | None = "model") -> str:
+        """Key of a repo in :attr:`repos`: the id for a model, ``datasets/{id}`` for a dataset."""
+        return repo_id if repo_type in (None, "model") else f"{repo_type}s/{repo_id}"
+
+    def create_repo(self, repo_id: str, private: bool = False, repo_type: str | None = "model") -> Repo:
+        key = self.repo_key(repo_id, repo_type)
         with self._lock:
-            if repo_id not in self.repos:
-                repo = self.repos[repo_id] = Repo(repo_id, private=private)
+            if key not in self.repos:
+                repo = self.repos[key] = Repo(key, private=private)
                 self._commit(repo, "main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
-            return self.repos[repo_id]
+            return self.repos[key]
 
     def add_files(self, repo_id: str, files: dict[str, bytes], branch: str = "main", tag: str | None = None,
-                  deletions: tuple[str, ...] = (), private: bool = False) -> str:
+                  deletions: tuple[str, ...] = (), private: bool = False, repo_type: str | None = "model") -> str:
         """Commit ``files`` (path -> bytes) on ``branch`` (created from main if new); returns the commit sha."""
         with self._lock:
-            repo = self.create_repo(repo_id, private=private)
+            repo = self.create_repo(repo_id, private=private, repo_type=repo_type)
             if branch not in repo.branches:
                 repo.branches[branch] = repo.branches["main"]
             sha = self._commit(repo, branch, files, deletions)
@@ -256,6 +265,10 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) >= 4 and parts[:2] == ["api", "models"]:
             repo_id, rest = f"{parts[2]}/{parts[3]}", parts[4:]
             return self._api(method, repo_id, rest, query, body, auth)
+        if len(parts) >= 4 and parts[:2] == ["api", "datasets"]:
+            return self._api(method, f"datasets/{parts[2]}/{parts[3]}", parts[4:], query, body, auth)
+        if len(parts) >= 6 and parts[0] == "datasets" and parts[3] == "resolve" and method in ("HEAD", "GET"):
+            return self._resolve(method, f"datasets/{parts[1]}/{parts[2]}", parts[4], "/".join(parts[5:]), auth)
         if len(parts) >= 5 and parts[2] == "resolve" and method in ("HEAD", "GET"):
             return self._resolve(method, f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), auth)
         raise HubError(404, None, f"no route for {method} /{'/'.join(parts)}")
@@ -264,11 +277,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not self.hub._authorized(auth) and self.hub.tokens:
             raise HubError(401, None, "Invalid credentials in Authorization header")
         repo_id = f"{payload.get('organization') or 'pecmae-tester'}/{payload['name']}"
-        url = f"{self.hub.url}/{repo_id}"
-        if repo_id in self.hub.repos:
-            return self._json(409, {"error": "You already created this model repo", "url": url})
+        repo_type = payload.get("type") or "model"
+        key = self.hub.repo_key(repo_id, repo_type)
+        url = f"{self.hub.url}/{key}"
+        if key in self.hub.repos:
+            return self._json(409, {"error": f"You already created this {repo_type} repo", "url": url})
         private = bool(payload.get("private")) or payload.get("visibility") == "private"
-        self.hub.create_repo(repo_id, private=private)
+        self.hub.create_repo(repo_id, private=private, repo_type=repo_type)
         self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def _resolve(self, method: str, repo_id: str, rev: str, path: str, auth) -> None:
@@ -304,6 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
             repo, sha = self.hub._lookup(repo_id, rest[1] if action else None, auth)
             files = repo.commits[sha]
             siblings = [{"rfilename": p, "size": len(d)} for p, d in sorted(files.items())]
+            repo_id = repo_id.removeprefix("datasets/")
             return self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
                                     "siblings": siblings, "tags": [], "lastModified": "2024-01-01T00:00:00.000Z"})
         if method == "GET" and action == "tree":

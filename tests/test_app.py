@@ -58,7 +58,7 @@ def launch_app(model_dir: Path, examples: Path, **kwargs):
 @pytest.fixture(scope="module")
 def app(tiny_model_dir, tmp_path_factory):
     examples = make_examples(tmp_path_factory.mktemp("examples"))
-    demo, url = launch_app(tiny_model_dir, examples, prewarm=False)
+    demo, url = launch_app(tiny_model_dir, examples, prewarm=False, allowed_models="registry")
     yield demo, url, examples
     demo.close()
 
@@ -119,7 +119,7 @@ def test_bad_inputs_give_readable_errors_and_the_app_keeps_serving(client, app, 
     cases = {
         garbage: "Cannot read 'garbage.wav' as audio",
         write_tone(tmp_path / "long.wav", MAX_SECONDS + 1.5, 440.0): "accepts up to 5 s",
-        write_tone(tmp_path / "silent.wav", 1.0, 440.0, amp=0.0): "silent",
+        write_tone(tmp_path / "silent.wav", 1.0, 440.0, amp=0.0): "'silent.wav' is silent",
         tmp_path / "empty.wav": "is empty (0 bytes)",
     }
     (tmp_path / "empty.wav").write_bytes(b"")
@@ -185,7 +185,7 @@ def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_
     scores = client.predict(handle_file(str(app[2] / "piano.wav")), api_name="/classify")[0]
     conf = {c["label"]: c["confidence"] for c in scores["confidences"]}
     assert conf == pytest.approx(direct.scores, abs=1e-4)  # this session now classifies with the Hub model
-    with pytest.raises(Exception, match="unknown model 'no/such/model'"):
+    with pytest.raises(Exception, match="'no/such/model' is not offered by this server"):
         client.predict("no/such/model", api_name="/load_model")
 
 

@@ -34,8 +34,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "pecmae_hub"
 
-LEAF_MODULES = frozenset({"errors", "audio", "configuration", "serialization", "sampling", "schedulers", "integrity",
-                          "fileio", "devices"})
+LEAF_MODULES = frozenset({"errors", "audio", "configuration", "serialization", "sampling", "schedulers", "integrity", "extras",
+                          "fileio", "devices", "connectivity", "audio_stream"})
 SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "cli"})
 
 _LIBRARY = {"leaf", "models", "hub", "pipeline", "convert", "training", "data", "recipes"}
@@ -71,15 +71,21 @@ def layer_of(module: str) -> str | None:
         return "main"
     if head in LEAF_MODULES:
         return "leaf"
-    if head in ("pipeline", "prediction"):
+    if head in ("pipeline", "prediction", "batch_output", "output_lock"):
         return "pipeline"
     if head in SUBPACKAGE_LAYERS:
         return head
     return None
 
 
+#: (importing module, imported module) allowed against the layer rule; each documented in docs/DEVELOPING.md
+EXCEPTIONS = frozenset({("pecmae_hub.models.autoencoder", "pecmae_hub.convert.upstream")})
+
+
 def allowed(src_module: str, dst_module: str) -> bool:
     """True when the rule lets ``src_module`` import ``dst_module``."""
+    if (src_module, dst_module) in EXCEPTIONS:
+        return True
     src, dst = layer_of(src_module), layer_of(dst_module)
     if src is None or dst is None:
         return False

@@ -188,3 +188,66 @@ def test_audio_module_does_not_import_torch():
     code = "import sys, pecmae_hub.audio as a; a.collect_audio_files; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ---- input checks: sample rate, duration, scale, silence; output formats ----------------------------
+def test_sample_rate_is_a_sane_number():
+    from pecmae_hub.audio import check_sample_rate
+
+    assert check_sample_rate(44_100) == 44_100 and check_sample_rate(np.int64(8000)) == 8000
+    assert check_sample_rate(48_000.0) == 48_000
+    for bad in ("24000", None, True, 999, 768_001, 22_050.5, float("inf"), [24000]):
+        with pytest.raises(AudioError):
+            check_sample_rate(bad)
+
+
+def test_duration_is_checked_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "two.wav"
+    sf.write(path, _signal(SAMPLE_RATE, 2.0), SAMPLE_RATE)
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("decoded a file that is too long"))
+    with pytest.raises(AudioError, match=r"2\.0 s long .* limit of 1 s"):
+        load_audio(path, max_seconds=1)
+    with pytest.raises(AudioError, match="limit of 1 s"):
+        load_audio(path.read_bytes(), max_seconds=1)
+    monkeypatch.undo()
+    assert len(load_audio(path, max_seconds=None)) == 2 * SAMPLE_RATE
+
+
+def test_float_scale_and_dtypes():
+    x = _signal(SAMPLE_RATE, 0.2)
+    assert np.array_equal(load_audio(x * 1.5, sr=SAMPLE_RATE), x * 1.5)  # a little over full scale is kept
+    with pytest.raises(AudioError, match="divide int16 samples by 32768"):
+        load_audio(x * 32767, sr=SAMPLE_RATE)
+    bf16 = load_audio(torch.from_numpy(x).to(torch.bfloat16), sr=SAMPLE_RATE)
+    assert bf16.dtype == np.float32 and np.abs(bf16 - x).max() < 4e-3
+    i32 = load_audio((x.astype(np.float64) * 2**31).astype(np.int32), sr=SAMPLE_RATE)
+    assert np.abs(i32 - x).max() < 1e-6
+    for bad in (x > 0, x.astype(np.complex64), torch.from_numpy(x) > 0):
+        with pytest.raises(AudioError, match="real samples|dtype"):
+            load_audio(bad, sr=SAMPLE_RATE)
+
+
+def test_silence_is_one_definition():
+    from pecmae_hub.audio import SILENCE_DBFS, is_silent, silence_error, silent_chunks
+
+    rng = np.random.default_rng(0)
+    assert SILENCE_DBFS == -70.0
+    assert is_silent(np.zeros(100)) and is_silent(np.zeros(0)) and is_silent(np.full(100, 0.01))  # DC: silent
+    assert is_silent(3e-5 * rng.standard_normal(24_000)) and not is_silent(3e-3 * rng.standard_normal(24_000))
+    wav = np.concatenate([np.zeros(10), _signal(SAMPLE_RATE, 20 / SAMPLE_RATE), np.zeros(10)])
+    assert silent_chunks(wav, 10) == [True, False, False, True]
+    assert "x.wav is silent" in str(silence_error("x.wav"))
+
+
+def test_output_formats(tmp_path):
+    from pecmae_hub.audio import output_audio_format, write_audio
+    from pecmae_hub.errors import ConfigError
+
+    assert output_audio_format("a.WAV") == ("WAV", "PCM_16") and output_audio_format("a.mp3")[0] == "MP3"
+    for name in ("a.m4a", "a", "a.txt"):
+        with pytest.raises(ConfigError, match="cannot write audio"):
+            output_audio_format(name)
+    x = _signal(SAMPLE_RATE, 0.5)
+    for ext in (".flac", ".ogg", ".mp3"):
+        write_audio(tmp_path / f"o{ext}", x * 3)  # clipped, any writable format
+        assert sf.info(tmp_path / f"o{ext}").samplerate == SAMPLE_RATE

@@ -268,3 +268,26 @@ def test_autoencoder_repo_shared_by_heads(hub, audio_files):
     assert one.classify(audio_files["ogg"]).scores != two.classify(audio_files["ogg"]).scores
     spec = json.loads(Path(one._files.get("config.json")).read_text())["autoencoder"]
     assert (spec["repo_id"], spec["revision"], spec["path"]) == ("org/shared-ae", ae_sha, None)
+
+
+def test_silent_chunks_flag_and_older_prediction_dicts(model):
+    rng = np.random.default_rng(3)
+    music = (0.2 * rng.standard_normal(24000)).astype(np.float32)
+    pred = model.classify(np.concatenate([music, np.zeros(24000, np.float32)]), sr=24000)
+    assert pred.chunk_silent == [False, True] and pred.audible == [True, False] and pred.chunk_labels[1] is None
+    old = {k: v for k, v in pred.to_dict().items() if k != "chunk_silent"}  # written before the flag existed
+    assert Prediction.from_dict(old).audible == [True, True]
+    with pytest.raises(AudioError, match="is silent"):
+        model.classify(np.zeros(48000, np.float32), sr=24000)
+
+
+def test_render_settings_are_checked_before_decoding():
+    from pecmae_hub.pipeline import MAX_STEPS, check_render_settings
+
+    assert check_render_settings(40, 1, 0) == (40, 1.0, 0) and check_render_settings(2.0, 1.5, np.int64(3)) == (2, 1.5, 3)
+    for steps, guidance, seed, message in ((0, 1.0, 0, "steps"), (MAX_STEPS + 1, 1.0, 0, "1..1000"),
+                                           (True, 1.0, 0, "steps"), ("40", 1.0, 0, "steps"),
+                                           (40, float("inf"), 0, "guidance"), (40, 1.0, -1, "seed"),
+                                           (40, 1.0, 0.5, "seed")):
+        with pytest.raises(ConfigError, match=message):
+            check_render_settings(steps, guidance, seed)

@@ -172,6 +172,8 @@ from conftest import tiny_pecmae
 model = tiny_pecmae()
 model.classify(np.random.default_rng(0).standard_normal(30000).astype('float32') * 0.1, sr=24000)
 model.sonify(0, steps=2)
+from pecmae_hub.schedulers import scheduler_to_dict
+assert scheduler_to_dict(dict(name='UniPC')) == scheduler_to_dict('unipc') == dict(name='unipc')
 before = 'diffusers' in sys.modules
 model.autoencoder.decode(model.head.effective_prototypes()[:1].detach(), steps=2, seed=0, scheduler='ddim')
 print(before, 'diffusers' in sys.modules)

@@ -15,6 +15,9 @@ from pecmae_hub.convert.autoencoder import ENCODEC_URL, Conversion, _check_out_d
 from pecmae_hub.errors import ConfigError
 
 EPILOG = f"""examples:
+  # the upstream autoencoder by name: downloaded from lpepino/encodecmae2wav + facebook/encodec_24khz,
+  # converted once (cached in the Hugging Face cache), written to --out
+  pecmae convert --from-hub encodecmae-diffusion-4s --out pecmae-ae-4s
   # diffusion autoencoder (4 s or 10 s; chunk length read from config.gin next to weights.pt)
   pecmae convert --encodec encodec_24khz-d7cc33bc.th \\
       --autoencoder DiffTransformerAE2L8L1CLS-4s/weights.pt --out pecmae-ae-4s
@@ -43,8 +46,18 @@ def register_cli(subparsers) -> None:
     what.add_argument("--autoencoder", metavar="PATH",
                       help="encodecmae2wav weights.pt or Lightning .ckpt (full TransformerAEDiffusion state dict)")
     what.add_argument("--encodecmae", metavar="PATH", help="EnCodecMAE v1 model.pt (frame encoder only)")
+    what.add_argument("--from-hub", metavar="NAME",
+                      help="an upstream autoencoder by name (encodecmae-diffusion-4s, encodecmae-diffusion-10s): its "
+                           "files are downloaded from the Hub and converted (once; later calls use the cache)")
+    hub = p.add_argument_group("--from-hub options")
+    hub.add_argument("--revision", action="append", metavar="[REPO=]REV",
+                     help="revision of every source repo, or REPO=REV for one of them (repeatable; default main)")
+    hub.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
+    hub.add_argument("--cache-dir", metavar="DIR", help="Hugging Face hub cache (default: $HF_HUB_CACHE)")
     ae = p.add_argument_group("autoencoder options")
-    ae.add_argument("--encodec", metavar="PATH", help=f"EnCodec 24 kHz weights (.th), from {ENCODEC_URL}")
+    ae.add_argument("--encodec", metavar="PATH",
+                    help=f"EnCodec 24 kHz weights: the .th from {ENCODEC_URL}, or model.safetensors of "
+                         "facebook/encodec_24khz (Transformers layout)")
     ae.add_argument("--config-gin", metavar="PATH",
                     help="the model's config.gin (default: config.gin next to the weights, if any)")
     ae.add_argument("--chunk-seconds", type=float, metavar="S",
@@ -76,11 +89,15 @@ def _print_summary(conversion: Conversion) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    chosen = [name for name in ("autoencoder", "encodecmae", "head") if getattr(args, name)]
+    chosen = [name for name in ("autoencoder", "encodecmae", "head", "from_hub") if getattr(args, name, None)]
     if len(chosen) != 1:
-        raise ConfigError("give exactly one of --autoencoder, --encodecmae or --head"
-                          + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else ""))
+        raise ConfigError("give exactly one of --autoencoder, --encodecmae, --head or --from-hub"
+                          + (f" (got {', '.join('--' + c.replace('_', '-') for c in chosen)})" if chosen else ""))
     kind = chosen[0]
+    if kind == "from_hub":
+        return _run_from_hub(args)
+    if getattr(args, "revision", None) or getattr(args, "offline", False):
+        raise ConfigError("--revision and --offline apply to --from-hub only")
     if kind == "head":
         _check_out_dir(args.out, args.overwrite)
         return _run_head(args)
@@ -106,6 +123,43 @@ def run_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
     _print_summary(conversion)
+    return 0
+
+
+def _parse_revisions(values: list[str] | None) -> str | dict[str, str] | None:
+    """``--revision REV`` (every source repo) or ``--revision REPO=REV`` (repeatable) → ``materialize(revision=)``."""
+    if not values:
+        return None
+    pairs = [v.partition("=") for v in values]
+    if all(sep for _, sep, _ in pairs):
+        return {repo: rev for repo, _, rev in pairs}
+    if len(values) == 1:
+        return values[0]
+    raise ConfigError(f"--revision: give one REV for every source repo, or REPO=REV for each (got {values})")
+
+
+def _run_from_hub(args: argparse.Namespace) -> int:
+    import shutil
+
+    from pecmae_hub.convert.upstream import CONVERSIONS, materialize, sources_of
+
+    for flag in ("encodec", "config_gin", "chunk_seconds", "size"):
+        if getattr(args, flag, None):
+            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to --from-hub: the named model fixes its "
+                              "files (EnCodec from facebook/encodec_24khz, the chunk length from its config.gin)")
+    out = _check_out_dir(args.out, args.overwrite)
+    before = CONVERSIONS[args.from_hub]
+    folder = materialize(args.from_hub, revision=_parse_revisions(args.revision), cache_dir=args.cache_dir,
+                         local_files_only=args.offline)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            shutil.copyfile(path, out / path.name)
+    how = "converted" if CONVERSIONS[args.from_hub] > before else "taken from the conversion cache"
+    for repo, commit in sources_of(folder).items():
+        print(f"source {repo} at commit {commit}")
+    print(f"{args.from_hub}: {how} ({folder})")
+    print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     return 0
 
 

@@ -63,7 +63,8 @@ def register_gm_solos(datasets) -> None:
     p.add_argument("--split", default=None, help="split name written to metadata.csv (default: train/test by bank)")
     p.add_argument("--workers", type=int, default=1, choices=[1, 2], help="rendering processes")
     p.add_argument("--duration", type=float, default=3.0, help="clip length in seconds")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
+                   help="hide the progress bar (--quiet is an alias)")
     p.set_defaults(func=_cli_gm_solos)
     e = datasets.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (docs, app)")
     e.add_argument("out", help="folder for <label_slug>.wav")

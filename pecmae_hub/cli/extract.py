@@ -36,5 +36,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass (default 32)")
     p.add_argument("--num-workers", type=int, default=0, help="audio decoding worker processes (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
+                   help="hide the progress bar (--quiet is an alias)")
     p.set_defaults(func=_run_cli)

@@ -110,5 +110,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--autoencoder-repo", help="autoencoder repo id recorded in the head config "
                                               "(default: from extract_manifest.json of --features)")
     p.add_argument("--autoencoder-revision")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
+                   help="hide the progress bar (--quiet is an alias)")
     p.set_defaults(func=_run_cli)

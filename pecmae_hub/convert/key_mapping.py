@@ -14,6 +14,12 @@ EnCodec ``encoder.*`` / ``decoder.*``                                    ``codec
 ``time_embedding.*``
 =====================================================================  ==============================================
 
+EnCodec in the Hugging Face Transformers layout (``facebook/encodec_24khz``, ``model.safetensors``) is first
+renamed to the ``.th`` names (:func:`encodec_from_transformers`): ``{encoder,decoder}.layers.<i>.conv.*`` →
+``….model.<i>.conv.conv.*`` (``convtr.convtr`` for the decoder's up-sampling layers), ``….block.<j>.conv.*`` →
+``….block.<j>.conv.conv.*``, ``….shortcut.conv.*`` → ``….shortcut.conv.conv.*``, ``….lstm.*`` unchanged,
+``quantizer.layers.*`` dropped like the ``.th`` quantizer.
+
 Dropped, with a note: the EnCodec quantizer, and EnCodecMAE's pretraining-only ``decoder.*``, ``head.*``,
 ``decoder_projector.*``, ``target_encoder.*``, ``extra_head.*``, ``masker.*``. Any other key is an error.
 
@@ -27,6 +33,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pecmae_hub.convert.checkpoint_io import _WN_SUFFIXES
 from pecmae_hub.errors import CheckpointError
 
 DROPPED_ENCODECMAE = {
@@ -143,8 +150,57 @@ class _Mapper:
             raise CheckpointError(f"{self.source}: unknown keys that pecmae does not know how to map: {shown}")
 
 
+_HF_LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(.+)$")
+
+
+def is_transformers_encodec(state: dict) -> bool:
+    """True for an EnCodec state dict in the Transformers layout (``encoder.layers.<i>.*``)."""
+    return any(_HF_LAYER.match(k) for k in state) and not any(k.startswith("encoder.model.") for k in state)
+
+
+def encodec_from_transformers(state: dict, source: str = "EnCodec (Transformers layout)") -> dict:
+    """Rename a Transformers ``EncodecModel`` state dict to the ``encodec_24khz-d7cc33bc.th`` names.
+
+    Both weight-norm styles are accepted (``weight_g``/``weight_v`` and
+    ``parametrizations.weight.original0/1``). In the SEANet decoder the first and the last direct
+    convolution are plain convolutions and every one in between is a transposed (up-sampling) one.
+    Keys that fit no rule are kept as they are, so :func:`map_encodec` reports them as unknown.
+    """
+    decoder_convs = sorted({int(m.group(2)) for m in map(_HF_LAYER.match, state)
+                            if m and m.group(1) == "decoder" and m.group(3).startswith("conv.")})
+    transposed = set(decoder_convs[1:-1])
+    out: dict = {}
+    for key, value in state.items():
+        for old, new in _WN_SUFFIXES.items():
+            if key.endswith(old):
+                key = key[: -len(old)] + new
+        match = _HF_LAYER.match(key)
+        renamed = key
+        if match:
+            part, index, rest = match.group(1), int(match.group(2)), match.group(3)
+            head = f"{part}.model.{index}."
+            if rest.startswith("conv."):
+                kind = "convtr.convtr." if part == "decoder" and index in transposed else "conv.conv."
+                renamed = head + kind + rest[len("conv."):]
+            elif re.match(r"^(block\.\d+|shortcut)\.conv\.", rest):
+                block, _, tail = rest.partition(".conv.")
+                renamed = f"{head}{block}.conv.conv.{tail}"
+            elif rest.startswith("lstm."):
+                renamed = head + rest
+        if renamed in out:
+            raise CheckpointError(f"{source}: two tensors map to {renamed} (both weight-norm styles at once?)")
+        out[renamed] = value
+    return out
+
+
 def map_encodec(state: dict, source: str = "EnCodec checkpoint") -> tuple[dict, Counter]:
-    """EnCodec ``.th`` → ``codec.encoder.*`` / ``codec.decoder.*`` (quantizer dropped)."""
+    """EnCodec → ``codec.encoder.*`` / ``codec.decoder.*`` (quantizer dropped).
+
+    Accepts the official ``.th`` layout and the Transformers layout of ``facebook/encodec_24khz``
+    (renamed by :func:`encodec_from_transformers`); both give the same tensors under the same names.
+    """
+    if is_transformers_encodec(state):
+        state = encodec_from_transformers(state, source)
     m = _Mapper(state, source)
     m.take_prefix("encoder.", "codec.encoder.")
     m.take_prefix("decoder.", "codec.decoder.")

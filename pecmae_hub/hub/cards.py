@@ -1,7 +1,12 @@
 """Model cards of PECMAE repos (classifier and autoencoder), built with huggingface_hub's ModelCard / ModelCardData.
 
 Both cards share :func:`card_text`: the YAML front matter comes from ``ModelCardData`` (never written
-by hand), always with ``library_name: pecmae-hub``.
+by hand), always with ``library_name: pecmae-hub``. The classifier card reads the model's
+``pecmae.json`` info; besides ``dataset``, ``datasets``, ``split``, ``license``, ``description`` and
+``tags`` it renders, when present: ``dataset_name`` (display name in ``model-index``),
+``licence_notes`` (list of lines), ``evaluation`` (per split: ``prototype``/``linear_probe``/``mlp``
+metrics and ``retention``, as the paper recipes write it), ``paper_results`` (published figures to
+print beside ours) and ``recipe`` (the command that re-creates the model).
 """
 from __future__ import annotations
 
@@ -57,11 +62,13 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
 
     info = dict(info or {})
     dataset = info.get("dataset") or "unknown"
+    dataset_name = info.get("dataset_name") or dataset
     metric_split, entries = metric_entries(metrics)
     split = metric_split or info.get("split") or "the dataset's standard split"
     eval_results = [
         EvalResult(task_type="audio-classification", task_name="Audio classification", dataset_type=dataset,
-                   dataset_name=dataset, dataset_split=str(split), metric_type=kind, metric_name=name, metric_value=value)
+                   dataset_name=dataset_name, dataset_split=str(split), metric_type=kind, metric_name=name,
+                   metric_value=value)
         for kind, name, value in entries
     ]
     metadata = dict(
@@ -87,14 +94,16 @@ autoencoder's diffusion decoder.
 
 - Classes ({len(labels)}): {", ".join(labels)}
 - Autoencoder: {base_model or "shipped in this repository (`autoencoder/`)"}
-- Training data: {dataset}; evaluation split: {split}
-
+- Training data: {dataset_name}; evaluation split: {split}
+{f"- Data split: {info['split']}" + chr(10) if info.get("split") and info.get("split") != split else ""}
 {"| metric | value |" + chr(10) + "|---|---|" + chr(10) + metric_lines if metric_lines else "No evaluation metrics were recorded for this model."}
-
+{_evaluation_section(info)}{_licence_section(info)}
 ## Usage
 
+PECMAE Hub is not on the Python package index: install it from a clone of its repository
+(`pip install torch==2.13.0 -e .` in the clone), then
+
 ```bash
-pip install pecmae-hub
 pecmae classify song.mp3 --model {ref} --out predictions.csv
 ```
 
@@ -121,6 +130,57 @@ audio = model.sonify(("{labels[0]}", 0), steps=40, guidance=1.0, seed=0)   # flo
 or `pecmae sonify --model {ref} --prototype {labels[0]}:0 --out prototype.wav`.
 """
     return card_text(body, **metadata)
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f} %"
+
+
+def _evaluation_section(info: dict) -> str:
+    """Markdown of ``info["evaluation"]`` (per split: prototype head vs baselines) and the paper's figures."""
+    evaluation, paper = info.get("evaluation") or {}, info.get("paper_results") or {}
+    if not evaluation:
+        return ""
+    lines = ["", "## Evaluation", "", "Track-level results (argmax of the mean chunk logits) on the held-out splits; "
+             "the baselines are trained on the same embeddings.", "",
+             "| split | tracks | prototype head acc. | macro-F1 | linear probe acc. | MLP acc. | retention vs MLP |",
+             "|---|---|---|---|---|---|---|"]
+    for split, r in evaluation.items():
+        proto, lin, mlp = (r.get(k) or {} for k in ("prototype", "linear_probe", "mlp"))
+        ret = (r.get("retention") or {}).get("mlp")
+        lines.append(f"| {split} | {r.get('n_tracks', '–')} | {_pct(proto.get('accuracy'))} | "
+                     f"{_pct(proto.get('macro_f1'))} | {_pct(lin.get('accuracy'))} | {_pct(mlp.get('accuracy'))} | "
+                     f"{_pct(ret)} |")
+    if paper:
+        lines += ["", f"Published in the paper ({paper.get('source', 'arXiv 2402.09318')}): "
+                  + ", ".join(f"{k} {_pct(v)}" for k, v in paper.items() if k != "source")]
+    if info.get("recipe"):
+        lines += ["", f"Re-create this model with `{info['recipe']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _licence_section(info: dict) -> str:
+    notes = info.get("licence_notes") or []
+    if not notes:
+        return ""
+    return "\n## Licence notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def render_autoencoder_reference_card(*, title: str, source: str, config: Any, licence: str,
+                                      licence_notes: Sequence[str]) -> str:
+    """A short ``README.md`` for an autoencoder uploaded on its own (e.g. by ``pecmae recipe ... --push``)
+    when no conversion card came with it: where it came from, its size and its licence notes."""
+    lines = [f"# {title}", "", f"PECMAE autoencoder in the pecmae-hub format, from {source}.", "",
+             f"- chunk length {config.chunk_seconds:g} s; embedding dimension D = {config.model_dim}; "
+             f"front end: {config.frontend}"]
+    if getattr(config, "source", ""):
+        lines.append(f"- provenance: {config.source}")
+    lines += ["", "## Licence notes", ""] + [f"- {n}" for n in licence_notes]
+    lines += ["", "## Usage", "", "Install pecmae-hub from a clone of its repository (`pip install torch==2.13.0 -e .`), "
+              "then:", "", "```python", "from pecmae_hub import Autoencoder", "",
+              'ae = Autoencoder.from_pretrained("ORG/NAME")', 'z = ae.encode("song.wav")   # (n_chunks, D)', "```", ""]
+    tags = ["pecmae", "audio", "music"]
+    return card_text("\n" + "\n".join(lines), license=licence, tags=tags)
 
 
 def render_autoencoder_card(*, title: str, intro: str, config: Any, chunk_frames: int, sources: Sequence[Any],

@@ -140,6 +140,17 @@ def load_autoencoder(ref: AutoencoderRef, files: ModelFiles, *, device: str | to
     """
     from pecmae_hub.models.autoencoder import Autoencoder
 
+    if ref.name:
+        key: tuple = ("upstream", ref.name, tuple(sorted((ref.sources or {}).items())), str(device))
+        if key not in _AUTOENCODERS or files.force_download:
+            _AUTOENCODERS[key] = Autoencoder.from_pretrained(
+                ref.name, revision=dict(ref.sources) if ref.sources else None, cache_dir=files.cache_dir,
+                local_files_only=files._offline(), token=files.token, force_download=files.force_download,
+                device=device)
+        ae = _AUTOENCODERS[key]
+        sources = ae.upstream_sources or ref.sources or {}
+        where = f"{ref.name} (" + ", ".join(f"{repo}@{commit[:12]}" for repo, commit in sources.items()) + ")"
+        return ae, ref.replace(sources=sources or None), where
     if ref.path:
         ae_files = files.child(ref.path)
     elif ref.repo_id:
@@ -147,11 +158,11 @@ def load_autoencoder(ref: AutoencoderRef, files: ModelFiles, *, device: str | to
                               local_files_only=files.local_files_only, token=files.token,
                               force_download=files.force_download)
     else:
-        raise ConfigError(f"head {files.describe()} does not name its autoencoder (config['autoencoder'] has neither "
-                          "'path' nor 'repo_id'); pass autoencoder=... to PECMAE.from_pretrained")
+        raise ConfigError(f"head {files.describe()} does not name its autoencoder (config['autoencoder'] has no "
+                          "'path', 'repo_id' or 'name'); pass autoencoder=... to PECMAE.from_pretrained")
     config_path = ae_files.get(CONFIG_NAME)
     if ae_files.is_hub:
-        key: tuple = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
+        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
     else:
         weights = config_path.parent / WEIGHTS_NAME
         stamp = weights.stat().st_mtime_ns if weights.exists() else 0

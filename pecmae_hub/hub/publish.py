@@ -1,7 +1,15 @@
-"""Publishing a model folder to the Hub."""
+"""Publishing a model folder to the Hub, and where a published repo can be seen."""
 from __future__ import annotations
 
 import os
+
+
+def repo_url(repo_id: str, repo_type: str = "model") -> str:
+    """The web address of ``repo_id`` on the configured Hub endpoint (``HF_ENDPOINT``)."""
+    from huggingface_hub import constants
+
+    prefix = {"model": "", "dataset": "datasets/", "space": "spaces/"}.get(repo_type, "")
+    return f"{constants.ENDPOINT.rstrip('/')}/{prefix}{repo_id}"
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,

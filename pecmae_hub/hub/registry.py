@@ -1,8 +1,14 @@
 """Where models live: the registry of short names, model files (folder or pinned Hub commit), cards, push.
 
-Short names map to Hub repos of the ``pecmae-hub`` organisation (``PECMAE_HUB_ORG`` points the
-registry at another one); ``gm-solos`` is the model shipped inside the package. A repo holds a
-PECMAE model in the folder layout documented in ``docs/hub.md``.
+Short names map to Hub repos of an organisation (``$PECMAE_HUB_ORG``, default ``pecmae-hub``);
+``gm-solos`` is the model shipped inside the package. A repo holds a PECMAE model in the folder
+layout documented in ``docs/hub.md``.
+
+The registry promises only what exists: no organisation publishes the ``gtzan`` and
+``medley-solos-db`` models yet. Each entry names the recipe that builds and publishes it
+(``pecmae recipe gtzan --data hub --push ORG/gtzan-pecmae-5``); loading a name whose repo cannot be
+found or reached raises :class:`ModelNotFoundError` saying so and giving that command
+(:func:`registry_model_missing`), never a silent fallback to another model.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ class RegistryEntry:
     dataset: str
     description: str
     revision: str | None = None
+    recipe: str | None = None  # the command that builds it (``--push ORG/<repo_name>`` publishes it)
 
     @property
     def embedded(self) -> bool:
@@ -39,9 +46,11 @@ REGISTRY: dict[str, RegistryEntry] = {
     e.name: e
     for e in (
         RegistryEntry("gtzan", "gtzan-pecmae-5", "gtzan",
-                      "music genre (GTZAN, 10 classes), 5 prototypes per class"),
+                      "music genre (GTZAN, 10 classes), 5 prototypes per class",
+                      recipe="pecmae recipe gtzan --data hub"),
         RegistryEntry("medley-solos-db", "medley-solos-db-pecmae-20", "medley-solos-db",
-                      "solo instrument (Medley-solos-DB, 8 classes), 20 prototypes per class"),
+                      "solo instrument (Medley-solos-DB, 8 classes), 20 prototypes per class",
+                      recipe="pecmae recipe medley-solos-db --data MEDLEY_SOLOS_DB_FOLDER"),
         RegistryEntry("gm-solos", None, "gm-solos",
                       "solo instrument (synthetic GM-Solos, shipped with the package; no download)"),
     )
@@ -112,3 +121,18 @@ def resolve_model(name_or_path: str | os.PathLike, revision: str | None = None) 
     )
 
 
+def build_command(name: str, org: str = "ORG") -> str:
+    """The one command that trains registry model ``name`` and publishes it where the registry looks for it."""
+    entry = REGISTRY[name]
+    return f"{entry.recipe} --push {org}/{entry.repo_name}"
+
+
+def registry_model_missing(name: str, cause: Exception | str) -> ModelNotFoundError:
+    """The error for a registry short name whose Hub repo cannot be found or reached (``cause`` says which)."""
+    entry = REGISTRY[name]
+    return ModelNotFoundError(
+        f"{cause}: the registry model {name!r} is looked up as {hub_org()}/{entry.repo_name} (${ORG_ENV} selects the "
+        f"organisation) and could not be loaded from there. No organisation publishes PECMAE Hub's {name!r} model "
+        f"yet; build and publish it with\n    {build_command(name)}\nthen set {ORG_ENV}=ORG (or load "
+        f"'ORG/{entry.repo_name}' directly)."
+    )

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -97,6 +99,37 @@ class Autoencoder(PretrainedMixin, nn.Module):
 
     config_class = AutoencoderConfig
     config: AutoencoderConfig
+    upstream_sources: dict[str, str] | None = None  # {source repo: commit} when loaded by upstream name
+    precision = "fp32"  # set by pecmae_hub.models.precision.apply_precision
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, revision=None, cache_dir=None, local_files_only=False, *, token=None,
+                        force_download=False, device="cpu", precision: str = "fp32") -> Autoencoder:
+        """A folder, a Hub repo ``org/name`` in our format, or an upstream name (``"encodecmae-diffusion-4s"``,
+        ``"encodecmae-diffusion-10s"``) downloaded from its authors' repos and converted once
+        (:func:`pecmae_hub.convert.upstream.materialize`; ``revision`` may then be ``{repo_id: revision}``).
+
+        ``precision``: ``"fp32"`` (default, exact), ``"int8"`` (CPU), ``"bf16"``, ``"fp16"`` (CUDA); see
+        :mod:`pecmae_hub.models.precision`. Other arguments as :meth:`PretrainedMixin.from_pretrained`.
+        """
+        from pecmae_hub.models.precision import PRECISIONS, apply_precision
+
+        if precision not in PRECISIONS:  # before any download
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        sources = None
+        if isinstance(name_or_path, str) and not Path(name_or_path).expanduser().exists():
+            from pecmae_hub.convert import upstream  # lazy: the one allowed models -> convert edge (docs/DEVELOPING.md)
+
+            if name_or_path in upstream.UPSTREAM_MODELS:
+                name_or_path = upstream.materialize(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
+                                                    local_files_only=local_files_only, force_download=force_download)
+                sources = upstream.sources_of(name_or_path)
+                revision, force_download = None, False
+        model = super().from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=local_files_only, token=token,
+                                        force_download=force_download, device=device)
+        model.upstream_sources = sources
+        return apply_precision(model, precision) if precision != "fp32" else model
 
     def __init__(self, config: AutoencoderConfig | None = None):
         super().__init__()
@@ -186,19 +219,18 @@ class Autoencoder(PretrainedMixin, nn.Module):
         """z per chunk, float32 (n_chunks, D) on CPU, for a path, bytes or an array (+ ``sr``).
 
         Chunks are non-overlapping windows of ``chunk_seconds``; the trailing partial chunk is kept and
-        encoded at its own length (exactly what upstream computes for it). Full chunks run in batches.
+        encoded at its own length (exactly what upstream computes for it). Full chunks run in batches of
+        ``batch_size``. Files and bytes are decoded as a stream, batch by batch (bounded memory however
+        long the audio, same samples as ``load_audio``); an array is encoded from views of itself.
         """
-        wav = torch.from_numpy(load_audio(audio, sr))
-        bounds = chunk_bounds(wav.shape[0], self.chunk_samples)
-        full = [(s, e) for s, e in bounds if e - s == self.chunk_samples]
+        from pecmae_hub.audio_stream import chunk_batches, stream_audio
+
+        streamed = isinstance(audio, (str, os.PathLike, bytes, bytearray))
+        blocks = stream_audio(audio) if streamed else [load_audio(audio, sr)]
         parts = []
         with torch.inference_mode():
-            for i in range(0, len(full), batch_size):
-                group = torch.stack([wav[s:e] for s, e in full[i : i + batch_size]]).to(self.device)
-                parts.append(self.encode_chunks(group).float().cpu())
-            if len(full) < len(bounds):
-                s, e = bounds[-1]
-                parts.append(self.encode_chunks(wav[None, s:e].to(self.device)).float().cpu())
+            for group in chunk_batches(blocks, self.chunk_samples, batch_size):
+                parts.append(self.encode_chunks(torch.from_numpy(group).to(self.device)).float().cpu())
         return torch.cat(parts)
 
     # Decoding ------------------------------------------------------------------------------------

@@ -9,12 +9,10 @@ Two implementations of the same network:
 - the *reference* path (the modules' ``forward``): channels-first ``F.conv1d`` with the causal reflect
   padding of EnCodec's ``SConv1d`` (left k_eff − stride, extra right up to a whole frame), transposed
   convs trimmed on the right; used whenever autograd is recording;
-- the *fast* path (:func:`_run_fast`), used under ``torch.no_grad``/``inference_mode``: channels-last
-  (B, L, C) tensors and plain GEMMs. Strided convs (k = 2·stride) read the padded signal as blocks of
-  ``stride`` samples (two GEMMs, no im2col), transposed convs write blocks the same way, the ELU is
-  fused into the padding copy, the residual block's shortcut and last conv accumulate into one output,
-  and weight-normalised GEMM weights are cached until a parameter changes. Same numbers as the
-  reference path to ~1e-6 relative (summation order only).
+- the *fast* path (:mod:`pecmae_hub.models.seanet_fast`), used under ``torch.no_grad``/``inference_mode``:
+  channels-last GEMMs on weight-normalised weights cached until a parameter changes. In float32 it gives
+  the reference numbers to ~1e-6 relative; :meth:`EncodecCodec.set_compute_dtype` makes it compute in
+  bfloat16 (CPUs with native bf16) or float16 (CUDA) instead, the documented low-precision option.
 """
 from __future__ import annotations
 
@@ -56,18 +54,20 @@ def _param_stamp(params) -> tuple | None:
 
 
 class _CachedWeights:
-    """Mixin: ``_cached(build)`` returns build()'s tensors, recomputed only when a parameter changed."""
+    """Mixin: ``_cached(build, dtype)`` returns build()'s tensors cast to ``dtype``, recomputed only when a
+    parameter changed (one entry per dtype)."""
 
-    def _cached(self, build):
+    def _cached(self, build, dtype: torch.dtype = torch.float32):
         params = tuple(self.parameters())
         stamp = _param_stamp(params)
-        hit = self.__dict__.get("_fast_cache")
+        cache = self.__dict__.setdefault("_fast_cache", {})
+        hit = cache.get(dtype)
         if stamp is not None and hit is not None and hit[0] == stamp:
             return hit[1]
         with torch.inference_mode(False), torch.no_grad():
-            value = build()
+            value = tuple(t.to(dtype) for t in build())  # weight norm in fp32, then the cast
         if stamp is not None:
-            self.__dict__["_fast_cache"] = (stamp, value)
+            cache[dtype] = (stamp, value)
         return value
 
 
@@ -85,9 +85,10 @@ class _WNConv1d(_CachedWeights, nn.Module):
     def forward(self, x):
         return F.conv1d(x, self.weight(), self.bias, stride=self.stride, dilation=self.dilation)
 
-    def gemm_weights(self):
-        """Fast-path weights: (W (Cin·k, Cout) in im2col order c·k + j, bias) for stride 1; for a strided
-        conv with k = 2·stride, (W_a, W_b) (stride·Cin, Cout) in block order j·Cin + c, and the bias."""
+    def gemm_weights(self, dtype: torch.dtype = torch.float32):
+        """Fast-path weights in ``dtype``: for stride 1 (W (Cin·k, Cout) in im2col order c·k + j, bias,
+        per-tap W (k, Cin, Cout)); for a strided conv with k = 2·stride, (W_a, W_b) (stride·Cin, Cout) in
+        block order j·Cin + c, and the bias."""
         def build():
             w = self.weight()  # (Cout, Cin, k)
             cout, cin, k = w.shape
@@ -99,7 +100,7 @@ class _WNConv1d(_CachedWeights, nn.Module):
             wb = w[:, :, s:].permute(2, 1, 0).reshape(s * cin, cout).contiguous()
             return (wa, wb, self.bias.detach().clone())
 
-        return self._cached(build)
+        return self._cached(build, dtype)
 
 
 class _WNConvTranspose1d(_CachedWeights, nn.Module):
@@ -116,8 +117,9 @@ class _WNConvTranspose1d(_CachedWeights, nn.Module):
     def forward(self, x):
         return F.conv_transpose1d(x, self.weight(), self.bias, stride=self.stride)
 
-    def gemm_weights(self):
-        """Fast-path weights for k = 2·stride: V_a, V_b (Cin, stride·Cout) in order j·Cout + o, tiled bias."""
+    def gemm_weights(self, dtype: torch.dtype = torch.float32):
+        """Fast-path weights in ``dtype`` for k = 2·stride: V_a, V_b (Cin, stride·Cout) in order j·Cout + o,
+        tiled bias."""
         def build():
             w = self.weight()  # (Cin, Cout, k)
             cin, cout, k = w.shape
@@ -126,7 +128,7 @@ class _WNConvTranspose1d(_CachedWeights, nn.Module):
             vb = w[:, :, s:].permute(0, 2, 1).reshape(cin, s * cout).contiguous()
             return (va, vb, self.bias.detach().repeat(s))
 
-        return self._cached(build)
+        return self._cached(build, dtype)
 
 
 class _NormConv1d(nn.Module):
@@ -187,6 +189,11 @@ class SEANetResnetBlock(nn.Module):
     def forward(self, x):
         return self.shortcut(x) + self.block(x)
 
+    def summed_bias(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """shortcut bias + last conv bias (the fast path adds both outputs into one GEMM result)."""
+        return _CachedWeights._cached(self, lambda: (self.shortcut.conv.conv.bias + self.block[3].conv.conv.bias,),
+                                      dtype)[0]
+
 
 class SLSTM(nn.Module):
     def __init__(self, dim, layers=2):
@@ -198,148 +205,19 @@ class SLSTM(nn.Module):
         y, _ = self.lstm(x)
         return (y + x).permute(1, 2, 0)
 
-
-# Fast path (channels-last GEMMs, inference only) ----------------------------------------------------
-def _pad_cl(x: torch.Tensor, left: int, right: int, elu: bool) -> torch.Tensor:
-    """(B, L, C) → (B, left + L + right, C) reflect-padded copy of ELU(x) (or of x)."""
-    b, length, c = x.shape
-    if max(left, right) >= length:  # very short input: EnCodec's zero-extended reflect, channels-first
-        y = F.elu(x) if elu else x
-        return _reflect_pad(y.transpose(1, 2), left, right).transpose(1, 2).contiguous()
-    out = x.new_empty(b, left + length + right, c)
-    mid = out[:, left : left + length]
-    if elu:
-        torch._C._nn.elu(x, 1.0, 1, 1, out=mid)
-    else:
-        mid.copy_(x)
-    if left:
-        out[:, :left] = out[:, left + 1 : 2 * left + 1].flip(1)
-    if right:
-        out[:, left + length :] = out[:, left + length - 1 - right : left + length - 1].flip(1)
-    return out
-
-
-_TAP_MIN_CHANNELS = 16  # stride-1 convs with at least this many input channels skip im2col
-
-
-def _fast_ok(conv: SConv1d) -> bool:
-    return conv.dilation == 1 and (conv.stride == 1 or conv.kernel == 2 * conv.stride)
-
-
-def _conv_cl(conv: SConv1d, x: torch.Tensor, elu: bool) -> torch.Tensor:
-    """SConv1d (with an optional ELU before it) on channels-last (B, L, Cin) → (B, L_out, Cout)."""
-    if not _fast_ok(conv):
-        y = F.elu(x) if elu else x
-        return conv(y.transpose(1, 2)).transpose(1, 2)
-    b, length, cin = x.shape
-    left, right = conv.paddings(length)
-    s = conv.stride
-    if s == 1:
-        w, bias, taps = conv.conv.conv.gemm_weights()
-        if conv.kernel == 1:
-            xp = F.elu(x) if elu else x
-            return torch.addmm(bias, xp.reshape(b * length, cin), w).view(b, length, -1)
-        xp = _pad_cl(x, left, right, elu)  # (B, L + k - 1, Cin)
-        if cin >= _TAP_MIN_CHANNELS:  # one GEMM per kernel tap on shifted views: no im2col copy
-            out = torch.baddbmm(bias.expand(b, length, -1), xp[:, :length], taps[0].expand(b, -1, -1))
-            for j in range(1, conv.kernel):
-                out.baddbmm_(xp[:, j : j + length], taps[j].expand(b, -1, -1))
-            return out
-        cols = xp.unfold(1, conv.kernel, 1).reshape(b * length, cin * conv.kernel)  # im2col, order c·k + j
-        return torch.addmm(bias, cols, w).view(b, length, -1)
-    wa, wb, bias = conv.conv.conv.gemm_weights()
-    n_out = (length + right) // s
-    blocks = _pad_cl(x, left, right, elu).view(b, n_out + 1, s * cin)  # left pad = s: frame t = blocks t, t+1
-    out = torch.baddbmm(bias.expand(b, n_out, -1), blocks[:, :-1], wa.expand(b, -1, -1))
-    return out.baddbmm_(blocks[:, 1:], wb.expand(b, -1, -1))
-
-
-def _convtr_cl(conv: SConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
-    """SConvTranspose1d (k = 2·stride) on channels-last (B, T, Cin) → (B, T·stride, Cout)."""
-    if conv.kernel != 2 * conv.stride:
-        return conv(x.transpose(1, 2)).transpose(1, 2)
-    b, t, cin = x.shape
-    va, vb, bias = conv.convtr.convtr.gemm_weights()
-    x = x.contiguous()
-    out = torch.addmm(bias, x.view(b * t, cin), va).view(b, t, -1)  # block t ← x[t] · first half of the kernel
-    if t > 1:
-        out[:, 1:].baddbmm_(x[:, :-1], vb.expand(b, -1, -1))          # block t ← x[t−1] · second half
-    return out.view(b, t * conv.stride, -1)                          # the last half-block is trimmed
-
-
-def _resblock_cl(block: SEANetResnetBlock, x: torch.Tensor) -> torch.Tensor:
-    conv1, conv2, shortcut = block.block[1], block.block[3], block.shortcut
-    if not (conv2.kernel == 1 and shortcut.kernel == 1 and _fast_ok(conv1)):
-        return block(x.transpose(1, 2)).transpose(1, 2)
-    b, length, c = x.shape
-    h = _conv_cl(conv1, x, elu=True)
-    F.elu(h, inplace=True)
-    w2 = conv2.conv.conv.gemm_weights()[0]
-    ws = shortcut.conv.conv.gemm_weights()[0]
-    bias = block.__dict__.get("_fast_bias")
-    stamp = _param_stamp((conv2.conv.conv.bias, shortcut.conv.conv.bias))
-    if bias is None or stamp is None or bias[0] != stamp:
-        with torch.inference_mode(False), torch.no_grad():
-            bias = (stamp, shortcut.conv.conv.bias + conv2.conv.conv.bias)
-        if stamp is not None:
-            block.__dict__["_fast_bias"] = bias
-    out = torch.addmm(bias[1], x.reshape(b * length, c), ws)        # shortcut(x) + both biases ...
-    out.addmm_(h.reshape(b * length, -1), w2)                        # ... + conv2(ELU(conv1(ELU(x))))
-    return out.view(b, length, c)
-
-
-def _lstm_cl(module: SLSTM, x: torch.Tensor) -> torch.Tensor:
-    xt = x.transpose(0, 1)  # (T, B, C)
-    y, _ = module.lstm(xt)
-    y += xt
-    return y.transpose(0, 1)
-
-
-# Before the LSTM, a batch is run one chunk at a time: a 4 s chunk's widest tensor (96 000 × 32 floats,
-# 12 MB) stays in the last-level cache and under glibc's mmap threshold, which a batch of 7 does not.
-_MICRO_BATCH_FLOATS = 4_000_000
-
-
-def _run_fast(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """Run a SEANet ``model`` Sequential on channels-last (B, L, C) input; ELUs are fused into the next op."""
-    modules = list(model)
-    split = next((i for i, m in enumerate(modules) if isinstance(m, SLSTM)), 0)
-    rows = max(1, _MICRO_BATCH_FLOATS // max(1, x.shape[1] * N_FILTERS))
-    if split and x.shape[0] > rows:  # micro-batches up to the LSTM, then the whole batch
-        head = torch.cat([_run_modules(modules[:split], part) for part in x.split(rows)])
-        return _run_modules(modules[split:], head)
-    return _run_modules(modules, x)
-
-
-def _run_modules(modules, x: torch.Tensor) -> torch.Tensor:
-    pending_elu = False
-    for module in modules:
-        if isinstance(module, nn.ELU) and module.alpha == 1.0:
-            if pending_elu:
-                x = F.elu(x)
-            pending_elu = True
-            continue
-        if pending_elu and not isinstance(module, SConv1d):
-            x = F.elu(x)
-            pending_elu = False
-        if isinstance(module, SConv1d):
-            x = _conv_cl(module, x, pending_elu)
-        elif isinstance(module, SConvTranspose1d):
-            x = _convtr_cl(module, x)
-        elif isinstance(module, SEANetResnetBlock):
-            x = _resblock_cl(module, x)
-        elif isinstance(module, SLSTM):
-            x = _lstm_cl(module, x)
-        else:
-            x = module(x.transpose(1, 2)).transpose(1, 2)
-        pending_elu = False
-    if pending_elu:
-        x = F.elu(x)
-    return x
+    def flat_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """The LSTM's weights in ``dtype``, in ``torch.lstm`` order (for the low-precision fast path)."""
+        return _CachedWeights._cached(self, lambda: tuple(self.lstm._flat_weights), dtype)
 
 
 def _use_fast(x: torch.Tensor) -> bool:
     return not torch.is_grad_enabled() and x.dtype == torch.float32
+
+
+def _run_fast(model: nn.Sequential, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    from pecmae_hub.models.seanet_fast import run_fast
+
+    return run_fast(model, x, dtype)
 
 
 class SEANetEncoder(nn.Module):
@@ -391,15 +269,22 @@ class EncodecCodec(nn.Module):
         super().__init__()
         self.encoder = SEANetEncoder()
         self.decoder = SEANetDecoder()
+        self.compute_dtype = torch.float32
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> None:
+        """Precision of inference (float32 default; bfloat16 or float16 for speed). Outputs stay float32."""
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"compute dtype must be float32, bfloat16 or float16, got {dtype}")
+        self.compute_dtype = dtype
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """(B, L) → (B, T, 128)."""
         if _use_fast(wav):
-            return _run_fast(self.encoder.model, wav[:, :, None])
+            return _run_fast(self.encoder.model, wav[:, :, None], self.compute_dtype)
         return self.encoder(wav[:, None, :]).transpose(1, 2)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, T, 128) → (B, 320·T)."""
         if _use_fast(latents):
-            return _run_fast(self.decoder.model, latents)[:, :, 0]
+            return _run_fast(self.decoder.model, latents, self.compute_dtype)[:, :, 0]
         return self.decoder(latents.transpose(1, 2))[:, 0, :]

@@ -1,0 +1,173 @@
+"""Inference precision of an :class:`~pecmae_hub.models.autoencoder.Autoencoder`.
+
+``apply_precision(model, p)`` switches a loaded model, in place, between:
+
+- ``"fp32"``: the reference numerics (default; what the parity tests check);
+- ``"int8"`` (CPU): every transformer linear layer (frame encoder, CLS encoder, denoiser) runs int8 × int8
+  GEMMs through fbgemm's dynamic quantisation (weights per output channel, activations per tensor,
+  quantised on the fly); attention, LayerNorms and the residual streams stay fp32. The EnCodec codec
+  runs in bfloat16 when the CPU computes bfloat16 natively (AVX512-BF16/AMX), else in fp32;
+- ``"bf16"``: transformers under bfloat16 autocast and the codec in bfloat16 (CUDA, or a CPU with native
+  bfloat16);
+- ``"fp16"`` (CUDA only): float16 autocast and a float16 codec.
+
+Weights stay fp32 parameters in every mode (the int8 copies are derived and cached, repacked when a
+parameter changes), so ``state_dict``/``save_pretrained`` are unaffected and ``apply_precision(model,
+"fp32")`` restores the exact path. Every mode returns float32 tensors. Autograd always takes the fp32
+path. Measured fidelity and speed: ``python bench/autoencoder.py``.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pecmae_hub.errors import ConfigError
+
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_MIN_INT8_FEATURES = 64  # tiny layers (the denoiser's Linear(1 -> D) time embedding) gain nothing from int8
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN computes bfloat16 natively on this CPU (otherwise bf16 is emulated and slower)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_vnni() -> bool:
+    # fbgemm accumulates through int16 (saturating) without AVX512-VNNI; only then may activations use
+    # the full 8-bit range (reduce_range=False), which halves the activation rounding error
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "avx512_vnni" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def _param_stamp(params) -> tuple | None:
+    try:
+        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    except RuntimeError:  # inference tensors have no version counter
+        return None
+
+
+class Int8DynamicLinear(nn.Linear):
+    """An ``nn.Linear`` (same parameters and state-dict keys) whose no-grad CPU forward is an int8 GEMM.
+
+    Installed by :func:`apply_precision` by switching the class of existing layers; under autograd, on
+    another device or dtype it is the plain fp32 layer.
+    """
+
+    def _packed(self):
+        stamp = _param_stamp((self.weight, self.bias) if self.bias is not None else (self.weight,))
+        hit = self.__dict__.get("_int8_cache")
+        engine = torch.backends.quantized.engine
+        if hit is not None and stamp is not None and hit[0] == (stamp, engine):
+            return hit[1]
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # quantised-tensor constructors are flagged as deprecated
+            w = self.weight.detach().float()
+            scale = (w.abs().amax(1).clamp_min(1e-12) / 127.0).double()
+            zero = torch.zeros(w.shape[0], dtype=torch.long)
+            qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+            bias = None if self.bias is None else self.bias.detach().float()
+            packed = torch.ops.quantized.linear_prepack(qw, bias)
+        if stamp is not None:
+            self.__dict__["_int8_cache"] = ((stamp, engine), packed)
+        return packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.device.type != "cpu":
+            return F.linear(x, self.weight, self.bias)
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        if not flat.is_contiguous():
+            flat = flat.contiguous()
+        out = torch.ops.quantized.linear_dynamic(flat, self._packed(), not _cpu_has_vnni())
+        return out.view(*shape[:-1], out.shape[-1])
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_int8_cache", None)  # derived; rebuilt on first use after a copy or unpickling
+        return state
+
+
+class _CastForward:
+    """Replaces a module's ``forward``: run it under autocast to ``dtype`` and return float32 tensors."""
+
+    def __init__(self, forward, device_type: str, dtype: torch.dtype):
+        self.forward, self.device_type, self.dtype = forward, device_type, dtype
+
+    def __call__(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = self.forward(*args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+
+def _transformers(model) -> list[nn.Module]:
+    names = ("frame_encoder", "cls_encoder", "denoiser")
+    return [m for m in (getattr(model, n, None) for n in names) if m is not None]
+
+
+def _reset(model) -> None:
+    for module in model.modules():
+        if isinstance(module, Int8DynamicLinear):
+            module.__class__ = nn.Linear
+            module.__dict__.pop("_int8_cache", None)
+        if isinstance(module.__dict__.get("forward"), _CastForward):
+            del module.forward
+    codec = getattr(model, "codec", None)
+    if hasattr(codec, "set_compute_dtype"):
+        codec.set_compute_dtype(torch.float32)
+
+
+def check_precision(precision: str, device: torch.device | str) -> str:
+    """Validate ``precision`` for ``device``; returns it. Raises ConfigError with the reason otherwise."""
+    device = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError("precision 'int8' runs on the CPU only (fbgemm); on CUDA use 'bf16' or 'fp16'")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision 'fp16' needs a CUDA device; on the CPU use 'int8' (or 'bf16' where supported)")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        raise ConfigError("precision 'bf16' needs a CPU with native bfloat16 (AVX512-BF16 or AMX); use 'int8'")
+    return precision
+
+
+def apply_precision(model: nn.Module, precision: str = "fp32") -> nn.Module:
+    """Switch ``model`` (an Autoencoder, in place) to ``precision``; returns it. See the module docstring.
+
+    Call it after moving the model to its device. ``model.precision`` records the mode.
+    """
+    device = next(model.parameters()).device
+    check_precision(precision, device)
+    _reset(model)
+    codec = getattr(model, "codec", None)
+    if precision == "int8":
+        for part in _transformers(model):
+            for module in part.modules():
+                if type(module) is nn.Linear and min(module.in_features, module.out_features) >= _MIN_INT8_FEATURES:
+                    module.__class__ = Int8DynamicLinear
+        if hasattr(codec, "set_compute_dtype") and cpu_has_native_bf16():
+            codec.set_compute_dtype(torch.bfloat16)
+    elif precision in _HALF:
+        dtype = _HALF[precision]
+        for part in _transformers(model):
+            part.forward = _CastForward(part.forward, device.type, dtype)
+        if hasattr(codec, "set_compute_dtype"):
+            codec.set_compute_dtype(dtype)
+    model.precision = precision
+    return model
