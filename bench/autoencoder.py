@@ -1,58 +1,159 @@
-"""Speed of the upstream-size autoencoder on this machine; prints one JSON object per line.
+"""Autoencoder inference: speed and fidelity, each figure a ratio to a baseline measured in the same run.
 
-Real base-size architecture (``AutoencoderConfig.upstream()``) with random weights, fp32:
-- ``gemm``: this CPU's fp32 GEMM rate (torch.mm of 2048² matrices, best of several), measured in
-  the same run so that utilisation figures are comparable across machines;
-- ``encode``: seconds to encode 30 s of 24 kHz audio to z (7 full 4 s chunks + one 2 s chunk),
-  best of ``--repeats``; the nominal FLOPs of the upstream computation (convs, LSTMs, every
-  projection/attention/FFN of every token, counted analytically: the same figure whatever the
-  implementation skips) and utilisation = FLOPs / seconds / GEMM rate;
-- ``decode``: seconds to sonify one z into one 4 s chunk (40 steps, guidance 1.0) including the
-  EnCodec decoder, best of ``--decode-repeats``, with FLOPs and utilisation likewise;
-- ``memory``: peak RSS of the process (resource.getrusage).
-Targets (2-core CPU): encode 30 s ≤ 4 s, sonify ≤ 30 s. Upstream code: ≈11 s and ≈64 s.
+One JSON object per line:
+- ``gemm``: this CPU's fp32 GEMM rate (torch.mm of 2048² matrices), the baseline of ``utilisation``;
+- ``encode``: z of ``--seconds`` of audio on the upstream-size architecture (random weights, seed 0), the fp32
+  path and the fast option (``precision="int8"``), repetitions interleaved, medians. Ratios: fast/fp32
+  speed-up, fp32 utilisation of the GEMM rate (nominal upstream FLOPs / s / GEMM rate); fidelity: cosine
+  of the fast option's z to fp32's (min and mean over chunks);
+- ``codec_encode`` / ``codec_decode``: the EnCodec SEANet on one 4 s chunk: ``RefCodec`` below (plain
+  ``nn.Conv1d``/``nn.ConvTranspose1d`` under ``weight_norm``, ``nn.LSTM``, channels-first: encodec 0.1.1's
+  structure, standing in for the upstream codec) against ours in fp32 and in bf16 (where the CPU has it);
+  fidelity: relative error to the reference output;
+- ``embedded``: the shipped gm-solos model, fp32 vs int8 on fresh held-out TimGM6mb clips: prediction
+  agreement, z cosine, speed ratio;
+- ``memory``: peak RSS of ``Autoencoder.encode`` on a WAV file, in child processes: 1 min (upstream-size
+  model) and 1 h (the embedded model) streamed, and the 1 h file loaded whole first (the old way); ratios
+  1 h / 1 min and streamed / whole, and the throughput ratio streamed / whole.
 
-The machine is shared: run it a few times and take the best; ``mean_cpu_seconds`` far below
-``seconds`` × threads means other processes took the cores. ``--threads`` pins torch threads.
+Usage: ``python bench/autoencoder.py [--quick] [--threads N] [--skip-memory] [--skip-embedded]``.
+On a shared machine compare the ratios, not the seconds; ``--threads 1`` is steadier under load.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
+import os
 import platform
 import resource
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+SR = 24_000
 
 
 def emit(**record) -> None:
     print(json.dumps(record), flush=True)
 
 
-def gemm_gflops(n: int = 2048, repeats: int = 10) -> float:
+def gemm_gflops(n: int = 2048, repeats: int = 7) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
 
 
-def _seanet_flops(model: nn.Sequential, length: int) -> tuple[float, int]:
-    """Multiply-add FLOPs (×2) of a SEANet Sequential on ``length`` input steps; returns (flops, out length)."""
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def interleaved(fns: dict, repeats: int, warm: bool = True) -> dict:
+    """Median seconds of each function, the repetitions interleaved so that load changes hit all alike."""
+    for fn in fns.values() if warm else ():
+        fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# Reference codec: encodec 0.1.1's structure (weight_norm modules, channels-first) ---------------------
+def _ref_pad(x, left, right):
+    extra = max(0, max(left, right) - x.shape[-1] + 1)
+    x = F.pad(F.pad(x, (0, extra)), (left, right), mode="reflect")
+    return x[..., : x.shape[-1] - extra]
+
+
+def _wn(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # weight_norm's deprecation notice
+        return nn.utils.weight_norm(module)
+
+
+class _RefConv(nn.Module):
+    def __init__(self, cin, cout, k, stride=1):
+        super().__init__()
+        self.conv = nn.Module()
+        self.conv.conv = _wn(nn.Conv1d(cin, cout, k, stride))
+        self.k, self.s = k, stride
+
+    def forward(self, x):
+        extra = math.ceil(x.shape[-1] / self.s) * self.s - x.shape[-1]
+        return self.conv.conv(_ref_pad(x, self.k - self.s, extra))
+
+
+class _RefConvTr(nn.Module):
+    def __init__(self, cin, cout, k, stride):
+        super().__init__()
+        self.convtr = nn.Module()
+        self.convtr.convtr = _wn(nn.ConvTranspose1d(cin, cout, k, stride))
+        self.trim = k - stride
+
+    def forward(self, x):
+        y = self.convtr.convtr(x)
+        return y[..., : y.shape[-1] - self.trim]
+
+
+class _RefRes(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.block = nn.Sequential(nn.ELU(), _RefConv(d, d // 2, 3), nn.ELU(), _RefConv(d // 2, d, 1))
+        self.shortcut = _RefConv(d, d, 1)
+
+    def forward(self, x):
+        return self.shortcut(x) + self.block(x)
+
+
+class _RefLSTM(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.lstm = nn.LSTM(d, d, 2)
+
+    def forward(self, x):
+        x = x.permute(2, 0, 1)
+        return (self.lstm(x)[0] + x).permute(1, 2, 0)
+
+
+class RefCodec(nn.Module):
+    """EnCodec 24 kHz encoder/decoder as encodec 0.1.1 builds them; loads our state dict (same keys)."""
+
+    def __init__(self):
+        super().__init__()
+        enc, mult = [_RefConv(1, 32, 7)], 1
+        for r in (2, 4, 5, 8):
+            enc += [_RefRes(32 * mult), nn.ELU(), _RefConv(32 * mult, 64 * mult, 2 * r, r)]
+            mult *= 2
+        self.encoder = nn.Module()
+        self.encoder.model = nn.Sequential(*enc, _RefLSTM(512), nn.ELU(), _RefConv(512, 128, 7))
+        dec = [_RefConv(128, 512, 7), _RefLSTM(512)]
+        for r in (8, 5, 4, 2):
+            dec += [nn.ELU(), _RefConvTr(32 * mult, 16 * mult, 2 * r, r), _RefRes(16 * mult)]
+            mult //= 2
+        self.decoder = nn.Module()
+        self.decoder.model = nn.Sequential(*dec, nn.ELU(), _RefConv(32, 1, 7))
+
+
+# Nominal FLOPs (the upstream computation; the same figure whatever an implementation skips) -----------
+def _seanet_flops(model, length: int) -> float:
     from pecmae_hub.models.encodec import SConv1d, SConvTranspose1d, SEANetResnetBlock, SLSTM
 
-    def conv(c: SConv1d, n: int) -> tuple[float, int]:
+    def conv(c, n):
         w = c.conv.conv.weight_v
-        out = -(-n // c.stride)
-        return 2.0 * w.shape[0] * w.shape[1] * w.shape[2] * out, out
+        return 2.0 * w.numel() * -(-n // c.stride), -(-n // c.stride)
 
     flops = 0.0
     for m in model:
@@ -60,130 +161,202 @@ def _seanet_flops(model: nn.Sequential, length: int) -> tuple[float, int]:
             f, length = conv(m, length)
             flops += f
         elif isinstance(m, SConvTranspose1d):
-            w = m.convtr.convtr.weight_v  # (Cin, Cout, k)
-            flops += 2.0 * w.shape[0] * w.shape[1] * w.shape[2] * length
-            length *= m.convtr.convtr.stride
+            flops += 2.0 * m.convtr.convtr.weight_v.numel() * length
+            length *= m.stride
         elif isinstance(m, SEANetResnetBlock):
-            for c in (m.block[1], m.block[3], m.shortcut):
-                flops += conv(c, length)[0]
+            flops += sum(conv(c, length)[0] for c in (m.block[1], m.block[3], m.shortcut))
         elif isinstance(m, SLSTM):
-            h, i = m.lstm.hidden_size, m.lstm.input_size
-            flops += sum(2.0 * length * 4 * h * ((i if layer == 0 else h) + h) for layer in range(m.lstm.num_layers))
-    return flops, length
-
-
-def _transformer_flops(enc, tokens: int) -> float:
-    """Q/K/V/O projections, attention scores and mixing, shared FFN: every layer, every token."""
-    flops = 0.0
-    ff_in, ff_out = enc.ff_layer[0].weight.shape[1], enc.ff_layer[0].weight.shape[0]
-    for layer in enc.encoder_layers:
-        att = layer.att_layer
-        inner, dim = att.wq.weight.shape
-        flops += 2.0 * tokens * dim * inner * 4 + 2.0 * 2 * tokens * tokens * inner + 2.0 * 2 * tokens * ff_in * ff_out
+            h = m.lstm.hidden_size
+            flops += 2.0 * length * 4 * h * 2 * h * m.lstm.num_layers
     return flops
 
 
-def encode_flops(ae, chunk_lengths: list[int]) -> float:
-    """Nominal FLOPs of the upstream computation of z for chunks of these lengths (the work upstream does;
-    the same figure before and after any optimisation, so utilisation figures compare)."""
+def _transformer_flops(enc, tokens: int) -> float:
+    ff = enc.ff_layer[0].weight.numel()
+    inner, dim = enc.encoder_layers[0].att_layer.wq.weight.shape
+    per_layer = 2.0 * tokens * dim * inner * 4 + 4.0 * tokens * tokens * inner + 4.0 * tokens * ff
+    return per_layer * len(enc.encoder_layers)
+
+
+def encode_flops(ae, chunk_lengths) -> float:
     total = 0.0
-    for length in chunk_lengths:
-        f, frames = _seanet_flops(ae.codec.encoder.model, length)
-        total += f + 2.0 * frames * ae.frame_encoder.feat_projector.weight.numel()
+    for n in chunk_lengths:
+        frames = -(-n // 320)
+        total += _seanet_flops(ae.codec.encoder.model, n) + 2.0 * frames * ae.frame_encoder.feat_projector.weight.numel()
         total += _transformer_flops(ae.frame_encoder.visible_encoder, frames)
-        if ae.cls_encoder is not None:
-            total += _transformer_flops(ae.cls_encoder.encoder, frames + 1)
+        total += _transformer_flops(ae.cls_encoder.encoder, frames + 1)
     return total
 
 
-def decode_flops(ae, n_chunks: int, steps: int, guidance: float) -> float:
-    """Nominal FLOPs of sampling ``n_chunks`` chunks and vocoding them with the EnCodec decoder."""
-    t = ae.chunk_frames
-    rows = n_chunks * (2 if guidance > 0 else 1)
-    den = ae.denoiser
-    per_row = (_transformer_flops(den.denoiser, t + 2) + 2.0 * t * (den.in_adapter.weight.numel() + den.out_adapter.weight.numel())
-               + 2.0 * den.time_embedding[2].weight.numel())
-    return steps * rows * per_row + n_chunks * _seanet_flops(ae.codec.decoder.model, t)[0]
+# Parts --------------------------------------------------------------------------------------------------
+def bench_encode(args, gemm: float) -> None:
+    from pecmae_hub.audio import chunk_bounds
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+    from pecmae_hub.models.precision import apply_precision
+
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig.upstream())
+    fast = apply_precision(copy.deepcopy(ae), "int8")
+    wav = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * SR))).astype(np.float32)
+    for m in (ae, fast):
+        m.encode(wav[:SR], sr=SR)  # warm-up: allocator, oneDNN primitives, cached weights
+    out = {}
+    med = interleaved({p: lambda m=m, p=p: out.__setitem__(p, m.encode(wav, sr=SR))
+                       for p, m in (("fp32", ae), ("int8", fast))}, args.repeats, warm=False)
+    cos = F.cosine_similarity(out["int8"], out["fp32"], dim=-1)
+    flops = encode_flops(ae, [e - s for s, e in chunk_bounds(len(wav), ae.chunk_samples)])
+    emit(bench="encode", audio_seconds=args.seconds, n_chunks=len(cos), fp32_seconds=round(med["fp32"], 3),
+         int8_seconds=round(med["int8"], 3), int8_speedup=round(med["fp32"] / med["int8"], 2),
+         fp32_utilisation=round(flops / med["fp32"] / 1e9 / gemm, 3),
+         int8_effective_utilisation=round(flops / med["int8"] / 1e9 / gemm, 3),
+         z_cosine_min=round(cos.min().item(), 6), z_cosine_mean=round(cos.mean().item(), 6),
+         codec_dtype=str(fast.codec.compute_dtype).replace("torch.", ""), repeats=args.repeats)
 
 
-def best_time(fn, repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times), times
+def bench_codec(args) -> None:
+    from pecmae_hub.models.encodec import EncodecCodec
+    from pecmae_hub.models.precision import cpu_has_native_bf16
+
+    torch.manual_seed(0)
+    ours = EncodecCodec().eval()
+    ref = RefCodec().eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    low = copy.deepcopy(ours)
+    dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    low.set_compute_dtype(torch.bfloat16)
+    wav = torch.randn(1, 4 * SR, generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.inference_mode():
+        lat = ours.encode(wav)
+        for part, ref_fn, fn in (("encode", lambda: ref.encoder.model(wav[:, None]).transpose(1, 2), ours.encode),
+                                 ("decode", lambda: ref.decoder.model(lat.transpose(1, 2))[:, 0], ours.decode)):
+            arg = wav if part == "encode" else lat
+            fns = {"reference": ref_fn, "fp32": lambda fn=fn, arg=arg: fn(arg)}
+            if "bf16" in dtypes:
+                fns["bf16"] = lambda arg=arg, part=part: getattr(low, part)(arg)
+            med = interleaved(fns, args.codec_repeats)
+            expect = ref_fn()
+            errs = {k: ((fns[k]() - expect).norm() / expect.norm()).item() for k in dtypes}
+            emit(bench=f"codec_{part}", audio_seconds=4.0, reference_seconds=round(med["reference"], 4),
+                 **{f"{k}_seconds": round(med[k], 4) for k in dtypes},
+                 **{f"{k}_speedup_vs_reference": round(med["reference"] / med[k], 2) for k in dtypes},
+                 **{f"{k}_rel_error": float(f"{errs[k]:.2e}") for k in dtypes}, repeats=args.codec_repeats)
+
+
+def bench_embedded(args) -> None:
+    from pecmae_hub import PECMAE
+    from pecmae_hub.data.gm_solos.render import LABELS, render_clip
+    from pecmae_hub.models.precision import apply_precision
+
+    model = PECMAE.from_pretrained("gm-solos", device="cpu")
+    fp32, int8 = model.autoencoder, apply_precision(copy.deepcopy(model.autoencoder), "int8")
+    agree = correct = correct8 = n = 0
+    cos_min, times = 1.0, {"fp32": 0.0, "int8": 0.0}
+    for c, label in enumerate(LABELS):
+        for i in range(args.clips):
+            wav = render_clip("timgm6mb", label, i, seed=424242)  # seeds the recipe never used
+            z = {}
+            for name, ae in (("fp32", fp32), ("int8", int8)):
+                t = time.perf_counter()
+                z[name] = ae.encode(wav, sr=SR)
+                times[name] += time.perf_counter() - t
+            cos_min = min(cos_min, F.cosine_similarity(z["fp32"], z["int8"], dim=-1).min().item())
+            with torch.no_grad():
+                p32, p8 = (model.head(z[k]).mean(0).argmax().item() for k in ("fp32", "int8"))
+            agree, correct, correct8, n = agree + (p32 == p8), correct + (p32 == c), correct8 + (p8 == c), n + 1
+    emit(bench="embedded", model="gm-solos", bank="timgm6mb", clips=n, prediction_agreement=round(agree / n, 4),
+         fp32_accuracy=round(correct / n, 4), int8_accuracy=round(correct8 / n, 4), z_cosine_min=round(cos_min, 6),
+         int8_speedup=round(times["fp32"] / times["int8"], 2))
+
+
+def _write_noise_wav(path: str, seconds: float, sr: int = 44_100, channels: int = 2) -> None:
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(path, "w", sr, channels, subtype="PCM_16") as f:
+        left = int(seconds * sr)
+        while left:
+            n = min(left, 60 * sr)
+            f.write((0.1 * rng.standard_normal((n, channels))).astype(np.float32))
+            left -= n
+
+
+def bench_memory(args) -> None:
+    tmp = tempfile.mkdtemp(prefix="pecmae-bench-")
+    long_seconds = 600.0 if args.quick else 3600.0
+    runs = [("1min", "upstream", "stream", 60.0), ("1min", "embedded", "stream", 60.0),
+            ("long", "embedded", "stream", long_seconds), ("long", "embedded", "whole", long_seconds)]
+    results = {}
+    try:
+        for tag, model, mode, seconds in runs:
+            path = os.path.join(tmp, f"{tag}.wav")
+            if not os.path.exists(path):
+                _write_noise_wav(path, seconds)
+            cmd = [sys.executable, __file__, "--memory-child", model, mode, path, "--threads", str(torch.get_num_threads())]
+            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            results[(tag, model, mode)] = res
+            emit(bench="memory_run", audio_seconds=seconds, file="44.1 kHz stereo PCM16 WAV", model=model, mode=mode, **res)
+    finally:
+        for name in os.listdir(tmp):
+            os.remove(os.path.join(tmp, name))
+        os.rmdir(tmp)
+    s1, sl, wl = (results[k] for k in (("1min", "embedded", "stream"), ("long", "embedded", "stream"),
+                                        ("long", "embedded", "whole")))
+    emit(bench="memory", long_seconds=long_seconds, upstream_1min_peak_rss_mb=results[("1min", "upstream", "stream")]["peak_rss_mb"],
+         embedded_1min_peak_rss_mb=s1["peak_rss_mb"], embedded_long_peak_rss_mb=sl["peak_rss_mb"],
+         embedded_long_whole_file_peak_rss_mb=wl["peak_rss_mb"],
+         long_over_1min_rss=round(sl["peak_rss_mb"] / s1["peak_rss_mb"], 2),
+         streamed_over_whole_rss=round(sl["peak_rss_mb"] / wl["peak_rss_mb"], 2),
+         streamed_throughput_vs_whole=round(wl["seconds"] / sl["seconds"], 2))
+
+
+def memory_child(model: str, mode: str, path: str) -> None:
+    from pecmae_hub.audio import load_audio
+    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+
+    if model == "upstream":
+        torch.manual_seed(0)
+        ae = Autoencoder(AutoencoderConfig.upstream())
+    else:
+        from pecmae_hub import PECMAE
+
+        ae = PECMAE.from_pretrained("gm-solos", device="cpu").autoencoder
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    z = ae.encode(path) if mode == "stream" else ae.encode(load_audio(path, max_seconds=None), sr=SR)
+    emit(peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), model_loaded_rss_mb=round(base, 1),
+         seconds=round(time.perf_counter() - t, 2), n_chunks=int(z.shape[0]))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="encode repetitions (best is reported)")
-    parser.add_argument("--decode-repeats", type=int, default=1, help="sonify repetitions (best is reported)")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--guidance", type=float, default=1.0)
-    parser.add_argument("--seconds", type=float, default=30.0, help="audio length to encode")
+    parser.add_argument("--quick", action="store_true", help="short run: 8 s encode, fewer repeats and clips, 10 min file")
+    parser.add_argument("--seconds", type=float, default=None, help="audio to encode (default 30, quick 8)")
+    parser.add_argument("--repeats", type=int, default=None, help="encode repetitions per path (default 3, quick 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pecmae_hub.audio import SAMPLE_RATE
-    from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
-
+    if args.memory_child:
+        memory_child(*args.memory_child)
+        return 0
+    args.seconds = args.seconds or (8.0 if args.quick else 30.0)
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.codec_repeats = 3 if args.quick else 7
+    args.clips = 5 if args.quick else 50  # per class (8 classes)
     emit(bench="env", python=platform.python_version(), torch=torch.__version__, machine=platform.machine(),
-         processor=platform.processor() or None, threads=torch.get_num_threads(),
-         interop_threads=torch.get_num_interop_threads(), dtype="float32")
+         threads=torch.get_num_threads(), load_avg_1min=round(os.getloadavg()[0], 2), quick=args.quick)
     gemm = gemm_gflops()
     emit(bench="gemm", n=2048, gflops=round(gemm, 1))
-
-    torch.manual_seed(0)
-    t = time.perf_counter()
-    ae = Autoencoder(AutoencoderConfig.upstream())
-    emit(bench="build", seconds=round(time.perf_counter() - t, 3),
-         parameters=sum(p.numel() for p in ae.parameters()))
-
-    rng = np.random.default_rng(0)
-    wav = (0.1 * rng.standard_normal(int(args.seconds * SAMPLE_RATE))).astype(np.float32)
-    ae.encode(wav[: SAMPLE_RATE], sr=SAMPLE_RATE)  # warm-up (allocator, oneDNN primitive caches)
-    z_holder = {}
-
-    def run_encode():
-        z_holder["z"] = ae.encode(wav, sr=SAMPLE_RATE)
-
-    from pecmae_hub.audio import chunk_bounds
-
-    cpu0 = time.process_time()
-    best, times = best_time(run_encode, args.repeats)
-    cpu = (time.process_time() - cpu0) / args.repeats
-    lengths = [e - s for s, e in chunk_bounds(len(wav), ae.chunk_samples)]
-    flops = encode_flops(ae, lengths)
-    gemm = max(gemm, gemm_gflops())  # the machine is shared: keep the best GEMM rate seen
-    emit(bench="encode", audio_seconds=args.seconds, n_chunks=int(z_holder["z"].shape[0]), seconds=round(best, 3),
-         all_seconds=[round(x, 3) for x in times], mean_cpu_seconds=round(cpu, 3), gflop=round(flops / 1e9, 1),
-         gflops=round(flops / best / 1e9, 1), utilisation=round(flops / best / 1e9 / gemm, 3),
-         gemm_gflops=round(gemm, 1), realtime_factor=round(args.seconds / best, 1), target_seconds=4.0,
-         upstream_seconds=11.0)
-
-    if not args.skip_decode:
-        z = z_holder["z"][:1]
-
-        def run_decode():
-            z_holder["wav"] = ae.decode(z, steps=args.steps, guidance=args.guidance, seed=0)
-
-        cpu0 = time.process_time()
-        best, times = best_time(run_decode, args.decode_repeats)
-        cpu = (time.process_time() - cpu0) / args.decode_repeats
-        flops = decode_flops(ae, 1, args.steps, args.guidance)
-        gemm = max(gemm, gemm_gflops())
-        emit(bench="decode", steps=args.steps, guidance=args.guidance, audio_seconds=len(z_holder["wav"]) / SAMPLE_RATE,
-             seconds=round(best, 3), all_seconds=[round(x, 3) for x in times], mean_cpu_seconds=round(cpu, 3),
-             gflop=round(flops / 1e9, 1), gflops=round(flops / best / 1e9, 1),
-             utilisation=round(flops / best / 1e9 / gemm, 3), gemm_gflops=round(gemm, 1), target_seconds=30.0,
-             upstream_seconds=64.0)
-
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    emit(bench="memory", peak_rss_mb=round(peak_kb / 1024, 1))
+    bench_encode(args, gemm)
+    bench_codec(args)
+    if not args.skip_embedded:
+        bench_embedded(args)
+    if not args.skip_memory:
+        bench_memory(args)
+    emit(bench="end", load_avg_1min=round(os.getloadavg()[0], 2))
     return 0
 
 

@@ -205,7 +205,8 @@ def load_audio(audio: AudioInput, sr: int | None = None, *, name: str | None = N
         data = _array_samples(audio, name)
     else:
         raise AudioError(
-            f"unsupported audio input of type {type(audio).__name__}: pass a path, bytes, or a numpy/torch array with sr"
+            f"unsupported audio input of type {type(audio).__name__}: pass a path, bytes, or a numpy/torch array "
+            "with sr"
         )
     if data.size == 0 or data.shape[-1] == 0:
         raise AudioError(f"audio has zero length: {name}")

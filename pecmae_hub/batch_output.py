@@ -43,7 +43,7 @@ __all__ = ["STDOUT", "OutputBusyError", "OutputLock", "ResultsFile", "StreamResu
 
 STDOUT = "-"
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_ENCODING = dict(encoding="utf-8", errors="surrogateescape")  # file names need not be valid UTF-8
+ENCODING, ERRORS = "utf-8", "surrogateescape"  # file names need not be valid UTF-8: they round-trip
 
 
 def output_format(out: str | os.PathLike) -> str:
@@ -152,7 +152,7 @@ def _split_csv(text: str) -> tuple[list[str], bool]:
         if quotes % 2 == 0:
             records.append(buf)
             buf, quotes = "", 0
-    return records, bool(buf or not text.endswith("\n") and text)
+    return records, bool(buf or (text and not text.endswith("\n")))
 
 
 class _Parsed:
@@ -246,7 +246,7 @@ class ResultsFile:
         check_output_file(self.path)
         self._lock.acquire()
         try:
-            text = self._real.read_bytes().decode(**_ENCODING) if self._real.exists() else ""
+            text = self._real.read_bytes().decode(ENCODING, ERRORS) if self._real.exists() else ""
             self._parsed = _Parsed(text, self.format, str(self.path))
         except BaseException:
             self._lock.release()
@@ -309,14 +309,15 @@ class ResultsFile:
             self._status.pop(key, None)
         if self.repairs or self._retry or len(kept) != len(self._parsed.rows):
             head = (self._parsed.header_text or _csv_text(header)) if header is not None else ""
-            with atomic_path(self._real) as tmp:
-                with open(tmp, "w", newline="", **_ENCODING) as f:
-                    f.write(head + "".join(r.text for r in kept))
-        self._file = open(self._real, "a", newline="", **_ENCODING)
+            with atomic_path(self._real) as tmp, open(tmp, "w", newline="", encoding=ENCODING, errors=ERRORS) as f:
+                f.write(head + "".join(r.text for r in kept))
+        self._file = open(self._real, "a", newline="", encoding=ENCODING, errors=ERRORS)  # noqa: SIM115 - until exit
         if header is not None and self._parsed.header is None and self._file.tell() == 0:
             self._append(_csv_text(header))
 
     def _append(self, text: str) -> None:
+        if self._file is None:
+            raise ConfigError("ResultsFile.begin() must be called before rows are written")
         self._file.write(text)  # one write and flush per row: a crash tears at most the last line
         self._file.flush()
 
@@ -339,10 +340,10 @@ class StreamResults:
     """JSONL rows written to a text stream (``--out -``: standard output); nothing to resume or lock."""
 
     format = "stdout"
-    repairs: list[str] = []
 
     def __init__(self, stream: TextIO):
         self.stream = stream
+        self.repairs: list[str] = []
         self._failed: dict[str, str] = {}
 
     def __enter__(self) -> StreamResults:

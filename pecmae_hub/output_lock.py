@@ -8,6 +8,7 @@ process id and is removed on a clean release. Where ``fcntl`` does not exist (Wi
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -65,10 +66,8 @@ class OutputLock:
         """Remove the lock file and drop the lock (a no-op when not held)."""
         if self._fd is None:
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.lock_file)
-        except FileNotFoundError:
-            pass
         os.close(self._fd)  # closing the descriptor drops the flock
         self._fd = None
 

@@ -47,7 +47,7 @@ def make_examples(folder: Path) -> Path:
 
 def launch_app(model_dir: Path, examples: Path, **kwargs):
     """Build and launch the app in-process; returns (demo, url)."""
-    from space.app_ui import build_app
+    from pecmae_hub.app.ui import build_app
 
     demo = build_app(str(model_dir), max_seconds=MAX_SECONDS, examples_dir=examples, **kwargs)
     port = free_port()
@@ -167,16 +167,16 @@ def test_model_info_shows_card_labels_metrics_and_config(client):
 def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_model, tmp_path):
     from gradio_client import Client, handle_file
 
-    import space.models
+    import pecmae_hub.app.models
 
     client = Client(app[1], verbose=False)  # its own session: switching models does not touch the others
     hub.stop()
-    space.models._probe_cache.clear()
+    pecmae_hub.app.models._probe_cache.clear()
     with pytest.raises(Exception) as info:
         client.predict("gtzan", api_name="/load_model")
     assert "not in the local Hugging Face cache" in str(info.value) and "unreachable" in str(info.value)
     hub.start()
-    space.models._probe_cache.clear()
+    pecmae_hub.app.models._probe_cache.clear()
     hub.add_folder("pecmae-hub/gtzan-pecmae-5", make_tiny_model(seed=3, folder=tmp_path / "gtzan"))
     status, card, overview, config, proto = client.predict("gtzan", api_name="/load_model")
     assert "Loaded" in status and config["source"].startswith("pecmae-hub/gtzan-pecmae-5@")
@@ -190,7 +190,7 @@ def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_
 
 
 def test_queue_limits_and_offline_launch_settings(app, monkeypatch):
-    from space.app_ui import launch_options
+    from pecmae_hub.app.ui import launch_options
 
     limits = {fn.api_name: fn.concurrency_limit for fn in app[0].fns.values() if fn.api_name}
     assert limits["classify"] == 2 and limits["sonify"] == 1 and limits["load_model"] == 1
@@ -226,20 +226,3 @@ def test_app_py_starts_offline(tiny_model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-def test_space_front_matter_and_requirements_match_the_code(monkeypatch):
-    import gradio
-    from huggingface_hub import metadata_load
-
-    from pecmae_hub.hub import registry as hub
-
-    monkeypatch.delenv("PECMAE_HUB_ORG", raising=False)
-    meta = metadata_load(ROOT / "space" / "README.md")
-    assert (meta["sdk"], meta["app_file"], meta["sdk_version"]) == ("gradio", "app.py", gradio.__version__)
-    assert meta["suggested_hardware"] and meta["license"] and len(meta["short_description"]) <= 60
-    hub_repos = {hub.registry_repo_id(n) for n in hub.known_names() if not hub.REGISTRY[n].embedded}
-    shared_ae = f"{hub.DEFAULT_ORG}/{hub.AUTOENCODER_REPO_NAME}"
-    assert hub_repos | {shared_ae} <= set(meta["preload_from_hub"]) and set(meta["models"]) == set(meta["preload_from_hub"])
-    requirements = (ROOT / "space" / "requirements.txt").read_text().split()
-    assert "torch==2.13.0" in requirements and f"gradio=={gradio.__version__}" in requirements and "spaces" in requirements

@@ -36,7 +36,7 @@ PACKAGE = "pecmae_hub"
 
 LEAF_MODULES = frozenset({"errors", "audio", "configuration", "serialization", "sampling", "schedulers", "integrity", "extras",
                           "fileio", "devices", "connectivity", "audio_stream"})
-SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "cli"})
+SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "app", "cli"})
 
 _LIBRARY = {"leaf", "models", "hub", "pipeline", "convert", "training", "data", "recipes"}
 #: layer -> the layers it may import (its own included)
@@ -49,9 +49,10 @@ ALLOWED: dict[str, frozenset[str]] = {
     "data": frozenset({"leaf", "models", "hub", "data"}),
     "training": frozenset({"leaf", "models", "hub", "data", "training"}),
     "recipes": frozenset(_LIBRARY | {"api"}),
-    "cli": frozenset(_LIBRARY | {"api", "cli"}),
+    "app": frozenset(_LIBRARY | {"api", "app"}),
+    "cli": frozenset(_LIBRARY | {"api", "app", "cli"}),
     "api": frozenset({"leaf", "models", "hub", "pipeline", "api"}),
-    "main": frozenset(_LIBRARY | {"api", "cli", "main"}),
+    "main": frozenset(_LIBRARY | {"api", "app", "cli", "main"}),
 }
 #: the bottom of the leaves: imports nothing of the package
 LEAF_ROOT = f"{PACKAGE}.errors"

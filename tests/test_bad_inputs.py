@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import LABELS
+
 from pecmae_hub.audio import collect_audio_files
 from pecmae_hub.batch_output import ResultsFile, model_fingerprint
-from pecmae_hub.output_lock import lock_path
 from pecmae_hub.cli import main
 from pecmae_hub.errors import AudioError, ConfigError, ModelNotFoundError
+from pecmae_hub.output_lock import lock_path
 from pecmae_hub.pipeline import PECMAE
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
@@ -89,7 +89,7 @@ def rows_of(out: Path) -> list[dict]:
 # ---- no fabricated answers --------------------------------------------------------------------------
 def test_digital_silence_and_near_silence_are_errors(model, clips, tmp_path, capsys):
     for source in (clips["silence"], clips["near_silence"], np.zeros(10 * SR, np.float32)):
-        with pytest.raises(AudioError, match="is silent .*nothing to classify"):
+        with pytest.raises(AudioError, match=r"is silent .*nothing to classify"):
             model.classify(source, sr=SR)
     out = tmp_path / "p.csv"
     assert cli("classify", str(clips["silence"]), str(clips["near_silence"]), str(clips["good"]),
@@ -146,8 +146,9 @@ def test_sample_rate_and_dtype_checks(model):
         pred = model.classify(data, sr=SR)
         assert pred.label == reference.label
         assert pred.scores[pred.label] == pytest.approx(reference.scores[pred.label], abs=0.02)
-    for data, message in ((x > 0, "dtype bool"), (x.astype(np.complex64), "complex"),
-                          (torch.from_numpy(x).to(torch.complex64), "complex"), (np.array(["a"] * 100), "real samples")):
+    refused = ((x > 0, "dtype bool"), (x.astype(np.complex64), "complex"),
+               (torch.from_numpy(x).to(torch.complex64), "complex"), (np.array(["a"] * 100), "real samples"))
+    for data, message in refused:
         with pytest.raises(AudioError, match=message):
             model.classify(data, sr=SR)
 
@@ -191,9 +192,8 @@ def test_another_model_with_the_same_labels_is_refused(model, make_tiny_model, c
     before = out.read_bytes()
     assert cli("classify", str(clips["near_silence"]), "--model", str(other.files.folder), "--out", str(out)) == 1
     assert "not of this model" in capsys.readouterr().err and out.read_bytes() == before
-    with ResultsFile(out) as results:  # the library refuses it the same way
-        with pytest.raises(ConfigError, match="one file must not mix models"):
-            results.begin(other.name, model_fingerprint(other), other.labels, 3)
+    with ResultsFile(out) as results, pytest.raises(ConfigError, match="one file must not mix models"):
+        results.begin(other.name, model_fingerprint(other), other.labels, 3)  # the library refuses it the same way
 
 
 def test_fixed_file_is_retried_and_failures_give_status_3(model, clips, tmp_path, capsys):
@@ -338,7 +338,7 @@ def test_sonify_writes_mp3(model, tmp_path, capsys):
 def app(tiny_model_dir, tmp_path_factory):
     import socket
 
-    from space.app_ui import build_app
+    from pecmae_hub.app.ui import build_app
 
     root = tmp_path_factory.mktemp("served")
     shutil.copytree(tiny_model_dir, root / "models" / "good")

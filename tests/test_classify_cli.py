@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import LABELS
+
 from pecmae_hub.batch_output import csv_columns, model_fingerprint
 from pecmae_hub.cli import build_parser, main
 from pecmae_hub.pipeline import PECMAE
@@ -37,13 +37,15 @@ def _csv(path):
 def _count_classify(monkeypatch):
     calls = []
     real = PECMAE.classify
-    monkeypatch.setattr(PECMAE, "classify", lambda self, audio, *a, **k: calls.append(str(audio)) or real(self, audio, *a, **k))
+    monkeypatch.setattr(PECMAE, "classify",
+                        lambda self, audio, *a, **k: calls.append(str(audio)) or real(self, audio, *a, **k))
     return calls
 
 
 def test_classify_csv_with_error_row_and_resume(music, tiny_model_dir, tmp_path, capsys, monkeypatch, audio_files):
     out = tmp_path / "preds.csv"
-    args = ["classify", str(music), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress", "--device", "cpu"]
+    args = ["classify", str(music), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress",
+            "--device", "cpu"]
     assert main(args) == SOME_FAILED  # c.wav is corrupt: documented status 3, its row holds the error
     rows = _csv(out)
     assert [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav"), str(music / "sub" / "b.flac")]
@@ -74,7 +76,7 @@ def test_classify_csv_with_error_row_and_resume(music, tiny_model_dir, tmp_path,
     assert len(rows) == 4 and len({r["path"] for r in rows}) == 4
     assert "1 classified, 2 skipped" in capsys.readouterr().err
 
-    assert main(args + ["--keep-errors"]) == SOME_FAILED and len(calls) == 2  # nothing redone, c.wav still failed
+    assert main([*args, "--keep-errors"]) == SOME_FAILED and len(calls) == 2  # nothing redone, c.wav still failed
     assert "nothing to do" in capsys.readouterr().err
     shutil.copy(audio_files["ogg"], music / "c.wav")  # fixed: the plain rerun retries it and all is well
     assert main(args) == 0 and calls[2:] == [str(music / "c.wav")]
@@ -89,12 +91,13 @@ def test_classify_jsonl_retries_errors_unless_kept(music, tiny_model_dir, tmp_pa
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav")]
     assert rows[0]["error"] is None and len(rows[0]["top_prototypes"]) == 2 and len(rows[0]["similarities"]) == 3
-    assert rows[0]["chunk_silent"] == [False, False, False] and rows[0]["model_fingerprint"] == rows[1]["model_fingerprint"]
+    assert rows[0]["chunk_silent"] == [False, False, False]
+    assert rows[0]["model_fingerprint"] == rows[1]["model_fingerprint"]
     assert rows[1]["error"].startswith("AudioError") and "label" not in rows[1]
 
     shutil.copy(audio_files["ogg"], music / "c.wav")  # the bad file gets fixed
     calls = _count_classify(monkeypatch)
-    assert main(args + ["--keep-errors"]) == SOME_FAILED and calls == []  # its error row is kept
+    assert main([*args, "--keep-errors"]) == SOME_FAILED and calls == []  # its error row is kept
     assert main(args) == 0 and calls == [str(music / "c.wav")]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav")]
@@ -129,9 +132,9 @@ def test_another_model_or_layout_is_refused(music, tiny_model_dir, make_tiny_mod
     assert main(base[:2] + base[3:] + ["--model", str(tiny_model_dir)]) == 0
     before = out.read_bytes()
     other = make_tiny_model(seed=5)  # same labels, other weights
-    assert main(base + ["--model", str(other)]) == 1
+    assert main([*base, "--model", str(other)]) == 1
     assert "not of this model" in capsys.readouterr().err and out.read_bytes() == before
-    assert main(base + ["--model", str(tiny_model_dir), "--top-k", "2"]) == 1
+    assert main([*base, "--model", str(tiny_model_dir), "--top-k", "2"]) == 1
     assert "--top-k 3" in capsys.readouterr().err and out.read_bytes() == before
 
 
@@ -161,14 +164,14 @@ def test_every_option_has_help():
 def test_sonify_cli(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "proto.wav"
     base = ["sonify", "--model", str(tiny_model_dir), "--out", str(out)]
-    assert main(base + ["--prototype", "piano:1", "--steps", "2"]) == 0
+    assert main([*base, "--prototype", "piano:1", "--steps", "2"]) == 0
     assert "pre-rendered" in capsys.readouterr().out
     wav, sr = sf.read(out, dtype="float32")
     expected, _ = sf.read(tiny_model_dir / "prototypes" / "p003_piano_1.wav", dtype="float32")
     assert sr == 24000 and np.array_equal(wav, expected)
-    assert main(base + ["--prototype", "4", "--steps", "3", "--seed", "1"]) == 0
+    assert main([*base, "--prototype", "4", "--steps", "3", "--seed", "1"]) == 0
     assert "decoded" in capsys.readouterr().out and sf.info(out).frames == 24000
-    assert main(base + ["--prototype", "cello:0"]) == 1
+    assert main([*base, "--prototype", "cello:0"]) == 1
     assert "unknown class 'cello'" in capsys.readouterr().err
     mp3 = tmp_path / "proto.mp3"
     assert main(["sonify", "--model", str(tiny_model_dir), "--out", str(mp3), "--prototype", "0", "--steps", "2"]) == 0
@@ -180,7 +183,8 @@ def test_push_cli_then_classify_from_the_hub(hub, tiny_model_dir, tmp_path, caps
             "--commit-message", "first upload"]
     assert main(args) == 0
     repo = hub.repos["org/from-cli"]
-    assert repo.private and "dev" in repo.branches and "prototypes/p005_flute_1.wav" in repo.commits[repo.branches["dev"]]
+    assert repo.private and "dev" in repo.branches
+    assert "prototypes/p005_flute_1.wav" in repo.commits[repo.branches["dev"]]
     assert "org/from-cli/tree/dev" in capsys.readouterr().out
     out = tmp_path / "hub.jsonl"
     with pytest.MonkeyPatch.context() as mp:

@@ -284,7 +284,8 @@ def test_silent_chunks_flag_and_older_prediction_dicts(model):
 def test_render_settings_are_checked_before_decoding():
     from pecmae_hub.pipeline import MAX_STEPS, check_render_settings
 
-    assert check_render_settings(40, 1, 0) == (40, 1.0, 0) and check_render_settings(2.0, 1.5, np.int64(3)) == (2, 1.5, 3)
+    assert check_render_settings(40, 1, 0) == (40, 1.0, 0)
+    assert check_render_settings(2.0, 1.5, np.int64(3)) == (2, 1.5, 3)
     for steps, guidance, seed, message in ((0, 1.0, 0, "steps"), (MAX_STEPS + 1, 1.0, 0, "1..1000"),
                                            (True, 1.0, 0, "steps"), ("40", 1.0, 0, "steps"),
                                            (40, float("inf"), 0, "guidance"), (40, 1.0, -1, "seed"),

@@ -6,12 +6,11 @@ with ``--out -`` (the default). Every argument is checked, and typed errors rais
 """
 from __future__ import annotations
 
-from pecmae_hub.cli.commands import command_help
-
 import argparse
 import sys
 
 from pecmae_hub.audio import MAX_SECONDS, collect_audio_files
+from pecmae_hub.cli.commands import command_help
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
@@ -61,7 +60,7 @@ def run_classify(args: argparse.Namespace) -> int:
         for path in tqdm(todo, desc="classifying", unit="file", disable=args.no_progress, file=sys.stderr):
             try:
                 results.write(path, model.classify(path, top_k=args.top_k, max_seconds=args.max_seconds))
-            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+            except Exception as exc:  # one bad file must not stop the batch
                 results.write(path, error=f"{type(exc).__name__}: {exc}")
         failed = results.failed(inputs)
     where = "standard output" if fmt == "stdout" else out
@@ -141,7 +140,8 @@ def _render_args(p: argparse.ArgumentParser) -> None:
 def register_cli(subparsers) -> None:
     """Add ``classify``, ``sonify`` and ``push`` to the ``pecmae`` parser."""
     p = subparsers.add_parser(
-        "classify", help=command_help("classify"), epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "classify", help=command_help("classify"), epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Classify audio files: one row per input in --out (CSV or JSONL), or JSONL on standard output. "
                     "Resumable: inputs already in --out are skipped, failed ones retried; one run per --out at a time.")
     p.add_argument("paths", nargs="+", metavar="PATHS_OR_DIR",

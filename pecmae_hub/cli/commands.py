@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                  "track-level evaluation of a prototype head (+ linear probe / MLP baselines)"),
     "recipe": ("pecmae_hub.cli.recipe", "train a model end to end (gm-solos)"),
     "data": ("pecmae_hub.cli.data", "generate data sets"),
+    "app": ("pecmae_hub.cli.app", "start the web app (needs the 'app' extra)"),
 }
 
 

@@ -4,9 +4,10 @@
 
 - ``"fp32"``: the reference numerics (default; what the parity tests check);
 - ``"int8"`` (CPU): every transformer linear layer (frame encoder, CLS encoder, denoiser) runs int8 × int8
-  GEMMs through fbgemm's dynamic quantisation (weights per output channel, activations per tensor,
-  quantised on the fly); attention, LayerNorms and the residual streams stay fp32. The EnCodec codec
-  runs in bfloat16 when the CPU computes bfloat16 natively (AVX512-BF16/AMX), else in fp32;
+  GEMMs through PyTorch's dynamic quantisation (oneDNN, else fbgemm; weights symmetric per output
+  channel, activations per tensor, quantised on the fly); attention, LayerNorms and the residual
+  streams stay fp32. The EnCodec codec runs in bfloat16 when the CPU computes bfloat16 natively
+  (AVX512-BF16/AMX), else in fp32;
 - ``"bf16"``: transformers under bfloat16 autocast and the codec in bfloat16 (CUDA, or a CPU with native
   bfloat16);
 - ``"fp16"`` (CUDA only): float16 autocast and a float16 codec.
@@ -43,8 +44,6 @@ def cpu_has_native_bf16() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _cpu_has_vnni() -> bool:
-    # fbgemm accumulates through int16 (saturating) without AVX512-VNNI; only then may activations use
-    # the full 8-bit range (reduce_range=False), which halves the activation rounding error
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -53,6 +52,15 @@ def _cpu_has_vnni() -> bool:
     except OSError:
         pass
     return False
+
+
+def _int8_backend() -> tuple[str, bool]:
+    """(quantized engine to pack with, reduce_range). oneDNN's dynamic linear measured 1.1-1.3x faster
+    than fbgemm's here and takes full-range activations; fbgemm accumulates through saturating int16
+    without AVX512-VNNI, so there activations must lose a bit (reduce_range)."""
+    if "onednn" in torch.backends.quantized.supported_engines:
+        return "onednn", False
+    return torch.backends.quantized.engine, not _cpu_has_vnni()
 
 
 def _param_stamp(params) -> tuple | None:
@@ -70,11 +78,13 @@ class Int8DynamicLinear(nn.Linear):
     """
 
     def _packed(self):
+        """(packed int8 weights, reduce_range), rebuilt when a parameter changed."""
         stamp = _param_stamp((self.weight, self.bias) if self.bias is not None else (self.weight,))
         hit = self.__dict__.get("_int8_cache")
-        engine = torch.backends.quantized.engine
-        if hit is not None and stamp is not None and hit[0] == (stamp, engine):
+        if hit is not None and stamp is not None and hit[0] == stamp:
             return hit[1]
+        engine, reduce_range = _int8_backend()
+        previous = torch.backends.quantized.engine
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # quantised-tensor constructors are flagged as deprecated
             w = self.weight.detach().float()
@@ -82,10 +92,15 @@ class Int8DynamicLinear(nn.Linear):
             zero = torch.zeros(w.shape[0], dtype=torch.long)
             qw = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
             bias = None if self.bias is None else self.bias.detach().float()
-            packed = torch.ops.quantized.linear_prepack(qw, bias)
+            try:  # the packed object remembers its backend: the engine matters while packing only
+                torch.backends.quantized.engine = engine
+                packed = torch.ops.quantized.linear_prepack(qw, bias)
+            finally:
+                torch.backends.quantized.engine = previous
+        value = (packed, reduce_range)
         if stamp is not None:
-            self.__dict__["_int8_cache"] = ((stamp, engine), packed)
-        return packed
+            self.__dict__["_int8_cache"] = (stamp, value)
+        return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.device.type != "cpu":
@@ -94,7 +109,8 @@ class Int8DynamicLinear(nn.Linear):
         flat = x.reshape(-1, shape[-1])
         if not flat.is_contiguous():
             flat = flat.contiguous()
-        out = torch.ops.quantized.linear_dynamic(flat, self._packed(), not _cpu_has_vnni())
+        packed, reduce_range = self._packed()
+        out = torch.ops.quantized.linear_dynamic(flat, packed, reduce_range)
         return out.view(*shape[:-1], out.shape[-1])
 
     def __getstate__(self):

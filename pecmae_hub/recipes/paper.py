@@ -32,27 +32,12 @@ from pathlib import Path
 from pecmae_hub.errors import ConfigError, DatasetError, PecmaeError
 from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.recipes import paper_report as report
+from pecmae_hub.recipes.paper_data import DATASETS, PaperDataset
 from pecmae_hub.recipes.sources import DEFAULT_AUTOENCODER, load_autoencoder_source
 
 STAGES = ("data", "extract", "train", "evaluate", "render", "card", "push")
 _STRICT = ("data", "extract", "train", "evaluate", "render")  # settings mismatch: error unless --redo
 STATE_NAME = "recipe_state.json"
-
-
-@dataclass(frozen=True)
-class PaperDataset:
-    name: str           # recipe / registry name
-    preset: str         # TrainConfig preset
-    dataset_id: str     # the model card's dataset id
-    title: str
-    data_help: str
-
-
-DATASETS = {
-    "gtzan": PaperDataset("gtzan", "gtzan", "marsyas/gtzan", "GTZAN", "a GTZAN folder, a genres.tar.gz or 'hub'"),
-    "medley-solos-db": PaperDataset("medley-solos-db", "medley-solos-db", "medley-solos-db", "Medley-solos-DB",
-                                    "the folder holding the audio and Medley-solos-DB_metadata.csv"),
-}
 
 
 class RecipeStageError(PecmaeError, RuntimeError):
@@ -123,6 +108,7 @@ class PaperRecipe:
         self.path = {name: self.work / name for name in ("data", "splits", "features", "head", "evaluation",
                                                            "renders", "model")}
         self._ae = None
+        self.main_process = True  # False in the other processes of `accelerate launch`: they stay quiet
         self.log: list[str] = []
 
     # ---- state ------------------------------------------------------------------------------------
@@ -161,7 +147,8 @@ class PaperRecipe:
         from tqdm.auto import tqdm
 
         self.log.append(line)
-        tqdm.write(line)
+        if self.main_process:
+            tqdm.write(line)
 
     # ---- running ----------------------------------------------------------------------------------
     def run(self, stages: list[str] | None = None) -> dict:
@@ -174,6 +161,7 @@ class PaperRecipe:
         from accelerate import PartialState
 
         procs = PartialState()
+        self.main_process = procs.is_main_process
         self.work.mkdir(parents=True, exist_ok=True)
         state = self._state()
         redo_from = min((STAGES.index(s) for s in self.cfg.redo), default=len(STAGES))
@@ -205,7 +193,7 @@ class PaperRecipe:
             t0 = time.time()
             try:
                 summary = getattr(self, f"stage_{stage}")()
-            except (KeyboardInterrupt, ConfigError):
+            except KeyboardInterrupt:
                 raise
             except Exception as exc:
                 cause = str(exc) if isinstance(exc, PecmaeError) else f"{type(exc).__name__}: {exc}"
@@ -251,30 +239,37 @@ class PaperRecipe:
         return summary
 
     def stage_extract(self) -> dict:
+        from accelerate import PartialState
+
         from pecmae_hub.recipes.timing import Projection
-        from pecmae_hub.training.extract import extract_features
+        from pecmae_hub.training.extract import FAILURES_NAME, extract_features
         from pecmae_hub.training.features import feature_path
 
+        procs = PartialState()  # under accelerate launch each process encodes its shard
         ae, source = self.autoencoder()
+        if {"data", "extract"} & set(self.cfg.redo) and self.main_process:
+            shutil.rmtree(self.path["features"], ignore_errors=True)  # other audio or autoencoder: start afresh
+        procs.wait_for_everyone()
         tracks = self.path["splits"] / "tracks.txt"
         keys = {p: f"{Path(p).parent.name}/{Path(p).name}" for p in tracks.read_text().splitlines() if p}
         todo = sum(not feature_path(self.path["features"], k).is_file() for k in keys.values())
         self.say(f"extract: {len(keys)} tracks ({todo} to encode) with the {source.describe()} "
                  f"(D = {ae.embedding_dim}, {ae.chunk_seconds:g}-s chunks, batches of {self.cfg.batch_size})")
-        from accelerate import PartialState
-
-        procs = PartialState()  # under accelerate launch each process encodes its shard: project one shard
         projection = Projection("extract", -(-todo // procs.num_processes),
                                 write=None if procs.is_main_process else (lambda _line: None))
-        result = extract_features(tracks, self.path["features"], ae, device=self.cfg.device,
-                                  batch_size=self.cfg.batch_size, progress=self.cfg.progress,
-                                  num_workers=self.cfg.num_workers, on_track_done=projection)
-        failed = [(keys.get(p, p), err) for p, err in result.failures]
+        extract_features(tracks, self.path["features"], ae, device=self.cfg.device,
+                         batch_size=self.cfg.batch_size, progress=self.cfg.progress,
+                         num_workers=self.cfg.num_workers, on_track_done=projection)  # one shard's projection
+        report_file = self.path["features"] / FAILURES_NAME  # every process's failures, written by the main one
+        rows = report_file.read_text().splitlines()[1:] if report_file.is_file() else []
+        failed = [(keys.get(p, p), err) for p, _, err in (row.partition("\t") for row in rows)]
         for key, err in failed:
             self.say(f"extract: left out {key}: cannot be decoded or encoded ({err})")
-        if failed and len(failed) >= result.total:
-            raise DatasetError(f"none of the {result.total} tracks could be encoded; first error: {failed[0][1]}")
-        return {"tracks": result.total, "encoded": result.written, "reused": result.skipped, "chunks": result.chunks,
+        encoded = sum(feature_path(self.path["features"], k).is_file() for k in keys.values())
+        if not encoded:
+            raise DatasetError(f"none of the {len(keys)} tracks could be encoded; first error: "
+                               f"{failed[0][1] if failed else 'unknown'}")
+        return {"tracks": len(keys), "encoded": encoded - (len(keys) - todo), "reused": len(keys) - todo,
                 "failed": [list(f) for f in failed], "fingerprint": ae.fingerprint(), "embedding_dim": ae.embedding_dim}
 
     def stage_train(self) -> dict:

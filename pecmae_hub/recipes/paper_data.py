@@ -16,12 +16,29 @@ official CSV; every listed file must exist.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from pecmae_hub.data.split_files import write_labels, write_tsv
 from pecmae_hub.data.splits import SPLIT_NAMES, medley_solos_splits
 from pecmae_hub.errors import DatasetError
 from pecmae_hub.fileio import atomic_write_text
+
+
+@dataclass(frozen=True)
+class PaperDataset:
+    """A data set of the paper recipes."""
+
+    name: str           # recipe / registry name
+    preset: str         # TrainConfig preset (docs/architecture.md §8.1)
+    dataset_id: str     # the model card's dataset id (a Hub dataset repo where one exists)
+    title: str
+
+
+DATASETS = {
+    "gtzan": PaperDataset("gtzan", "gtzan", "marsyas/gtzan", "GTZAN"),
+    "medley-solos-db": PaperDataset("medley-solos-db", "medley-solos-db", "medley-solos-db", "Medley-solos-DB"),
+}
 
 
 def _gtzan(data: str, data_dir: Path, progress: bool):

@@ -4,9 +4,9 @@
 
 - an existing **folder** in our format (``pecmae convert`` output, or a tiny test model);
 - a **Hub repo id** ``org/name`` in our format (pinned to the commit it was loaded from);
-- an **upstream name** such as ``encodecmae-diffusion-4s`` (the default): converted from its authors'
-  repos by ``pecmae_hub.convert.upstream.materialize(name) -> folder`` when that module is installed,
-  else handed to ``Autoencoder.from_pretrained`` as it is.
+- an **upstream name** such as ``encodecmae-diffusion-4s`` (the default): downloaded from its authors'
+  repos and converted once by :func:`pecmae_hub.convert.upstream.materialize` (cached; the source
+  commits are recorded).
 
 Where the autoencoder came from decides how a published model refers to it (docs/hub.md): a Hub repo
 is referenced at its commit; a folder or an upstream name is either bundled into the model repo
@@ -14,8 +14,6 @@ is referenced at its commit; a folder or an upstream name is either bundled into
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from pecmae_hub.errors import ModelNotFoundError
 from pecmae_hub.models.autoencoder import Autoencoder
 
 DEFAULT_AUTOENCODER = "encodecmae-diffusion-4s"
-_UPSTREAM_MODULE = "pecmae_hub.convert.upstream"
 
 
 @dataclass
@@ -35,12 +32,14 @@ class AutoencoderSource:
     folder: Path | None = None
     repo_id: str | None = None
     revision: str | None = None  # the exact commit of a Hub autoencoder
+    sources: dict[str, str] | None = None  # upstream name: {source repo: commit} it was converted from
 
     def describe(self) -> str:
         if self.kind == "hub":
             return f"Hub repo {self.repo_id}" + (f" at commit {self.revision}" if self.revision else "")
         if self.kind == "name":
-            return f"upstream autoencoder {self.name!r}, converted with pecmae-hub"
+            pinned = ", ".join(f"{repo}@{commit[:12]}" for repo, commit in (self.sources or {}).items())
+            return f"upstream autoencoder {self.name!r} converted by pecmae-hub" + (f" from {pinned}" if pinned else "")
         return f"local folder {self.folder.name if self.folder else self.name}"
 
 
@@ -78,18 +77,17 @@ def load_autoencoder_source(name: str, revision: str | None = None,
         files.get(WEIGHTS_NAME)
         ae = Autoencoder.from_pretrained(files.local_dir(), device=device)
         return ae, AutoencoderSource("hub", name, repo_id=name, revision=files.commit or revision)
-    if importlib.util.find_spec(_UPSTREAM_MODULE) is not None:
-        folder = Path(importlib.import_module(_UPSTREAM_MODULE).materialize(name))
-        return Autoencoder.from_pretrained(folder, device=device), AutoencoderSource("name", name, folder=folder)
+    from pecmae_hub.convert.upstream import materialize, sources_of
+
     try:
-        ae = Autoencoder.from_pretrained(name, revision=revision, device=device)
+        folder = Path(materialize(name, revision=revision))
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(
-            f"autoencoder {name!r}: {exc}. Upstream names are converted by {_UPSTREAM_MODULE}, which this "
-            "installation does not have yet; convert the checkpoint yourself (`pecmae convert ...`, docs/convert.md) "
-            "and pass --autoencoder FOLDER, or pass a Hub repo id org/name of a converted autoencoder"
+            f"autoencoder {name!r}: {str(exc).rstrip('.')}. --autoencoder also takes a folder converted with `pecmae convert` "
+            "(docs/convert.md) or a Hub repo id org/name of a converted autoencoder"
         ) from None
-    return ae, AutoencoderSource("name", name)
+    ae = Autoencoder.from_pretrained(folder, device=device)
+    return ae, AutoencoderSource("name", name, folder=folder, sources=sources_of(folder))
 
 
 def autoencoder_licence(ae: Autoencoder, source: AutoencoderSource) -> tuple[str, list[str]]:

@@ -94,12 +94,31 @@ def head_loss(logits, d, y, protos_per_class: int, alpha: float, temperature: fl
     return alpha * lp + (1.0 - alpha) * lc, lp, lc
 
 
+def _plain_step_ok(accelerator, optimizer) -> bool:
+    """True when Accelerate's wrappers would only forward the calls: one process, no AMP scaler, no
+    gradient accumulation. Then the step calls autograd and the optimizer directly (same maths)."""
+    from accelerate.utils import DistributedType
+
+    return (accelerator.distributed_type == DistributedType.NO and accelerator.num_processes == 1
+            and getattr(accelerator, "scaler", None) is None and not accelerator.native_amp
+            and accelerator.gradient_accumulation_steps == 1 and hasattr(optimizer, "optimizer"))
+
+
 def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig):
     """One optimisation step (forward, loss, backward, Adam, OneCycle); returns detached (loss, L_p, L_c)."""
-    with accelerator.autocast():
+    plain = _plain_step_ok(accelerator, optimizer)
+    if plain:
         logits, d = model(x, return_distances=True)
+    else:
+        with accelerator.autocast():
+            logits, d = model(x, return_distances=True)
     loss, lp, lc = head_loss(logits, d, y, cfg.protos_per_class, cfg.alpha, cfg.temperature, cfg.proto_loss_samples)
     optimizer.zero_grad(set_to_none=True)
+    if plain:
+        loss.backward()
+        optimizer.optimizer.step()
+        scheduler.step()
+        return loss.detach(), lp.detach(), lc.detach()
     accelerator.backward(loss)
     optimizer.step()
     # the scheduler is stepped here, not prepared: Accelerate would step it once per process

@@ -1,7 +1,7 @@
 """Which models the app offers and how it loads them: cache first, the Hub only when reachable.
 
 A model is named by a registry short name (``gm-solos``, ``gtzan``, ``medley-solos-db``), a Hub repo
-id or a local folder, among those the operator allows (:class:`space.access.ModelPolicy`; by default the
+id or a local folder, among those the operator allows (:class:`pecmae_hub.app.access.ModelPolicy`; by default the
 start-up model and the embedded ones). Errors a client sees name no server path. Loaded models are kept in memory (the start-up model always, plus the most
 recently used others). Loading never waits on a dead network: the Hugging Face cache is tried first,
 then the Hub is probed with a short timeout, and an unreachable Hub gives :class:`ModelUnavailable`
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, known_names, registry_repo_id, resolve_model
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
-from .access import ModelPolicy, display_name, scrub_paths
+from pecmae_hub.app.access import ModelPolicy, display_name, scrub_paths
 from pecmae_hub.connectivity import PROBE_TIMEOUT, PROBE_TTL, _probe_cache, hub_endpoint, hub_offline, hub_reachable  # noqa: F401
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import re
 
-from .access import display_name
-from .models import model_files, optional_file
-from .plots import ranked_classes
-from .settings import format_seconds
+from pecmae_hub.app.access import display_name
+from pecmae_hub.app.models import model_files, optional_file
+from pecmae_hub.app.plots import ranked_classes
+from pecmae_hub.app.settings import format_seconds
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
 

@@ -23,11 +23,11 @@ import numpy as np
 from pecmae_hub.audio import SAMPLE_RATE, load_audio, silence_error, silent_chunks, write_wav
 from pecmae_hub.errors import AudioError, PecmaeError
 
-from . import settings as cfg
-from .access import scrub_paths
-from .models import ModelManager, ModelUnavailable
-from .plots import explanation_figure, ranked_classes
-from .texts import client_safe, model_card, model_config, model_overview, prototype_caption, summary_text
+from pecmae_hub.app import settings as cfg
+from pecmae_hub.app.access import scrub_paths
+from pecmae_hub.app.models import ModelManager, ModelUnavailable
+from pecmae_hub.app.plots import explanation_figure, ranked_classes
+from pecmae_hub.app.texts import client_safe, model_card, model_config, model_overview, prototype_caption, summary_text
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "prototypes/index.json"
@@ -224,8 +224,9 @@ class Handlers:
             "model": model.name, "label": prediction.label, "scores": prediction.scores,
             "runner_up": ranked_classes(prediction.scores)[1] if len(prediction.scores) > 1 else None,
             "duration": round(prediction.duration, 3),
-            "chunks": [{"start": round(s, 3), "end": round(e, 3), "label": c, "silent": not a} for s, e, c, a in
-                       zip(prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels, prediction.audible)],
+            "chunks": [{"start": round(s, 3), "end": round(e, 3), "label": c, "silent": not a}
+                       for s, e, c, a in zip(prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels,
+                                             prediction.audible)],
             "top_prototypes": tops,
         })
         return (prediction.scores, figure, summary_text(prediction), *audios, *captions, details)

@@ -19,7 +19,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parents[1]
+# the example clips: inside the installed package (the wheel ships them), else the repository's examples/
+EXAMPLES_DIR = next((p for p in (PACKAGE / "examples", PACKAGE.parent / "examples") if p.is_dir()),
+                    PACKAGE.parent / "examples")
 DEFAULT_MODEL = "gm-solos"
 DEFAULT_MAX_SECONDS = 600.0
 TOP_PROTOTYPES = 3          # prototypes shown (with audio) next to a prediction
@@ -58,11 +61,11 @@ class AppSettings:
     model: str = DEFAULT_MODEL
     max_seconds: float = DEFAULT_MAX_SECONDS
     device: str = "auto"
-    examples_dir: Path = field(default_factory=lambda: ROOT / "examples")
+    examples_dir: Path = field(default_factory=lambda: EXAMPLES_DIR)
     prewarm: bool = True
     top_prototypes: int = TOP_PROTOTYPES
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    allowed_models: str | tuple[str, ...] | None = None   # None: $PECMAE_ALLOWED_MODELS (see space.access)
+    allowed_models: str | tuple[str, ...] | None = None   # None: $PECMAE_ALLOWED_MODELS (see pecmae_hub.app.access)
     model_dirs: str | tuple[str, ...] | None = None       # None: $PECMAE_MODEL_DIRS
 
     @property
@@ -77,7 +80,7 @@ class AppSettings:
             model=os.environ.get("PECMAE_MODEL", "").strip() or DEFAULT_MODEL,
             max_seconds=_float_env("PECMAE_MAX_SECONDS", DEFAULT_MAX_SECONDS),
             device=os.environ.get("PECMAE_DEVICE", "").strip() or "auto",
-            examples_dir=Path(os.environ.get("PECMAE_EXAMPLES_DIR", "").strip() or ROOT / "examples"),
+            examples_dir=Path(os.environ.get("PECMAE_EXAMPLES_DIR", "").strip() or EXAMPLES_DIR),
             prewarm=_flag_env("PECMAE_PREWARM", True),
             max_upload_mb=_float_env("PECMAE_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB),
         )

@@ -11,7 +11,7 @@ as defaults of the returned app's ``launch()``. Endpoints (``api_name``):
 - ``/load_model`` (model name) → status, model card, overview, configuration, prototype choices
 
 The model an endpoint uses is the session's (``/load_model`` switches it, among the models the operator
-allows: :mod:`space.access`; default ``PECMAE_MODEL``). Uploads are limited to ``PECMAE_MAX_UPLOAD_MB``
+allows: :mod:`pecmae_hub.app.access`; default ``PECMAE_MODEL``). Uploads are limited to ``PECMAE_MAX_UPLOAD_MB``
 (Gradio's ``max_file_size``: a larger upload is answered 413 and its partial file deleted).
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
-from . import settings as cfg  # noqa: E402
-from .access import ModelPolicy, scrub_paths  # noqa: E402
-from .handlers import Handlers  # noqa: E402
-from .models import ModelManager, ModelUnavailable  # noqa: E402
+from pecmae_hub.app import settings as cfg  # noqa: E402
+from pecmae_hub.app.access import ModelPolicy, scrub_paths  # noqa: E402
+from pecmae_hub.app.handlers import Handlers  # noqa: E402
+from pecmae_hub.app.models import ModelManager, ModelUnavailable  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def build_app(model_name: str | None = None, *, max_seconds: float | None = None
               model_dirs: str | list[str] | None = None, max_upload_mb: float | None = None) -> gr.Blocks:
     """Build the app. Arguments override ``PECMAE_MODEL``, ``PECMAE_MAX_SECONDS``, ``PECMAE_EXAMPLES_DIR``,
     ``PECMAE_PREWARM``, ``PECMAE_DEVICE``, ``PECMAE_ALLOWED_MODELS``, ``PECMAE_MODEL_DIRS`` and
-    ``PECMAE_MAX_UPLOAD_MB`` (see :mod:`space.settings`).
+    ``PECMAE_MAX_UPLOAD_MB`` (see :mod:`pecmae_hub.app.settings`).
 
     The start-up model is loaded now (a failure is shown in the app, which still starts); the example
     clips are then classified in the background so clicking one answers at once.
