@@ -209,8 +209,8 @@ def main():
         zs_index = list(range(zs.shape[0]))
     labels = [model.head.prototype_name(p)[0] for p in zs_index]
 
-    def classify(wav):
-        return model.classify(wav, sr=SAMPLE_RATE).label
+    def classify(wav):  # what a listener gets: sonify's WAVs are written clipped to [-1, 1]
+        return model.classify(np.clip(wav, -1.0, 1.0), sr=SAMPLE_RATE).label
 
     chosen = loose = None
     all_rows = []

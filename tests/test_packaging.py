@@ -23,6 +23,7 @@ def _build_space_module():
 
 def test_missing_optional_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # as if scikit-learn were not installed
+    monkeypatch.setitem(sys.modules, "sklearn.cluster", None)
     with pytest.raises(MissingDependencyError, match=r"pecmae train needs the optional package 'scikit-learn'.*"
                                                      r"pip install 'pecmae-hub\[train\]'"):
         require("sklearn.cluster", "pecmae train")
