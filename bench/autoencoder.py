@@ -149,7 +149,7 @@ class RefCodec(nn.Module):
 
 # Nominal FLOPs (the upstream computation; the same figure whatever an implementation skips) -----------
 def _seanet_flops(model, length: int) -> float:
-    from pecmae_hub.models.encodec import SConv1d, SConvTranspose1d, SEANetResnetBlock, SLSTM
+    from pecmae_hub.models.encodec import SLSTM, SConv1d, SConvTranspose1d, SEANetResnetBlock
 
     def conv(c, n):
         w = c.conv.conv.weight_v
@@ -182,7 +182,8 @@ def encode_flops(ae, chunk_lengths) -> float:
     total = 0.0
     for n in chunk_lengths:
         frames = -(-n // 320)
-        total += _seanet_flops(ae.codec.encoder.model, n) + 2.0 * frames * ae.frame_encoder.feat_projector.weight.numel()
+        total += _seanet_flops(ae.codec.encoder.model, n)
+        total += 2.0 * frames * ae.frame_encoder.feat_projector.weight.numel()
         total += _transformer_flops(ae.frame_encoder.visible_encoder, frames)
         total += _transformer_flops(ae.cls_encoder.encoder, frames + 1)
     return total
@@ -287,26 +288,31 @@ def bench_memory(args) -> None:
             ("long", "embedded", "stream", long_seconds), ("long", "embedded", "whole", long_seconds)]
     results = {}
     try:
+        _write_noise_wav(os.path.join(tmp, "1min.wav"), 60.0)
+        throughput = _stream_throughput(os.path.join(tmp, "1min.wav"), 3 if args.quick else 5)
         for tag, model, mode, seconds in runs:
             path = os.path.join(tmp, f"{tag}.wav")
             if not os.path.exists(path):
                 _write_noise_wav(path, seconds)
-            cmd = [sys.executable, __file__, "--memory-child", model, mode, path, "--threads", str(torch.get_num_threads())]
-            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-            results[(tag, model, mode)] = res
-            emit(bench="memory_run", audio_seconds=seconds, file="44.1 kHz stereo PCM16 WAV", model=model, mode=mode, **res)
+            cmd = [sys.executable, __file__, "--memory-child", model, mode, path,
+                   "--threads", str(torch.get_num_threads())]
+            run = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            results[(tag, model, mode)] = res = json.loads(run.stdout.splitlines()[-1])
+            emit(bench="memory_run", audio_seconds=seconds, file="44.1 kHz stereo PCM16 WAV", model=model, mode=mode,
+                 **res)
     finally:
         for name in os.listdir(tmp):
             os.remove(os.path.join(tmp, name))
         os.rmdir(tmp)
     s1, sl, wl = (results[k] for k in (("1min", "embedded", "stream"), ("long", "embedded", "stream"),
                                         ("long", "embedded", "whole")))
-    emit(bench="memory", long_seconds=long_seconds, upstream_1min_peak_rss_mb=results[("1min", "upstream", "stream")]["peak_rss_mb"],
+    emit(bench="memory", long_seconds=long_seconds,
+         upstream_1min_peak_rss_mb=results[("1min", "upstream", "stream")]["peak_rss_mb"],
          embedded_1min_peak_rss_mb=s1["peak_rss_mb"], embedded_long_peak_rss_mb=sl["peak_rss_mb"],
          embedded_long_whole_file_peak_rss_mb=wl["peak_rss_mb"],
          long_over_1min_rss=round(sl["peak_rss_mb"] / s1["peak_rss_mb"], 2),
          streamed_over_whole_rss=round(sl["peak_rss_mb"] / wl["peak_rss_mb"], 2),
-         streamed_throughput_vs_whole=round(wl["seconds"] / sl["seconds"], 2))
+         streamed_throughput_vs_whole=throughput)
 
 
 def _peak_rss_mb() -> float:
@@ -321,6 +327,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _stream_throughput(path: str, repeats: int) -> float:
+    """Speed of encode(path) (streamed) over encode(load_audio(path)) (whole file), embedded model, interleaved."""
+    from pecmae_hub import PECMAE
+    from pecmae_hub.audio import load_audio
+
+    ae = PECMAE.from_pretrained("gm-solos", device="cpu").autoencoder
+    med = interleaved({"stream": lambda: ae.encode(path), "whole": lambda: ae.encode(load_audio(path), sr=SR)}, repeats)
+    return round(med["whole"] / med["stream"], 2)
+
+
 def memory_child(model: str, mode: str, path: str) -> None:
     from pecmae_hub.audio import load_audio
     from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
@@ -332,6 +348,7 @@ def memory_child(model: str, mode: str, path: str) -> None:
         from pecmae_hub import PECMAE
 
         ae = PECMAE.from_pretrained("gm-solos", device="cpu").autoencoder
+    ae.encode(np.zeros(SR, np.float32), sr=SR)  # warm-up, counted in the base
     base = _peak_rss_mb()
     t = time.perf_counter()
     z = ae.encode(path) if mode == "stream" else ae.encode(load_audio(path, max_seconds=None), sr=SR)
@@ -341,10 +358,13 @@ def memory_child(model: str, mode: str, path: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short run: 8 s encode, fewer repeats and clips, 10 min file")
+    parser.add_argument("--quick", action="store_true",
+                        help="short run: 8 s encode, fewer repeats and clips, a 10 min file instead of 1 h")
     parser.add_argument("--seconds", type=float, default=None, help="audio to encode (default 30, quick 8)")
     parser.add_argument("--repeats", type=int, default=None, help="encode repetitions per path (default 3, quick 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--clips", type=int, default=None, help="held-out clips per class for the embedded model "
+                        "(default 50, quick 5)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "MODE", "PATH"), help=argparse.SUPPRESS)
@@ -357,7 +377,7 @@ def main(argv=None) -> int:
     args.seconds = args.seconds or (8.0 if args.quick else 30.0)
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.codec_repeats = 3 if args.quick else 7
-    args.clips = 5 if args.quick else 50  # per class (8 classes)
+    args.clips = args.clips or (5 if args.quick else 50)  # per class (8 classes)
     emit(bench="env", python=platform.python_version(), torch=torch.__version__, machine=platform.machine(),
          threads=torch.get_num_threads(), load_avg_1min=round(os.getloadavg()[0], 2), quick=args.quick)
     gemm = gemm_gflops()

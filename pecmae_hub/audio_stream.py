@@ -12,13 +12,12 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Iterator
 from fractions import Fraction
-from typing import Iterator
 
 import numpy as np
 
-from pecmae_hub.audio import (MAX_FLOAT_PEAK, MAX_SECONDS, SAMPLE_RATE, check_duration, check_sample_rate,
-                              resample)
+from pecmae_hub.audio import MAX_FLOAT_PEAK, MAX_SECONDS, SAMPLE_RATE, check_duration, check_sample_rate, resample
 from pecmae_hub.errors import AudioError
 
 _BLOCK_SECONDS = 20.0  # input decoded per read

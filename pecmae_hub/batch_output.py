@@ -94,8 +94,8 @@ def model_fingerprint(model) -> str:
 def csv_columns(labels: list[str], top_k: int) -> list[str]:
     """The CSV header for a model's ``labels`` and ``top_k`` listed prototypes."""
     tops = [f"top{i}_{what}" for i in range(1, top_k + 1) for what in ("prototype", "contribution")]
-    return (["path", "model", "model_fingerprint", "label", "confidence", "duration", "n_chunks", "silent_chunks"]
-            + tops + ["error"] + [f"p_{c}" for c in labels])
+    return (["path", "model", "model_fingerprint", "label", "confidence", "in_domain", "ood_score", "duration",
+             "n_chunks", "silent_chunks"] + tops + ["error"] + [f"p_{c}" for c in labels])
 
 
 _OUR_CSV_START = "path,model,model_fingerprint,"  # how every file of ours begins: anything else is not ours
@@ -109,12 +109,14 @@ def _one_line(text: str) -> str:
 def _csv_row(path: str, model: str, fingerprint: str, labels: list[str], top_k: int,
              pred: Prediction | None, error: str) -> list[str]:
     if pred is None:
-        return [path, model, fingerprint] + [""] * (5 + 2 * top_k) + [_one_line(error)] + [""] * len(labels)
+        return [path, model, fingerprint] + [""] * (7 + 2 * top_k) + [_one_line(error)] + [""] * len(labels)
     tops = []
     for i in range(top_k):
         t = pred.top_prototypes[i] if i < len(pred.top_prototypes) else None
         tops += [f"{t['class']}:{t['k']}", f"{t['contribution']:.6f}"] if t else ["", ""]
-    return ([path, model, fingerprint, pred.label, f"{pred.confidence:.6f}", f"{pred.duration:.3f}",
+    in_domain = "" if pred.in_domain is None else str(bool(pred.in_domain)).lower()
+    ood = "" if pred.ood_score is None else f"{pred.ood_score:.4f}"
+    return ([path, model, fingerprint, pred.label, f"{pred.confidence:.6f}", in_domain, ood, f"{pred.duration:.3f}",
              str(len(pred.chunk_starts)), str(sum(pred.chunk_silent))] + tops + [""]
             + [f"{pred.scores[c]:.6f}" for c in labels])
 

@@ -35,6 +35,7 @@ from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.errors import ConfigError, ModelNotFoundError, PecmaeError
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
+from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 
 class PECMAE:
     """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
@@ -42,19 +43,24 @@ class PECMAE:
     def __init__(self, autoencoder: Autoencoder, head: PrototypeHead, *, nearest: dict | None = None,
                  metrics: dict | None = None, info: dict | None = None, name: str = "pecmae",
                  files: ModelFiles | None = None, autoencoder_ref: AutoencoderRef | None = None,
-                 autoencoder_source: str = ""):
+                 autoencoder_source: str = "", ood: OODScorer | None = None):
         if head.embedding_dim != autoencoder.embedding_dim:
             raise ConfigError(
                 f"head {name!r} expects {head.embedding_dim}-d embeddings but the autoencoder gives "
                 f"{autoencoder.embedding_dim}-d ones: the head was trained on another autoencoder"
             )
+        if ood is not None and (ood.embedding_dim != head.embedding_dim or (ood.labels and ood.labels != head.labels)):
+            raise ConfigError(f"the OOD scorer of {name!r} (D={ood.embedding_dim}, labels {ood.labels}) does not "
+                              f"belong to its head (D={head.embedding_dim}, labels {head.labels})")
         self.autoencoder, self.head = autoencoder.eval(), head.eval()
+        self.ood = None if ood is None else ood.to(head.protos.device)  # None: no in_domain verdicts
         self.nearest, self.metrics, self.info, self.name = nearest, metrics, dict(info or {}), name
         self.autoencoder_ref = autoencoder_ref or AutoencoderRef()  # where it came from (Hub revision pinned)
         self.autoencoder_source = autoencoder_source
         self._files = files
         self._index: dict | None | bool = False  # False: not looked up yet
         self._sonified: dict[tuple, np.ndarray] = {}
+        self._nearest_audio: dict | None | bool = False  # nearest/index.json; False: not looked up yet
 
     @property
     def labels(self) -> list[str]:
@@ -115,10 +121,11 @@ class PECMAE:
         else:
             ref, source = (spec if spec.repo_id else AutoencoderRef()), "given"
         info = files.json(INFO_NAME, required=False) or {}
+        ood = OODScorer.load(files.get(OOD_WEIGHTS_NAME, required=False), files.get(OOD_CONFIG_NAME, required=False))
         name = info.get("name") or (where.split("/")[-1] if kind == "hub" else Path(where).name)
         model = cls(autoencoder, head, nearest=files.json(NEAREST_NAME, required=False),
                     metrics=files.json(METRICS_NAME, required=False), info=info, name=name,
-                    files=files, autoencoder_ref=ref, autoencoder_source=source)  # checks the embedding sizes
+                    files=files, autoencoder_ref=ref, autoencoder_source=source, ood=ood)  # checks the embedding sizes
         if spec.fingerprint and spec.fingerprint != autoencoder.fingerprint():
             raise ConfigError(
                 f"head {files.describe()} was trained with autoencoder fingerprint {spec.fingerprint} but the "
@@ -174,6 +181,10 @@ class PECMAE:
         scores = torch.softmax(mean / self.head.config.temperature, dim=0)
         labels = self.labels
         bounds = chunk_bounds(len(wav), self.autoencoder.chunk_samples)
+        ood_score, in_domain = None, None
+        if self.ood is not None:  # audible chunks, weighted by their length (a short last chunk counts in part)
+            weights = torch.tensor([float(e - s) for s, e in bounds]) * audible
+            ood_score, in_domain = self.ood.assess(z, weights=weights)
         pred = Prediction(
             source=source, label=labels[int(mean.argmax())],
             scores={c: float(s) for c, s in zip(labels, scores)}, logits={c: float(v) for c, v in zip(labels, mean)},
@@ -181,6 +192,7 @@ class PECMAE:
             chunk_starts=[s / SAMPLE_RATE for s, _ in bounds], chunk_ends=[e / SAMPLE_RATE for _, e in bounds],
             similarities=sims.tolist(), contributions={c: contrib[i].tolist() for i, c in enumerate(labels)},
             top_prototypes=[], duration=len(wav) / SAMPLE_RATE, model=self.name, chunk_silent=silent,
+            ood_score=ood_score, in_domain=in_domain,
         )
         pred.top_prototypes = self.explain(pred, top_k)
         return pred
@@ -231,16 +243,19 @@ class PECMAE:
         except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
             return None
 
-    def _decode(self, p: int, steps: int, guidance: float, seed: int) -> np.ndarray:
+    def _decode(self, p: int, steps: int, guidance: float, seed: int, progress=None) -> np.ndarray:
         # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
         ae = self.autoencoder
         noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=torch.Generator().manual_seed(int(seed)))
         z = self.head.effective_prototypes()[p : p + 1]
-        return np.asarray(ae.decode(z, steps=steps, guidance=guidance, noise=noise), dtype=np.float32)
+        return np.asarray(ae.decode(z, steps=steps, guidance=guidance, noise=noise, progress=progress), dtype=np.float32)
 
-    def sonify(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> np.ndarray:
+    def sonify(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0, progress=None) -> np.ndarray:
         """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
         match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
+
+        ``progress(i, n)`` is called after each of the n diffusion steps of a decode (not for a
+        pre-rendered or already decoded prototype, which needs no steps).
 
         Raises:
             ConfigError: an unknown prototype, or settings outside :func:`check_render_settings`
@@ -257,8 +272,28 @@ class PECMAE:
                 wav, file_sr = sf.read(str(path), dtype="float32")
                 self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
             else:
-                self._sonified[key] = self._decode(p, steps, guidance, seed)
+                self._sonified[key] = self._decode(p, steps, guidance, seed, progress)
         return self._sonified[key].copy()
+
+    def nearest_audio_path(self, prototype, rank: int = 0) -> Path | None:
+        """The WAV (24 kHz, one chunk) of the ``rank``-th training chunk nearest to ``prototype`` when the
+        model ships it (``nearest/``, :mod:`pecmae_hub.hub.nearest_audio`), else None: ``nearest.json``
+        then still names the chunk in words."""
+        from pecmae_hub.hub.nearest_audio import nearest_audio_path, read_index
+
+        p = self.prototype_index(prototype)
+        if self._nearest_audio is False:
+            self._nearest_audio = read_index(self._files)
+        return nearest_audio_path(self._files, self._nearest_audio, p, rank)
+
+    @property
+    def nearest_audio_index(self) -> dict | None:
+        """``nearest/index.json`` (plain-word facts of each shipped nearest chunk), or None."""
+        from pecmae_hub.hub.nearest_audio import read_index
+
+        if self._nearest_audio is False:
+            self._nearest_audio = read_index(self._files)
+        return self._nearest_audio
 
     def render_prototypes(self, folder: str | os.PathLike, steps: int = 40, guidance: float = 1.0, seed: int = 0,
                           progress: bool = False) -> dict:
@@ -319,6 +354,8 @@ class PECMAE:
             model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
             metrics=self.metrics, base_model=spec.repo_id, repo_id=repo_id, render_settings=index)
         (folder / "README.md").write_text(card)
+        if self.ood is not None:
+            self.ood.save(folder)  # ood.safetensors + ood.json, listed in checksums.json below
         write_checksums(folder)
         return folder
 

@@ -22,6 +22,12 @@ class Prediction:
     ``chunk_silent[i]`` marks a chunk with nothing audible (:func:`pecmae_hub.audio.is_silent`): it takes
     no part in ``label``, ``scores``, ``logits`` or ``contributions``, and its ``chunk_labels[i]`` is None
     (no answer is made up for silence). An input whose every chunk is silent raises ``AudioError``.
+
+    ``ood_score`` says how unlike the training audio the input is (the model's
+    :class:`~pecmae_hub.models.ood.OODScorer` track score; about 1 for training data, higher is
+    stranger) and ``in_domain`` whether it is within the threshold calibrated when the head was
+    trained; both are None for a model without a scorer. When ``in_domain`` is False, ``label`` is
+    the nearest class of a model that was not made for this input.
     """
 
     source: str
@@ -37,6 +43,8 @@ class Prediction:
     duration: float
     model: str = ""
     chunk_silent: list[bool] = dataclasses.field(default_factory=list)
+    ood_score: float | None = None
+    in_domain: bool | None = None
     ok: bool = True
 
     @property

@@ -5,15 +5,16 @@ That is diffusers' ``prediction_type="v_prediction"`` with ᾱ = cos²(sπ/2), s
 (``"ddim"``, ``"dpmsolver++"`` = DPM-Solver++ 2M, ``"unipc"`` = UniPC order 2) are built with
 
 - ``trained_betas`` giving ᾱ_t = cos²((t+1)/1000 · π/2), clamped at :data:`ALPHA_BAR_MIN` (ᾱ = 0 at t = 999
-  would make σ infinite), and ``timestep_spacing="trailing"``: N steps then follow our grid linspace(1, 0, N+1);
+  would make σ infinite), and ``timestep_spacing="trailing"``: N steps then follow our grid linspace(1, 0, N+1)
+  (exactly when N divides 1000; other counts round to integer timesteps);
 - the model's angle taken from the scheduler's own sigmas, s = (2/π)·atan(σ_i) (not t/1000: off by one);
 - a last step that reaches σ = 0 (``final_sigmas_type="zero"``, ``lower_order_final=True``; DDIM returns
   its x̂0 on the last step, which is its step to ᾱ = 1);
 - classifier-free guidance applied to v before each step exactly as :func:`sample_v_diffusion` does.
 
 diffusers is imported only when one of its schedulers is used (importing it takes seconds). Schedulers keep
-state between steps, so :func:`sample` always runs a fresh instance. See docs in
-``/work/shared/notes/few-step-sampling.md`` for the measurements behind these choices.
+state between steps, so :func:`sample` always runs a fresh instance. ``bench/sonify.py`` measures speed and
+fidelity of each against the exact sampler.
 """
 from __future__ import annotations
 

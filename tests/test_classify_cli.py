@@ -51,7 +51,7 @@ def test_classify_csv_with_error_row_and_resume(music, tiny_model_dir, tmp_path,
     assert [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav"), str(music / "sub" / "b.flac")]
     model = PECMAE.from_pretrained(tiny_model_dir)
     assert list(rows[0]) == csv_columns(list(LABELS), 3) == [
-        "path", "model", "model_fingerprint", "label", "confidence", "duration", "n_chunks", "silent_chunks",
+        "path", "model", "model_fingerprint", "label", "confidence", "in_domain", "ood_score", "duration", "n_chunks", "silent_chunks",
         "top1_prototype", "top1_contribution", "top2_prototype", "top2_contribution", "top3_prototype",
         "top3_contribution", "error"] + [f"p_{c}" for c in LABELS]
     good = rows[0]
@@ -196,3 +196,21 @@ def test_push_cli_then_classify_from_the_hub(hub, tiny_model_dir, tmp_path, caps
     assert main(["push", str(tmp_path / "nowhere"), "org/x"]) == 1
     assert main(["push", str(tiny_model_dir), "org/y", "--steps", "0"]) == 1
     assert "steps must be in 1..1000" in capsys.readouterr().err and "org/y" not in hub.repos
+
+
+def test_csv_flags_input_unlike_the_training_data(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from pecmae_hub.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    t = np.arange(3 * 24000) / 24000
+    sf.write(tmp_path / "sine.wav", (0.1 * np.sin(2 * np.pi * 440 * t)).astype("float32"), 24000)
+    out = tmp_path / "out.csv"
+    assert main(["classify", str(root / "examples" / "violin.wav"), str(tmp_path / "sine.wav"), "--model",
+                 "gm-solos", "--out", str(out), "--no-progress"]) == 0
+    rows = {Path(r["path"]).name: r for r in _csv(out)}
+    assert rows["violin.wav"]["in_domain"] == "true" and rows["violin.wav"]["label"] == "violin"
+    assert rows["sine.wav"]["in_domain"] == "false"
+    assert float(rows["sine.wav"]["ood_score"]) > float(rows["violin.wav"]["ood_score"])

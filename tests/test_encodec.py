@@ -127,3 +127,15 @@ def test_cached_weights_follow_parameter_changes():
     model.load_state_dict(other.state_dict())
     with torch.inference_mode():
         assert rel_err(model.encode(wav), other.encode(wav)) < 1e-6
+
+
+def test_batched_decode_runs_chunk_by_chunk_with_the_same_numbers(codec):
+    """Above the LSTM's frame rate the decoder runs one chunk at a time (micro-batches): same output."""
+    model, _ = codec
+    latents = torch.randn(3, 300, 128, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        fast = model.decode(latents)
+        single = torch.cat([model.decode(latents[i : i + 1]) for i in range(3)])
+    with torch.enable_grad():
+        ref = model.decode(latents)
+    assert fast.shape == (3, 96_000) and rel_err(fast, ref) < 1e-5 and rel_err(single, ref) < 1e-5

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_autoencoder
+
 from pecmae_hub.data.splits import GTZAN_GENRES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +141,7 @@ def test_published_model_classifies_and_sonifies_by_registry_name(published, hub
     assert results["dataset"]["type"] == "marsyas/gtzan" and results["dataset"]["split"] == "test"
     assert "pip install torch==2.13.0 -e ." in card.text and "pip install pecmae-hub" not in card.text
     assert "paper split" in card.text and "Licence notes" in card.text and "log-mel front end" in card.text
+    assert card.data.base_model == "test-org/tiny-ae" and "published for this model as test-org/tiny-ae" in card.text
 
 
 def test_bundled_autoencoder_push(published, hub_server, monkeypatch):
@@ -152,7 +153,8 @@ def test_bundled_autoencoder_push(published, hub_server, monkeypatch):
                      "--render-steps", "2", "--baseline-steps", "100", "--no-progress")
     assert code == 0, out
     assert "== train: finished earlier" in out and "== card ==" in out and "== push ==" in out
-    files = hub_server.repos["test-org/gtzan-bundled"].commits[hub_server.repos["test-org/gtzan-bundled"].branches["main"]]
+    repo = hub_server.repos["test-org/gtzan-bundled"]
+    files = repo.commits[repo.branches["main"]]
     assert "autoencoder/model.safetensors" in files
     model = PECMAE.from_pretrained("test-org/gtzan-bundled", device="cpu")
     assert model.autoencoder_ref.repo_id is None and model.labels == list(GTZAN_GENRES)

@@ -1,9 +1,11 @@
 """Event handlers of the app: plain functions of (inputs, model name) that return component values.
 
-Every failure a user can cause (no file, unreadable or silent audio, too long, unknown prototype, a
-model that cannot be loaded) becomes a :class:`gradio.Error` with a readable message; the server
-keeps serving. An upload that is refused is deleted from Gradio's upload folder at once. Audio outputs are WAV *file paths* so the browser plays prototypes at their true
-relative loudness (Gradio peak-normalises numpy audio).
+Each event has a validator (``validate_*``) that Gradio runs before it: a refused input gets its message
+on that input only (see :mod:`pecmae_hub.app.checks`). What can still fail later (a model that cannot
+be loaded, a failed decode) becomes a :class:`gradio.Error` whose message starts with its key words;
+the server keeps serving and logs no traceback for the user's mistakes. Audio outputs are WAV *file
+paths* so the browser plays prototypes and training chunks at their true relative loudness (Gradio
+peak-normalises numpy audio).
 """
 from __future__ import annotations
 
@@ -20,14 +22,15 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from pecmae_hub.audio import SAMPLE_RATE, load_audio, silence_error, silent_chunks, write_wav
-from pecmae_hub.errors import AudioError, PecmaeError
+from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
+from pecmae_hub.errors import PecmaeError
 
 from pecmae_hub.app import settings as cfg
-from pecmae_hub.app.access import scrub_paths
+from pecmae_hub.app.checks import AudioInputs, ok, refuse, render_settings, settings_problems, user_error
 from pecmae_hub.app.models import ModelManager, ModelUnavailable
-from pecmae_hub.app.plots import explanation_figure, ranked_classes
-from pecmae_hub.app.texts import client_safe, model_card, model_config, model_overview, prototype_caption, summary_text
+from pecmae_hub.app.plots import explanation_html, ranked_classes, segments, similarity_html
+from pecmae_hub.app.texts import (client_safe, model_card, model_config, model_intro, model_overview, nearest_chunks,
+                                  nearest_label, prototype_caption, summary_text)
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "prototypes/index.json"
@@ -63,7 +66,7 @@ def servable(path: str | os.PathLike) -> str:
     return str(dest)
 
 
-def render_settings(model) -> dict | None:
+def render_settings_of(model) -> dict | None:
     """``prototypes/index.json`` of ``model`` (steps, guidance, seed, files) or None without pre-renders."""
     index = getattr(model, "_render_index", None)
     if callable(index):
@@ -74,7 +77,7 @@ def render_settings(model) -> dict | None:
 
 def prerendered(model, p: int) -> str | None:
     """Servable path of the pre-rendered WAV of prototype ``p``, or None."""
-    index = render_settings(model)
+    index = render_settings_of(model)
     if not index:
         return None
     try:
@@ -85,8 +88,15 @@ def prerendered(model, p: int) -> str | None:
     return servable(path) if path is not None else None
 
 
-def _gr_error(exc: Exception, prefix: str = "") -> gr.Error:
-    return gr.Error(f"{prefix}{exc}", title="PECMAE")
+def nearest_audio(model, p: int, rank: int) -> str | None:
+    """Servable path of the WAV of prototype ``p``'s ``rank``-th nearest training chunk, or None."""
+    finder = getattr(model, "nearest_audio_path", None)
+    try:
+        path = finder(p, rank) if callable(finder) else None
+    except PecmaeError as exc:  # e.g. an index naming a file outside the model: the text remains
+        log.warning("nearest chunk %s/%s of %s: %s", p, rank, getattr(model, "name", "?"), exc)
+        return None
+    return servable(path) if path is not None else None
 
 
 class Handlers:
@@ -102,82 +112,62 @@ class Handlers:
         self._classify = _gpu(cfg.CLASSIFY_GPU_SECONDS)(self._classify_wav)
         from gradio.utils import get_upload_folder
 
-        self.upload_root = Path(get_upload_folder()).resolve()  # where Gradio keeps uploads (read at build time)
+        self.inputs = AudioInputs(settings.max_seconds, get_upload_folder())  # upload folder read at build time
+        self.upload_root = self.inputs.upload_root
 
     # ---- models -------------------------------------------------------------------------------
     def model(self, name: str | None):
-        """The loaded model ``name`` (default when empty); :class:`gr.Error` when it cannot be loaded."""
+        """The loaded model ``name`` (default when empty); a user error when it cannot be loaded."""
         try:
             return self.manager.get(name or None)
         except ModelUnavailable as exc:
-            raise _gr_error(exc) from None
+            raise user_error("Model unavailable", str(exc)) from None
 
-    # ---- audio input --------------------------------------------------------------------------
     def read_input(self, audio, chunk_samples: int | None = None) -> np.ndarray:
-        """Validated 24 kHz mono samples of an uploaded/recorded file path; :class:`gr.Error` otherwise.
-
-        With ``chunk_samples`` (the model's chunk length), audio without one audible chunk is refused, as
-        the library and the CLI refuse it. A refused upload is deleted (see :meth:`discard_upload`).
-        """
-        if not audio:
-            raise gr.Error("No audio given: upload a file or record a clip first.", title="No audio")
-        path = Path(audio)
-        try:
-            return self._read_checked(path, chunk_samples)
-        except gr.Error:
-            self.discard_upload(path)
-            raise
+        """Validated 24 kHz mono samples of an uploaded/recorded file (see :meth:`AudioInputs.read`)."""
+        return self.inputs.read(audio, chunk_samples)
 
     def discard_upload(self, path: str | os.PathLike) -> bool:
-        """Delete ``path`` if it is a file inside Gradio's upload folder (never anything else); True if deleted."""
-        try:
-            real = Path(path).resolve()
-            if not (real.is_relative_to(self.upload_root) and real != self.upload_root and real.is_file()):
-                return False
-            real.unlink()
-            if real.parent != self.upload_root and not any(real.parent.iterdir()):
-                real.parent.rmdir()  # Gradio's per-upload folder
-            return True
-        except OSError as exc:  # another request removed it first, or a permission problem: log, go on
-            log.warning("could not delete refused upload %s: %s", path, exc)
-            return False
+        """Delete a refused upload (see :meth:`AudioInputs.discard_upload`)."""
+        return self.inputs.discard_upload(path)
 
-    def _read_checked(self, path: Path, chunk_samples: int | None) -> np.ndarray:
-        if not path.is_file():
-            raise gr.Error(f"The audio file {path.name!r} does not exist on the server.", title="No audio")
-        if path.stat().st_size == 0:
-            raise gr.Error(f"The file {path.name!r} is empty (0 bytes).", title="Empty file")
-        limit = self.settings.max_seconds
-        try:  # cheap header check first, so a two-hour file is refused without decoding it
-            import soundfile as sf
-
-            info = sf.info(str(path))
-            header_seconds = info.frames / info.samplerate if info.samplerate else 0.0
-        except Exception:
-            header_seconds = 0.0
-        self._check_length(header_seconds, limit)
+    # ---- validators (run by Gradio before the event; one result per input) ----------------------
+    def validate_classify(self, audio, model_name: str | None):
+        """The audio is readable, short enough and not silent (checked with the session model's chunks)."""
         try:
-            wav = load_audio(str(path), name=repr(path.name), max_seconds=limit)
-        except AudioError as exc:
-            detail = scrub_paths(str(exc).replace(str(path), repr(path.name)))
-            if detail.startswith("cannot decode"):
-                raise gr.Error(f"Cannot read {path.name!r} as audio. Use WAV, FLAC, OGG or MP3. ({detail})",
-                               title="Unreadable audio") from None
-            raise gr.Error(detail[:1].upper() + detail[1:], title="Unusable audio") from None
-        self._check_length(len(wav) / SAMPLE_RATE, limit)
-        # the library's definition of silence: the same inputs are refused by the API and the CLI
-        if chunk_samples and all(silent_chunks(wav, chunk_samples)):
-            raise gr.Error(f"{silence_error(repr(path.name))}.", title="Silent audio")
-        return wav
+            chunk = self.model(model_name).autoencoder.chunk_samples
+        except gr.Error:
+            chunk = None  # the event itself reports the model problem
+        try:
+            self.read_input(audio, chunk)
+        except gr.Error as exc:
+            return refuse(exc), ok()
+        return ok(), ok()
+
+    def validate_sonify(self, prototype, steps, guidance, seed, model_name: str | None):
+        """A known prototype and settings in range; each message on its own control."""
+        problems = settings_problems(steps, guidance, seed)
+        return (self._validate_prototype(prototype, model_name),
+                *(gr.validate(False, problems[k]) if k in problems else ok() for k in ("steps", "guidance", "seed")),
+                ok())
+
+    def validate_prototype(self, prototype, model_name: str | None):
+        """A known prototype (``label:k`` or index)."""
+        return self._validate_prototype(prototype, model_name), ok()
+
+    def _validate_prototype(self, prototype, model_name):
+        try:
+            self._index(self.model(model_name), prototype)
+        except gr.Error as exc:
+            return refuse(exc)
+        return ok()
 
     @staticmethod
-    def _check_length(seconds: float, limit: float) -> None:
-        if seconds > limit:
-            raise gr.Error(
-                f"The audio is {cfg.format_seconds(round(seconds, 1))} long; this app accepts up to "
-                f"{cfg.format_seconds(limit)} (PECMAE_MAX_SECONDS). Trim it and try again.",
-                title="Audio too long",
-            )
+    def validate_load(name, current):
+        """A model name that is not empty."""
+        if not (name or "").strip():
+            return gr.validate(False, "No model: choose a model in the list or type its name."), ok()
+        return ok(), ok()
 
     # ---- classification -----------------------------------------------------------------------
     def predict(self, model_name: str | None, wav: np.ndarray, key: str | None = None):
@@ -191,7 +181,7 @@ class Handlers:
         try:
             prediction = self._classify(model_name, wav, self.settings.top_prototypes)
         except PecmaeError as exc:
-            raise _gr_error(exc, "Classification failed: ") from None
+            raise user_error("Classification failed", str(exc)) from None
         with self._cache_lock:
             self._cache[key] = prediction
             while len(self._cache) > self._cache_size:
@@ -202,34 +192,56 @@ class Handlers:
         return self.model(model_name).classify(wav, sr=SAMPLE_RATE, top_k=top_k)
 
     def classify(self, audio, model_name: str | None, progress=gr.Progress()):
-        """``/classify``: audio file → scores, explanation plot, summary, top prototypes, details."""
+        """``/classify``: audio file → scores, headline, explanation, similarity map, top prototypes
+        (each: decoded prototype, nearest training chunks, caption), details."""
         progress(0.05, desc="Reading audio")
-        wav = self.read_input(audio, self.model(model_name).autoencoder.chunk_samples)
+        model = self.model(model_name)
+        wav = self.read_input(audio, model.autoencoder.chunk_samples)
         progress(0.3, desc="Classifying")
         model, prediction = self.predict(model_name, wav)
         progress(0.85, desc="Explaining")
-        figure = explanation_figure(prediction, model.labels)
-        audios, captions = [], []
+        temperature = float(model.head.config.temperature)
+        chunk = float(model.autoencoder.chunk_seconds)
         tops = list(prediction.top_prototypes)[: self.settings.top_prototypes]
+        players, facts = [], []
         for rank in range(self.settings.top_prototypes):
-            if rank < len(tops):
-                item = tops[rank]
-                path = prerendered(model, int(item["p"]))
-                audios.append(path)
-                captions.append(prototype_caption(rank + 1, item, has_audio=path is not None))
-            else:
-                audios.append(None)
-                captions.append("")
+            players += self._top_outputs(model, tops[rank] if rank < len(tops) else None, rank + 1, temperature, facts)
         details = client_safe({
             "model": model.name, "label": prediction.label, "scores": prediction.scores,
             "runner_up": ranked_classes(prediction.scores)[1] if len(prediction.scores) > 1 else None,
-            "duration": round(prediction.duration, 3),
+            "duration": round(prediction.duration, 3), "chunk_seconds": chunk, "temperature": temperature,
+            "points": {c: round(v / temperature, 4) for c, v in prediction.logits.items()},
+            "segments": [{"label": r["label"], "start": round(r["start"], 3), "end": round(r["end"], 3)}
+                         for r in segments(prediction)],
             "chunks": [{"start": round(s, 3), "end": round(e, 3), "label": c, "silent": not a}
                        for s, e, c, a in zip(prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels,
                                              prediction.audible)],
-            "top_prototypes": tops,
+            "top_prototypes": facts,
         })
-        return (prediction.scores, figure, summary_text(prediction), *audios, *captions, details)
+        return (prediction.scores, summary_text(prediction, chunk),
+                explanation_html(prediction, model.labels, temperature, chunk),
+                similarity_html(prediction, model.labels), *players, details)
+
+    def _top_outputs(self, model, item: dict | None, rank: int, temperature: float, facts: list) -> list:
+        """Prototype player, nearest-chunk players and caption of the ``rank``-th top prototype."""
+        count = cfg.NEAREST_PLAYERS
+        if item is None:
+            return [gr.Audio(value=None, visible=False) for _ in range(1 + count)] + [""]
+        p = int(item["p"])
+        path = prerendered(model, p)
+        near = nearest_chunks(model, p, item.get("nearest") or [], count)
+        outputs = [gr.Audio(value=path, label=f"{item['class']} prototype #{item['k']}, decoded by the model",
+                            visible=True)]
+        paths = []
+        for n in range(count):
+            found = nearest_audio(model, p, n) if n < len(near) and near[n]["entry"] else None
+            paths.append(found)
+            outputs.append(gr.Audio(value=found, label=nearest_label(near[n]) if n < len(near) else "",
+                                    visible=found is not None))
+        outputs.append(prototype_caption(rank, item, temperature, near, has_audio=path is not None))
+        facts.append({**item, "points": item["contribution"] / temperature,
+                      "nearest_words": [n["words"] for n in near], "nearest_audio": [q is not None for q in paths]})
+        return outputs
 
     def prewarm(self, clips: list[Path]) -> None:
         """Classify ``clips`` with the default model so the example buttons answer at once."""
@@ -242,8 +254,7 @@ class Handlers:
     # ---- prototypes ---------------------------------------------------------------------------
     def prototype_choices(self, model_name: str | None) -> list[tuple[str, str]]:
         """``(label, value)`` pairs for the prototype selector: ``violin · #0`` → ``violin:0``."""
-        model = self.model(model_name)
-        head = model.head
+        head = self.model(model_name).head
         return [(f"{head.prototype_name(p)[0]} · #{head.prototype_name(p)[1]}  (p{p})",
                  f"{head.prototype_name(p)[0]}:{head.prototype_name(p)[1]}") for p in range(head.num_prototypes)]
 
@@ -256,11 +267,11 @@ class Handlers:
 
     def _index(self, model, prototype) -> int:
         if prototype is None or str(prototype).strip() == "":
-            raise gr.Error("Choose a prototype first (e.g. 'violin:0' or its index).", title="No prototype")
+            raise user_error("No prototype", "choose a prototype first (e.g. 'violin:0' or its index).")
         try:
             return model.prototype_index(prototype)
         except PecmaeError as exc:
-            raise _gr_error(exc) from None
+            raise user_error("Unknown prototype", str(exc)) from None
 
     def prototype_audio(self, prototype, model_name: str | None):
         """``/prototype_audio``: the pre-rendered WAV of a prototype (``label:k`` or index) + a caption."""
@@ -269,32 +280,34 @@ class Handlers:
         label, k = model.head.prototype_name(p)
         path = prerendered(model, p)
         if path is None:
-            raise gr.Error(f"Model {model.name!r} ships no pre-rendered audio for {label} #{k}; "
-                           "use Re-sonify to decode it.", title="No pre-rendered audio")
-        index = render_settings(model) or {}
+            raise user_error("No pre-rendered audio", f"model {model.name!r} ships none for {label} #{k}; use "
+                             "Re-sonify to decode it.")
+        index = render_settings_of(model) or {}
         return path, (f"**{label} · prototype #{k}** (p{p}) — pre-rendered with {index.get('steps')} steps, "
                       f"guidance {index.get('guidance')}, seed {index.get('seed')}")
 
-    def _decode_prototype(self, model_name: str | None, p: int, steps: int, guidance: float, seed: int) -> np.ndarray:
-        return self.model(model_name).sonify(p, steps=steps, guidance=guidance, seed=seed)
+    def _decode_prototype(self, model_name: str | None, p: int, steps: int, guidance: float, seed: int,
+                          progress=None) -> np.ndarray:
+        model = self.model(model_name)
+        label, k = model.head.prototype_name(p)
+
+        def step(i: int, n: int) -> None:
+            if progress is not None:
+                progress((i, n), desc=f"Decoding {label} #{k}", unit="steps")
+
+        return model.sonify(p, steps=steps, guidance=guidance, seed=seed, progress=step)
 
     def sonify(self, prototype, steps, guidance, seed, model_name: str | None, progress=gr.Progress()):
         """``/sonify``: decode a prototype with the diffusion decoder at the given settings → WAV path."""
         model = self.model(model_name)
         p = self._index(model, prototype)
-        try:
-            steps, guidance, seed = int(steps), float(guidance), int(seed)
-        except (TypeError, ValueError):
-            raise gr.Error("steps and seed must be integers and guidance a number.", title="Bad settings") from None
-        if not 1 <= steps <= 200 or not 0.0 <= guidance <= 20.0 or seed < 0:
-            raise gr.Error("Use 1–200 steps, guidance between 0 and 20 and a seed ≥ 0.", title="Bad settings")
+        steps, guidance, seed = render_settings(steps, guidance, seed)
         label, k = model.head.prototype_name(p)
-        progress(0.1, desc=f"Decoding {label} #{k}: {steps} diffusion steps")
+        progress((0, steps), desc=f"Decoding {label} #{k}", unit="steps")
         try:
-            wav = self._decode(model_name, p, steps, guidance, seed)
+            wav = self._decode(model_name, p, steps, guidance, seed, progress)
         except PecmaeError as exc:
-            raise _gr_error(exc, "Sonification failed: ") from None
-        progress(0.95, desc="Writing audio")
+            raise gr.Error(f"Sonification failed: {exc}", title="Sonification failed") from None
         path = _OUT_DIR / "sonified" / f"{_slug(model.name)}_p{p:03d}_s{steps}_g{guidance:g}_seed{seed}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, wav)
@@ -306,15 +319,20 @@ class Handlers:
     def model_info(self, model_name: str | None):
         """``/model_info``: model card (markdown), overview (labels, metrics), configuration (JSON)."""
         model = self.model(model_name)
-        return model_card(model), model_overview(model, render_settings(model)), model_config(model, render_settings(model))
+        index = render_settings_of(model)
+        return model_card(model), model_overview(model, index), model_config(model, index)
+
+    def intro(self, model_name: str | None) -> str:
+        """The plain-language introduction of the session's model (shown under the title)."""
+        return model_intro(self.model(model_name))
 
     def load_model(self, name: str | None, current: str | None):
-        """``/load_model``: switch this session to model ``name``; returns state, status and model tab values."""
+        """``/load_model``: switch this session to model ``name``; returns state, intro and model tab values."""
         name = (name or "").strip()
         if not name:
-            raise gr.Error("The model name is empty: choose a model in the list or type its name.", title="No model")
+            raise user_error("No model", "choose a model in the list or type its name.")
         model = self.model(name)
         choices = self.prototype_choices(name)
-        status = f"Loaded **{model.name}** — {len(model.labels)} classes, {model.head.num_prototypes} prototypes."
+        status = f"Loaded **{model.name}**.\n\n{model_intro(model)}"
         return (name, status, *self.model_info(name),
                 gr.update(choices=choices, value=choices[0][1] if choices else None))

@@ -5,7 +5,8 @@ id or a local folder, among those the operator allows (:class:`pecmae_hub.app.ac
 start-up model and the embedded ones). Errors a client sees name no server path. Loaded models are kept in memory (the start-up model always, plus the most
 recently used others). Loading never waits on a dead network: the Hugging Face cache is tried first,
 then the Hub is probed with a short timeout, and an unreachable Hub gives :class:`ModelUnavailable`
-with a message a user can act on.
+with a message a user can act on. A model fetched from the Hub gets all its audio (pre-rendered
+prototypes, nearest training chunks) in one ``snapshot_download`` right after loading.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, known_names, registry_repo_id, resolve_model
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
+from pecmae_hub.hub.nearest_audio import prefetch_audio
 from pecmae_hub.app.access import ModelPolicy, display_name, scrub_paths
 from pecmae_hub.connectivity import PROBE_TIMEOUT, PROBE_TTL, _probe_cache, hub_endpoint, hub_offline, hub_reachable  # noqa: F401
 
@@ -127,9 +129,11 @@ class ModelManager:
                 f"Connect to the internet and try again, or choose the embedded model {DEFAULT_MODEL!r}."
             )
         try:
-            return PECMAE.from_pretrained(name, device=self.device)
+            model = PECMAE.from_pretrained(name, device=self.device)
         except PecmaeError as exc:
             raise ModelUnavailable(f"model {name!r} cannot be loaded from the Hub: {exc}") from None
+        prefetch_audio(model.files)  # every prototype and nearest-chunk WAV in one request, not one each
+        return model
 
     def forget(self, name: str) -> None:
         """Drop ``name`` from memory (tests, or after a model folder changed on disk)."""

@@ -26,6 +26,7 @@ EXAMPLES_DIR = next((p for p in (PACKAGE / "examples", PACKAGE.parent / "example
 DEFAULT_MODEL = "gm-solos"
 DEFAULT_MAX_SECONDS = 600.0
 TOP_PROTOTYPES = 3          # prototypes shown (with audio) next to a prediction
+NEAREST_PLAYERS = 2         # nearest training chunks played per top prototype (models ship 2: nearest/)
 CLASSIFY_CONCURRENCY = 2    # simultaneous classifications
 SONIFY_CONCURRENCY = 1      # simultaneous diffusion decodes
 SONIFY_GPU_SECONDS = 120    # ZeroGPU time slot asked for one re-sonification

@@ -4,15 +4,19 @@
 launch settings (theme, CSS, host/port from ``GRADIO_SERVER_*``, no share link), which are also bound
 as defaults of the returned app's ``launch()``. Endpoints (``api_name``):
 
-- ``/classify`` (audio file) → scores, explanation plot, summary, 3 × (prototype WAV, caption), details
+- ``/classify`` (audio file) → scores, headline, explanation (HTML), similarity map (HTML),
+  3 × (decoded prototype WAV, 2 nearest-training-chunk WAVs, caption), details
 - ``/prototype_audio`` (prototype ``label:k`` or index) → pre-rendered WAV, caption
 - ``/sonify`` (prototype, steps, guidance, seed) → freshly decoded WAV, caption
 - ``/model_info`` () → model card, overview, configuration
-- ``/load_model`` (model name) → status, model card, overview, configuration, prototype choices
+- ``/load_model`` (model name) → status (with the model's intro), model card, overview, configuration,
+  prototype choices
 
-The model an endpoint uses is the session's (``/load_model`` switches it, among the models the operator
-allows: :mod:`pecmae_hub.app.access`; default ``PECMAE_MODEL``). Uploads are limited to ``PECMAE_MAX_UPLOAD_MB``
-(Gradio's ``max_file_size``: a larger upload is answered 413 and its partial file deleted).
+Every event has a validator (the message appears on the input at fault; the outputs keep their values)
+and shows its progress in one place. The model an endpoint uses is the session's (``/load_model``
+switches it, among the models the operator allows: :mod:`pecmae_hub.app.access`; default
+``PECMAE_MODEL``). Uploads are limited to ``PECMAE_MAX_UPLOAD_MB`` (Gradio's ``max_file_size``: a larger
+upload is answered 413 and its partial file deleted).
 """
 from __future__ import annotations
 
@@ -29,21 +33,26 @@ from pecmae_hub.app import settings as cfg  # noqa: E402
 from pecmae_hub.app.access import ModelPolicy, scrub_paths  # noqa: E402
 from pecmae_hub.app.handlers import Handlers  # noqa: E402
 from pecmae_hub.app.models import ModelManager, ModelUnavailable  # noqa: E402
+from pecmae_hub.app.plots import FIGURE_CSS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 TITLE = "PECMAE Hub · interpretable music classification"
 CSS = """
 .pecmae-header h1 {margin-bottom: 0.2em;}
-.pecmae-status {font-size: 0.92em; opacity: 0.85;}
-.pecmae-caption {font-size: 0.88em; line-height: 1.35;}
+.pecmae-status {font-size: 0.95em;}
+.pecmae-caption {font-size: 0.9em; line-height: 1.4;}
 .pecmae-card {max-height: 640px; overflow-y: auto;}
-"""
+""" + FIGURE_CSS
 INTRO = """# PECMAE Hub
-Interpretable, prototype-based music classification ([PECMAE, arXiv 2402.09318](https://arxiv.org/abs/2402.09318)):
-every few seconds of audio are compared with learned **prototypes** — points in the autoencoder's
-latent space that you can *listen to* — and the class scores are a weighted sum of those similarities.
+The model says what it hears **and why**: it compares each chunk of your audio with sounds it learned
+for each class (its *prototypes*). Play them, and the real training recordings closest to them
+([PECMAE, arXiv 2402.09318](https://arxiv.org/abs/2402.09318)).
 """
+HEAR_WHY = """#### Hear why
+For each prototype that pushed hardest towards the answer: how it sounds, decoded by the model (the
+PECMAE explanation), and the real training chunks closest to it (the APNet-style explanation). Listen
+to them next to your clip."""
 
 
 def theme() -> gr.themes.Base:
@@ -62,10 +71,22 @@ def launch_options(**overrides) -> dict:
     return options
 
 
+def _top_prototype_column(i: int) -> list:
+    """Caption, decoded prototype and nearest-chunk players of the i-th top prototype (hidden until used)."""
+    with gr.Column(min_width=280):
+        caption = gr.Markdown(elem_classes=["pecmae-caption"], elem_id=f"top-caption-{i}")
+        proto = gr.Audio(label=f"Top prototype {i}", type="filepath", interactive=False, visible=False,
+                         buttons=["download"], elem_id=f"top-prototype-{i}")
+        nearest = [gr.Audio(label=f"Closest training chunk {n}", type="filepath", interactive=False, visible=False,
+                            buttons=["download"], elem_id=f"nearest-{i}-{n}")
+                   for n in range(1, cfg.NEAREST_PLAYERS + 1)]
+    return [proto, *nearest, caption]
+
+
 def _classify_tab(handlers: Handlers, settings: cfg.AppSettings, state: gr.State) -> None:
     limit = cfg.format_seconds(settings.max_seconds)
     with gr.Row(equal_height=False):
-        with gr.Column(scale=4):
+        with gr.Column(scale=4, min_width=300):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=f"Audio (up to {limit})",
                              elem_id="classify-audio")
             button = gr.Button("Classify", variant="primary", elem_id="classify-button")
@@ -76,30 +97,28 @@ def _classify_tab(handlers: Handlers, settings: cfg.AppSettings, state: gr.State
                                        example_labels=[p.stem.replace("_", " ") for p in clips],
                                        label="Example clips (one per class): click one to classify it",
                                        examples_per_page=max(10, len(clips)))
-        with gr.Column(scale=5):
-            scores = gr.Label(label="Class scores", elem_id="scores")
+        with gr.Column(scale=5, min_width=300):
             summary = gr.Markdown("_Upload or record a clip, or pick an example, then press **Classify**._",
                                   label="Summary", elem_id="summary")
-    plot = gr.Plot(label="Explanation", format="png", elem_id="explanation-plot")
-    gr.Markdown("#### Prototypes behind the decision\nListen to the prototypes that pushed hardest "
-                "towards the predicted class; the nearest training chunks say what they resemble.")
-    top_audio, top_caption = [], []
+            scores = gr.Label(label="Class scores (whole clip)", num_top_classes=5, elem_id="scores")
+    explanation = gr.HTML(js_on_load=None, elem_id="explanation", padding=True)
+    gr.Markdown(HEAR_WHY)
+    tops = []
     with gr.Row(equal_height=False):
-        for i in range(settings.top_prototypes):
-            with gr.Column(min_width=220):
-                top_audio.append(gr.Audio(label=f"Top prototype {i + 1}", type="filepath", interactive=False,
-                                          buttons=["download"], elem_id=f"top-prototype-{i + 1}"))
-                top_caption.append(gr.Markdown(label=f"Top prototype {i + 1} caption",
-                                               elem_classes=["pecmae-caption"]))
+        for i in range(1, settings.top_prototypes + 1):
+            tops += _top_prototype_column(i)
+    with gr.Accordion("Similarity of every chunk to every prototype", open=False):
+        similarity = gr.HTML(js_on_load=None, elem_id="similarity", padding=True)
     with gr.Accordion("Details (JSON)", open=False):
         details = gr.JSON(label="Prediction")
-    outputs = [scores, plot, summary, *top_audio, *top_caption, details]
-    button.click(handlers.classify, [audio, state], outputs, api_name="classify",
+    outputs = [scores, summary, explanation, similarity, *tops, details]
+    button.click(handlers.classify, [audio, state], outputs, api_name="classify", validator=handlers.validate_classify,
                  api_description="Classify an audio file with the session's model and explain the decision.",
-                 concurrency_limit=cfg.CLASSIFY_CONCURRENCY, concurrency_id="classify")
+                 show_progress_on=[summary], concurrency_limit=cfg.CLASSIFY_CONCURRENCY, concurrency_id="classify")
     if examples is not None:
         # results are memoised per (model, clip) and pre-computed for the start-up model (see docs/app.md)
         examples.load_input_event.then(handlers.classify, [audio, state], outputs, api_visibility="undocumented",
+                                       validator=handlers.validate_classify, show_progress_on=[summary],
                                        concurrency_limit=cfg.CLASSIFY_CONCURRENCY, concurrency_id="classify")
 
 
@@ -107,22 +126,30 @@ def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dr
     gr.Markdown("Every prototype of the model, grouped by class, as pre-rendered by the diffusion decoder. "
                 "Pick one below to decode it again with other settings.")
     with gr.Row(equal_height=False):
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=300):
             proto = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Prototype",
-                                allow_custom_value=True, elem_id="prototype-select")
-            steps = gr.Slider(1, 200, value=40, step=1, label="Diffusion steps")
-            guidance = gr.Slider(0.0, 10.0, value=1.0, step=0.1, label="Guidance")
-            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                                allow_custom_value=True, elem_id="prototype-select",
+                                info="A class and the number of its prototype, e.g. 'violin:0'.")
+            steps = gr.Slider(1, 200, value=40, step=1, label="Diffusion steps", elem_id="sonify-steps",
+                              info="How many denoising passes the decoder makes: more is slower and usually "
+                                   "cleaner (the pre-rendered audio used 40).")
+            guidance = gr.Slider(0.0, 10.0, value=1.0, step=0.1, label="Guidance", elem_id="sonify-guidance",
+                                 info="How strongly the decoder follows the prototype: 1 = plain decoding, "
+                                      "higher exaggerates what is typical of it.")
+            seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="sonify-seed",
+                             info="The random starting noise: the same seed gives the same audio.")
             with gr.Row():
                 play = gr.Button("Play pre-rendered", elem_id="play-prototype")
                 sonify = gr.Button("Re-sonify", variant="primary", elem_id="sonify-button")
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=300):
             out_audio = gr.Audio(label="Prototype audio", type="filepath", interactive=False,
                                  buttons=["download"], elem_id="prototype-audio")
             out_caption = gr.Markdown(label="Prototype caption", elem_classes=["pecmae-caption"])
     play.click(handlers.prototype_audio, [proto, state], [out_audio, out_caption], api_name="prototype_audio",
+               validator=handlers.validate_prototype, show_progress_on=[out_audio],
                api_description="Pre-rendered audio of a prototype ('label:k' or its index).")
     sonify.click(handlers.sonify, [proto, steps, guidance, seed, state], [out_audio, out_caption], api_name="sonify",
+                 validator=handlers.validate_sonify, show_progress_on=[out_audio],
                  api_description="Decode a prototype with the diffusion decoder (steps, guidance, seed).",
                  concurrency_limit=cfg.SONIFY_CONCURRENCY, concurrency_id="sonify")
 
@@ -165,6 +192,7 @@ def _model_tab(handlers: Handlers, manager: ModelManager, state: gr.State, proto
                 config = gr.JSON(label="Configuration")
     load.click(handlers.load_model, [selector, state], [state, status, card, overview, config, proto],
                api_name="load_model", api_description="Switch this session to another model.",
+               validator=handlers.validate_load, show_progress_on=[status],
                concurrency_limit=1, concurrency_id="load_model")
 
     return [card, overview, config]
@@ -191,8 +219,7 @@ def build_app(model_name: str | None = None, *, max_seconds: float | None = None
     try:
         model = manager.get()
         choices = handlers.prototype_choices(None)
-        status_text = (f"Model **{model.name}** — {len(model.labels)} classes, "
-                       f"{model.head.num_prototypes} prototypes.")
+        status_text = handlers.intro(None)
     except (ModelUnavailable, gr.Error) as exc:
         startup_error = f"The start-up model {policy.startup_alias!r} could not be loaded: {exc}"
         status_text = f"⚠️ {scrub_paths(startup_error)} Choose another model in the **Model** tab."

@@ -72,7 +72,8 @@ def _gm_solos_parser(sub) -> None:
     p.add_argument("--ae-batch-size", type=int, default=32)
     p.add_argument("--label-weight", type=float, default=1.0,
                    help="weight of the supervised contrastive term in autoencoder training (0: no labels)")
-    p.add_argument("--ae-time-budget", type=float, default=None, help="seconds; stop (resumable, exit code 3) when spent")
+    p.add_argument("--ae-time-budget", type=float, default=None,
+                   help="seconds; stop (resumable, exit code 3) when spent")
     p.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     p.add_argument("--head-steps", type=int, default=3000)
     p.add_argument("--protos-per-class", type=int, default=3)
@@ -92,7 +93,8 @@ def _paper_parser(sub, name: str, data_help: str, k: int) -> None:
     p.add_argument("--autoencoder", default="encodecmae-diffusion-4s",
                    help="upstream name, converted autoencoder folder, or Hub repo id org/name (default %(default)s)")
     p.add_argument("--autoencoder-revision", help="branch, tag or commit of a Hub --autoencoder")
-    p.add_argument("--protos-per-class", type=int, default=None, help=f"prototypes per class K (default: the paper's {k})")
+    p.add_argument("--protos-per-class", type=int, default=None,
+                   help=f"prototypes per class K (default: the paper's {k})")
     p.add_argument("--steps", type=int, default=None, help="head training steps (default: the paper's 150000)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass when extracting (default 32)")

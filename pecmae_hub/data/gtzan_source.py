@@ -106,7 +106,8 @@ def unpack_archive(archive: str | Path, dest: str | Path, progress: bool = True)
             raise DatasetError(f"{archive} is neither a tar nor a zip archive")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        raise DatasetError(f"cannot unpack {archive}: {type(exc).__name__}: {exc} (is the download complete?)") from None
+        raise DatasetError(f"cannot unpack {archive}: {type(exc).__name__}: {exc} "
+                           "(is the download complete?)") from None
     except DatasetError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -116,10 +117,11 @@ def unpack_archive(archive: str | Path, dest: str | Path, progress: bool = True)
     return dest
 
 
-def fetch_hub_archive(repo_id: str = GTZAN_HUB_REPO, filename: str = GTZAN_HUB_FILE, revision: str | None = None) -> Path:
+def fetch_hub_archive(repo_id: str = GTZAN_HUB_REPO, filename: str = GTZAN_HUB_FILE,
+                      revision: str | None = None) -> Path:
     """Download ``filename`` of the dataset repo ``repo_id`` into the Hugging Face cache; returns its path."""
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
 
     from pecmae_hub.connectivity import hub_offline, hub_reachable
 

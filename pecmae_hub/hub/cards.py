@@ -74,7 +74,7 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
     metadata = dict(
         pipeline_tag="audio-classification", license=info.get("license", "mit"),
         tags=sorted({"pecmae", "prototype-learning", "interpretability", "audio", "music", *info.get("tags", [])}),
-        datasets=info.get("datasets") or [dataset], base_model=base_model,
+        datasets=hub_dataset_ids(info) or None, base_model=base_model,
         model_name=model_name if eval_results else None, eval_results=eval_results or None,
     )
     ref = repo_id or model_name
@@ -97,7 +97,7 @@ autoencoder's diffusion decoder.
 - Training data: {dataset_name}; evaluation split: {split}
 {f"- Data split: {info['split']}" + chr(10) if info.get("split") and info.get("split") != split else ""}
 {"| metric | value |" + chr(10) + "|---|---|" + chr(10) + metric_lines if metric_lines else "No evaluation metrics were recorded for this model."}
-{_evaluation_section(info)}{_licence_section(info)}
+{_evaluation_section(info)}{_licence_section(info)}{_limitations_section(info, labels, dataset_name)}
 ## Usage
 
 PECMAE Hub is not on the Python package index: install it from a clone of its repository
@@ -159,6 +159,35 @@ def _evaluation_section(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_dataset_ids(info: dict) -> list[str]:
+    """The entries of ``info["datasets"]`` that are Hub dataset ids (``owner/name``): the card's ``datasets:``
+    key lists only data sets that exist on the Hub; a local name (``gm-solos``) is left out, not invented."""
+    return [str(d) for d in info.get("datasets") or [] if _HUB_ID.match(str(d))]
+
+
+def model_limitations(info: dict, labels: Sequence[str], dataset_name: str | None = None) -> list[str]:
+    """What the model cannot do, in plain words: ``info["limitations"]`` first, then the limits every
+    PECMAE classifier shares (a closed label set, chunk-wise judgement, one training data set)."""
+    chunk = info.get("chunk_seconds")
+    data = dataset_name or info.get("dataset_name") or info.get("dataset") or "its training data"
+    lines = [str(x) for x in info.get("limitations") or []]
+    lines += [
+        f"It always answers with one of its {len(labels)} classes ({', '.join(labels)}): audio of anything else "
+        "still gets the closest of these labels, so a confident score is not proof that the audio belongs to them.",
+        f"It judges {f'{chunk:g}-second' if chunk else 'short'} chunks one at a time and averages them; for audio "
+        "that changes along the way, read the per-chunk predictions rather than the single label.",
+        f"It was trained and evaluated on {data} only; its accuracy on other recordings is not measured.",
+    ]
+    return lines
+
+
+def _limitations_section(info: dict, labels: Sequence[str], dataset_name: str) -> str:
+    return "\n## Limitations\n\n" + "\n".join(f"- {n}" for n in model_limitations(info, labels, dataset_name)) + "\n"
+
+
 def _licence_section(info: dict) -> str:
     notes = info.get("licence_notes") or []
     if not notes:
@@ -176,8 +205,9 @@ def render_autoencoder_reference_card(*, title: str, source: str, config: Any, l
     if getattr(config, "source", ""):
         lines.append(f"- provenance: {config.source}")
     lines += ["", "## Licence notes", ""] + [f"- {n}" for n in licence_notes]
-    lines += ["", "## Usage", "", "Install pecmae-hub from a clone of its repository (`pip install torch==2.13.0 -e .`), "
-              "then:", "", "```python", "from pecmae_hub import Autoencoder", "",
+    lines += ["", "## Usage", "",
+              "Install pecmae-hub from a clone of its repository (`pip install torch==2.13.0 -e .`), then:", "",
+              "```python", "from pecmae_hub import Autoencoder", "",
               'ae = Autoencoder.from_pretrained("ORG/NAME")', 'z = ae.encode("song.wav")   # (n_chunks, D)', "```", ""]
     tags = ["pecmae", "audio", "music"]
     return card_text("\n" + "\n".join(lines), license=licence, tags=tags)

@@ -103,7 +103,8 @@ class Int8DynamicLinear(nn.Linear):
         return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.device.type != "cpu":
+        if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
+                or self.weight.device.type != "cpu"):
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
         flat = x.reshape(-1, shape[-1])

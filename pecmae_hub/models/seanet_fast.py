@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pecmae_hub.models.encodec import N_FILTERS, SConv1d, SConvTranspose1d, SEANetResnetBlock, SLSTM, _reflect_pad
+from pecmae_hub.models.encodec import N_FILTERS, SLSTM, SConv1d, SConvTranspose1d, SEANetResnetBlock, _reflect_pad
 
 _TAP_MIN_CHANNELS = 16  # stride-1 convs with at least this many input channels skip im2col
 _MICRO_BATCH_FLOATS = 4_000_000
@@ -130,6 +130,8 @@ def _lstm_cl(module: SLSTM, x: torch.Tensor) -> torch.Tensor:
     xt = x.transpose(0, 1)  # (T, B, C)
     if x.dtype == torch.float32:
         y, _ = module.lstm(xt)
+    elif x.device.type != "cpu":  # cuDNN's RNN dtype support varies; the LSTM is a small share of GPU time
+        y = module.lstm(xt.float())[0].to(x.dtype)
     else:
         lstm = module.lstm
         h0 = x.new_zeros(lstm.num_layers, x.shape[0], lstm.hidden_size)

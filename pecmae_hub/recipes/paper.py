@@ -199,7 +199,8 @@ class PaperRecipe:
                 cause = str(exc) if isinstance(exc, PecmaeError) else f"{type(exc).__name__}: {exc}"
                 raise RecipeStageError(stage, cause, self.cfg.command()) from exc
             if procs.is_main_process:
-                state["stages"][stage] = {"settings": self.settings(stage), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                state["stages"][stage] = {"settings": self.settings(stage),
+                                          "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                                           "seconds": round(time.time() - t0, 1), "summary": summary}
                 self._save_state(state)
             procs.wait_for_everyone()
@@ -293,9 +294,10 @@ class PaperRecipe:
                                   autoencoder=AutoencoderRef(fingerprint=manifest["autoencoder"]["fingerprint"],
                                                              embedding_dim=manifest["embedding_dim"]))
         x, y, _ = sets["train"].chunks()
-        probe = min(30, cfg.total_steps)
-        per_step = time_head_steps(x, y, len(sets["train"].label_names), cfg, steps=probe,
-                                   device=resolve_device(self.cfg.device))
+        probe, per_step = min(30, cfg.total_steps), float("nan")
+        if self.main_process:  # one probe is enough (under accelerate launch: on the first device)
+            per_step = time_head_steps(x, y, len(sets["train"].label_names), cfg, steps=probe,
+                                       device=resolve_device(self.cfg.device))
         self.say(f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
                  f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
                  f"projected {format_duration(per_step * cfg.total_steps)}")
@@ -324,7 +326,8 @@ class PaperRecipe:
             out[split] = {k: v for k, v in result.items() if k != "predictions"}
         atomic_write_text(self.path["evaluation"] / "summary.json", json.dumps(out, indent=1) + "\n")
         self.say(report.comparison_lines(self.cfg, head.protos_per_class, out))
-        return {s: {"accuracy": r["prototype"]["accuracy"], "macro_f1": r["prototype"]["macro_f1"]} for s, r in out.items()}
+        return {s: {"accuracy": r["prototype"]["accuracy"], "macro_f1": r["prototype"]["macro_f1"]}
+                for s, r in out.items()}
 
     def _model(self, files=None):
         from pecmae_hub.hub.files import ModelFiles

@@ -66,7 +66,10 @@ def prepare_splits(cfg, data_dir: Path, splits_dir: Path) -> dict:
     Raises:
         DatasetError: unusable ``--data``, or a split without a single track.
     """
-    splits, root, source, extra = _gtzan(cfg.data, data_dir, cfg.progress) if cfg.dataset == "gtzan" else _medley(cfg.data)
+    if cfg.dataset == "gtzan":
+        splits, root, source, extra = _gtzan(cfg.data, data_dir, cfg.progress)
+    else:
+        splits, root, source, extra = _medley(cfg.data)
     rows: dict[str, list[tuple[str, str]]] = {}
     tracks: dict[str, str] = {}
     for split in SPLIT_NAMES:

@@ -66,6 +66,9 @@ def publish(recipe, repo_id: str) -> dict:
         licence, notes = autoencoder_licence(ae, source)
         ae_commit = push_autoencoder(ae, source, ae_repo, licence=licence, notes=notes, private=cfg.private)
         recipe.say(f"push: autoencoder uploaded to {repo_url(ae_repo)} (commit {ae_commit})")
+        published = f"Autoencoder: {source.describe()}, published for this model as {ae_repo} (commit {ae_commit})."
+        model.info = {**model.info, "autoencoder_source": published,
+                      "licence_notes": [published, *list(model.info.get("licence_notes") or [])[1:]]}
     sha = model.push_to_hub(repo_id, private=cfg.private, render=False, autoencoder_repo_id=ae_repo,
                             autoencoder_revision=ae_commit,
                             commit_message=f"PECMAE {cfg.dataset} model from `pecmae recipe {cfg.dataset}`")

@@ -71,7 +71,7 @@ def split_text(cfg, state: dict) -> str:
 
 def card_info(cfg, state: dict, ae, source, paths: dict) -> dict:
     """``pecmae.json`` / model card info of the recipe's model."""
-    from pecmae_hub.recipes.sources import autoencoder_licence
+    from pecmae_hub.recipes.sources import DEFAULT_AUTOENCODER, autoencoder_licence
 
     licence, notes = autoencoder_licence(ae, source)
     evaluation = json.loads((paths["evaluation"] / "summary.json").read_text())
@@ -87,11 +87,13 @@ def card_info(cfg, state: dict, ae, source, paths: dict) -> dict:
                  "names training tracks only), and the dataset's own terms apply to it.")
     return {
         "dataset": cfg.spec.dataset_id, "dataset_name": title, "datasets": [cfg.spec.dataset_id],
-        "split": split_text(cfg, state), "license": licence, "licence_notes": notes + [data_note],
+        "split": split_text(cfg, state), "license": licence, "licence_notes": [*notes, data_note],
         "autoencoder_source": source.describe(), "description": description,
         "tags": ["music-genre-classification" if cfg.dataset == "gtzan" else "instrument-recognition", cfg.dataset],
         "evaluation": evaluation, "paper_results": paper_results(cfg.dataset, k),
         "recipe": f"pecmae recipe {cfg.dataset} --data {'hub' if cfg.data == 'hub' else 'DIR'}"
+                  + ("" if source.kind == "name" and source.name == DEFAULT_AUTOENCODER else
+                     f" --autoencoder {source.name if source.kind != 'folder' else 'FOLDER'}")
                   + (f" --protos-per-class {k}" if cfg.protos_per_class else "")
                   + (f" --steps {train['steps']}" if cfg.steps else ""),
     }
@@ -125,7 +127,8 @@ def recipe_report(cfg, state: dict, paths: dict) -> str:
                          f"{r['prototype']['macro_f1']:.4f}; retention vs linear probe "
                          f"{ret.get('linear_probe', float('nan')):.1%}, vs MLP {ret.get('mlp', float('nan')):.1%}")
     if "render" in stages:
-        lines.append(f"render: {stages['render']['summary']['prototypes']} prototypes -> {paths['renders'] / 'prototypes'}")
+        n = stages["render"]["summary"]["prototypes"]
+        lines.append(f"render: {n} prototypes -> {paths['renders'] / 'prototypes'}")
     if "card" in stages:
         lines.append(f"model folder: {Path(stages['card']['summary']['folder'])}")
     if "push" in stages:

@@ -83,7 +83,8 @@ def load_autoencoder_source(name: str, revision: str | None = None,
         folder = Path(materialize(name, revision=revision))
     except ModelNotFoundError as exc:
         raise ModelNotFoundError(
-            f"autoencoder {name!r}: {str(exc).rstrip('.')}. --autoencoder also takes a folder converted with `pecmae convert` "
+            f"autoencoder {name!r}: {str(exc).rstrip('.')}. --autoencoder also takes a folder converted with "
+            "`pecmae convert` "
             "(docs/convert.md) or a Hub repo id org/name of a converted autoencoder"
         ) from None
     ae = Autoencoder.from_pretrained(folder, device=device)

@@ -13,7 +13,7 @@ Shared by the recipes (printed before a long stage, or as soon as its first batc
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ def format_duration(seconds: float) -> str:
     seconds = float(seconds)
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes, sec = divmod(int(round(seconds)), 60)
+    minutes, sec = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {sec:02d} s"
     hours, minutes = divmod(minutes, 60)
@@ -79,7 +79,8 @@ def time_head_steps(x: np.ndarray, y: np.ndarray, num_classes: int, cfg, steps: 
     head = head.to(device).train()
     optimizer = make_optimizer(head, cfg)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=steps + warmup)
-    xs, ys = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(np.asarray(y, dtype=np.int64))
+    xs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    ys = torch.from_numpy(np.asarray(y, dtype=np.int64))
     batch = min(cfg.batch_size, len(xs))
 
     def step() -> torch.Tensor:

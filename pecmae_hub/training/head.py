@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +21,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pecmae_hub.errors import ConfigError, InputShapeError
+from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
 from pecmae_hub.training.evaluation import chunk_logits, classification_metrics, mean_by_track
 from pecmae_hub.data.split_files import write_labels
 from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
+from pecmae_hub.training.ood import DEFAULT_QUANTILE, calibrate_ood
+
+log = logging.getLogger(__name__)
 
 _PAPER = dict(alpha=0.75, temperature=0.1, batch_size=256, max_lr=1e-3, total_steps=150_000, summarizer="transformer",
               distance="l2", proto_loss_samples="class", init="kmeans-centers")
@@ -54,6 +58,7 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True  # fp16 AMP; only ever used on CUDA
     nearest_k: int = 5
+    ood_quantile: float | None = DEFAULT_QUANTILE  # OOD threshold keeps this fraction of val tracks; None: no scorer
     preset: str | None = None
     autoencoder: AutoencoderRef | None = None
 
@@ -262,9 +267,16 @@ def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: Feat
         head.load_state_dict(best_state)
     head.eval()
     metrics = _final_metrics(head, train_set, val_set, test_set, cfg, best_step, time.time() - t0)
+    ood = None
+    if cfg.ood_quantile:
+        try:  # statistics from the training chunks, thresholds from the validation tracks
+            ood = calibrate_ood(head, train_set, val_set, quantile=cfg.ood_quantile)
+            metrics["ood"] = {"thresholds": ood.thresholds, **ood.calibration}
+        except DatasetError as exc:  # e.g. a class missing from a cross-fitting fold of a tiny set
+            log.warning("no out-of-domain scorer: %s", exc)
     metrics["loop_seconds"] = round(loop_seconds, 3)  # the optimisation loop alone (with validation)
     if out_dir is not None and accelerator.is_main_process:
-        _write_outputs(head, train_set, metrics, log_rows, cfg, Path(out_dir))
+        _write_outputs(head, train_set, metrics, log_rows, cfg, Path(out_dir), ood)
     return head, metrics
 
 
@@ -288,8 +300,10 @@ def _final_metrics(head, train_set, val_set, test_set, cfg, best_step, wall) -> 
     }
 
 
-def _write_outputs(head, train_set, metrics, log_rows, cfg, out: Path) -> None:
+def _write_outputs(head, train_set, metrics, log_rows, cfg, out: Path, ood=None) -> None:
     head.save_pretrained(out)
+    if ood is not None:
+        ood.save(out)  # ood.safetensors + ood.json next to the head
     write_labels(out / "labels.txt", head.labels)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str) + "\n")
     save_nearest(nearest_training_chunks(head, train_set.features, train_set.track_ids, cfg.nearest_k), out)
