@@ -119,7 +119,7 @@ class PECMAE:
         if autoencoder is None:
             autoencoder, ref, source = load_autoencoder(spec, files, device=dev)
         else:
-            ref, source = (spec if spec.repo_id else AutoencoderRef()), "given"
+            ref, source = (spec if spec.repo_id or spec.name else AutoencoderRef()), "given"
         info = files.json(INFO_NAME, required=False) or {}
         ood = OODScorer.load(files.get(OOD_WEIGHTS_NAME, required=False), files.get(OOD_CONFIG_NAME, required=False))
         name = info.get("name") or (where.split("/")[-1] if kind == "hub" else Path(where).name)
@@ -326,7 +326,9 @@ class PECMAE:
         ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
 
         Existing pre-renders are copied as they are; ``render=True`` renders them with the given settings
-        when there are none. ``autoencoder_repo_id`` references a Hub autoencoder instead of shipping it.
+        when there are none. ``autoencoder_repo_id`` references a Hub autoencoder instead of shipping it; an
+        autoencoder loaded by upstream name (``autoencoder_ref.name``) is referenced by that name and its source
+        commits, so users get it from its authors' repos. Set ``autoencoder_ref = AutoencoderRef()`` to ship it.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -335,6 +337,8 @@ class PECMAE:
             spec = AutoencoderRef(repo_id=autoencoder_repo_id, revision=autoencoder_revision)
         elif self.autoencoder_ref.repo_id:
             spec = AutoencoderRef(repo_id=self.autoencoder_ref.repo_id, revision=self.autoencoder_ref.revision)
+        elif self.autoencoder_ref.name:  # an upstream autoencoder: referenced by name and pinned source commits
+            spec = AutoencoderRef(name=self.autoencoder_ref.name, sources=self.autoencoder_ref.sources)
         else:
             ae.save_pretrained(folder / "autoencoder")
             spec = AutoencoderRef(path="autoencoder")

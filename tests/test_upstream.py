@@ -276,3 +276,27 @@ def test_pinned_commits_and_force_download(hub, upstream_files):
     hub.requests.clear()
     assert upstream.materialize(NAME, force_download=True) == latest
     assert upstream.CONVERSIONS[NAME] == before + 3 and hub.count("GET", "/resolve/") == 3
+
+
+def test_published_head_gets_its_autoencoder_from_the_authors_repos(hub, upstream_files, tmp_path, _isolated_hf_cache):
+    """A head trained on the upstream autoencoder references it by name + source commits: publishing needs no
+    autoencoder repo of ours, and a user loading the head gets the autoencoder converted from its authors' files."""
+    from pecmae_hub.configuration import AutoencoderRef
+    from pecmae_hub.models.head import PrototypeHead
+    from pecmae_hub.pipeline import PECMAE
+
+    commits = host(hub, upstream_files)
+    ae = Autoencoder.from_pretrained(NAME)
+    assert ae.upstream_sources == commits
+    head = PrototypeHead(["a", "b"], embedding_dim=ae.embedding_dim, protos_per_class=1)
+    model = PECMAE(ae, head, name="tiny", autoencoder_ref=AutoencoderRef(name=NAME, sources=ae.upstream_sources))
+    model.save_pretrained(tmp_path / "model")
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())["autoencoder"]
+    assert (saved["name"], saved["sources"], saved["path"], saved["repo_id"]) == (NAME, commits, None, None)
+    assert not (tmp_path / "model" / "autoencoder").exists()  # nothing of the autoencoder is redistributed
+    hub.add_folder("someone/tiny-head", tmp_path / "model")
+    loaded = PECMAE.from_pretrained("someone/tiny-head", device="cpu")
+    assert loaded.autoencoder.fingerprint() == ae.fingerprint()
+    assert loaded.autoencoder_ref.sources == commits and NAME in loaded.autoencoder_source
+    wav = torch.randn(24000 * 4, generator=torch.Generator().manual_seed(0)).numpy() * 0.1
+    assert loaded.classify(wav, sr=24000).label in ("a", "b")

@@ -119,8 +119,9 @@ class AudioInputs:
         except AudioError as exc:
             detail = scrub_paths(str(exc).replace(str(path), repr(path.name)))
             if detail.startswith("cannot decode"):
-                raise user_error("Unreadable audio", f"cannot read {path.name!r} as audio. Use WAV, FLAC, OGG or "
-                                 f"MP3. ({detail})") from None
+                log.info("refused upload %s: %s", path.name, detail)
+                raise user_error("Unreadable audio", f"cannot read {path.name!r} as audio: is it a WAV, FLAC, OGG "
+                                 "or MP3 file?") from None
             raise user_error("Unusable audio", detail) from None
         self.check_length(len(wav) / SAMPLE_RATE)
         # the library's definition of silence: the same inputs are refused by the API and the CLI

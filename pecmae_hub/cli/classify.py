@@ -93,11 +93,17 @@ def run_sonify(args: argparse.Namespace) -> int:
     model = PECMAE.from_pretrained(args.model, revision=args.revision, cache_dir=args.cache_dir,
                                    local_files_only=args.offline, device=args.device)
     p = model.prototype_index(args.prototype)
+    label, k = model.head.prototype_name(p)
     rendered = model.prototype_audio_path(p, steps, guidance, seed) is not None
-    wav = model.sonify(p, steps=steps, guidance=guidance, seed=seed)
+    from tqdm.auto import tqdm
+
+    # one tick per diffusion step (a pre-rendered prototype needs none); hidden when stderr is not a terminal
+    with tqdm(total=steps, desc=f"decoding {label}:{k}", unit="step", file=sys.stderr,
+              disable=True if rendered else None) as bar:
+        wav = model.sonify(p, steps=steps, guidance=guidance, seed=seed,
+                           progress=lambda i, n: bar.update(i - bar.n))
     with atomic_path(args.out) as tmp:
         write_audio(tmp, wav)
-    label, k = model.head.prototype_name(p)
     print(f"wrote {args.out}: prototype {p} ({label}:{k}), {len(wav) / SAMPLE_RATE:.2f} s, "
           f"{'pre-rendered' if rendered else 'decoded'}")
     return 0

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("pecmae_hub.cli.train", "train a prototype head on extracted features"),
     "evaluate": ("pecmae_hub.cli.evaluate",
                  "track-level evaluation of a prototype head (+ linear probe / MLP baselines)"),
-    "recipe": ("pecmae_hub.cli.recipe", "train a model end to end (gm-solos)"),
+    "recipe": ("pecmae_hub.cli.recipe", "train a model end to end (gtzan, medley-solos-db, gm-solos)"),
     "data": ("pecmae_hub.cli.data", "generate data sets"),
     "app": ("pecmae_hub.cli.app", "start the web app (needs the 'app' extra)"),
 }

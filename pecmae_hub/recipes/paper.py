@@ -366,9 +366,13 @@ class PaperRecipe:
 
         model = self._model(files=self.path["renders"])
         ae, source = self.autoencoder()
-        bundled = self.cfg.bundle_autoencoder or source.kind != "hub"
-        model.autoencoder_ref = AutoencoderRef() if bundled else AutoencoderRef(repo_id=source.repo_id,
-                                                                               revision=source.revision)
+        bundled = self.cfg.bundle_autoencoder or source.kind == "folder"
+        if bundled:
+            model.autoencoder_ref = AutoencoderRef()
+        elif source.kind == "name":  # users get it from its authors' repos, pinned to these commits
+            model.autoencoder_ref = AutoencoderRef(name=source.name, sources=source.sources)
+        else:
+            model.autoencoder_ref = AutoencoderRef(repo_id=source.repo_id, revision=source.revision)
         state = self._state()
         model.info = report.card_info(self.cfg, state, ae, source, self.path)
         partial = self.work / ".model.partial"

@@ -5,7 +5,9 @@ How the published model finds its autoencoder (docs/hub.md, "Saving and publishi
 - ``--bundle-autoencoder``: the autoencoder goes into the model repo (``autoencoder/``); the card
   carries its licence notes (EnCodec weights: CC-BY-NC 4.0);
 - an autoencoder loaded from a Hub repo: referenced there, pinned to the commit the features came from;
-- an autoencoder from a local folder or an upstream name: uploaded to its own repo (``--autoencoder-repo``,
+- an autoencoder loaded by upstream name (the default ``encodecmae-diffusion-4s``): referenced by that name and
+  the source commits it was converted from, so users get it from its authors' repos (no autoencoder repo);
+- an autoencoder from a local folder: uploaded to its own repo (``--autoencoder-repo``,
   default ``ORG/<upstream name or folder name>`` in the organisation of ``--push``) with a card, then
   referenced at that commit, so that several heads share one copy.
 """
@@ -59,6 +61,8 @@ def publish(recipe, repo_id: str) -> dict:
     ae_repo = ae_commit = None
     if cfg.bundle_autoencoder:
         model.autoencoder_ref = AutoencoderRef()
+    elif source.kind == "name":  # referenced by upstream name + source commits: no autoencoder repo needed
+        model.autoencoder_ref = AutoencoderRef(name=source.name, sources=source.sources)
     elif source.kind == "hub":
         ae_repo, ae_commit = source.repo_id, source.revision
     else:
