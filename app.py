@@ -4,11 +4,12 @@ Runs fully offline on the embedded default model (``gm-solos``). Settings come f
 ``PECMAE_MODEL``, ``PECMAE_MAX_SECONDS``, ``PECMAE_DEVICE``, ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
 ``GRADIO_SERVER_PORT``; see docs/app.md. The UI itself lives in ``pecmae_hub/app/`` (also ``pecmae app``).
 """
+
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outbound calls
 
-from pecmae_hub.app.ui import build_app, launch_options  # noqa: E402
+from pecmae_hub.app.ui import build_app, launch_options
 
 demo = build_app()
 

@@ -7,15 +7,16 @@ with the exact sampler at ``--ref-steps`` (default 200) from the same noise:
   ``cpu_s``: process CPU seconds, steadier than wall time on a shared machine with ``--threads 1``);
 - ``logmel_db``: mean |Δ| of the rendered audio's log-mel spectrogram (dB, 64 bands) against the reference's;
 - ``latent_rel_l2``: ‖x − x_ref‖ / ‖x_ref‖ of the decoder output (mel frames / EnCodec latents), mean over prototypes;
-- ``reclass`` (shipped model only): fraction of sonified prototypes that the same model classifies as
-  their own class.
+- ``reclass`` (shipped model only): fraction of sonified prototypes (clipped to [-1, 1] as the written WAVs)
+  that the same model classifies as their own class.
 Settings run interleaved per prototype so that load from other processes spreads evenly over them.
 
 Two models: the shipped ``--model`` (default gm-solos, all prototypes) and, unless ``--no-upstream``,
 the upstream-size architecture (``AutoencoderConfig.upstream()``, random weights: speed is what counts
 there; ``--upstream-ref-steps 0`` skips its slow reference). ``chosen`` is the fastest setting whose
-log-mel distance and latent rel. L2 are no larger and re-classification no lower than the exact ``--baseline``
-(upstream:40) (a second ``chosen`` line with ``bars: "MR"`` when dropping the latent bar changes it);
+log-mel distance and latent rel. L2 are no larger and re-classification no lower (up to one paired standard
+error, see ``reclass_ok``) than the exact ``--baseline`` (upstream:40) (a second ``chosen`` line with
+``bars: "MR"`` when dropping the latent bar changes it);
 ``speedup`` is the baseline's time over the chosen one, measured in this run (``speedup_decoder_only``:
 without the vocoder).
 
@@ -66,7 +67,7 @@ class LogMel:
 
 
 def render(ae, z, noise, scheduler: str, steps: int, guidance: float):
-    """(latents, audio, latent seconds, total seconds, total CPU seconds) of one prototype, as ``Autoencoder.decode``."""
+    """(latents, audio, latent s, total s, total CPU s) of one prototype, as ``Autoencoder.decode``."""
     c0, t0 = time.process_time(), time.perf_counter()
     latents = ae.decode_latents(z, steps, guidance, noise=noise, scheduler=scheduler)
     t1 = time.perf_counter()
@@ -81,7 +82,8 @@ def run_model(title, ae, zs, labels, settings, ref_steps, seeds, guidance, class
     shape = (1, ae.chunk_frames, ae.config.signal_dim)
     for name in sorted({s for s, _ in settings}):  # warm-up: imports, caches, first-call allocations
         render(ae, zs[:1], torch.zeros(shape), name, 2, guidance)
-    rows = {label(s): {"latent_s": [], "total_s": [], "cpu_s": [], "rel_l2": [], "db": [], "hits": []} for s in settings}
+    keys = ("latent_s", "total_s", "cpu_s", "rel_l2", "db", "hits")
+    rows = {label(s): {k: [] for k in keys} for s in settings}
     ref_hits = []
     for seed in seeds:
         for p in range(zs.shape[0]):
@@ -114,20 +116,36 @@ def run_model(title, ae, zs, labels, settings, ref_steps, seeds, guidance, class
             "logmel_db": statistics.fmean(row["db"]) if row["db"] else None,
             "latent_rel_l2": statistics.fmean(row["rel_l2"]) if row["rel_l2"] else None,
             "reclass": statistics.fmean(row["hits"]) if row["hits"] else None,
-            "n": len(row["total_s"]), "ref_steps": ref_steps,
+            "n": len(row["total_s"]), "ref_steps": ref_steps, "_hits": row["hits"],
         })
     if ref_hits:
-        out.append({"model": title, "setting": f"upstream:{ref_steps} (reference)", "reclass": statistics.fmean(ref_hits),
+        out.append({"model": title, "setting": f"upstream:{ref_steps} (reference)",
+                    "reclass": statistics.fmean(ref_hits),
                     "n": len(ref_hits)})
     return out
 
 
+def reclass_ok(row, base) -> bool:
+    """Re-classification no lower than the baseline's, up to one paired standard error.
+
+    Both are scored on the same renders (prototype × seed); a setting fails when it misses more of them than
+    the baseline by over √(renders on which exactly one of the two is right). Single renders flip the strict
+    comparison: the exact 200-step reference itself can score below the 40-step sampler.
+    """
+    if not base.get("_hits"):
+        return True
+    a, b = base["_hits"], row.get("_hits") or []
+    discordant = sum(x != y for x, y in zip(a, b))
+    return sum(a) - sum(b) <= math.sqrt(discordant)
+
+
 def passes(row, base) -> str:
-    """Which fidelity bars of ``base`` a row meets: M (log-mel ≤), R (re-classification ≥), L (latent rel. L2 ≤)."""
+    """Which fidelity bars of ``base`` a row meets: M (log-mel ≤), R (re-classification ≥, see
+    :func:`reclass_ok`), L (latent rel. L2 ≤)."""
     if base is None or row.get("logmel_db") is None or base.get("logmel_db") is None:
         return ""
     flags = "M" if row["logmel_db"] <= base["logmel_db"] else "-"
-    flags += "R" if base.get("reclass") is None or (row.get("reclass") or 0) >= base["reclass"] else "-"
+    flags += "R" if reclass_ok(row, base) else "-"
     return flags + ("L" if row["latent_rel_l2"] <= base["latent_rel_l2"] else "-")
 
 
@@ -148,13 +166,16 @@ def print_table(rows, baseline: str):
           f"{'reclass':>8} {'vs base':>8}")
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["setting"] == baseline), None)
-        print(f"{r['model']:<14} {r['setting']:<26} {fmt(r.get('s_per_proto'), '8.3f')} {fmt(r.get('latent_s'), '9.3f')} {fmt(r.get('cpu_s'), '7.3f')} "
-              f"{fmt(r.get('logmel_db'), '10.3f')} {fmt(r.get('latent_rel_l2'), '8.4f')} {fmt(r.get('reclass'), '8.3f')} "
+        print(f"{r['model']:<14} {r['setting']:<26} {fmt(r.get('s_per_proto'), '8.3f')} "
+              f"{fmt(r.get('latent_s'), '9.3f')} {fmt(r.get('cpu_s'), '7.3f')} "
+              f"{fmt(r.get('logmel_db'), '10.3f')} {fmt(r.get('latent_rel_l2'), '8.4f')} "
+              f"{fmt(r.get('reclass'), '8.3f')} "
               f"{passes(r, base) if r is not base else 'base':>8}")
 
 
 def emit(obj):
-    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in obj.items()}), flush=True)
+    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in obj.items()
+                      if not k.startswith("_")}), flush=True)
 
 
 def speed_line(model, chosen, base, bars="MRL"):

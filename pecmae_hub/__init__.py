@@ -4,9 +4,18 @@ Public API (imported lazily so ``import pecmae_hub`` stays cheap)::
 
     from pecmae_hub import PECMAE, Autoencoder, AutoencoderConfig, PrototypeHead
 """
+
 from importlib import import_module
 
-from pecmae_hub.errors import AudioError, CheckpointError, ConfigError, DatasetError, InputShapeError, ModelNotFoundError, PecmaeError
+from pecmae_hub.errors import (
+    AudioError,
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    InputShapeError,
+    ModelNotFoundError,
+    PecmaeError,
+)
 
 __version__ = "0.1.0"
 
@@ -21,8 +30,14 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY) + [
-    "AudioError", "CheckpointError", "ConfigError", "DatasetError", "InputShapeError", "ModelNotFoundError",
-    "PecmaeError", "__version__",
+    "AudioError",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "InputShapeError",
+    "ModelNotFoundError",
+    "PecmaeError",
+    "__version__",
 ]
 
 

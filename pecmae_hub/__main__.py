@@ -1,4 +1,5 @@
 """``python -m pecmae_hub``: the ``pecmae`` command."""
+
 import sys
 
 from pecmae_hub.cli import main

@@ -6,15 +6,17 @@ rate of EnCodec latents and of our log-mel stand-in, the chunking rule of the up
 command works on (:func:`collect_audio_files`). torch is imported only when a tensor is involved,
 so finding and decoding files stays light.
 """
+
 from __future__ import annotations
 
 import io
 import math
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence, TypeGuard, Union
+from typing import TYPE_CHECKING, NamedTuple, TypeGuard, Union
 
 import numpy as np
 
@@ -76,13 +78,17 @@ def check_sample_rate(sr: object, name: str = "<array>") -> int:
     if sr is None:
         raise AudioError(f"an audio array needs its sample rate: pass sr=... (e.g. sr=44100) for {name}")
     if isinstance(sr, (bool, np.bool_)) or not isinstance(sr, (int, float, np.integer, np.floating)):
-        raise AudioError(f"invalid sample rate {sr!r} ({type(sr).__name__}) for {name}: sr must be a number of "
-                         "samples per second, e.g. sr=44100 (not a string)")
+        raise AudioError(
+            f"invalid sample rate {sr!r} ({type(sr).__name__}) for {name}: sr must be a number of "
+            "samples per second, e.g. sr=44100 (not a string)"
+        )
     if not math.isfinite(float(sr)) or float(sr) != int(sr):
         raise AudioError(f"invalid sample rate {sr!r} for {name}: sr must be a whole number of Hz, e.g. sr=44100")
     if not MIN_SAMPLE_RATE <= int(sr) <= MAX_SAMPLE_RATE:
-        raise AudioError(f"invalid sample rate {sr!r} for {name}: expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz "
-                         "(is it the rate of the samples, e.g. 44100 or 24000?)")
+        raise AudioError(
+            f"invalid sample rate {sr!r} for {name}: expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz "
+            "(is it the rate of the samples, e.g. 44100 or 24000?)"
+        )
     return int(sr)
 
 
@@ -90,9 +96,11 @@ def check_duration(n_samples: int, sr: int, name: str, max_seconds: float | None
     """Seconds of ``n_samples`` at ``sr``; :class:`AudioError` when longer than ``max_seconds`` (None: no limit)."""
     seconds = n_samples / sr
     if max_seconds is not None and seconds > max_seconds:
-        raise AudioError(f"{name} is {seconds:.1f} s long ({n_samples} samples at {sr} Hz), longer than the "
-                         f"limit of {max_seconds:g} s: cut it into parts, or raise the limit (max_seconds=..., "
-                         "`pecmae classify --max-seconds`)")
+        raise AudioError(
+            f"{name} is {seconds:.1f} s long ({n_samples} samples at {sr} Hz), longer than the "
+            f"limit of {max_seconds:g} s: cut it into parts, or raise the limit (max_seconds=..., "
+            "`pecmae classify --max-seconds`)"
+        )
     return seconds
 
 
@@ -145,8 +153,9 @@ def _array_samples(audio, name: str) -> np.ndarray:
         try:
             data = tensor.cpu().numpy()
         except (TypeError, RuntimeError) as exc:
-            raise AudioError(f"audio tensor {name} of dtype {tensor.dtype} cannot be read ({exc}): "
-                             "convert it with tensor.float()") from None
+            raise AudioError(
+                f"audio tensor {name} of dtype {tensor.dtype} cannot be read ({exc}): convert it with tensor.float()"
+            ) from None
     else:
         data = np.asarray(audio)
     if data.ndim == 1:
@@ -164,12 +173,14 @@ def _array_samples(audio, name: str) -> np.ndarray:
         half = float(np.iinfo(data.dtype).max // 2 + 1)
         return ((data.astype(np.float64) - half) / half).astype(np.float32)
     kind = "complex" if np.issubdtype(data.dtype, np.complexfloating) else "not numbers"
-    raise AudioError(f"audio array must hold real samples (float, or int PCM), got dtype {data.dtype} ({kind}) "
-                     f"for {name}")
+    raise AudioError(
+        f"audio array must hold real samples (float, or int PCM), got dtype {data.dtype} ({kind}) for {name}"
+    )
 
 
-def load_audio(audio: AudioInput, sr: int | None = None, *, name: str | None = None,
-               max_seconds: float | None = MAX_SECONDS) -> np.ndarray:
+def load_audio(
+    audio: AudioInput, sr: int | None = None, *, name: str | None = None, max_seconds: float | None = MAX_SECONDS
+) -> np.ndarray:
     """Return ``audio`` as 24 kHz mono float32 samples, shape ``(n_samples,)``.
 
     ``audio`` may be a file path (anything libsndfile reads, see :data:`AUDIO_EXTENSIONS`), the bytes of such a
@@ -255,9 +266,17 @@ def write_wav(path: str | os.PathLike, wav: np.ndarray, sr: int = SAMPLE_RATE) -
 
 
 #: output suffix -> (libsndfile format, subtype); None: the format's default (lossy codecs)
-_WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
-                  ".oga": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS"), ".mp3": ("MP3", None),
-                  ".aif": ("AIFF", "PCM_16"), ".aiff": ("AIFF", "PCM_16"), ".au": ("AU", "PCM_16")}
+_WRITE_FORMATS = {
+    ".wav": ("WAV", "PCM_16"),
+    ".flac": ("FLAC", "PCM_16"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".oga": ("OGG", "VORBIS"),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", None),
+    ".aif": ("AIFF", "PCM_16"),
+    ".aiff": ("AIFF", "PCM_16"),
+    ".au": ("AU", "PCM_16"),
+}
 
 
 def output_audio_format(path: str | os.PathLike) -> tuple[str, str]:
@@ -270,8 +289,9 @@ def output_audio_format(path: str | os.PathLike) -> tuple[str, str]:
 
     suffix = Path(path).suffix.lower()
     if suffix not in _WRITE_FORMATS:
-        raise ConfigError(f"cannot write audio to {os.fspath(path)!r}: give a file ending in "
-                          f"{', '.join(_WRITE_FORMATS)}")
+        raise ConfigError(
+            f"cannot write audio to {os.fspath(path)!r}: give a file ending in {', '.join(_WRITE_FORMATS)}"
+        )
     fmt, subtype = _WRITE_FORMATS[suffix]
     if fmt not in sf.available_formats():
         raise ConfigError(f"this libsndfile cannot write {fmt} ({suffix}): use .wav or .flac")

@@ -19,6 +19,7 @@ n_chunks, silent_chunks, top1_prototype, top1_contribution, … topK_…, error,
 JSONL rows: ``{"path", "model", "model_fingerprint", "error", …}`` plus the whole
 :class:`~pecmae_hub.prediction.Prediction` for inputs that worked.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,17 @@ from pecmae_hub.output_lock import OutputBusyError, OutputLock
 if TYPE_CHECKING:
     from pecmae_hub.prediction import Prediction
 
-__all__ = ["STDOUT", "OutputBusyError", "OutputLock", "ResultsFile", "StreamResults", "check_output_file",
-           "csv_columns", "model_fingerprint", "output_format"]
+__all__ = [
+    "STDOUT",
+    "OutputBusyError",
+    "OutputLock",
+    "ResultsFile",
+    "StreamResults",
+    "check_output_file",
+    "csv_columns",
+    "model_fingerprint",
+    "output_format",
+]
 
 STDOUT = "-"
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -64,8 +74,10 @@ def check_output_file(out: str | os.PathLike, what: str = "--out") -> Path:
     if path.is_dir():
         raise ConfigError(f"{what} {os.fspath(out)} is a folder: give a file name inside it")
     if not parent.exists():
-        raise ConfigError(f"the folder of {what} {os.fspath(out)} does not exist: create it first "
-                          f"(mkdir -p {parent}) or choose another {what}")
+        raise ConfigError(
+            f"the folder of {what} {os.fspath(out)} does not exist: create it first "
+            f"(mkdir -p {parent}) or choose another {what}"
+        )
     if not parent.is_dir():
         raise ConfigError(f"{what} {os.fspath(out)}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -94,8 +106,23 @@ def model_fingerprint(model) -> str:
 def csv_columns(labels: list[str], top_k: int) -> list[str]:
     """The CSV header for a model's ``labels`` and ``top_k`` listed prototypes."""
     tops = [f"top{i}_{what}" for i in range(1, top_k + 1) for what in ("prototype", "contribution")]
-    return (["path", "model", "model_fingerprint", "label", "confidence", "in_domain", "ood_score", "duration",
-             "n_chunks", "silent_chunks"] + tops + ["error"] + [f"p_{c}" for c in labels])
+    return (
+        [
+            "path",
+            "model",
+            "model_fingerprint",
+            "label",
+            "confidence",
+            "in_domain",
+            "ood_score",
+            "duration",
+            "n_chunks",
+            "silent_chunks",
+        ]
+        + tops
+        + ["error"]
+        + [f"p_{c}" for c in labels]
+    )
 
 
 _OUR_CSV_START = "path,model,model_fingerprint,"  # how every file of ours begins: anything else is not ours
@@ -106,8 +133,9 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _csv_row(path: str, model: str, fingerprint: str, labels: list[str], top_k: int,
-             pred: Prediction | None, error: str) -> list[str]:
+def _csv_row(
+    path: str, model: str, fingerprint: str, labels: list[str], top_k: int, pred: Prediction | None, error: str
+) -> list[str]:
     if pred is None:
         return [path, model, fingerprint] + [""] * (7 + 2 * top_k) + [_one_line(error)] + [""] * len(labels)
     tops = []
@@ -116,9 +144,23 @@ def _csv_row(path: str, model: str, fingerprint: str, labels: list[str], top_k: 
         tops += [f"{t['class']}:{t['k']}", f"{t['contribution']:.6f}"] if t else ["", ""]
     in_domain = "" if pred.in_domain is None else str(bool(pred.in_domain)).lower()
     ood = "" if pred.ood_score is None else f"{pred.ood_score:.4f}"
-    return ([path, model, fingerprint, pred.label, f"{pred.confidence:.6f}", in_domain, ood, f"{pred.duration:.3f}",
-             str(len(pred.chunk_starts)), str(sum(pred.chunk_silent))] + tops + [""]
-            + [f"{pred.scores[c]:.6f}" for c in labels])
+    return (
+        [
+            path,
+            model,
+            fingerprint,
+            pred.label,
+            f"{pred.confidence:.6f}",
+            in_domain,
+            ood,
+            f"{pred.duration:.3f}",
+            str(len(pred.chunk_starts)),
+            str(sum(pred.chunk_silent)),
+        ]
+        + tops
+        + [""]
+        + [f"{pred.scores[c]:.6f}" for c in labels]
+    )
 
 
 def _json_row(path: str, model: str, fingerprint: str, pred: Prediction | None, error: str) -> str:
@@ -180,8 +222,10 @@ class _Parsed:
             return
         self.header = next(csv.reader(io.StringIO(records[0], newline="")), [])
         if not {"path", "model", "model_fingerprint", "error"} <= set(self.header):
-            raise ConfigError(f"{name} exists but is not a results file of this `pecmae classify` (no path, "
-                              "model_fingerprint and error columns; older versions wrote none): choose another --out")
+            raise ConfigError(
+                f"{name} exists but is not a results file of this `pecmae classify` (no path, "
+                "model_fingerprint and error columns; older versions wrote none): choose another --out"
+            )
         self.header_text = records[0]
         col = {c: i for i, c in enumerate(self.header)}
         bad = 0
@@ -190,8 +234,9 @@ class _Parsed:
             if len(row) != len(self.header) or row == self.header or not row[col["path"]]:
                 bad += 1
                 continue
-            self.rows.append(_Row(row[col["path"]], row[col["model"]], row[col["model_fingerprint"]],
-                                  row[col["error"]], record))
+            self.rows.append(
+                _Row(row[col["path"]], row[col["model"]], row[col["model_fingerprint"]], row[col["error"]], record)
+            )
         if bad:
             self.problems.append(f"{bad} malformed row(s) or repeated header(s)")
 
@@ -205,15 +250,27 @@ class _Parsed:
                 record = json.loads(line)
             except ValueError:
                 record = None
-            if not (isinstance(record, dict) and isinstance(record.get("path"), str)
-                    and isinstance(record.get("model_fingerprint"), str)):
+            if not (
+                isinstance(record, dict)
+                and isinstance(record.get("path"), str)
+                and isinstance(record.get("model_fingerprint"), str)
+            ):
                 bad += 1
                 continue
-            self.rows.append(_Row(record["path"], str(record.get("model") or ""), record["model_fingerprint"],
-                                  str(record.get("error") or ""), line.rstrip("\r") + "\n"))
+            self.rows.append(
+                _Row(
+                    record["path"],
+                    str(record.get("model") or ""),
+                    record["model_fingerprint"],
+                    str(record.get("error") or ""),
+                    line.rstrip("\r") + "\n",
+                )
+            )
         if text.strip() and not self.rows and (bad or not text.startswith(_OUR_JSON_START)):
-            raise ConfigError(f"{name} exists but holds no `pecmae classify` results (no line with path and "
-                              "model_fingerprint; older versions wrote none): choose another --out")
+            raise ConfigError(
+                f"{name} exists but holds no `pecmae classify` results (no line with path and "
+                "model_fingerprint; older versions wrote none): choose another --out"
+            )
         if bad:
             self.problems.append(f"{bad} unreadable line(s)")
 
@@ -298,14 +355,20 @@ class ResultsFile:
             raise ConfigError(
                 f"{self.path} holds results of model {name!r} (fingerprint {fp}), not of this model {model!r} "
                 f"({fingerprint}): one file must not mix models. Choose another --out, or delete {self.path} "
-                "to start over")
+                "to start over"
+            )
         header = csv_columns(self._labels, self._top_k) if self.format == "csv" else None
         if header is not None and self._parsed.header is not None and self._parsed.header != header:
             old, new = self._parsed.header, header
-            hint = (f"its prototype columns are for --top-k {sum(c.endswith('_prototype') for c in old)}"
-                    if old[-len(labels):] == new[-len(labels):] else "its class columns are another model's")
-            raise ConfigError(f"{self.path} has other columns than this run would write ({hint}): "
-                              "rerun with the same options, or choose another --out")
+            hint = (
+                f"its prototype columns are for --top-k {sum(c.endswith('_prototype') for c in old)}"
+                if old[-len(labels) :] == new[-len(labels) :]
+                else "its class columns are another model's"
+            )
+            raise ConfigError(
+                f"{self.path} has other columns than this run would write ({hint}): "
+                "rerun with the same options, or choose another --out"
+            )
         kept = [r for k, r in self._rows.items() if k not in self._retry]
         for key in self._retry:
             self._status.pop(key, None)
@@ -326,8 +389,9 @@ class ResultsFile:
     def write(self, path: str, prediction: Prediction | None = None, error: str = "") -> None:
         """Append the row of ``path``: its ``prediction``, or the ``error`` text when it failed."""
         if self.format == "csv":
-            text = _csv_text(_csv_row(path, self._model, self._fingerprint, self._labels, self._top_k,
-                                      prediction, error))
+            text = _csv_text(
+                _csv_row(path, self._model, self._fingerprint, self._labels, self._top_k, prediction, error)
+            )
         else:
             text = _json_row(path, self._model, self._fingerprint, prediction, error)
         self._append(text)

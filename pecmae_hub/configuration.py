@@ -12,6 +12,7 @@ config. Reading a file is strict where a silent default would change the model:
 
 :class:`AutoencoderRef` is the typed reference from a head to the autoencoder that produced its z.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,9 @@ class ModelConfig:
         data = dict(data)
         model_type = data.pop("model_type", None)
         if model_type is not None and model_type != cls.MODEL_TYPE:
-            raise ConfigError(f"{source} describes a {model_type!r}, not a {cls.MODEL_TYPE!r}: "
-                              "is this the right folder?")
+            raise ConfigError(
+                f"{source} describes a {model_type!r}, not a {cls.MODEL_TYPE!r}: is this the right folder?"
+            )
         version = data.pop("version", None)
         try:
             version = int(version) if version is not None else 1
@@ -68,18 +70,23 @@ class ModelConfig:
                 f"{source} is {cls.MODEL_TYPE} format {version}{'' if model_type else ' without model_type'}; "
                 f"it was converted in memory to format {cls.VERSION}. Re-save it with save_pretrained() to "
                 "upgrade the file: old formats will stop loading in a later release.",
-                FutureWarning, stacklevel=3,
+                FutureWarning,
+                stacklevel=3,
             )
             data = cls.migrate(data, version)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"{source}: unknown {cls.MODEL_TYPE} config fields {unknown} "
-                              f"(known: {sorted(names)}); was it written by a newer pecmae-hub?")
+            raise ConfigError(
+                f"{source}: unknown {cls.MODEL_TYPE} config fields {unknown} "
+                f"(known: {sorted(names)}); was it written by a newer pecmae-hub?"
+            )
         missing = sorted(names - set(data) - cls.OPTIONAL_IN_FILE)
         if missing:
-            raise ConfigError(f"{source}: {cls.MODEL_TYPE} config lacks the required fields {missing}; "
-                              "the file is incomplete (no defaults are guessed for the architecture)")
+            raise ConfigError(
+                f"{source}: {cls.MODEL_TYPE} config lacks the required fields {missing}; "
+                "the file is incomplete (no defaults are guessed for the architecture)"
+            )
         try:
             return cls(**data)
         except TypeError as exc:

@@ -13,6 +13,7 @@ fails at once with a :class:`~pecmae_hub.errors.ModelNotFoundError`.
 
 Leaf module: it imports only the standard library and ``huggingface_hub.constants``.
 """
+
 from __future__ import annotations
 
 import socket
@@ -20,8 +21,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-PROBE_TIMEOUT = 3.0     # seconds to wait for a TCP connection to the Hub
-PROBE_TTL = 15.0        # seconds a probe result is reused
+PROBE_TIMEOUT = 3.0  # seconds to wait for a TCP connection to the Hub
+PROBE_TTL = 15.0  # seconds a probe result is reused
 
 # endpoint -> (monotonic time of the probe, reachable)
 _probe_cache: dict[str, tuple[float, bool]] = {}

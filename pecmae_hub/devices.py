@@ -1,4 +1,5 @@
 """Choosing the torch device: one function, checked before any work starts."""
+
 from __future__ import annotations
 
 import torch

@@ -5,10 +5,11 @@ evaluation, the web app and data rendering need the extras listed in ``pyproject
 
 | extra | packages | features |
 |---|---|---|
-| ``train`` | accelerate, scikit-learn, matplotlib | ``pecmae extract``/``train``/``evaluate``/``recipe``, prototype init |
+| ``train`` | accelerate, scikit-learn, matplotlib | ``pecmae extract``/``train``/``evaluate``/``recipe`` |
 | ``app`` | gradio, spaces, matplotlib | ``python app.py``, the Space |
 | ``data`` | pyfluidsynth, music21 | ``pecmae data gm-solos``, the gm-solos recipe |
 """
+
 from __future__ import annotations
 
 import importlib

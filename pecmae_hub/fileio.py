@@ -1,4 +1,5 @@
 """Atomic file writes."""
+
 from __future__ import annotations
 
 import os

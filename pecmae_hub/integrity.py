@@ -10,6 +10,7 @@
 Digests are cached per process by (path, size, mtime), so loading the same model again costs a
 ``stat`` per file, not a re-hash.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ CHECKSUMS_NAME = "checksums.json"
 CHECKSUMS_FORMAT = "pecmae-checksums"
 _HEX64, _HEX40 = re.compile(r"^[0-9a-f]{64}$"), re.compile(r"^[0-9a-f]{40}$")
 _digests: dict[tuple[str, str, int, int], str] = {}  # (kind, path, size, mtime_ns) -> hex digest
-_manifests: dict[tuple[str, int], dict] = {}          # (path, mtime_ns) -> parsed checksums.json
+_manifests: dict[tuple[str, int], dict] = {}  # (path, mtime_ns) -> parsed checksums.json
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -50,8 +51,11 @@ def write_checksums(folder: str | os.PathLike, files: Iterable[str] | None = Non
     """Write ``folder/checksums.json`` for ``files`` (relative paths; default: every file below ``folder``)."""
     folder = Path(folder)
     if files is None:
-        names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and p.name != CHECKSUMS_NAME and not p.name.startswith("."))
+        names = sorted(
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and p.name != CHECKSUMS_NAME and not p.name.startswith(".")
+        )
     else:
         names = sorted(set(files))
     entries = {}
@@ -74,7 +78,11 @@ def _manifest(folder: Path) -> dict | None:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path} is not valid JSON ({exc}): the model folder is damaged") from None
-        if not isinstance(data, dict) or data.get("format") != CHECKSUMS_FORMAT or not isinstance(data.get("files"), dict):
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != CHECKSUMS_FORMAT
+            or not isinstance(data.get("files"), dict)
+        ):
             raise CheckpointError(f"{path} is not a {CHECKSUMS_FORMAT} file: the model folder is damaged")
         _manifests[key] = data["files"]
     return _manifests[key]

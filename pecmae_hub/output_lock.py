@@ -6,6 +6,7 @@ never blocks the next one, while two live runs on one file are impossible: the s
 once with :class:`OutputBusyError` naming the process that holds the file. The lock file holds that
 process id and is removed on a clean release. Where ``fcntl`` does not exist (Windows) no lock is taken.
 """
+
 from __future__ import annotations
 
 import contextlib

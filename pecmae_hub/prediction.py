@@ -1,5 +1,6 @@
 """What classification returns: a :class:`Prediction` per input (or a :class:`ClassificationFailure`),
 and :func:`explain`, the prototypes behind a decision."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,7 +65,7 @@ class Prediction:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Prediction":
+    def from_dict(cls, data: dict[str, Any]) -> Prediction:
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 
@@ -78,7 +79,7 @@ class ClassificationFailure:
     """
 
     source: str
-    error: str     # the error class, e.g. "AudioError"
+    error: str  # the error class, e.g. "AudioError"
     message: str
     ok: bool = False
 
@@ -86,7 +87,9 @@ class ClassificationFailure:
         return dataclasses.asdict(self)
 
 
-def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, nearest: dict | None = None) -> list[dict]:
+def explain(
+    prediction: Prediction, top_k: int = 3, label: str | None = None, nearest: dict | None = None
+) -> list[dict]:
     """The ``top_k`` prototypes contributing most to ``label`` (default: the predicted one).
 
     Each item: ``{"class", "k", "p", "contribution", "similarity"}`` (similarity: mean over audible chunks)
@@ -104,8 +107,13 @@ def explain(prediction: Prediction, top_k: int = 3, label: str | None = None, ne
     table = {int(e["index"]): e.get("nearest", []) for e in (nearest or {}).get("prototypes", [])}
     out = []
     for p in sorted(range(len(contrib)), key=lambda i: -contrib[i])[: max(0, top_k)]:
-        item = {"class": labels[p // per_class], "k": p % per_class, "p": p,
-                "contribution": float(contrib[p]), "similarity": float(sims[p])}
+        item = {
+            "class": labels[p // per_class],
+            "k": p % per_class,
+            "p": p,
+            "contribution": float(contrib[p]),
+            "similarity": float(sims[p]),
+        }
         if p in table:
             item["nearest"] = table[p]
         out.append(item)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,11 @@ SCHEDULERS = (UPSTREAM, *DIFFUSERS_CLASSES)
 NUM_TRAIN_TIMESTEPS = 1000
 #: ᾱ at t = 999 (s = 1); the smallest clamp whose betas survive diffusers' float32 cast is ~1.5e-13
 ALPHA_BAR_MIN = 1e-12
+#: suggested sonification default and, per sampler, the fewest steps at least as faithful as the exact
+#: 40-step sampler on gm-solos (bench/sonify.py: log-mel distance to a 200-step exact render no larger,
+#: re-classification no lower); DDIM on our grid is the exact sampler itself
+DEFAULT_SCHEDULER = "unipc"
+RECOMMENDED_STEPS = {UPSTREAM: 40, "ddim": 40, "dpmsolver++": 25, "unipc": 14}
 CONFIG_NAME = "scheduler_config.json"  # diffusers' own file name (``save_config``)
 SAMPLER_NAME = "sampler.json"          # {"name": ...}: which sampler, "upstream" included
 
@@ -69,6 +75,11 @@ def default_options(name: str) -> dict[str, Any]:
     return {**common, **multistep, "solver_type": "bh2", "predict_x0": True}
 
 
+def recommended_steps(name: str) -> int:
+    """Steps to use with sampler ``name`` when none are given (:data:`RECOMMENDED_STEPS`)."""
+    return RECOMMENDED_STEPS[check_name(name)]
+
+
 def check_name(name: str) -> str:
     """``name`` normalised (case, spaces), or :class:`ConfigError` listing the choices."""
     key = str(name).strip().lower() if isinstance(name, str) else None
@@ -80,9 +91,9 @@ def check_name(name: str) -> str:
 def check_steps(steps, scheduler: SchedulerSpec = UPSTREAM) -> int:
     """``steps`` as an int, or :class:`ConfigError`: 1..1000 for diffusers schedulers (their training grid),
     ≥ 1 for the exact sampler (its grid is continuous)."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        if not (isinstance(steps, float) and steps.is_integer()):
-            raise ConfigError(f"steps must be an integer, got {steps!r}")
+    integral = isinstance(steps, (int, np.integer)) or (isinstance(steps, float) and steps.is_integer())
+    if isinstance(steps, bool) or not integral:
+        raise ConfigError(f"steps must be an integer, got {steps!r}")
     steps = int(steps)
     if _is_upstream(scheduler):
         if steps < 1:
@@ -141,7 +152,8 @@ def _fresh(spec: SchedulerSpec):
     if hasattr(spec, "config") and hasattr(spec, "step"):
         _name_of(spec)
         return type(spec).from_config(spec.config)
-    raise ConfigError(f"scheduler must be a name ({', '.join(SCHEDULERS)}), a dict or a diffusers scheduler, got {spec!r}")
+    raise ConfigError(f"scheduler must be a name ({', '.join(SCHEDULERS)}), a dict or a diffusers scheduler, "
+                      f"got {spec!r}")
 
 
 def _set_steps(scheduler, steps: int, device: torch.device | str | None = None) -> None:
@@ -284,5 +296,5 @@ def load_scheduler(folder: str | os.PathLike):
     by_class = {v: k for k, v in DIFFUSERS_CLASSES.items()}
     if class_name not in by_class or (name is not None and by_class[class_name] != name):
         raise ConfigError(f"{folder / CONFIG_NAME} holds {class_name!r}, expected "
-                          f"{DIFFUSERS_CLASSES.get(name, ' or '.join(DIFFUSERS_CLASSES.values()))}")
+                          f"{DIFFUSERS_CLASSES.get(name or '', ' or '.join(DIFFUSERS_CLASSES.values()))}")
     return _diffusers_class(by_class[class_name]).from_pretrained(folder)

@@ -4,6 +4,7 @@ Loading never unpickles and checks keys strictly, listing what is missing or une
 autoencoder and the prototype head save and load through :class:`PretrainedMixin`, with their
 config class from :mod:`pecmae_hub.configuration`.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,13 +25,29 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 @overload
-def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: str | None = ...,
-                 cache_dir: str | os.PathLike | None = ..., local_files_only: bool = ..., token: str | bool | None = ...,
-                 force_download: bool = ..., required: Literal[True] = ...) -> Path: ...
+def resolve_file(
+    name_or_path: str | os.PathLike,
+    filename: str,
+    *,
+    revision: str | None = ...,
+    cache_dir: str | os.PathLike | None = ...,
+    local_files_only: bool = ...,
+    token: str | bool | None = ...,
+    force_download: bool = ...,
+    required: Literal[True] = ...,
+) -> Path: ...
 @overload
-def resolve_file(name_or_path: str | os.PathLike, filename: str, *, revision: str | None = ...,
-                 cache_dir: str | os.PathLike | None = ..., local_files_only: bool = ..., token: str | bool | None = ...,
-                 force_download: bool = ..., required: bool) -> Path | None: ...
+def resolve_file(
+    name_or_path: str | os.PathLike,
+    filename: str,
+    *,
+    revision: str | None = ...,
+    cache_dir: str | os.PathLike | None = ...,
+    local_files_only: bool = ...,
+    token: str | bool | None = ...,
+    force_download: bool = ...,
+    required: bool,
+) -> Path | None: ...
 def resolve_file(
     name_or_path: str | os.PathLike,
     filename: str,
@@ -59,22 +76,27 @@ def resolve_file(
     repo_id = os.fspath(name_or_path)
     if repo_id.count("/") != 1 or repo_id.startswith((".", "/")):
         raise ModelNotFoundError(f"{repo_id!r} is neither an existing folder nor a Hub repo id of the form 'org/name'")
-    from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import hf_hub_download
 
     from pecmae_hub.connectivity import describe_unreachable, hub_offline, hub_reachable
 
     # an unreachable Hub is detected once (cached probe): read only the cache, fail fast, never wait on timeouts
     unreachable = not (local_files_only or hub_offline()) and not hub_reachable()
     if unreachable and force_download:
-        raise ModelNotFoundError(f"cannot re-download {filename!r} of Hub repo {repo_id!r} (force_download): "
-                                 f"{describe_unreachable()}")
+        raise ModelNotFoundError(
+            f"cannot re-download {filename!r} of Hub repo {repo_id!r} (force_download): {describe_unreachable()}"
+        )
     try:
         downloaded = Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=None if cache_dir is None else os.fspath(cache_dir),
                 local_files_only=local_files_only or unreachable,
-                token=token, force_download=force_download,
+                token=token,
+                force_download=force_download,
             )
         )
     except hf_errors.RepositoryNotFoundError:
@@ -94,7 +116,9 @@ def resolve_file(
         ) from None
     except hf_errors.EntryNotFoundError:
         if required:
-            raise ModelNotFoundError(f"file {filename!r} not found in Hub repo {repo_id!r} (revision {revision or 'main'})") from None
+            raise ModelNotFoundError(
+                f"file {filename!r} not found in Hub repo {repo_id!r} (revision {revision or 'main'})"
+            ) from None
         return None
     except hf_errors.HFValidationError as exc:
         raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub repo id: {exc}") from None
@@ -124,10 +148,13 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
     if missing or unexpected or shapes:
         parts = [f"weights in {source} do not match {type(module).__name__}:"]
         if missing:
-            parts.append(f"missing keys ({len(missing)}): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
+            parts.append(
+                f"missing keys ({len(missing)}): {', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}"
+            )
         if unexpected:
             parts.append(
-                f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:12])}{' ...' if len(unexpected) > 12 else ''}"
+                f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:12])}"
+                f"{' ...' if len(unexpected) > 12 else ''}"
             )
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {'; '.join(shapes[:8])}")
@@ -205,8 +232,13 @@ class PretrainedMixin:
             ConfigError: the config is invalid, of another model type, or from a newer pecmae-hub.
             CheckpointError: unreadable weights, or weights that do not fit the config.
         """
-        kwargs = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token,
-                      force_download=force_download)
+        kwargs = dict(
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            force_download=force_download,
+        )
         data, config_path = read_config(name_or_path, **kwargs)
         model = cls(cls.config_class.from_dict(data, source=config_path))  # type: ignore[call-arg]
         state, source = load_weights(name_or_path, **kwargs)

@@ -1,4 +1,5 @@
 """Wait for a running PECMAE app and classify one clip through its API: ``ping_app.py URL CLIP EXPECTED``."""
+
 from __future__ import annotations
 
 import sys

@@ -4,6 +4,7 @@
 they are set here, at conftest import time, before any test module imports it. The Hub server port
 is chosen now and the server is bound to it later (session fixture ``hub_server``).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -25,17 +26,26 @@ HUB_PORT = _free_port()
 HUB_URL = f"http://127.0.0.1:{HUB_PORT}"
 _HF_HOME = tempfile.mkdtemp(prefix="pecmae-tests-hf-home-")
 atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
-os.environ.update({
-    "HF_ENDPOINT": HUB_URL,
-    "HF_HOME": _HF_HOME,
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "GRADIO_ANALYTICS_ENABLED": "False",
-})
+os.environ.update(
+    {
+        "HF_ENDPOINT": HUB_URL,
+        "HF_HOME": _HF_HOME,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+)
 # tiny models on 2 shared cores: one intra-op thread is ~30x faster than two under load
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE",
-             "HUGGINGFACE_HUB_CACHE", "PECMAE_HUB_ORG"):
+for _var in (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "PECMAE_HUB_ORG",
+):
     os.environ.pop(_var, None)
 if "huggingface_hub" in sys.modules:  # imported by a plugin before us: patch what it already read
     from huggingface_hub import constants as _hf_constants
@@ -118,8 +128,13 @@ def tiny_pecmae(seed: int = 0, ae_seed: int = 0, labels=LABELS, k: int = 2, auto
 def make_tiny_model(tmp_path_factory):
     """Factory: ``make_tiny_model(seed=0, render=False, nearest=False, metrics=None) -> folder``."""
 
-    def make(seed: int = 0, render: bool = False, nearest: bool = False, metrics: dict | None = None,
-             folder: Path | None = None) -> Path:
+    def make(
+        seed: int = 0,
+        render: bool = False,
+        nearest: bool = False,
+        metrics: dict | None = None,
+        folder: Path | None = None,
+    ) -> Path:
         from pecmae_hub.training.nearest import nearest_training_chunks
 
         model = tiny_pecmae(seed)
@@ -127,8 +142,10 @@ def make_tiny_model(tmp_path_factory):
             import numpy as np
 
             rng = np.random.default_rng(seed)
-            feats = [model.autoencoder.encode(rng.standard_normal(24000 * 2).astype("float32") * 0.1, sr=24000).numpy()
-                     for _ in range(3)]
+            feats = [
+                model.autoencoder.encode(rng.standard_normal(24000 * 2).astype("float32") * 0.1, sr=24000).numpy()
+                for _ in range(3)
+            ]
             model.nearest = nearest_training_chunks(model.head, feats, ["a.wav", "b.wav", "c.wav"], k=2)
         model.metrics = metrics
         folder = folder or tmp_path_factory.mktemp(f"tiny-{seed}")

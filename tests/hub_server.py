@@ -19,6 +19,7 @@ Repos live in memory with git-like history: every commit is a full snapshot keye
 branches and tags point at commits. Every request is logged in :attr:`HubServer.requests` so tests can
 assert that a cache was used. Request bodies are always read in full (keep-alive depends on it).
 """
+
 from __future__ import annotations
 
 import base64
@@ -92,7 +93,7 @@ class HubServer:
     def running(self) -> bool:
         return self._httpd is not None
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         if self._httpd is None:
             handler = type("BoundHandler", (_Handler,), {"hub": self})
             self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
@@ -132,8 +133,16 @@ class HubServer:
                 self._commit(repo, "main", {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
             return self.repos[key]
 
-    def add_files(self, repo_id: str, files: dict[str, bytes], branch: str = "main", tag: str | None = None,
-                  deletions: tuple[str, ...] = (), private: bool = False, repo_type: str | None = "model") -> str:
+    def add_files(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        branch: str = "main",
+        tag: str | None = None,
+        deletions: tuple[str, ...] = (),
+        private: bool = False,
+        repo_type: str | None = "model",
+    ) -> str:
         """Commit ``files`` (path -> bytes) on ``branch`` (created from main if new); returns the commit sha."""
         with self._lock:
             repo = self.create_repo(repo_id, private=private, repo_type=repo_type)
@@ -234,19 +243,19 @@ class _Handler(BaseHTTPRequestHandler):
             body = b"" if method == "HEAD" else json.dumps({"error": err.message}).encode()
             self._send(err.status, body, headers)
 
-    def do_HEAD(self):  # noqa: N802
+    def do_HEAD(self):
         self._dispatch("HEAD")
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self._dispatch("GET")
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self._dispatch("POST")
 
-    def do_PUT(self):  # noqa: N802
+    def do_PUT(self):
         self._dispatch("PUT")
 
-    def do_DELETE(self):  # noqa: N802
+    def do_DELETE(self):
         self._dispatch("DELETE")
 
     # ---- routing ---------------------------------------------------------------------------------
@@ -320,23 +329,47 @@ class _Handler(BaseHTTPRequestHandler):
             files = repo.commits[sha]
             siblings = [{"rfilename": p, "size": len(d)} for p, d in sorted(files.items())]
             repo_id = repo_id.removeprefix("datasets/")
-            return self._json(200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
-                                    "siblings": siblings, "tags": [], "lastModified": "2024-01-01T00:00:00.000Z"})
+            return self._json(
+                200,
+                {
+                    "id": repo_id,
+                    "modelId": repo_id,
+                    "sha": sha,
+                    "private": repo.private,
+                    "siblings": siblings,
+                    "tags": [],
+                    "lastModified": "2024-01-01T00:00:00.000Z",
+                },
+            )
         if method == "GET" and action == "tree":
             repo, sha = self.hub._lookup(repo_id, rest[1], auth)
             return self._tree(repo.commits[sha], "/".join(rest[2:]).strip("/"), query)
         if method == "GET" and action == "refs":
             repo, _ = self.hub._lookup(repo_id, None, auth)
+
             def ref(kind, name, sha):
                 return {"name": name, "ref": f"refs/{kind}/{name}", "targetCommit": sha}
-            return self._json(200, {"branches": [ref("heads", n, s) for n, s in repo.branches.items()],
-                                    "tags": [ref("tags", n, s) for n, s in repo.tags.items()], "converts": []})
+
+            return self._json(
+                200,
+                {
+                    "branches": [ref("heads", n, s) for n, s in repo.branches.items()],
+                    "tags": [ref("tags", n, s) for n, s in repo.tags.items()],
+                    "converts": [],
+                },
+            )
         if method == "POST" and action == "preupload":
             repo, sha = self.hub._lookup(repo_id, rest[1], auth)
             files = repo.commits[sha]
-            out = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                    "oid": git_blob_sha1(files[f["path"]]) if f["path"] in files else None}
-                   for f in json.loads(body)["files"]]
+            out = [
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": git_blob_sha1(files[f["path"]]) if f["path"] in files else None,
+                }
+                for f in json.loads(body)["files"]
+            ]
             return self._json(200, {"files": out, "commitOid": sha})
         if method == "POST" and action == "commit":
             return self._commit(repo_id, rest[1], body, auth)
@@ -366,7 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
         for path, data in sorted(files.items()):
             if not path.startswith(base):
                 continue
-            parts = path[len(base):].split("/")
+            parts = path[len(base) :].split("/")
             for depth in range(1, len(parts)):
                 if recursive or depth == 1:
                     folders.add(base + "/".join(parts[:depth]))
@@ -397,5 +430,12 @@ class _Handler(BaseHTTPRequestHandler):
         if parent and parent != repo.branches[rev]:
             raise HubError(412, None, f"parent commit {parent} is not the head of {rev}")
         sha = self.hub._commit(repo, rev, files, tuple(deletions))
-        self._json(200, {"success": True, "commitOid": sha, "commitUrl": f"{self.hub.url}/{repo_id}/commit/{sha}",
-                         "pullRequestUrl": None})
+        self._json(
+            200,
+            {
+                "success": True,
+                "commitOid": sha,
+                "commitUrl": f"{self.hub.url}/{repo_id}/commit/{sha}",
+                "pullRequestUrl": None,
+            },
+        )

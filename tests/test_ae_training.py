@@ -1,4 +1,5 @@
 """Autoencoder training objective: crops, contrastive terms, label checks, resumable training."""
+
 from __future__ import annotations
 
 import math
@@ -7,9 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pecmae_hub.training.autoencoder import AETrainConfig, autoencoder_losses, nt_xent, random_crops, supervised_contrastive, train_autoencoder
-from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import ConfigError
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.training.autoencoder import (
+    AETrainConfig,
+    autoencoder_losses,
+    nt_xent,
+    random_crops,
+    supervised_contrastive,
+    train_autoencoder,
+)
 
 
 def test_random_crops_are_two_distinct_chunks_of_the_indexed_clips():
@@ -62,8 +70,9 @@ def test_losses_include_supcon_only_with_labels():
     cfg = AETrainConfig(label_weight=0.5)
     without = autoencoder_losses(ae, projector, wav, cfg, torch.Generator().manual_seed(0), wav.flip(0))
     assert set(without) == {"diffusion", "invariance", "total"}
-    with_labels = autoencoder_losses(ae, projector, wav, cfg, torch.Generator().manual_seed(0), wav.flip(0),
-                                     torch.tensor([0, 1, 0, 1]))
+    with_labels = autoencoder_losses(
+        ae, projector, wav, cfg, torch.Generator().manual_seed(0), wav.flip(0), torch.tensor([0, 1, 0, 1])
+    )
     assert set(with_labels) == {"diffusion", "invariance", "supcon", "total"}
     expected = with_labels["diffusion"] + with_labels["invariance"] + 0.5 * with_labels["supcon"]
     assert with_labels["total"].item() == pytest.approx(expected.item(), rel=1e-6)
@@ -74,8 +83,14 @@ def test_label_weight_without_labels_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="label_weight=1.0 needs one class id per clip"):
         train_autoencoder(_tiny_ae(), clips, AETrainConfig(steps=1, label_weight=1.0), tmp_path, progress=False)
     with pytest.raises(ConfigError, match="got 3 labels for 4 clips"):
-        train_autoencoder(_tiny_ae(), clips, AETrainConfig(steps=1, label_weight=1.0), tmp_path, progress=False,
-                          labels=torch.tensor([0, 1, 2]))
+        train_autoencoder(
+            _tiny_ae(),
+            clips,
+            AETrainConfig(steps=1, label_weight=1.0),
+            tmp_path,
+            progress=False,
+            labels=torch.tensor([0, 1, 2]),
+        )
 
 
 def test_training_with_labels_logs_supcon_and_resumes(tmp_path):

@@ -1,12 +1,14 @@
 """The Gradio app over real HTTP: every endpoint through ``gradio_client`` against a tiny model.
 
 The app is built and launched once per module (Gradio import ≈ 8 s); each test uses the running server.
+The module's model is the conftest tiny model plus nearest-training-chunk audio (``nearest/``) cut from
+synthetic tracks named like GM-Solos clips, so captions and players can be checked exactly.
 """
 from __future__ import annotations
 
-import base64
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +26,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas de
 ROOT = Path(__file__).resolve().parent.parent
 MAX_SECONDS = 5.0
 ENDPOINTS = {"/classify", "/prototype_audio", "/sonify", "/model_info", "/load_model"}
+TOP, NEAREST = 3, 2  # top prototypes shown, nearest chunks played per prototype
+TRACKS = {"a.wav": "synth/violin/synth_violin_00007.wav", "b.wav": "synth/piano/synth_piano_00012.wav",
+          "c.wav": "synth/flute/synth_flute_00003.wav"}
 
 
 def free_port() -> int:
@@ -55,10 +60,37 @@ def launch_app(model_dir: Path, examples: Path, **kwargs):
     return demo, f"http://127.0.0.1:{port}/"
 
 
+def synth_track(track: str, sr: int = 24000) -> np.ndarray:
+    """2 s of a tone whose pitch depends on the track id (the stand-in for a training clip)."""
+    t = np.arange(2 * sr) / sr
+    return (0.25 * np.sin(2 * np.pi * (220 + 7 * (sum(map(ord, track)) % 60)) * t)).astype("float32")
+
+
 @pytest.fixture(scope="module")
-def app(tiny_model_dir, tmp_path_factory):
+def near_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with GM-Solos-like track ids in nearest.json and their chunks' audio in nearest/."""
+    import json
+    import shutil
+
+    from pecmae_hub.hub.nearest_audio import write_nearest_audio
+    from pecmae_hub.integrity import write_checksums
+
+    folder = tmp_path_factory.mktemp("near") / "tiny-near"
+    shutil.copytree(tiny_model_dir, folder)
+    table = json.loads((folder / "nearest.json").read_text())
+    for proto in table["prototypes"]:
+        for row in proto["nearest"]:
+            row["track"] = TRACKS[row["track"]]
+    (folder / "nearest.json").write_text(json.dumps(table, indent=1))
+    write_nearest_audio(folder, table, synth_track, 1.0, sources={"synth": {"name": "Synth bank", "licence": "CC0"}})
+    write_checksums(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app(near_model_dir, tmp_path_factory):
     examples = make_examples(tmp_path_factory.mktemp("examples"))
-    demo, url = launch_app(tiny_model_dir, examples, prewarm=False, allowed_models="registry")
+    demo, url = launch_app(near_model_dir, examples, prewarm=False, allowed_models="registry")
     yield demo, url, examples
     demo.close()
 
@@ -81,54 +113,115 @@ def test_every_endpoint_is_documented(client):
     assert ENDPOINTS <= set(api["named_endpoints"])
     classify = api["named_endpoints"]["/classify"]
     assert [p["component"] for p in classify["parameters"]] == ["Audio"]  # the model comes from the session
+    assert [r["component"] for r in classify["returns"]] == (
+        ["Label", "Markdown", "Html", "Html"] + (["Audio"] * (1 + NEAREST) + ["Markdown"]) * TOP + ["Json"])
 
 
-def test_classify_scores_plot_and_prototypes(client, app, tiny_model_dir):
+def _panel_values(html: str, panel: int) -> list[float]:
+    """The numbers printed at the end of the bars of the ``panel``-th class panel."""
+    section = html.split('<section class="pe-panel">')[panel + 1].split("</section>")[0]
+    return [float(v) for v in re.findall(r'<div class="pe-val">([+-][0-9.]+)</div>', section)]
+
+
+def test_classify_explains_with_points_timeline_and_playable_neighbours(client, app, near_model_dir):
     from gradio_client import handle_file
     from pecmae_hub.pipeline import PECMAE
 
     clip = app[2] / "violin.wav"
-    scores, plot, summary, *rest = client.predict(handle_file(str(clip)), api_name="/classify")
-    audios, captions, details = rest[:3], rest[3:6], rest[6]
-    assert scores["label"] in LABELS
+    scores, summary, explanation, similarity, *rest = client.predict(handle_file(str(clip)), api_name="/classify")
+    groups, details = [rest[i * (NEAREST + 2):(i + 1) * (NEAREST + 2)] for i in range(TOP)], rest[-1]
+    model = PECMAE.from_pretrained(near_model_dir, device="cpu")
+    expected = model.classify(str(clip))
     conf = {c["label"]: c["confidence"] for c in scores["confidences"]}
-    assert set(conf) == set(LABELS) and sum(conf.values()) == pytest.approx(1.0, abs=1e-5)
-    expected = PECMAE.from_pretrained(tiny_model_dir, device="cpu").classify(str(clip))
     assert scores["label"] == expected.label == details["label"]
-    for label in LABELS:
-        assert conf[label] == pytest.approx(expected.scores[label], abs=1e-4)
-    assert plot["type"] == "matplotlib"
-    png = base64.b64decode(plot["plot"].split(",", 1)[1])
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    assert expected.label in summary and "2.5 s" in summary
-    assert [c["end"] for c in details["chunks"]] == pytest.approx([1.0, 2.0, 2.5])
-    for audio, caption, top in zip(audios, captions, expected.top_prototypes):
-        wav, sr = read_wav(audio)
-        assert sr == 24000 and wav.shape == (24000,)  # one 1 s chunk of the tiny autoencoder
-        assert f"(p{top['p']})" in caption and "Nearest training chunks" in caption
-        reference, _ = sf.read(tiny_model_dir / "prototypes" / f"p{top['p']:03d}_{top['class']}_{top['k']}.wav",
+    assert conf == pytest.approx(expected.scores, abs=1e-4) and sum(conf.values()) == pytest.approx(1.0, abs=1e-5)
+    assert expected.label in summary and "2.5 s of audio in 3 chunks of 1 s" in summary
+    # bars in points: each panel's bars add up to logit / temperature, whose softmax is the scores
+    temperature = model.head.config.temperature
+    points = {c: v / temperature for c, v in expected.logits.items()}
+    ranked = sorted(points, key=points.get, reverse=True)
+    for panel, label in enumerate(ranked[:2]):
+        assert sum(_panel_values(explanation, panel)) == pytest.approx(points[label], abs=0.06 * 6)
+        assert f"{points[label]:.1f} points in total" in explanation
+    softmax = np.exp(np.array(list(points.values())) - max(points.values()))
+    assert dict(zip(points, softmax / softmax.sum())) == pytest.approx(expected.scores, abs=1e-5)
+    assert details["points"] == pytest.approx(points, abs=1e-3) and details["temperature"] == temperature
+    assert 'class="pe-track"' in explanation and "grey" not in explanation and "#7f7f7f" not in explanation
+    assert similarity.count("<tr>") == 1 + model.head.num_prototypes  # header + one row per prototype
+    assert similarity.count("<td") == model.head.num_prototypes * 3  # one cell per chunk
+    for (proto, *nears, caption), top in zip(groups, expected.top_prototypes):
+        # players come as updates: the WAV (downloaded by the client) and its plain-word label
+        assert proto["label"] == f"{top['class']} prototype #{top['k']}, decoded by the model"
+        wav, sr = read_wav(proto["value"])
+        reference, _ = sf.read(near_model_dir / "prototypes" / f"p{top['p']:03d}_{top['class']}_{top['k']}.wav",
                                dtype="float32")
-        np.testing.assert_array_equal(wav, reference)  # the file itself: loudness kept
+        np.testing.assert_array_equal(wav, reference)  # the pre-rendered file itself: loudness kept
+        assert f"(p{top['p']})" in caption and f"{top['contribution'] / temperature:+.1f} points" in caption
+        for rank, (near, row) in enumerate(zip(nears, top["nearest"])):
+            label = row["track"].split("/")[1]
+            clip_no = int(row["track"][-9:-4])
+            words = f"{label}, Synth bank, clip {clip_no}, {row['chunk']:.1f}–{row['chunk'] + 1:.1f} s"
+            assert f"{rank + 1}. {words}" in caption and "d =" not in caption
+            assert near["label"] == f"Closest training chunk {rank + 1}: {words}" and near["visible"]
+            wav, sr = read_wav(near["value"])
+            cut = synth_track(row["track"])[row["chunk"] * 24000:(row["chunk"] + 1) * 24000]
+            assert sr == 24000 and wav.shape == (24000,)
+            np.testing.assert_allclose(wav, cut, atol=1.5 / 32768)  # the training chunk, 16-bit
+    assert details["top_prototypes"][0]["nearest_audio"] == [True, True]
+    assert details["segments"][0]["start"] == 0.0 and details["segments"][-1]["end"] == 2.5
 
 
-def test_bad_inputs_give_readable_errors_and_the_app_keeps_serving(client, app, tmp_path):
+def test_bad_inputs_are_refused_before_running_with_their_key_words(client, app, tmp_path, capfd):
     from gradio_client import handle_file
 
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + os.urandom(2000))
     cases = {
-        garbage: "Cannot read 'garbage.wav' as audio",
-        write_tone(tmp_path / "long.wav", MAX_SECONDS + 1.5, 440.0): "accepts up to 5 s",
-        write_tone(tmp_path / "silent.wav", 1.0, 440.0, amp=0.0): "'silent.wav' is silent",
-        tmp_path / "empty.wav": "is empty (0 bytes)",
+        garbage: "Unreadable audio: cannot read 'garbage.wav' as audio",
+        write_tone(tmp_path / "long.wav", MAX_SECONDS + 1.5, 440.0): "Audio too long: the clip is 6.5 s long and "
+                                                                     "this app accepts up to 5 s",
+        write_tone(tmp_path / "silent.wav", 1.0, 440.0, amp=0.0): "Silent audio: 'silent.wav' is silent",
+        tmp_path / "empty.wav": "Empty file: 'empty.wav' is empty (0 bytes)",
     }
     (tmp_path / "empty.wav").write_bytes(b"")
+    capfd.readouterr()
     for path, message in cases.items():
         with pytest.raises(Exception) as info:
             client.predict(handle_file(str(path)), api_name="/classify")
         assert message in str(info.value), str(info.value)
+        assert "PECMAE_" not in str(info.value)  # no setting names in what a user reads
+    assert "Traceback" not in capfd.readouterr().err  # expected user errors leave no traceback in the log
     scores = client.predict(handle_file(str(app[2] / "flute.wav")), api_name="/classify")[0]
     assert scores["label"] in LABELS
+
+
+def test_headline_lists_segments_when_chunks_disagree_and_bars_skip_filler():
+    from pecmae_hub.app.plots import class_colors, evidence_rows, explanation_html
+    from pecmae_hub.app.texts import summary_text
+    from pecmae_hub.prediction import Prediction
+
+    labels = ["violin", "trumpet", "piano", "flute"]
+    chunks = ["violin", "violin", "trumpet", "trumpet", "piano", "piano", "flute", "flute"]
+    contributions = {c: [0.0] * 8 for c in labels}
+    contributions["piano"][4:6] = [0.9, 0.8]
+    contributions["piano"][0] = 1e-4  # near-zero filler: folded into "everything else"
+    logits = {"violin": 1.0, "trumpet": 1.1, "piano": 1.8, "flute": 1.2}
+    scores = dict(zip(labels, np.exp(np.array(list(logits.values())) / 0.1) /
+                      np.exp(np.array(list(logits.values())) / 0.1).sum()))
+    pred = Prediction(source="mix", label="piano", scores=scores, logits=logits, chunk_labels=chunks,
+                      chunk_starts=[1.5 * i for i in range(8)], chunk_ends=[1.5 * (i + 1) for i in range(8)],
+                      similarities=[[0.5] * 8] * 8, contributions=contributions, top_prototypes=[], duration=12.0)
+    text = summary_text(pred, 1.5)
+    assert text.startswith("### Mixed: the chunks disagree")
+    assert "**violin** 0–3 s · **trumpet** 3–6 s · **piano** 6–9 s · **flute** 9–12 s" in text
+    assert "Only 2 of 8 chunks say **piano**" in text
+    rows = evidence_rows(pred, "piano", 0.1, labels, 2)
+    assert [r["name"] for r in rows] == ["piano #0", "piano #1", "6 other prototypes + baseline"]
+    assert sum(r["points"] for r in rows) == pytest.approx(18.0)
+    assert "Piano leads flute by 6.0 points, so it is about 403 times as likely" in explanation_html(pred, labels, 0.1)
+    assert len(set(class_colors(labels).values())) == 4
+    agree = Prediction(**{**pred.__dict__, "chunk_labels": ["piano"] * 7 + ["flute"]})
+    assert summary_text(agree, 1.5).startswith("### piano — ") and "7 of 8 chunks" in summary_text(agree, 1.5)
 
 
 def test_prototype_audio_is_the_prerendered_wav(client, tiny_model_dir):
@@ -139,7 +232,7 @@ def test_prototype_audio_is_the_prerendered_wav(client, tiny_model_dir):
     np.testing.assert_array_equal(wav, reference)
     assert "piano · prototype #1" in caption and "(p3)" in caption
     assert read_wav(client.predict("3", api_name="/prototype_audio")[0])[0].tolist() == wav.tolist()  # by index
-    with pytest.raises(Exception, match="unknown class 'cello'"):
+    with pytest.raises(Exception, match="Unknown prototype: unknown class 'cello'"):
         client.predict("cello:0", api_name="/prototype_audio")
 
 
@@ -152,8 +245,21 @@ def test_sonify_decodes_with_the_given_settings(client, tiny_model_dir):
     assert "3 steps, guidance 1.5, seed 7" in caption
     expected = PECMAE.from_pretrained(tiny_model_dir, device="cpu").sonify("violin:0", steps=3, guidance=1.5, seed=7)
     np.testing.assert_allclose(wav, np.clip(expected, -1, 1), atol=1.5 / 32768)  # 16-bit WAV
-    with pytest.raises(Exception, match="less than minimum value 1"):
+    with pytest.raises(Exception, match="Bad settings: use 1–200 diffusion steps"):
         client.predict("violin:0", 0, 1.0, 0, api_name="/sonify")
+    with pytest.raises(Exception, match="Bad settings: the seed must be a whole number, 0 or more"):
+        client.predict("violin:0", 3, 1.0, -1, api_name="/sonify")
+
+
+def test_sonify_progress_follows_the_diffusion_steps(app):
+    """The handler passes gr.Progress on to the sampler: one update per step, as (step, total)."""
+    calls = []
+
+    def progress(value, desc=None, total=None, unit="steps"):
+        calls.append(value)
+
+    path, caption = app[0].pecmae.sonify("piano:0", 4, 1.0, 11, None, progress=progress)
+    assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)] and Path(path).is_file()
 
 
 def test_model_info_shows_card_labels_metrics_and_config(client):
@@ -162,6 +268,13 @@ def test_model_info_shows_card_labels_metrics_and_config(client):
     assert config["labels"] == list(LABELS) and config["num_prototypes"] == 6
     assert config["head"]["autoencoder"]["folder"] == "autoencoder"  # 'path' renamed for gradio_client
     assert "| accuracy | 0.5000 |" in overview and "`violin`" in overview
+    assert "Nearest training chunks with audio:** 12" in overview and config["chunk_seconds"] == 1.0
+
+
+def test_the_intro_says_what_the_model_knows(app):
+    intro = app[0].pecmae.intro(None)
+    assert "**3 classes**: violin, piano, flute" in intro and "Trained on tiny-set" in intro
+    assert "**1 s chunks**" in intro and "6 prototypes (2 per class)" in intro and "**Limits:**" in intro
 
 
 def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_model, tmp_path):
@@ -180,6 +293,8 @@ def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_
     hub.add_folder("pecmae-hub/gtzan-pecmae-5", make_tiny_model(seed=3, folder=tmp_path / "gtzan"))
     status, card, overview, config, proto = client.predict("gtzan", api_name="/load_model")
     assert "Loaded" in status and config["source"].startswith("pecmae-hub/gtzan-pecmae-5@")
+    assert "**3 classes**" in status and "**Limits:**" in status  # the new model's intro
+    assert hub.count("GET", "/api/models/pecmae-hub/gtzan-pecmae-5/tree/") == 1  # its audio listed once, fetched
     assert proto["value"] == "violin:0" and len(proto["choices"]) == 6  # the prototype selector's update
     direct = tiny_pecmae(seed=3).classify(str(app[2] / "piano.wav"))
     scores = client.predict(handle_file(str(app[2] / "piano.wav")), api_name="/classify")[0]
@@ -187,6 +302,8 @@ def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_
     assert conf == pytest.approx(direct.scores, abs=1e-4)  # this session now classifies with the Hub model
     with pytest.raises(Exception, match="'no/such/model' is not offered by this server"):
         client.predict("no/such/model", api_name="/load_model")
+    with pytest.raises(Exception, match="No model: choose a model"):
+        client.predict("  ", api_name="/load_model")
 
 
 def test_queue_limits_and_offline_launch_settings(app, monkeypatch):

@@ -19,6 +19,7 @@ Layers (bottom to top):
 
 Nothing in ``pecmae_hub`` imports ``space`` (the Gradio app).
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "pecmae_hub"
 
-LEAF_MODULES = frozenset({"errors", "audio", "configuration", "serialization", "sampling", "schedulers", "integrity", "extras",
-                          "fileio", "devices", "connectivity", "audio_stream"})
+LEAF_MODULES = frozenset(
+    {
+        "errors",
+        "audio",
+        "configuration",
+        "serialization",
+        "sampling",
+        "schedulers",
+        "integrity",
+        "extras",
+        "fileio",
+        "devices",
+        "connectivity",
+        "audio_stream",
+    }
+)
 SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "app", "cli"})
 
 _LIBRARY = {"leaf", "models", "hub", "pipeline", "convert", "training", "data", "recipes"}
@@ -244,7 +259,9 @@ def test_checker_catches_forbidden_edges(tmp_path):
         ("pecmae_hub/convert/head.py", 1, "pecmae_hub.training.features"),
         ("pecmae_hub/training/features.py", 2, "pecmae_hub.cli"),
     }
-    assert "pecmae_hub/models/head.py:4 -> pecmae_hub.pipeline (models -> pipeline)" in _report(forbidden(package_edges(tmp_path)))
+    assert "pecmae_hub/models/head.py:4 -> pecmae_hub.pipeline (models -> pipeline)" in _report(
+        forbidden(package_edges(tmp_path))
+    )
 
 
 def test_layer_table():
@@ -299,11 +316,15 @@ print(json.dumps(out))
 def module_level_imports(path: Path, src: str, known: set[str]) -> list[tuple[int, str]]:
     """Imports executed when the module is imported (not those inside functions or classes)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    nested = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-              for n in ast.walk(f) if n is not f}
+    nested = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        for n in ast.walk(f)
+        if n is not f
+    }
     every = imports_of(path, src, known, path.name == "__init__.py")
-    top = {n.lineno for n in ast.walk(tree)
-           if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in nested}
+    top = {n.lineno for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in nested}
     return [(line, dst) for line, dst in every if line in top]
 
 
@@ -329,5 +350,7 @@ def test_building_the_parser_does_not_import_torch():
     if loaded["torch"]:
         culprits = _run(_CULPRITS, json.dumps(cli_module_level_imports()))
         lines = "\n".join(f"  {where} -> {chain}" for where, chain in culprits.items())
-        pytest.fail(f"build_parser() imported torch (loaded: {loaded}); module-level imports that reach it "
-                    f"(import chain, innermost first):\n{lines}")
+        pytest.fail(
+            f"build_parser() imported torch (loaded: {loaded}); module-level imports that reach it "
+            f"(import chain, innermost first):\n{lines}"
+        )

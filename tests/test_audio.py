@@ -1,4 +1,5 @@
 """Audio input: every kind of source → 24 kHz mono float32; typed errors naming the problem; chunking."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,17 @@ import soundfile as sf
 import torch
 
 from pecmae_hub.audio import (
-    AUDIO_EXTENSIONS, FRAME_RATE, HOP_LENGTH, SAMPLE_RATE, chunk_audio, chunk_bounds, collect_audio_files,
-    frames_for_samples, is_audio_file, load_audio, write_wav,
+    AUDIO_EXTENSIONS,
+    FRAME_RATE,
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    chunk_audio,
+    chunk_bounds,
+    collect_audio_files,
+    frames_for_samples,
+    is_audio_file,
+    load_audio,
+    write_wav,
 )
 from pecmae_hub.errors import AudioError, DatasetError, PecmaeError
 
@@ -141,9 +151,17 @@ def test_write_wav_roundtrip_clips(tmp_path):
 
 
 # ---- AUDIO_EXTENSIONS and collect_audio_files ------------------------------------------------------
-_WRITE_FORMAT = {".wav": ("WAV", None), ".flac": ("FLAC", None), ".ogg": ("OGG", None), ".oga": ("OGG", None),
-                 ".opus": ("OGG", "OPUS"), ".mp3": ("MP3", None), ".aif": ("AIFF", None), ".aiff": ("AIFF", None),
-                 ".au": ("AU", None)}
+_WRITE_FORMAT = {
+    ".wav": ("WAV", None),
+    ".flac": ("FLAC", None),
+    ".ogg": ("OGG", None),
+    ".oga": ("OGG", None),
+    ".opus": ("OGG", "OPUS"),
+    ".mp3": ("MP3", None),
+    ".aif": ("AIFF", None),
+    ".aiff": ("AIFF", None),
+    ".au": ("AU", None),
+}
 
 
 @pytest.mark.parametrize("ext", AUDIO_EXTENSIONS)
@@ -164,7 +182,9 @@ def test_collect_audio_files_folder_list_sequence_and_spellings(tmp_path, monkey
         (root / name).write_bytes(b"x")
     found = collect_audio_files(root)
     assert [(Path(f.path).relative_to(root).as_posix(), f.relpath) for f in found] == [
-        ("b.WAV", "b.WAV"), ("sub/a.flac", "sub/a.flac")]  # hidden, non-audio and m4a files skipped
+        ("b.WAV", "b.WAV"),
+        ("sub/a.flac", "sub/a.flac"),
+    ]  # hidden, non-audio and m4a files skipped
     monkeypatch.chdir(tmp_path)
     (root / "link.wav").symlink_to(root / "b.WAV")
     listed = collect_audio_files(["music/b.WAV", "./music/b.WAV", str(root / "link.wav"), "missing.wav", "music/sub"])

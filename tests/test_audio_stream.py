@@ -1,4 +1,5 @@
 """Streaming decode: the same samples as load_audio for every rate and block size; streamed encode = encode."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ def _write(path, sr, channels, seconds, seed=0, subtype="FLOAT"):
     return path
 
 
-@pytest.mark.parametrize("sr,channels", [(24_000, 1), (44_100, 2), (48_000, 1), (22_050, 2), (16_000, 1), (8_000, 2),
-                                         (96_000, 1)])
+@pytest.mark.parametrize(
+    "sr,channels", [(24_000, 1), (44_100, 2), (48_000, 1), (22_050, 2), (16_000, 1), (8_000, 2), (96_000, 1)]
+)
 def test_stream_equals_load_audio_bit_for_bit(tmp_path, monkeypatch, sr, channels):
     path = _write(tmp_path / "a.wav", sr, channels, 5.3, seed=sr)
     whole = load_audio(path)

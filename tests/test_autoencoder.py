@@ -1,4 +1,5 @@
 """Autoencoder: chunk counts, padded+masked batches, decoding contracts, reproducibility, save/load, errors."""
+
 from __future__ import annotations
 
 import math
@@ -6,11 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from upstream_layout import rel_err
 
 from pecmae_hub.audio import SAMPLE_RATE
-from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig, join_chunks
 from pecmae_hub.errors import CheckpointError, ConfigError, InputShapeError
-from upstream_layout import rel_err
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig, join_chunks
 
 
 def _tiny(frontend="mel", **kw):
@@ -72,7 +73,9 @@ def test_encode_frames_and_batch_size(mel_ae):
     wav = _noise(2.5, SAMPLE_RATE, seed=2)
     frames = mel_ae.encode_frames(wav, sr=SAMPLE_RATE)
     assert frames.shape == (math.ceil(2.5 * 75), mel_ae.embedding_dim)
-    assert torch.allclose(mel_ae.encode(wav, sr=SAMPLE_RATE, batch_size=1), mel_ae.encode(wav, sr=SAMPLE_RATE), atol=1e-5)
+    assert torch.allclose(
+        mel_ae.encode(wav, sr=SAMPLE_RATE, batch_size=1), mel_ae.encode(wav, sr=SAMPLE_RATE), atol=1e-5
+    )
 
 
 def test_decode_shapes_and_reproducibility(mel_ae):
@@ -123,7 +126,9 @@ def test_config_validation():
         AutoencoderConfig.from_dict({"frontend": "mel", "bogus": 1})
     with pytest.raises(ConfigError, match="size"):
         AutoencoderConfig.encodecmae("huge")
-    assert AutoencoderConfig.upstream(10).chunk_seconds == 10 and AutoencoderConfig.encodecmae("large").model_dim == 1024
+    assert (
+        AutoencoderConfig.upstream(10).chunk_seconds == 10 and AutoencoderConfig.encodecmae("large").model_dim == 1024
+    )
 
 
 def test_save_load_roundtrip_and_missing_keys(mel_ae, tmp_path):

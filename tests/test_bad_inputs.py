@@ -4,6 +4,7 @@ One test per row of the bad-input table, through the library (``PECMAE.classify`
 command line (``pecmae classify / sonify``) and, where it applies, the app's API (``gradio_client``).
 The kill tests SIGKILL a real ``pecmae classify`` process mid-batch and run two at once on one --out.
 """
+
 from __future__ import annotations
 
 import csv
@@ -92,8 +93,20 @@ def test_digital_silence_and_near_silence_are_errors(model, clips, tmp_path, cap
         with pytest.raises(AudioError, match=r"is silent .*nothing to classify"):
             model.classify(source, sr=SR)
     out = tmp_path / "p.csv"
-    assert cli("classify", str(clips["silence"]), str(clips["near_silence"]), str(clips["good"]),
-               "--model", str(model.files.folder), "--out", str(out), "--no-progress") == SOME_FAILED
+    assert (
+        cli(
+            "classify",
+            str(clips["silence"]),
+            str(clips["near_silence"]),
+            str(clips["good"]),
+            "--model",
+            str(model.files.folder),
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+        == SOME_FAILED
+    )
     rows = rows_of(out)
     assert [r["error"].split(":")[0] for r in rows] == ["AudioError", "AudioError", ""]
     assert "is silent" in rows[0]["error"] and "is silent" in rows[1]["error"] and rows[2]["label"] in LABELS
@@ -101,8 +114,9 @@ def test_digital_silence_and_near_silence_are_errors(model, clips, tmp_path, cap
 
 def test_silent_chunks_are_left_out_and_marked(model):
     music = tone(2.0, 523.0) + 0.01 * np.random.default_rng(1).standard_normal(2 * SR).astype(np.float32)
-    pred = model.classify(np.concatenate([music, np.zeros(SR, np.float32), music[:SR], np.zeros(SR // 2, np.float32)]),
-                          sr=SR)
+    pred = model.classify(
+        np.concatenate([music, np.zeros(SR, np.float32), music[:SR], np.zeros(SR // 2, np.float32)]), sr=SR
+    )
     assert pred.chunk_silent == [False, False, True, False, True]
     assert pred.chunk_labels[2] is None and pred.chunk_labels[4] is None and None not in pred.chunk_labels[:2]
     alone = model.classify(np.concatenate([music, music[:SR]]), sr=SR)  # the same audible chunks, no silence
@@ -120,15 +134,31 @@ def test_float_samples_on_the_int16_scale(model, clips, tmp_path):
     pcm = (tone(1.0) * 32767).astype(np.int16)  # the int16 array itself is scaled for us
     assert model.classify(pcm, sr=SR).label == model.classify(pcm / 32768.0, sr=SR).label
     out = tmp_path / "p.jsonl"
-    assert cli("classify", str(clips["int16_scale"]), "--model", str(model.files.folder), "--out", str(out),
-               "--no-progress") == SOME_FAILED
+    assert (
+        cli(
+            "classify",
+            str(clips["int16_scale"]),
+            "--model",
+            str(model.files.folder),
+            "--out",
+            str(out),
+            "--no-progress",
+        )
+        == SOME_FAILED
+    )
     assert "divide int16 samples by 32768" in rows_of(out)[0]["error"]
 
 
 def test_sample_rate_and_dtype_checks(model):
     x = tone(1.0)
-    for sr, message in (("24000", "not a string"), (7, "expected 1000..768000"), (True, "invalid sample rate"),
-                        (44100.5, "whole number"), (float("nan"), "whole number"), (10**9, "expected 1000")):
+    for sr, message in (
+        ("24000", "not a string"),
+        (7, "expected 1000..768000"),
+        (True, "invalid sample rate"),
+        (44100.5, "whole number"),
+        (float("nan"), "whole number"),
+        (10**9, "expected 1000"),
+    ):
         with pytest.raises(AudioError, match=message):
             model.classify(x, sr=sr)
     start = time.monotonic()
@@ -140,14 +170,23 @@ def test_sample_rate_and_dtype_checks(model):
         model.classify(np.zeros(2 * 3600 * 1000, np.int8), sr=1000)  # 2 h at 1 kHz: refused before converting
     assert time.monotonic() - start < 2.0
     reference = model.classify(x, sr=SR)
-    accepted = [torch.from_numpy(x).to(torch.bfloat16), torch.from_numpy(x).half(), x.astype(np.float16),
-                (x.astype(np.float64) * 2**31).astype(np.int32), torch.from_numpy((x * 32767).astype(np.int16))]
+    accepted = [
+        torch.from_numpy(x).to(torch.bfloat16),
+        torch.from_numpy(x).half(),
+        x.astype(np.float16),
+        (x.astype(np.float64) * 2**31).astype(np.int32),
+        torch.from_numpy((x * 32767).astype(np.int16)),
+    ]
     for data in accepted:
         pred = model.classify(data, sr=SR)
         assert pred.label == reference.label
         assert pred.scores[pred.label] == pytest.approx(reference.scores[pred.label], abs=0.02)
-    refused = ((x > 0, "dtype bool"), (x.astype(np.complex64), "complex"),
-               (torch.from_numpy(x).to(torch.complex64), "complex"), (np.array(["a"] * 100), "real samples"))
+    refused = (
+        (x > 0, "dtype bool"),
+        (x.astype(np.complex64), "complex"),
+        (torch.from_numpy(x).to(torch.complex64), "complex"),
+        (np.array(["a"] * 100), "real samples"),
+    )
     for data, message in refused:
         with pytest.raises(AudioError, match=message):
             model.classify(data, sr=SR)
@@ -155,8 +194,20 @@ def test_sample_rate_and_dtype_checks(model):
 
 def test_max_seconds_in_the_cli(model, clips, tmp_path):
     out = tmp_path / "p.csv"
-    assert cli("classify", str(clips["good"]), "--model", str(model.files.folder), "--out", str(out), "--no-progress",
-               "--max-seconds", "1") == SOME_FAILED
+    assert (
+        cli(
+            "classify",
+            str(clips["good"]),
+            "--model",
+            str(model.files.folder),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--max-seconds",
+            "1",
+        )
+        == SOME_FAILED
+    )
     assert "longer than the limit of 1 s" in rows_of(out)[0]["error"]
 
 
@@ -183,8 +234,9 @@ def test_torn_last_rows_and_glued_lines_are_repaired(model, clips, tmp_path, cap
 
 def test_another_model_with_the_same_labels_is_refused(model, make_tiny_model, clips, tmp_path, capsys):
     out = tmp_path / "p.csv"
-    assert cli("classify", str(clips["good"]), "--model", str(model.files.folder), "--out", str(out),
-               "--no-progress") == 0
+    assert (
+        cli("classify", str(clips["good"]), "--model", str(model.files.folder), "--out", str(out), "--no-progress") == 0
+    )
     row = rows_of(out)[0]
     assert (row["model"], row["model_fingerprint"]) == (model.name, model_fingerprint(model))
     other = PECMAE.from_pretrained(make_tiny_model(seed=9))
@@ -240,8 +292,14 @@ sys.exit(main(sys.argv[2:]))
 
 def slow_classify(delay: float, *args: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-c", SLOW_RUN, str(delay), "classify", *args, "--no-progress"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN, str(delay), "classify", *args, "--no-progress"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_rows(out: Path, n: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -299,18 +357,35 @@ def test_cli_checks_before_work(model, clips, tmp_path, capsys, monkeypatch):
     (tmp_path / "dir.csv").mkdir()
     cases = [
         (["classify", str(clips["good"]), "--model", "", "--out", str(tmp_path / "a.csv")], "model name is empty"),
-        (["classify", str(clips["good"]), "--model", folder, "--out", str(tmp_path / "no" / "a.csv")],
-         "does not exist: create it first"),
+        (
+            ["classify", str(clips["good"]), "--model", folder, "--out", str(tmp_path / "no" / "a.csv")],
+            "does not exist: create it first",
+        ),
         (["classify", str(clips["good"]), "--model", folder, "--out", str(tmp_path / "dir.csv")], "is a folder"),
         (["sonify", "--model", folder, "--prototype", "4", "--out", str(tmp_path / "p.m4a")], "cannot write audio"),
         (["sonify", "--model", folder, "--prototype", "4", "--out", str(tmp_path / "no" / "p.wav")], "does not exist"),
-        (["sonify", "--model", folder, "--prototype", "4", "--steps", "1000000", "--out", str(tmp_path / "p.wav")],
-         "steps must be in 1..1000"),
+        (
+            ["sonify", "--model", folder, "--prototype", "4", "--steps", "1000000", "--out", str(tmp_path / "p.wav")],
+            "steps must be in 1..1000",
+        ),
         (["sonify", "--model", "", "--prototype", "4", "--out", str(tmp_path / "p.wav")], "model name is empty"),
     ]
     if not torch.cuda.is_available():
-        cases.append((["classify", str(clips["good"]), "--model", folder, "--device", "cuda", "--out",
-                       str(tmp_path / "a.csv")], "use --device cpu"))
+        cases.append(
+            (
+                [
+                    "classify",
+                    str(clips["good"]),
+                    "--model",
+                    folder,
+                    "--device",
+                    "cuda",
+                    "--out",
+                    str(tmp_path / "a.csv"),
+                ],
+                "use --device cpu",
+            )
+        )
     for args, message in cases:
         assert cli(*args) == 1, args
         err = capsys.readouterr().err
@@ -328,8 +403,10 @@ def test_cli_checks_before_work(model, clips, tmp_path, capsys, monkeypatch):
 
 def test_sonify_writes_mp3(model, tmp_path, capsys):
     out = tmp_path / "p.mp3"
-    assert cli("sonify", "--model", str(model.files.folder), "--prototype", "violin:0", "--steps", "2",
-               "--out", str(out)) == 0
+    assert (
+        cli("sonify", "--model", str(model.files.folder), "--prototype", "violin:0", "--steps", "2", "--out", str(out))
+        == 0
+    )
     assert sf.info(out).format == "MP3" and sf.info(out).samplerate == SR
 
 
@@ -345,8 +422,14 @@ def app(tiny_model_dir, tmp_path_factory):
     (root / "models" / "broken").mkdir()
     (root / "models" / "broken" / "config.json").write_text("{ not json")
     shutil.copytree(tiny_model_dir, root / "secret" / "model")
-    demo = build_app(str(tiny_model_dir), max_seconds=5.0, examples_dir=root / "no-examples", prewarm=False,
-                     model_dirs=str(root / "models"), max_upload_mb=1)
+    demo = build_app(
+        str(tiny_model_dir),
+        max_seconds=5.0,
+        examples_dir=root / "no-examples",
+        prewarm=False,
+        model_dirs=str(root / "models"),
+        max_upload_mb=1,
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -370,8 +453,17 @@ def app_error(client, *args, api_name: str) -> str:
 def test_app_loads_only_allowed_models_and_hides_server_paths(app, tiny_model_dir):
     root = app[2]
     client = client_of(app)
-    refused = [str(root / "secret" / "model"), str(root / "secret" / "nothing"), "/etc", "../../etc/passwd",
-               "models/../secret/model", "good/../../secret/model", "gtzan", "some-org/some-model", "~root"]
+    refused = [
+        str(root / "secret" / "model"),
+        str(root / "secret" / "nothing"),
+        "/etc",
+        "../../etc/passwd",
+        "models/../secret/model",
+        "good/../../secret/model",
+        "gtzan",
+        "some-org/some-model",
+        "~root",
+    ]
     texts = set()
     for name in refused:
         text = app_error(client, name, api_name="/load_model")

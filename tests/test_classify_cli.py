@@ -1,11 +1,12 @@
 """``pecmae classify / sonify / push`` through the real argument parser."""
+
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,23 +39,53 @@ def _csv(path):
 def _count_classify(monkeypatch):
     calls = []
     real = PECMAE.classify
-    monkeypatch.setattr(PECMAE, "classify",
-                        lambda self, audio, *a, **k: calls.append(str(audio)) or real(self, audio, *a, **k))
+    monkeypatch.setattr(
+        PECMAE, "classify", lambda self, audio, *a, **k: calls.append(str(audio)) or real(self, audio, *a, **k)
+    )
     return calls
 
 
 def test_classify_csv_with_error_row_and_resume(music, tiny_model_dir, tmp_path, capsys, monkeypatch, audio_files):
     out = tmp_path / "preds.csv"
-    args = ["classify", str(music), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress",
-            "--device", "cpu"]
+    args = [
+        "classify",
+        str(music),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main(args) == SOME_FAILED  # c.wav is corrupt: documented status 3, its row holds the error
     rows = _csv(out)
     assert [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav"), str(music / "sub" / "b.flac")]
     model = PECMAE.from_pretrained(tiny_model_dir)
-    assert list(rows[0]) == csv_columns(list(LABELS), 3) == [
-        "path", "model", "model_fingerprint", "label", "confidence", "in_domain", "ood_score", "duration", "n_chunks", "silent_chunks",
-        "top1_prototype", "top1_contribution", "top2_prototype", "top2_contribution", "top3_prototype",
-        "top3_contribution", "error"] + [f"p_{c}" for c in LABELS]
+    assert (
+        list(rows[0])
+        == csv_columns(list(LABELS), 3)
+        == [
+            "path",
+            "model",
+            "model_fingerprint",
+            "label",
+            "confidence",
+            "in_domain",
+            "ood_score",
+            "duration",
+            "n_chunks",
+            "silent_chunks",
+            "top1_prototype",
+            "top1_contribution",
+            "top2_prototype",
+            "top2_contribution",
+            "top3_prototype",
+            "top3_contribution",
+            "error",
+        ]
+        + [f"p_{c}" for c in LABELS]
+    )
     good = rows[0]
     expected = model.classify(music / "a.wav")
     assert good["label"] == expected.label and good["error"] == "" and good["n_chunks"] == "3"
@@ -86,8 +117,18 @@ def test_classify_csv_with_error_row_and_resume(music, tiny_model_dir, tmp_path,
 
 def test_classify_jsonl_retries_errors_unless_kept(music, tiny_model_dir, tmp_path, audio_files, monkeypatch):
     out = tmp_path / "preds.jsonl"
-    args = ["classify", str(music / "a.wav"), str(music / "c.wav"), "--model", str(tiny_model_dir), "--out", str(out),
-            "--quiet", "--top-k", "2"]  # --quiet: the alias of --no-progress
+    args = [
+        "classify",
+        str(music / "a.wav"),
+        str(music / "c.wav"),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--quiet",
+        "--top-k",
+        "2",
+    ]  # --quiet: the alias of --no-progress
     assert main(args) == SOME_FAILED
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav")]
@@ -107,8 +148,17 @@ def test_classify_jsonl_retries_errors_unless_kept(music, tiny_model_dir, tmp_pa
 
 def test_out_dash_or_none_streams_jsonl_to_stdout(music, tiny_model_dir, capsys):
     for out in (["--out", "-"], []):
-        status = main(["classify", str(music / "a.wav"), str(music / "c.wav"), "--model", str(tiny_model_dir),
-                       "--no-progress", *out])
+        status = main(
+            [
+                "classify",
+                str(music / "a.wav"),
+                str(music / "c.wav"),
+                "--model",
+                str(tiny_model_dir),
+                "--no-progress",
+                *out,
+            ]
+        )
         captured = capsys.readouterr()
         rows = [json.loads(line) for line in captured.out.splitlines()]
         assert status == SOME_FAILED and [r["path"] for r in rows] == [str(music / "a.wav"), str(music / "c.wav")]
@@ -141,8 +191,10 @@ def test_another_model_or_layout_is_refused(music, tiny_model_dir, make_tiny_mod
 
 def test_classify_all_failed_and_bad_arguments(music, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "p.csv"
-    assert main(["classify", str(music / "c.wav"), "--model", str(tiny_model_dir), "--out", str(out),
-                 "--no-progress"]) == SOME_FAILED
+    assert (
+        main(["classify", str(music / "c.wav"), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress"])
+        == SOME_FAILED
+    )
     assert "0 classified" in capsys.readouterr().err
     assert main(["classify", str(music), "--model", str(tiny_model_dir), "--out", str(tmp_path / "p.txt")]) == 1
     assert ".csv or .jsonl" in capsys.readouterr().err
@@ -180,8 +232,18 @@ def test_sonify_cli(tiny_model_dir, tmp_path, capsys):
 
 
 def test_push_cli_then_classify_from_the_hub(hub, tiny_model_dir, tmp_path, capsys, audio_files):
-    args = ["push", str(tiny_model_dir), "org/from-cli", "--branch", "dev", "--token", "t0k", "--private",
-            "--commit-message", "first upload"]
+    args = [
+        "push",
+        str(tiny_model_dir),
+        "org/from-cli",
+        "--branch",
+        "dev",
+        "--token",
+        "t0k",
+        "--private",
+        "--commit-message",
+        "first upload",
+    ]
     assert main(args) == 0
     repo = hub.repos["org/from-cli"]
     assert repo.private and "dev" in repo.branches
@@ -190,8 +252,22 @@ def test_push_cli_then_classify_from_the_hub(hub, tiny_model_dir, tmp_path, caps
     out = tmp_path / "hub.jsonl"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_TOKEN", "t0k")
-        assert main(["classify", str(audio_files["wav"]), "--model", "org/from-cli", "--revision", "dev",
-                     "--out", str(out), "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "classify",
+                    str(audio_files["wav"]),
+                    "--model",
+                    "org/from-cli",
+                    "--revision",
+                    "dev",
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     row = json.loads(out.read_text())
     assert row["label"] == PECMAE.from_pretrained(tiny_model_dir).classify(audio_files["wav"]).label
     assert main(["push", str(tmp_path / "nowhere"), "org/x"]) == 1
@@ -209,8 +285,21 @@ def test_csv_flags_input_unlike_the_training_data(tmp_path):
     t = np.arange(3 * 24000) / 24000
     sf.write(tmp_path / "sine.wav", (0.1 * np.sin(2 * np.pi * 440 * t)).astype("float32"), 24000)
     out = tmp_path / "out.csv"
-    assert main(["classify", str(root / "examples" / "violin.wav"), str(tmp_path / "sine.wav"), "--model",
-                 "gm-solos", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                str(root / "examples" / "violin.wav"),
+                str(tmp_path / "sine.wav"),
+                "--model",
+                "gm-solos",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = {Path(r["path"]).name: r for r in _csv(out)}
     assert rows["violin.wav"]["in_domain"] == "true" and rows["violin.wav"]["label"] == "violin"
     assert rows["sine.wav"]["in_domain"] == "false"

@@ -1,4 +1,5 @@
 """The one config mechanism: versioned configs, strict loading, Hub options, the old format."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_autoencoder
+
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
@@ -21,8 +22,15 @@ SHIPPED = ROOT / "checkpoints" / "gm-solos"
 def _head(seed: int = 0) -> PrototypeHead:
     torch.manual_seed(seed)
     ref = AutoencoderRef(repo_id="org/ae", revision="v1", fingerprint="0123456789abcdef", embedding_dim=32)
-    return PrototypeHead(["violin", "piano"], embedding_dim=32, protos_per_class=2, norm_mean=0.1, norm_std=0.7,
-                         autoencoder=ref, temperature=0.1).eval()
+    return PrototypeHead(
+        ["violin", "piano"],
+        embedding_dim=32,
+        protos_per_class=2,
+        norm_mean=0.1,
+        norm_std=0.7,
+        autoencoder=ref,
+        temperature=0.1,
+    ).eval()
 
 
 def _same_outputs(a: torch.nn.Module, b: torch.nn.Module, z: torch.Tensor) -> None:
@@ -67,6 +75,7 @@ def test_hub_round_trip_with_token_and_force_download(make, hub, tmp_path, _isol
 
 def test_pipeline_passes_token_and_force_download_to_head_and_autoencoder(hub, tmp_path):
     from conftest import tiny_pecmae
+
     from pecmae_hub.pipeline import PECMAE
 
     tiny_pecmae(seed=1).save_pretrained(tmp_path / "m")

@@ -1,4 +1,5 @@
 """``pecmae convert``: upstream files (built from the spec's key tables) → our folder → same numbers as an oracle."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,24 +9,23 @@ import math
 import pytest
 import torch
 from safetensors.torch import save_file
-
-from pecmae_hub.convert import checkpoint_io
-from pecmae_hub.convert import autoencoder as convert
-from pecmae_hub.cli import convert as convert_cli
-from pecmae_hub.convert import key_mapping
-from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
-from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
-from pecmae_hub.integrity import sha256_file
 from upstream_layout import (
+    LayoutOnly,
     diffusion_state,
     encodec_state,
     encodecmae_state,
-    layout_only,
     ref_denoiser,
     ref_frame_embeddings,
     ref_z,
     rel_err,
 )
+
+from pecmae_hub.cli import convert as convert_cli
+from pecmae_hub.convert import autoencoder as convert
+from pecmae_hub.convert import checkpoint_io, key_mapping
+from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
+from pecmae_hub.integrity import sha256_file
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
 TINY = dict(dim=32, frame_heads=4, frame_layers=2, cls_heads=2, cls_layers=2, den_heads=2, den_layers=2, ff=64)
 HEAD_FLAGS = ["--frame-heads", "4", "--cls-heads", "2", "--denoiser-heads", "2"]
@@ -48,25 +48,50 @@ def files(tmp_path_factory):
     diff = diffusion_state(**TINY, encodec=ec)
     ckpt_dir = root / "DiffTransformerAE2L8L1CLS-10s"
     ckpt_dir.mkdir()
-    torch.save({"state_dict": diff, "epoch": 12, "global_step": 285000, "pytorch-lightning_version": "1.9.0",
-                "optimizer_states": [], "lr_schedulers": []}, ckpt_dir / "weights.ckpt")
-    (ckpt_dir / "config.gin").write_text("META_MODEL = 'ChunkDiffusionSampler'\nMAX_AUDIO_DURATION = 10\nNUM_ENCODER_LAYERS = 4\n")
+    torch.save(
+        {
+            "state_dict": diff,
+            "epoch": 12,
+            "global_step": 285000,
+            "pytorch-lightning_version": "1.9.0",
+            "optimizer_states": [],
+            "lr_schedulers": [],
+        },
+        ckpt_dir / "weights.ckpt",
+    )
+    (ckpt_dir / "config.gin").write_text(
+        "META_MODEL = 'ChunkDiffusionSampler'\nMAX_AUDIO_DURATION = 10\nNUM_ENCODER_LAYERS = 4\n"
+    )
     plain = root / "weights.pt"
     torch.save({"state_dict": diff}, plain)
     mae = encodecmae_state(dim=40, heads=12, layers=2, ff=48, encodec=ec, st=True)  # 40 // 12: 36-wide projections
     torch.save({"state_dict": mae}, root / "model.pt")
-    return dict(root=root, encodec=root / "encodec_24khz-d7cc33bc.th", ckpt=ckpt_dir / "weights.ckpt", gin=ckpt_dir / "config.gin",
-                weights=plain, mae=root / "model.pt", ec_state=ec, diff_state=diff, mae_state=mae)
+    return dict(
+        root=root,
+        encodec=root / "encodec_24khz-d7cc33bc.th",
+        ckpt=ckpt_dir / "weights.ckpt",
+        gin=ckpt_dir / "config.gin",
+        weights=plain,
+        mae=root / "model.pt",
+        ec_state=ec,
+        diff_state=diff,
+        mae_state=mae,
+    )
 
 
 def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, capsys):
     out = tmp_path / "ae"
-    assert run_cli("--encodec", str(files["encodec"]), "--autoencoder", str(files["ckpt"]), *HEAD_FLAGS, "--out", str(out)) == 0
+    assert (
+        run_cli("--encodec", str(files["encodec"]), "--autoencoder", str(files["ckpt"]), *HEAD_FLAGS, "--out", str(out))
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "MAX_AUDIO_DURATION = 10" in printed and "dropped" in printed
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "checksums.json", "config.json", "model.safetensors"]
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["chunk_seconds"] == 10 and cfg["cls_layers"] == 2 and cfg["denoiser_layers"] == 2 and cfg["model_dim"] == 32
+    assert (
+        cfg["chunk_seconds"] == 10 and cfg["cls_layers"] == 2 and cfg["denoiser_layers"] == 2 and cfg["model_dim"] == 32
+    )
     card = (out / "README.md").read_text()
     assert sha256_file(files["ckpt"]) in card and sha256_file(files["encodec"]) in card
     assert "CC-BY-NC 4.0" in card and "check the upstream licence" in card and "weights.ckpt" in card
@@ -95,25 +120,45 @@ def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, c
 
 def test_diffusion_weights_pt_chunk_seconds_and_safetensors(files, tmp_path):
     # a plain {'state_dict'} file with no config.gin next to it: --chunk-seconds decides
-    conv = convert.convert_autoencoder(files["weights"], files["encodec"], tmp_path / "a", chunk_seconds=4,
-                                       frame_heads=4, cls_heads=2, denoiser_heads=2)
+    conv = convert.convert_autoencoder(
+        files["weights"],
+        files["encodec"],
+        tmp_path / "a",
+        chunk_seconds=4,
+        frame_heads=4,
+        cls_heads=2,
+        denoiser_heads=2,
+    )
     assert conv.model.chunk_seconds == 4 and "--chunk-seconds" in " ".join(conv.notes)
     # the same tensors as .safetensors, with new-torch weight-norm names, and the gin text given explicitly
     renamed = {}
     for key, value in files["diff_state"].items():
-        key = key.replace(".weight_g", ".parametrizations.weight.original0").replace(".weight_v", ".parametrizations.weight.original1")
+        key = key.replace(".weight_g", ".parametrizations.weight.original0").replace(
+            ".weight_v", ".parametrizations.weight.original1"
+        )
         renamed[key] = value.contiguous().clone()
     save_file(renamed, str(tmp_path / "diff.safetensors"))
-    ec = {k.replace(".weight_g", ".parametrizations.weight.original0"): v.contiguous().clone() for k, v in files["ec_state"].items()}
+    ec = {
+        k.replace(".weight_g", ".parametrizations.weight.original0"): v.contiguous().clone()
+        for k, v in files["ec_state"].items()
+    }
     save_file(ec, str(tmp_path / "encodec.safetensors"))
-    conv2 = convert.convert_autoencoder(tmp_path / "diff.safetensors", tmp_path / "encodec.safetensors", tmp_path / "b",
-                                        config_gin=files["gin"], frame_heads=4, cls_heads=2, denoiser_heads=2)
+    conv2 = convert.convert_autoencoder(
+        tmp_path / "diff.safetensors",
+        tmp_path / "encodec.safetensors",
+        tmp_path / "b",
+        config_gin=files["gin"],
+        frame_heads=4,
+        cls_heads=2,
+        denoiser_heads=2,
+    )
     assert conv2.model.chunk_seconds == 10
     a, b = conv.model.state_dict(), conv2.model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="contradicts"):
-        convert.convert_autoencoder(files["ckpt"], files["encodec"], None, chunk_seconds=4, frame_heads=4, cls_heads=2,
-                                    denoiser_heads=2)
+        convert.convert_autoencoder(
+            files["ckpt"], files["encodec"], None, chunk_seconds=4, frame_heads=4, cls_heads=2, denoiser_heads=2
+        )
 
 
 def test_chunk_seconds_resolution(tmp_path):
@@ -123,7 +168,12 @@ def test_chunk_seconds_resolution(tmp_path):
     named.parent.mkdir()
     assert convert.resolve_chunk_seconds(named, None, None)[0] == 10.0
     assert convert.resolve_chunk_seconds(tmp_path / "diffusion-10s-2L8L-jamendofma-285k.ckpt", None, None)[0] == 10.0
-    assert convert.resolve_chunk_seconds(tmp_path / "diffusion_encodec_transformer_4L8Lclsx1_punc01_330ksteps.ckpt", None, None)[0] == 4.0
+    assert (
+        convert.resolve_chunk_seconds(
+            tmp_path / "diffusion_encodec_transformer_4L8Lclsx1_punc01_330ksteps.ckpt", None, None
+        )[0]
+        == 4.0
+    )
     gin = tmp_path / "config.gin"
     gin.write_text("MAX_AUDIO_DURATION=4 # seconds\nMETA_MODEL = @ChunkDiffusionSampler\n")
     assert convert.resolve_chunk_seconds(ckpt, None, None)[:1] == (4.0,)
@@ -141,7 +191,9 @@ def test_encodecmae_model_pt_frame_encoder_oracle(files, tmp_path, capsys):
     for dropped in ("decoder.*", "head.*", "target_encoder.*", "decoder_projector.*", "extra_head.*"):
         assert dropped in printed
     ae = Autoencoder.from_pretrained(out)
-    assert ae.config.cls_layers == 0 and ae.frame_encoder.visible_encoder.encoder_layers[0].att_layer.wq.weight.shape == (36, 40)
+    assert ae.config.cls_layers == 0 and ae.frame_encoder.visible_encoder.encoder_layers[
+        0
+    ].att_layer.wq.weight.shape == (36, 40)
     wav = torch.randn(1, 4800, generator=torch.Generator().manual_seed(6)) * 0.3
     with torch.inference_mode():
         frames = ae.frame_encoder(ae.codec.encode(wav))
@@ -155,10 +207,19 @@ def test_encodecmae_model_pt_frame_encoder_oracle(files, tmp_path, capsys):
 
 def test_base_and_large_key_layout_and_shapes():
     """Real sizes: every upstream key lands on a parameter of the right shape (zeros: layout only)."""
-    with layout_only():
+    with LayoutOnly():
         ec = encodec_state(n_q=32, codebook=1024)
-        diff = diffusion_state(dim=768, frame_heads=12, frame_layers=10, cls_heads=8, cls_layers=2, den_heads=8,
-                               den_layers=8, ff=4096, encodec=ec)
+        diff = diffusion_state(
+            dim=768,
+            frame_heads=12,
+            frame_layers=10,
+            cls_heads=8,
+            cls_layers=2,
+            den_heads=8,
+            den_layers=8,
+            ff=4096,
+            encodec=ec,
+        )
     enc_keys = [k for k in ec if k.startswith("encoder.")]
     assert len(enc_keys) == 62 and ec["encoder.model.12.conv.conv.weight_v"].shape == (512, 256, 16)
     assert ec["decoder.model.3.convtr.convtr.weight_g"].shape == (512, 1, 1)
@@ -171,10 +232,12 @@ def test_base_and_large_key_layout_and_shapes():
     assert mapped.keys() == expected.keys()
     assert all(mapped[k].shape == expected[k].shape for k in expected)
     assert sum(v for k, v in dropped.items() if "target_encoder" in k) == 4 * 2
-    assert sum(dropped_ec.values()) == 4 * 32  # quantizer.vq.layers.<0..31>._codebook.{inited,cluster_size,embed,embed_avg}
+    assert (
+        sum(dropped_ec.values()) == 4 * 32
+    )  # quantizer.vq.layers.<0..31>._codebook.{inited,cluster_size,embed,embed_avg}
     del mapped, diff
 
-    with layout_only():
+    with LayoutOnly():
         mae = encodecmae_state(dim=1024, heads=12, layers=20, ff=4096, encodec=ec, pretraining=False)
     assert mae["visible_encoder.encoder_layers.0.att_layer.wq.weight"].shape == (1020, 1024)
     mapped, _, n_layers = key_mapping.map_encodecmae(mae)
@@ -190,15 +253,27 @@ def test_encoder_copy_mismatch(files, tmp_path):
     ec["encoder.model.0.conv.conv.bias"] += 1e-3
     torch.save(ec, tmp_path / "other.th")
     with pytest.raises(CheckpointError, match=r"encoder.model.0.conv.conv.bias.*allow-encoder-mismatch"):
-        convert.convert_autoencoder(files["weights"], tmp_path / "other.th", None, chunk_seconds=4, frame_heads=4,
-                                    cls_heads=2, denoiser_heads=2)
+        convert.convert_autoencoder(
+            files["weights"], tmp_path / "other.th", None, chunk_seconds=4, frame_heads=4, cls_heads=2, denoiser_heads=2
+        )
     warnings = []
-    conv = convert.convert_autoencoder(files["weights"], tmp_path / "other.th", None, chunk_seconds=4, frame_heads=4,
-                                       cls_heads=2, denoiser_heads=2, allow_encoder_mismatch=True, warn=warnings.append)
+    conv = convert.convert_autoencoder(
+        files["weights"],
+        tmp_path / "other.th",
+        None,
+        chunk_seconds=4,
+        frame_heads=4,
+        cls_heads=2,
+        denoiser_heads=2,
+        allow_encoder_mismatch=True,
+        warn=warnings.append,
+    )
     assert warnings and "keeping the embedded copy" in warnings[0]
     used = conv.model.state_dict()["codec.encoder.model.0.conv.conv.bias"]
     assert torch.equal(used, files["diff_state"]["encoder.encodecmae_model.wav_encoder.model.model.0.conv.conv.bias"])
-    assert torch.equal(conv.model.state_dict()["codec.decoder.model.0.conv.conv.bias"], ec["decoder.model.0.conv.conv.bias"])
+    assert torch.equal(
+        conv.model.state_dict()["codec.decoder.model.0.conv.conv.bias"], ec["decoder.model.0.conv.conv.bias"]
+    )
 
 
 def _save_variant(tmp_path, name, edit, encodec):
@@ -216,17 +291,29 @@ def test_unshared_ffn_unknown_and_missing_keys(files, tmp_path):
         sd["denoiser.encoder_layers.1.ff_layer.2.bias"] = sd["denoiser.encoder_layers.1.ff_layer.2.bias"] + 0.5
 
     with pytest.raises(CheckpointError, match=r"feed-forward weights of denoiser\. differ between layer 0 and layer 1"):
-        convert.convert_autoencoder(_save_variant(tmp_path, "a.pt", unshare, files["ec_state"]), files["encodec"], None, **kw)
+        convert.convert_autoencoder(
+            _save_variant(tmp_path, "a.pt", unshare, files["ec_state"]), files["encodec"], None, **kw
+        )
     with pytest.raises(CheckpointError, match=r"unknown keys.*encoder\.mystery\.weight"):
-        convert.convert_autoencoder(_save_variant(tmp_path, "b.pt", lambda sd: sd.update({"encoder.mystery.weight": torch.ones(2)}),
-                                                  files["ec_state"]),
-                                    files["encodec"], None, **kw)
+        convert.convert_autoencoder(
+            _save_variant(
+                tmp_path, "b.pt", lambda sd: sd.update({"encoder.mystery.weight": torch.ones(2)}), files["ec_state"]
+            ),
+            files["encodec"],
+            None,
+            **kw,
+        )
 
     def drop(sd):
         del sd["denoiser.final_norm.weight"], sd["encoder.encoder.final_norm.bias"]
 
-    with pytest.raises(CheckpointError, match=r"missing keys \(2\).*cls_encoder\.encoder\.final_norm\.bias.*denoiser\.denoiser\.final_norm\.weight"):
-        convert.convert_autoencoder(_save_variant(tmp_path, "c.pt", drop, files["ec_state"]), files["encodec"], None, **kw)
+    with pytest.raises(
+        CheckpointError,
+        match=r"missing keys \(2\).*cls_encoder\.encoder\.final_norm\.bias.*denoiser\.denoiser\.final_norm\.weight",
+    ):
+        convert.convert_autoencoder(
+            _save_variant(tmp_path, "c.pt", drop, files["ec_state"]), files["encodec"], None, **kw
+        )
     with pytest.raises(CheckpointError, match="attention projections are 32 wide"):
         convert.convert_autoencoder(files["weights"], files["encodec"], None, chunk_seconds=4, frame_heads=5)
     with pytest.raises(CheckpointError, match="use --encodecmae"):
@@ -273,7 +360,10 @@ def test_cli_validation_and_overwrite(files, tmp_path, capsys):
     run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out))
     with pytest.raises(ConfigError, match="--overwrite"):
         run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out))
-    assert run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out), "--overwrite") == 0
+    assert (
+        run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out), "--overwrite")
+        == 0
+    )
     # through the real entry point: errors become exit code 1 with the message on stderr
     from pecmae_hub.cli import main
 
@@ -286,18 +376,41 @@ def test_head_dispatch(monkeypatch, tmp_path):
 
     seen = {}
     monkeypatch.setattr(convert_head, "convert_head_from_args", lambda args: seen.update(vars(args)), raising=False)
-    assert run_cli("--head", "protos.ckpt", "--labels", "a,b", "--norm-mean", "0.1", "--norm-std", "2", "--out", str(tmp_path / "h")) == 0
-    assert seen["head"] == "protos.ckpt" and seen["labels"] == "a,b" and seen["norm_mean"] == 0.1 and seen["out"] == str(tmp_path / "h")
+    assert (
+        run_cli(
+            "--head",
+            "protos.ckpt",
+            "--labels",
+            "a,b",
+            "--norm-mean",
+            "0.1",
+            "--norm-std",
+            "2",
+            "--out",
+            str(tmp_path / "h"),
+        )
+        == 0
+    )
+    assert (
+        seen["head"] == "protos.ckpt"
+        and seen["labels"] == "a,b"
+        and seen["norm_mean"] == 0.1
+        and seen["out"] == str(tmp_path / "h")
+    )
     assert seen["distance"] == "l2" and seen["autoencoder_repo"] is None
 
 
 def test_pe_scale_and_cls_token_values_survive(files, tmp_path):
-    conv = convert.convert_autoencoder(files["weights"], files["encodec"], None, chunk_seconds=4, frame_heads=4,
-                                       cls_heads=2, denoiser_heads=2)
+    conv = convert.convert_autoencoder(
+        files["weights"], files["encodec"], None, chunk_seconds=4, frame_heads=4, cls_heads=2, denoiser_heads=2
+    )
     sd, state = files["diff_state"], conv.model.state_dict()
     assert math.isclose(state["cls_encoder.pos_encoder.scale"].item(), 1.3, rel_tol=1e-6)
     assert math.isclose(state["frame_encoder.positional_encoder.scale"].item(), 0.8, rel_tol=1e-6)
     assert torch.equal(state["cls_encoder.cls_tokens.weight"], sd["encoder.cls_tokens.weight"])
     assert torch.equal(state["denoiser.denoiser.ff_layer.0.weight"], sd["denoiser.encoder_layers.1.ff_layer.0.weight"])
-    assert torch.equal(state["codec.decoder.model.3.convtr.convtr.weight_v"], files["ec_state"]["decoder.model.3.convtr.convtr.weight_v"])
+    assert torch.equal(
+        state["codec.decoder.model.3.convtr.convtr.weight_v"],
+        files["ec_state"]["decoder.model.3.convtr.convtr.weight_v"],
+    )
     assert not any(k.startswith("codec.quantizer") for k in state)

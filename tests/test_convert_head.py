@@ -1,4 +1,5 @@
 """convert_head: upstream PrototypeNet Lightning checkpoint -> PrototypeHead with the same logits."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,9 @@ def reference_logits(state, z, mean, std):
     protos = state["protos"]
     if "time_summarizer.layers.0.linear1.weight" in state:
         summ = fresh_summarizer().eval()
-        summ.load_state_dict({k[len("time_summarizer."):]: v for k, v in state.items() if k.startswith("time_summarizer.")})
+        summ.load_state_dict(
+            {k[len("time_summarizer.") :]: v for k, v in state.items() if k.startswith("time_summarizer.")}
+        )
         with torch.no_grad():
             protos = summ(protos)
     p = protos[:, 0, :]
@@ -58,7 +61,7 @@ def test_converted_head_gives_upstream_logits(tmp_path, prefix, discriminator):
     ckpt = save_lightning(tmp_path / "epoch=4665-step=102652.ckpt", state)
     head = convert_head(ckpt, LABELS, 0.12, 0.8, tmp_path / "head")
     assert head.protos_per_class == K and head.config.summarizer == "transformer"
-    plain = {k[len(prefix):]: v for k, v in state.items() if not k[len(prefix):].startswith("discriminator.")}
+    plain = {k[len(prefix) :]: v for k, v in state.items() if not k[len(prefix) :].startswith("discriminator.")}
     z = torch.randn(9, D) * 1.6 + 0.12
     with torch.no_grad():
         torch.testing.assert_close(head(z), reference_logits(plain, z, 0.12, 0.8), atol=1e-5, rtol=1e-5)
@@ -122,8 +125,22 @@ def test_cli_helper(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     add_head_arguments(parser)
-    args = parser.parse_args(["--head", str(ckpt), "--labels", "blu,cla,cou", "--norm-mean", "0.1",
-                              "--norm-std", "0.7", "--out", str(tmp_path / "out"), "--autoencoder-repo", "org/ae"])
+    args = parser.parse_args(
+        [
+            "--head",
+            str(ckpt),
+            "--labels",
+            "blu,cla,cou",
+            "--norm-mean",
+            "0.1",
+            "--norm-std",
+            "0.7",
+            "--out",
+            str(tmp_path / "out"),
+            "--autoencoder-repo",
+            "org/ae",
+        ]
+    )
     head = convert_head_from_args(args)
     assert "3 classes x 4 prototypes" in capsys.readouterr().out
     assert PrototypeHead.from_pretrained(tmp_path / "out").config.autoencoder.repo_id == "org/ae"

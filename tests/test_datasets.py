@@ -1,4 +1,5 @@
 """Tests of pecmae_hub.datasets: label maps, GTZAN paper split, Medley-Solos-DB CSV, TSV and folders."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,18 @@ def all_gtzan_names(ext=".wav"):
 
 
 def test_label_maps_in_spec_order():
-    assert ds.label_map("gtzan") == ("blues", "classical", "country", "disco", "hiphop", "jazz",
-                                     "metal", "pop", "reggae", "rock")
+    assert ds.label_map("gtzan") == (
+        "blues",
+        "classical",
+        "country",
+        "disco",
+        "hiphop",
+        "jazz",
+        "metal",
+        "pop",
+        "reggae",
+        "rock",
+    )
     assert ds.label_aliases("gtzan")["blu"] == "blues" and ds.label_aliases("gtzan")["roc"] == "rock"
     assert ds.label_map("medley-solos-db")[1] == "distorted electric guitar"
     assert len(ds.label_map("medley_solos")) == 8 and ds.MEDLEY_SOLOS_LABELS[7] == "violin"
@@ -34,8 +45,7 @@ def test_label_maps_in_spec_order():
 
 
 def test_gtzan_split_rule():
-    assert [ds.gtzan_split_of(t) for t in (0, 7, 8, 9, 18, 99)] == \
-        ["train", "train", "val", "test", "val", "test"]
+    assert [ds.gtzan_split_of(t) for t in (0, 7, 8, 9, 18, 99)] == ["train", "train", "val", "test", "val", "test"]
 
 
 def test_gtzan_counts_from_names():
@@ -98,9 +108,9 @@ def test_medley_csv(tmp_path):
     splits = ds.medley_solos_splits(csv_path)
     assert splits.labels == ds.MEDLEY_SOLOS_LABELS
     assert splits.train == [
-        ("distorted electric guitar",
-         "Medley-solos-DB_training-1_163fd2b1-8e98-515a-f501-4742cc6d066f.wav"),
-        ("violin", "Medley-solos-DB_training-7_aaaa.wav")]
+        ("distorted electric guitar", "Medley-solos-DB_training-1_163fd2b1-8e98-515a-f501-4742cc6d066f.wav"),
+        ("violin", "Medley-solos-DB_training-7_aaaa.wav"),
+    ]
     assert splits.label_ids("train") == [1, 7]
     assert splits.label_ids("val") == [2]
     assert splits.label_ids("test") == [0, 5]
@@ -234,7 +244,9 @@ def test_split_file_rules_name_file_and_line(tmp_path):
 def test_labels_file_and_label_lists(tmp_path):
     path = tmp_path / "labels.txt"
     split_files.write_labels(path, ["b", "a"])
-    assert path.read_text() == "b\na\n" and split_files.read_labels(path) == ["b", "a"] == split_files.parse_labels(path)
+    assert path.read_text() == "b\na\n" and split_files.read_labels(path) == ["b", "a"] == split_files.parse_labels(
+        path
+    )
     path.write_text("a\n\nb\na\n")
     with pytest.raises(DatasetError, match=r"labels\.txt:4: label 'a' repeated \(first on line 1\)"):
         split_files.read_labels(path)

@@ -1,14 +1,15 @@
 """Frame encoder, CLS encoder, denoiser (against oracles) and the v-diffusion sampler of docs/architecture.md §6.5."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from upstream_layout import ref_denoiser, ref_encoder, ref_pe, ref_z, rel_err
 
 from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
 from pecmae_hub.sampling import angle_schedule, sample_v_diffusion, v_diffusion_targets
-from upstream_layout import ref_denoiser, ref_encoder, ref_pe, ref_z, rel_err
 
 
 def _upstream_view(module_state: dict, src: str, dst: str, layers: int) -> dict:
@@ -17,7 +18,7 @@ def _upstream_view(module_state: dict, src: str, dst: str, layers: int) -> dict:
     for key, value in module_state.items():
         if not key.startswith(src):
             continue
-        rest = key[len(src):]
+        rest = key[len(src) :]
         if rest.startswith("ff_layer."):
             for i in range(layers):
                 out[f"{dst}encoder_layers.{i}.{rest}"] = value
@@ -100,6 +101,7 @@ def test_schedule_and_training_targets():
 
 def _oracle_predictor(x0, calls):
     """Exact v for a known x0: ε = (x − α·x0)/β, v = α·ε − β·x0 (ignores the code)."""
+
     def predict_v(x, sigma, code):
         calls.append((sigma.clone(), code.clone()))
         a = torch.cos(sigma * math.pi / 2).reshape(-1, 1, 1).double()
@@ -117,8 +119,14 @@ def test_sampler_recovers_x0_with_exact_predictor(guidance):
     x0, noise, code = torch.randn(2, 30, 8, generator=gen), torch.randn(2, 30, 8, generator=gen), torch.randn(2, 16)
     calls = []
     steps_seen = []
-    out = sample_v_diffusion(_oracle_predictor(x0, calls), code, noise, steps=7, guidance=guidance,
-                             progress=lambda i, n: steps_seen.append((i, n)))
+    out = sample_v_diffusion(
+        _oracle_predictor(x0, calls),
+        code,
+        noise,
+        steps=7,
+        guidance=guidance,
+        progress=lambda i, n: steps_seen.append((i, n)),
+    )
     assert rel_err(out, x0) < 1e-5
     assert len(calls) == 7 and steps_seen[-1] == (7, 7)
     sigmas = torch.stack([c[0][0] for c in calls])
@@ -131,8 +139,11 @@ def test_sampler_recovers_x0_with_exact_predictor(guidance):
 
 def test_sampler_guidance_formula():
     """v = v_c + w (v_c − v_u): with constant branch outputs one step from σ=1 gives x0_hat = α x − β v."""
+
     def predict_v(x, sigma, code):
-        return torch.where(code.abs().sum(-1, keepdim=True)[:, :, None] > 0, torch.full_like(x, 2.0), torch.full_like(x, 0.5))
+        return torch.where(
+            code.abs().sum(-1, keepdim=True)[:, :, None] > 0, torch.full_like(x, 2.0), torch.full_like(x, 0.5)
+        )
 
     noise = torch.zeros(1, 3, 2)
     out = sample_v_diffusion(predict_v, torch.ones(1, 4), noise, steps=1, guidance=2.0)

@@ -1,4 +1,5 @@
 """The shipped default model (checkpoints/gm-solos): offline loading, layout, and real accuracy."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,14 @@ def model():
 
 def test_shipped_folder_has_the_hub_layout_and_fits_the_budget():
     folder = embedded_model_dir("gm-solos")
-    for name in ("config.json", "model.safetensors", "README.md", "autoencoder/config.json",
-                 "autoencoder/model.safetensors", "prototypes/index.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "autoencoder/config.json",
+        "autoencoder/model.safetensors",
+        "prototypes/index.json",
+    ):
         assert (folder / name).is_file(), name
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert total <= 25 * 1024 * 1024, f"{total / 2**20:.1f} MiB"
@@ -39,8 +46,9 @@ def test_fresh_clip_of_each_class_is_recognised(model, monkeypatch):
     from pecmae_hub.data.gm_solos.render import LABELS, render_clip
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    correct = [model.classify(render_clip("fluidr3", label, 90_001, seed=4242), sr=24_000).label == label
-               for label in LABELS]
+    correct = [
+        model.classify(render_clip("fluidr3", label, 90_001, seed=4242), sr=24_000).label == label for label in LABELS
+    ]
     assert sum(correct) >= 7, dict(zip(LABELS, correct))
 
 
@@ -48,8 +56,11 @@ def test_held_out_bank_accuracy(model):
     """TimGM6mb was never heard in training; the recipe measured 0.948 on 480 clips (bar here: 0.85 on 24)."""
     from pecmae_hub.data.gm_solos.render import LABELS, render_clip
 
-    hits = [model.classify(render_clip("timgm6mb", label, 90_000 + i, seed=4242), sr=24_000).label == label
-            for label in LABELS for i in range(3)]
+    hits = [
+        model.classify(render_clip("timgm6mb", label, 90_000 + i, seed=4242), sr=24_000).label == label
+        for label in LABELS
+        for i in range(3)
+    ]
     assert np.mean(hits) >= 0.85, np.mean(hits)
 
 

@@ -1,4 +1,5 @@
 """Evaluation: track-level aggregation, label names, baselines and retention, report files, feature loading."""
+
 from __future__ import annotations
 
 import json
@@ -9,16 +10,14 @@ import torch
 
 from pecmae_hub import cli
 from pecmae_hub.errors import DatasetError, InputShapeError
+from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.evaluation import classification_metrics, evaluate_head, format_report, track_logits
 from pecmae_hub.training.features import FeatureSet, load_features, resolve_labels
-from pecmae_hub.models.head import PrototypeHead
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = ["trance", "salsa", "bop"]  # not alphabetical: per-class rows must keep this order
 D = 16
-
-
 
 
 def centers():
@@ -122,9 +121,23 @@ def test_cli_evaluate(tmp_path, capsys):
     oracle_head().save_pretrained(tmp_path / "model")
     write_features(tmp_path / "f", synthetic(9, 2), "test.tsv")
     write_features(tmp_path / "f", synthetic(12, 1), "train.tsv")
-    rc = cli.main(["evaluate", "--model", str(tmp_path / "model"), "--features", str(tmp_path / "f"),
-                   "--split", str(tmp_path / "f" / "test.tsv"), "--train-split", str(tmp_path / "f" / "train.tsv"),
-                   "--mlp-steps", "100", "--out", str(tmp_path / "eval")])
+    rc = cli.main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "model"),
+            "--features",
+            str(tmp_path / "f"),
+            "--split",
+            str(tmp_path / "f" / "test.tsv"),
+            "--train-split",
+            str(tmp_path / "f" / "train.tsv"),
+            "--mlp-steps",
+            "100",
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "track accuracy 1.0000" in out and "retention" in out
     assert (tmp_path / "eval" / "evaluation.json").is_file() and (tmp_path / "eval" / "confusion_matrix.png").is_file()

@@ -1,4 +1,5 @@
 """pecmae extract: layout, equality with Autoencoder.encode, failures, resume; extract -> train -> evaluate."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,11 @@ import soundfile as sf
 import torch
 
 from pecmae_hub import cli
-from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.errors import ConfigError, DatasetError
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.training.extract import extract_features, extract_jobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +90,9 @@ def test_other_autoencoder_in_the_same_folder_is_refused(ae, audio_dir, tmp_path
 
 def test_list_file_and_sequence_inputs(audio_dir, tmp_path):
     lst = audio_dir / "list.txt"
-    lst.write_text("a/sine.wav\n# comment\n\nb/short.ogg\n" + str(tmp_path / "elsewhere" / "x.wav") + "\n"
-                   "b/../a/sine.wav\n")  # the same file again, spelled differently: listed once
+    lst.write_text(
+        "a/sine.wav\n# comment\n\nb/short.ogg\n" + str(tmp_path / "elsewhere" / "x.wav") + "\nb/../a/sine.wav\n"
+    )  # the same file again, spelled differently: listed once
     jobs = extract_jobs(lst)
     assert [rel for _, rel in jobs] == ["a/sine.wav", "b/short.ogg", "elsewhere/x.wav"]
     assert [rel for _, rel in extract_jobs([audio_dir / "a" / "sine.wav"])] == ["a/sine.wav"]
@@ -108,10 +108,9 @@ def test_atomic_writes_keep_the_old_file_when_interrupted(tmp_path):
 
     target = tmp_path / "sub" / "x.npy"
     atomic_save_npy(target, np.arange(3))
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"partial")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_path(target) as tmp:
+        tmp.write_bytes(b"partial")
+        raise KeyboardInterrupt
     assert np.load(target).tolist() == [0, 1, 2] and [p.name for p in target.parent.iterdir()] == ["x.npy"]
     atomic_save_npy(tmp_path / "y.data", np.zeros(2))  # exactly that name: np.save appends no .npy
     assert np.load(tmp_path / "y.data").shape == (2,)
@@ -135,10 +134,33 @@ def test_extract_train_evaluate_end_to_end(ae, tmp_path, capsys):
     feats = tmp_path / "feats"
     assert cli.main(["extract", str(audio), str(feats), "--autoencoder", str(tmp_path / "ae"), "--quiet"]) == 0
     assert len(list(feats.rglob("*.npy"))) == 20
-    assert cli.main(["train", "--features", str(feats), "--split-train", str(tmp_path / "train.tsv"),
-                     "--split-val", str(tmp_path / "val.tsv"), "--split-test", str(tmp_path / "test.tsv"),
-                     "--out", str(tmp_path / "head"), "--protos-per-class", "2", "--total-steps", "150",
-                     "--batch-size", "16", "--eval-every", "50", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--features",
+                str(feats),
+                "--split-train",
+                str(tmp_path / "train.tsv"),
+                "--split-val",
+                str(tmp_path / "val.tsv"),
+                "--split-test",
+                str(tmp_path / "test.tsv"),
+                "--out",
+                str(tmp_path / "head"),
+                "--protos-per-class",
+                "2",
+                "--total-steps",
+                "150",
+                "--batch-size",
+                "16",
+                "--eval-every",
+                "50",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((tmp_path / "head" / "config.json").read_text())
     assert cfg["labels"] == ["low", "high"] and cfg["autoencoder"]["path"] == "autoencoder"
     # a local autoencoder is bundled into the head folder, which is then a complete model
@@ -147,9 +169,26 @@ def test_extract_train_evaluate_end_to_end(ae, tmp_path, capsys):
     model = PECMAE.from_pretrained(tmp_path / "head", device="cpu")
     assert model.autoencoder.fingerprint() == cfg["autoencoder"]["fingerprint"]
     assert model.classify(audio / "low" / "low0.wav").label in ("low", "high")
-    assert cli.main(["evaluate", "--model", str(tmp_path / "head"), "--features", str(feats),
-                     "--split", str(tmp_path / "test.tsv"), "--train-split", str(tmp_path / "train.tsv"),
-                     "--mlp-steps", "100", "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "head"),
+                "--features",
+                str(feats),
+                "--split",
+                str(tmp_path / "test.tsv"),
+                "--train-split",
+                str(tmp_path / "train.tsv"),
+                "--mlp-steps",
+                "100",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     assert result["n_tracks"] == 4 and result["prototype"]["accuracy"] >= 0.75
     assert "retention" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """GM-Solos generator: class table, determinism, levels, metadata, resume and errors (fast banks only)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,8 @@ pytest.importorskip("fluidsynth")
 pytest.importorskip("music21")
 
 from pecmae_hub.data.gm_solos import render as gm_solos
-from pecmae_hub.errors import DatasetError
 from pecmae_hub.data.gm_solos.melodies import compose, corpus_melody, scale_melody
+from pecmae_hub.errors import DatasetError
 
 FAST_BANKS = ("csound", "timgm6mb")  # small banks that load in ~0.1 s (FluidR3 ~0.3 s, MuseScore ~2 s)
 
@@ -34,12 +35,24 @@ def _rms_db(x):
 
 def test_class_table_matches_medley_solos_db_and_general_midi():
     assert gm_solos.LABELS == (
-        "clarinet", "distorted electric guitar", "female singer", "flute",
-        "piano", "tenor saxophone", "trumpet", "violin",
+        "clarinet",
+        "distorted electric guitar",
+        "female singer",
+        "flute",
+        "piano",
+        "tenor saxophone",
+        "trumpet",
+        "violin",
     )
     assert gm_solos.PROGRAMS == {
-        "clarinet": (72,), "distorted electric guitar": (31,), "female singer": (53, 54), "flute": (74,),
-        "piano": (1,), "tenor saxophone": (67,), "trumpet": (57,), "violin": (41,),
+        "clarinet": (72,),
+        "distorted electric guitar": (31,),
+        "female singer": (53, 54),
+        "flute": (74,),
+        "piano": (1,),
+        "tenor saxophone": (67,),
+        "trumpet": (57,),
+        "violin": (41,),
     }
     assert gm_solos.label_slug("distorted electric guitar") == "distorted_electric_guitar"
     assert gm_solos.TRAIN_BANKS == ("fluidr3", "musescore", "csound") and gm_solos.TEST_BANKS == ("timgm6mb",)

@@ -1,4 +1,5 @@
 """Registry, model files, model cards and push_to_hub against the local Hub server."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import LABELS, tiny_pecmae
-from pecmae_hub.hub import registry as hubmod
-from pecmae_hub.hub.registry import DEFAULT_MODEL, ORG_ENV, known_names, resolve_model
-from pecmae_hub.hub.files import ModelFiles
+
 from pecmae_hub.errors import ModelNotFoundError
+from pecmae_hub.hub import registry as hubmod
+from pecmae_hub.hub.files import ModelFiles
+from pecmae_hub.hub.registry import DEFAULT_MODEL, ORG_ENV, known_names, resolve_model
 from pecmae_hub.pipeline import PECMAE
 
 
@@ -33,7 +34,9 @@ def test_unknown_name_lists_the_known_ones():
 
 def test_registry_name_missing_on_the_hub(hub, monkeypatch):
     monkeypatch.setenv(ORG_ENV, "test-org")
-    with pytest.raises(ModelNotFoundError, match=r"'test-org/gtzan-pecmae-5' not found.*registry model 'gtzan'") as info:
+    with pytest.raises(
+        ModelNotFoundError, match=r"'test-org/gtzan-pecmae-5' not found.*registry model 'gtzan'"
+    ) as info:
         PECMAE.from_pretrained("gtzan")
     assert ORG_ENV in str(info.value)
 
@@ -81,14 +84,21 @@ def test_model_card(make_tiny_model):
     card = ModelCard.load(folder / "README.md")
     data = card.data.to_dict()
     assert data["library_name"] == "pecmae-hub" and data["pipeline_tag"] == "audio-classification"
-    assert data["license"] == "mit" and data["datasets"] == ["tiny-set"]
+    assert data["license"] == "mit" and "datasets" not in data  # "tiny-set" is no Hub dataset id
     assert {"pecmae", "prototype-learning", "audio"} <= set(data["tags"])
     results = data["model-index"][0]["results"][0]
     assert results["dataset"]["split"] == "fold 1 test"
     assert {m["type"]: m["value"] for m in results["metrics"]} == {"accuracy": 0.75, "f1": 0.7}
     text = card.text
-    for needle in ("PECMAE", "fold 1 test", "violin, piano, flute", "PECMAE.from_pretrained", "prototypes/",
-                   "pecmae sonify", "pecmae classify"):
+    for needle in (
+        "PECMAE",
+        "fold 1 test",
+        "violin, piano, flute",
+        "PECMAE.from_pretrained",
+        "prototypes/",
+        "pecmae sonify",
+        "pecmae classify",
+    ):
         assert needle in text
 
 
@@ -109,16 +119,26 @@ def test_push_to_hub_round_trip(hub, audio_files):
     repo = hub.repos["org/pushed"]
     assert repo.branches["main"] == sha and not repo.private
     files = set(repo.commits[sha])
-    assert {"README.md", "config.json", "model.safetensors", "pecmae.json", "metrics.json", "prototypes/index.json",
-            "prototypes/p000_violin_0.wav", "autoencoder/config.json", "autoencoder/model.safetensors"} <= files
+    assert {
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "pecmae.json",
+        "metrics.json",
+        "prototypes/index.json",
+        "prototypes/p000_violin_0.wav",
+        "autoencoder/config.json",
+        "autoencoder/model.safetensors",
+    } <= files
     assert "library_name: pecmae-hub" in repo.commits[sha]["README.md"].decode()
     loaded = PECMAE.from_pretrained("org/pushed")
     for key in ("wav", "flac", "ogg"):
         a, b = model.classify(audio_files[key]), loaded.classify(audio_files[key])
         assert a.scores == b.scores and a.similarities == b.similarities and a.top_prototypes == b.top_prototypes
     assert loaded.prototype_audio_path("flute:1", steps=2) is not None
-    np.testing.assert_allclose(loaded.sonify("flute:1", steps=2), np.clip(model.sonify("flute:1", steps=2), -1, 1),
-                               atol=1.5 / 32767)
+    np.testing.assert_allclose(
+        loaded.sonify("flute:1", steps=2), np.clip(model.sonify("flute:1", steps=2), -1, 1), atol=1.5 / 32767
+    )
 
 
 def test_push_private_branch_with_token(hub, monkeypatch, audio_files):
@@ -136,9 +156,17 @@ def test_push_private_branch_with_token(hub, monkeypatch, audio_files):
 
 def test_save_in_place_with_training_metrics(make_tiny_model, tmp_path):
     """The packaging flow: load a trained folder, render into it, save it in place."""
-    folder = make_tiny_model(seed=8, folder=tmp_path / "pkg", metrics={
-        "seed": 0, "steps": 10, "best_step": 4, "val": {"accuracy": 0.5, "n_tracks": 4},
-        "test": {"accuracy": 0.8, "macro_f1": 0.75, "n_tracks": 9, "per_class": {}}})
+    folder = make_tiny_model(
+        seed=8,
+        folder=tmp_path / "pkg",
+        metrics={
+            "seed": 0,
+            "steps": 10,
+            "best_step": 4,
+            "val": {"accuracy": 0.5, "n_tracks": 4},
+            "test": {"accuracy": 0.8, "macro_f1": 0.75, "n_tracks": 9, "per_class": {}},
+        },
+    )
     model = PECMAE.from_pretrained(folder)
     assert model.render_settings is None
     model.render_prototypes(folder, steps=2, seed=1)

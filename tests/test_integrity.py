@@ -1,12 +1,13 @@
 """Weights you can trust: checksums written on save, checked on load, Hub blobs checked against their digest."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_autoencoder, tiny_pecmae
+
 from pecmae_hub.errors import CheckpointError
 from pecmae_hub.integrity import CHECKSUMS_NAME, sha256_file
 from pecmae_hub.models.autoencoder import Autoencoder
@@ -79,8 +80,10 @@ def test_repeated_loads_do_not_rehash(tmp_path, monkeypatch):
     from pecmae_hub import integrity
 
     calls = []
-    counting = types.SimpleNamespace(sha256=lambda *a: calls.append("sha256") or hashlib.sha256(*a),
-                                     sha1=lambda *a: calls.append("sha1") or hashlib.sha1(*a))
+    counting = types.SimpleNamespace(
+        sha256=lambda *a: calls.append("sha256") or hashlib.sha256(*a),
+        sha1=lambda *a: calls.append("sha1") or hashlib.sha1(*a),
+    )
     monkeypatch.setattr(integrity, "hashlib", counting)
     PECMAE.from_pretrained(folder, device="cpu")
     assert calls == []

@@ -6,6 +6,7 @@ clips (every bank, the never-seen TimGM6mb among them, at seeds and indices the 
 scores them with the stored scorer and checks AUROC >= 0.90 and, at the stored threshold, >= 90 %
 of in-domain clips kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 
 SR = 24_000
 SECONDS = 3.0
-ID_SEED, ID_INDEX = 4243, 91_000   # the recipe renders seed 0, indices < 220 (calibration: 180-219)
+ID_SEED, ID_INDEX = 4243, 91_000  # the recipe renders seed 0, indices < 220 (calibration: 180-219)
 ID_PER_CLASS_AND_BANK = 3
 OOD_PER_FAMILY = 6
 
@@ -145,8 +146,12 @@ def test_per_length_thresholds_keep_the_fraction_for_every_length():
     labels = ["a", "b", "c", "d"]
     feats, y, _ = _gaussian_sets(rng, 1600, chunks=4)  # train 0-399, validation 400-999, fresh 1000-1599
     head = PrototypeHead(labels, embedding_dim=16, protos_per_class=1, summarizer="none")
-    scorer = calibrate_ood(head, FeatureSet.from_arrays(feats[:400], y[:400], label_names=labels),
-                           FeatureSet.from_arrays(feats[400:1000], y[400:1000], label_names=labels), quantile=0.9)
+    scorer = calibrate_ood(
+        head,
+        FeatureSet.from_arrays(feats[:400], y[:400], label_names=labels),
+        FeatureSet.from_arrays(feats[400:1000], y[400:1000], label_names=labels),
+        quantile=0.9,
+    )
     assert len(scorer.thresholds) == 4 and scorer.calibration["windows_per_length"] == [2400, 1200, 600, 600]
     assert scorer.thresholds[0] > scorer.thresholds[1] > scorer.thresholds[3]  # averaging lowers in-domain scores
     for m in (1, 2, 4):
@@ -204,8 +209,9 @@ def _tone(rng, i):
 def _chord(rng, i):
     root = int(rng.integers(45, 70))
     shape = [(0, 4, 7), (0, 3, 7), (0, 4, 7, 10), (0, 5, 7, 12)][i % 4]
-    return _level(rng, sum(np.sin(2 * np.pi * 440 * 2 ** ((root + s - 69) / 12) * _t() + rng.uniform(0, 6.3))
-                           for s in shape))
+    return _level(
+        rng, sum(np.sin(2 * np.pi * 440 * 2 ** ((root + s - 69) / 12) * _t() + rng.uniform(0, 6.3)) for s in shape)
+    )
 
 
 def _white(rng, i):
@@ -219,10 +225,12 @@ def _pink(rng, i):
     return _level(rng, np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.sqrt(freqs), n))
 
 
-_SENTENCES = ["The weather will be cloudy tomorrow with a chance of rain in the evening.",
-              "Please turn left at the next junction and continue for two kilometres.",
-              "Our meeting has been moved to Thursday afternoon at half past three.",
-              "Numbers like forty two and seventeen are easy to say out loud."]
+_SENTENCES = [
+    "The weather will be cloudy tomorrow with a chance of rain in the evening.",
+    "Please turn left at the next junction and continue for two kilometres.",
+    "Our meeting has been moved to Thursday afternoon at half past three.",
+    "Numbers like forty two and seventeen are easy to say out loud.",
+]
 _VOICES = ["en", "en+f3", "de", "fr"]
 
 
@@ -230,8 +238,11 @@ def _speech(rng, i, tmp):
     from pecmae_hub.audio import load_audio
 
     path = tmp / f"speech{i}.wav"
-    subprocess.run(["espeak-ng", "-v", _VOICES[i % 4], "-s", str(int(rng.integers(140, 190))), "-w", str(path),
-                    _SENTENCES[i % 4]], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", _VOICES[i % 4], "-s", str(int(rng.integers(140, 190))), "-w", str(path), _SENTENCES[i % 4]],
+        check=True,
+        capture_output=True,
+    )
     x = load_audio(path)  # espeak-ng writes 22.05 kHz: resampled to 24 kHz
     return _level(rng, np.pad(x, (0, max(0, int(SECONDS * SR) - len(x))))[: int(SECONDS * SR)])
 
@@ -245,8 +256,9 @@ def _drums(rng, i):
     importlib.import_module("soundfile")  # before fluidsynth, as pecmae_hub.data.gm_solos.render does
     fluidsynth = importlib.import_module("fluidsynth")
 
-    synth = fluidsynth.Synth(gain=0.2, samplerate=float(SR), channels=16,
-                             **{"synth.reverb.active": 0, "synth.chorus.active": 0})
+    synth = fluidsynth.Synth(
+        gain=0.2, samplerate=float(SR), channels=16, **{"synth.reverb.active": 0, "synth.chorus.active": 0}
+    )
     try:
         sfid = synth.sfload(str(bank_path(["timgm6mb", "csound"][i % 2])))
         synth.program_select(9, sfid, 128, 0)
@@ -268,8 +280,14 @@ def _drums(rng, i):
     return _level(rng, np.concatenate(out).reshape(-1, 2).mean(1).astype(np.float64) / 32768.0)
 
 
-FAMILIES = {"tone": _tone, "white noise": _white, "pink noise": _pink, "speech": _speech, "drums": _drums,
-            "sine chord": _chord}
+FAMILIES = {
+    "tone": _tone,
+    "white noise": _white,
+    "pink noise": _pink,
+    "speech": _speech,
+    "drums": _drums,
+    "sine chord": _chord,
+}
 
 
 def _needs_tools():
@@ -301,26 +319,37 @@ def test_shipped_scorer_separates_out_of_domain_audio(shipped, tmp_path):
     def assess(wav):  # (track score, kept at the stored threshold for its length)
         return scorer.assess(ae.encode(wav, sr=SR))
 
-    in_domain = {bank: [assess(render_clip(bank, label, ID_INDEX + k, seed=ID_SEED))
-                        for label in LABELS for k in range(ID_PER_CLASS_AND_BANK)] for bank in BANKS}
+    in_domain = {
+        bank: [
+            assess(render_clip(bank, label, ID_INDEX + k, seed=ID_SEED))
+            for label in LABELS
+            for k in range(ID_PER_CLASS_AND_BANK)
+        ]
+        for bank in BANKS
+    }
     ood = {}
     for f, (family, make) in enumerate(FAMILIES.items()):
         rng = np.random.default_rng([ID_SEED, f])
-        ood[family] = [assess(make(rng, i, tmp_path) if family == "speech" else make(rng, i))
-                       for i in range(OOD_PER_FAMILY)]
+        ood[family] = [
+            assess(make(rng, i, tmp_path) if family == "speech" else make(rng, i)) for i in range(OOD_PER_FAMILY)
+        ]
     ids = np.array([r for rows in in_domain.values() for r in rows])
     oods = np.array([r for rows in ood.values() for r in rows])
     auroc = roc_auc_score(np.r_[np.zeros(len(ids)), np.ones(len(oods))], np.r_[ids[:, 0], oods[:, 0]])
     kept = float(ids[:, 1].mean())
-    print(f"\nOOD check of {folder.name}: {len(ids)} in-domain and {len(oods)} out-of-domain clips of {SECONDS:g} s, "
-          f"thresholds {[round(t, 3) for t in scorer.thresholds]} ({time.time() - start:.0f} s)")
+    print(
+        f"\nOOD check of {folder.name}: {len(ids)} in-domain and {len(oods)} out-of-domain clips of {SECONDS:g} s, "
+        f"thresholds {[round(t, 3) for t in scorer.thresholds]} ({time.time() - start:.0f} s)"
+    )
     for bank, rows in in_domain.items():
         r = np.array(rows)
         print(f"  in-domain {bank:10s} n={len(r):2d}  median score {np.median(r[:, 0]):.2f}  kept {r[:, 1].mean():.3f}")
     for family, rows in ood.items():
         r = np.array(rows)
-        print(f"  OOD {family:12s} n={len(r)}  scores {' '.join(f'{v:5.2f}' for v in r[:, 0])}  "
-              f"flagged {1 - r[:, 1].mean():.2f}")
+        print(
+            f"  OOD {family:12s} n={len(r)}  scores {' '.join(f'{v:5.2f}' for v in r[:, 0])}  "
+            f"flagged {1 - r[:, 1].mean():.2f}"
+        )
     print(f"  AUROC {auroc:.3f}   in-domain kept {kept:.3f}   OOD flagged {1 - oods[:, 1].mean():.3f}")
     assert auroc >= 0.90
     assert kept >= 0.90

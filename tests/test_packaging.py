@@ -1,12 +1,13 @@
 """Packaging as users get it: optional-dependency messages, the version in one place, the Space folder."""
+
 from __future__ import annotations
 
 import importlib.util
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from pecmae_hub.errors import MissingDependencyError
 from pecmae_hub.extras import require
@@ -24,8 +25,11 @@ def _build_space_module():
 def test_missing_optional_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # as if scikit-learn were not installed
     monkeypatch.setitem(sys.modules, "sklearn.cluster", None)
-    with pytest.raises(MissingDependencyError, match=r"pecmae train needs the optional package 'scikit-learn'.*"
-                                                     r"pip install 'pecmae-hub\[train\]'"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"pecmae train needs the optional package 'scikit-learn'.*"
+        r"pip install 'pecmae-hub\[train\]'",
+    ):
         require("sklearn.cluster", "pecmae train")
     assert isinstance(MissingDependencyError("x"), ImportError)  # callers catching ImportError keep working
     with pytest.raises(ImportError):  # not one of our optional packages: the real error
@@ -70,19 +74,35 @@ def test_space_folder_is_what_the_hub_holds(tmp_path):
     assert not meta.get("models") and not meta.get("preload_from_hub")  # no model repo has been published yet
     requirements = (folder / "requirements.txt").read_text().splitlines()
     assert f"torch=={build_space.ZEROGPU_TORCH}" in requirements and "spaces" in requirements
-    assert any(r.startswith("gradio") for r in requirements) and not any(r.startswith("accelerate") for r in requirements)
-    for path in ("app.py", "pecmae_hub/app/ui.py", "checkpoints/gm-solos/model.safetensors", "examples/violin.wav",
-                 "examples/README.md"):
+    assert any(r.startswith("gradio") for r in requirements) and not any(
+        r.startswith("accelerate") for r in requirements
+    )
+    for path in (
+        "app.py",
+        "pecmae_hub/app/ui.py",
+        "checkpoints/gm-solos/model.safetensors",
+        "examples/violin.wav",
+        "examples/README.md",
+    ):
         assert (folder / path).is_file(), path
     assert not list(folder.rglob("__pycache__")) and not (folder / "tests").exists()
 
 
 def test_front_matter_checker_catches_what_the_hub_would_refuse():
     build_space = _build_space_module()
-    problems = build_space.check_front_matter({"title": "x", "sdk": "gradio", "sdk_version": "6.0.0",
-                                                "python_version": "three", "app_file": "app.py", "license": "mit",
-                                                "short_description": "x" * 61, "suggested_hardware": "gpu-huge",
-                                                "colour": "red"})
+    problems = build_space.check_front_matter(
+        {
+            "title": "x",
+            "sdk": "gradio",
+            "sdk_version": "6.0.0",
+            "python_version": "three",
+            "app_file": "app.py",
+            "license": "mit",
+            "short_description": "x" * 61,
+            "suggested_hardware": "gpu-huge",
+            "colour": "red",
+        }
+    )
     text = "; ".join(problems)
     assert "unknown key 'colour'" in text and "python_version" in text and "suggested_hardware" in text
     assert "longer than 60" in text

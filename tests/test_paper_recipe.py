@@ -8,6 +8,7 @@ The recipe runs once per module with the tiny autoencoder and publishes to ``tes
 then read what it left behind. The shared server is reset only by the module fixture (``hub_server``,
 not ``hub``, so the published repos stay for every test here).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,12 +81,31 @@ def published(hub_server, tmp_path_factory, tiny_ae_dir):
     tmp = tmp_path_factory.mktemp("paper")
     hub_server.add_files("marsyas/gtzan", {"data/genres.tar.gz": _gtzan_tar(tmp).read_bytes()}, repo_type="dataset")
     work = tmp / "work"
-    argv = ["recipe", "gtzan", "--data", "hub", "--work", str(work), "--steps", "50", "--push", REPO,
-            "--autoencoder", str(tiny_ae_dir), "--render-steps", "2", "--baseline-steps", "100", "--no-progress"]
+    argv = [
+        "recipe",
+        "gtzan",
+        "--data",
+        "hub",
+        "--work",
+        str(work),
+        "--steps",
+        "50",
+        "--push",
+        REPO,
+        "--autoencoder",
+        str(tiny_ae_dir),
+        "--render-steps",
+        "2",
+        "--baseline-steps",
+        "100",
+        "--no-progress",
+    ]
     code, first = _cli(*argv)
     assert code == 0, first
-    stamps = {p: os.stat(work / p).st_mtime_ns for p in ("head/model.safetensors", "model/README.md",
-                                                         "features/blues/blues.00006.npy")}
+    stamps = {
+        p: os.stat(work / p).st_mtime_ns
+        for p in ("head/model.safetensors", "model/README.md", "features/blues/blues.00006.npy")
+    }
     code, again = _cli(*argv)
     assert code == 0, again
     if os.environ.get("PECMAE_SHOW_RECIPE"):
@@ -106,9 +126,17 @@ def test_data_stage_reports_split_counts_and_the_corrupt_tracks(published):
 
 def test_every_stage_reports_a_projection_and_the_evaluation(published):
     _, first, _, _ = published
-    for needle in ("extract: first 3 tracks", "train: 50 steps (preset 'gtzan', K = 5", "ms/step, projected",
-                   "render: 50 prototypes", "linear probe: track accuracy", "MLP baseline", "retention",
-                   "paper: no published figure is recorded", "published: test-org/gtzan-pecmae-5"):
+    for needle in (
+        "extract: first 3 tracks",
+        "train: 50 steps (preset 'gtzan', K = 5",
+        "ms/step, projected",
+        "render: 50 prototypes",
+        "linear probe: track accuracy",
+        "MLP baseline",
+        "retention",
+        "paper: no published figure is recorded",
+        "published: test-org/gtzan-pecmae-5",
+    ):
         assert needle in first, needle
     summary = json.loads((published[0] / "evaluation" / "summary.json").read_text())
     assert summary["test"]["n_tracks"] == 10 and len(summary["test"]["prototype"]["confusion_matrix"]) == 10
@@ -148,9 +176,26 @@ def test_bundled_autoencoder_push(published, hub_server, monkeypatch):
     from pecmae_hub.pipeline import PECMAE
 
     work = published[0]
-    code, out = _cli("recipe", "gtzan", "--data", "hub", "--work", str(work), "--steps", "50",
-                     "--push", "test-org/gtzan-bundled", "--bundle-autoencoder", "--autoencoder", _ae_arg(work),
-                     "--render-steps", "2", "--baseline-steps", "100", "--no-progress")
+    code, out = _cli(
+        "recipe",
+        "gtzan",
+        "--data",
+        "hub",
+        "--work",
+        str(work),
+        "--steps",
+        "50",
+        "--push",
+        "test-org/gtzan-bundled",
+        "--bundle-autoencoder",
+        "--autoencoder",
+        _ae_arg(work),
+        "--render-steps",
+        "2",
+        "--baseline-steps",
+        "100",
+        "--no-progress",
+    )
     assert code == 0, out
     assert "== train: finished earlier" in out and "== card ==" in out and "== push ==" in out
     repo = hub_server.repos["test-org/gtzan-bundled"]
@@ -169,8 +214,10 @@ def test_registry_name_not_published_gives_the_recipe_command(hub_server, monkey
     from pecmae_hub.pipeline import PECMAE
 
     monkeypatch.setenv("PECMAE_HUB_ORG", "nobody")
-    for name, command in (("gtzan", "pecmae recipe gtzan --data hub --push ORG/gtzan-pecmae-5"),
-                          ("medley-solos-db", "pecmae recipe medley-solos-db --data")):
+    for name, command in (
+        ("gtzan", "pecmae recipe gtzan --data hub --push ORG/gtzan-pecmae-5"),
+        ("medley-solos-db", "pecmae recipe medley-solos-db --data"),
+    ):
         with pytest.raises(ModelNotFoundError) as info:
             PECMAE.from_pretrained(name)
         text = str(info.value)
@@ -180,8 +227,17 @@ def test_registry_name_not_published_gives_the_recipe_command(hub_server, monkey
 def test_failed_stage_is_a_typed_error_with_the_resume_command(published, tmp_path):
     work = tmp_path / "w"
     data = published[0] / "data" / "gtzan"
-    code, out = _cli("recipe", "gtzan", "--data", str(data), "--work", str(work), "--autoencoder",
-                     str(tmp_path / "no-such-ae"), "--no-progress")
+    code, out = _cli(
+        "recipe",
+        "gtzan",
+        "--data",
+        str(data),
+        "--work",
+        str(work),
+        "--autoencoder",
+        str(tmp_path / "no-such-ae"),
+        "--no-progress",
+    )
     assert code == 1
     assert "stage 'extract' failed" in out and "no-such-ae" in out
     assert f"pecmae recipe gtzan --data {data} --work {work} --autoencoder {tmp_path / 'no-such-ae'}" in out
@@ -219,8 +275,19 @@ def test_space_front_matter_names_only_existing_models():
 
 def test_changed_settings_need_redo(published):
     work = published[0]
-    code, out = _cli("recipe", "gtzan", "--data", "hub", "--work", str(work), "--steps", "60",
-                     "--autoencoder", _ae_arg(work), "--no-progress")
+    code, out = _cli(
+        "recipe",
+        "gtzan",
+        "--data",
+        "hub",
+        "--work",
+        str(work),
+        "--steps",
+        "60",
+        "--autoencoder",
+        _ae_arg(work),
+        "--no-progress",
+    )
     assert code == 1 and "stage 'train' finished earlier" in out and "--redo train" in out
     assert "== data: finished earlier" in out  # the stages before it were checked and skipped
 
@@ -241,9 +308,25 @@ def test_medley_solos_db_recipe(tmp_path, tiny_ae_dir):
             rows.append(f"{subset},{label},{i},{n},{uuid}")
     (data / "Medley-solos-DB_metadata.csv").write_text("\n".join(rows) + "\n")
     work = tmp_path / "work"
-    code, out = _cli("recipe", "medley-solos-db", "--data", str(data), "--work", str(work), "--steps", "20",
-                     "--protos-per-class", "2", "--autoencoder", str(tiny_ae_dir), "--render-steps", "2",
-                     "--baseline-steps", "50", "--no-progress")
+    code, out = _cli(
+        "recipe",
+        "medley-solos-db",
+        "--data",
+        str(data),
+        "--work",
+        str(work),
+        "--steps",
+        "20",
+        "--protos-per-class",
+        "2",
+        "--autoencoder",
+        str(tiny_ae_dir),
+        "--render-steps",
+        "2",
+        "--baseline-steps",
+        "50",
+        "--no-progress",
+    )
     assert code == 0, out
     assert "official split: 16 train / 8 val / 8 test clips" in out and "== push" not in out
     model = PECMAE.from_pretrained(work / "model", device="cpu")

@@ -1,4 +1,5 @@
 """PECMAE pipeline: input kinds, Prediction content and JSON, sonification, errors, Hub loading over HTTP."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import LABELS, tiny_autoencoder, tiny_pecmae
+
 from pecmae_hub.errors import AudioError, ConfigError, ModelNotFoundError
-from pecmae_hub.pipeline import PECMAE, Prediction, explain
 from pecmae_hub.hub.files import clear_cache
+from pecmae_hub.pipeline import PECMAE, Prediction, explain
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,16 @@ def test_prediction_json_round_trip(model, audio_files):
     data = json.loads(pred.to_json())
     assert data == pred.to_dict()
     assert Prediction.from_dict(data) == pred
-    assert set(data) >= {"label", "scores", "chunk_labels", "chunk_starts", "chunk_ends", "similarities",
-                         "contributions", "top_prototypes"}
+    assert set(data) >= {
+        "label",
+        "scores",
+        "chunk_labels",
+        "chunk_starts",
+        "chunk_ends",
+        "similarities",
+        "contributions",
+        "top_prototypes",
+    }
 
 
 def test_audio_errors_name_the_input(model, audio_files, tmp_path):
@@ -121,7 +130,9 @@ def test_sonify_prerendered_vs_decoder(tiny_model_dir, monkeypatch):
     assert path is not None and path.name == "p003_piano_1.wav"
     rendered = model.sonify(("piano", 1), steps=2, guidance=1.0, seed=0)
     assert calls == [] and rendered.dtype == np.float32 and rendered.shape == (24000,)
-    assert np.array_equal(model.sonify("piano:1", steps=2), rendered) and np.array_equal(model.sonify(3, steps=2), rendered)
+    assert np.array_equal(model.sonify("piano:1", steps=2), rendered) and np.array_equal(
+        model.sonify(3, steps=2), rendered
+    )
     decoded = model._decode(3, 2, 1.0, 0)  # what the decoder gives for the same settings
     assert len(calls) == 1
     np.testing.assert_allclose(rendered, np.clip(decoded, -1, 1), atol=1.5 / 32767)
@@ -195,8 +206,10 @@ def test_download_then_cache_with_server_stopped(hub, tiny_model_dir, audio_file
 def test_revision_pinning(hub, make_tiny_model, audio_files):
     sha_a = hub.add_folder("org/pinned", make_tiny_model(seed=1), tag="v1")
     sha_b = hub.add_folder("org/pinned", make_tiny_model(seed=2))
-    preds = {rev: PECMAE.from_pretrained("org/pinned", revision=rev).classify(audio_files["flac"])
-             for rev in ("v1", sha_a, sha_b, "main", None)}
+    preds = {
+        rev: PECMAE.from_pretrained("org/pinned", revision=rev).classify(audio_files["flac"])
+        for rev in ("v1", sha_a, sha_b, "main", None)
+    }
     _same(preds["v1"], preds[sha_a], tol=0)
     _same(preds["main"], preds[sha_b], tol=0)
     _same(preds[None], preds[sha_b], tol=0)
@@ -260,7 +273,8 @@ def test_autoencoder_repo_shared_by_heads(hub, audio_files):
         ae_sha = hub.add_folder("org/shared-ae", Path(tmp) / "ae")
         for seed in (1, 2):
             tiny_pecmae(seed, autoencoder=ae).save_pretrained(
-                Path(tmp) / f"h{seed}", autoencoder_repo_id="org/shared-ae", autoencoder_revision=ae_sha)
+                Path(tmp) / f"h{seed}", autoencoder_repo_id="org/shared-ae", autoencoder_revision=ae_sha
+            )
             hub.add_folder(f"org/head-{seed}", Path(tmp) / f"h{seed}")
     one, two = PECMAE.from_pretrained("org/head-1"), PECMAE.from_pretrained("org/head-2")
     assert one.autoencoder is two.autoencoder
@@ -286,9 +300,14 @@ def test_render_settings_are_checked_before_decoding():
 
     assert check_render_settings(40, 1, 0) == (40, 1.0, 0)
     assert check_render_settings(2.0, 1.5, np.int64(3)) == (2, 1.5, 3)
-    for steps, guidance, seed, message in ((0, 1.0, 0, "steps"), (MAX_STEPS + 1, 1.0, 0, "1..1000"),
-                                           (True, 1.0, 0, "steps"), ("40", 1.0, 0, "steps"),
-                                           (40, float("inf"), 0, "guidance"), (40, 1.0, -1, "seed"),
-                                           (40, 1.0, 0.5, "seed")):
+    for steps, guidance, seed, message in (
+        (0, 1.0, 0, "steps"),
+        (MAX_STEPS + 1, 1.0, 0, "1..1000"),
+        (True, 1.0, 0, "steps"),
+        ("40", 1.0, 0, "steps"),
+        (40, float("inf"), 0, "guidance"),
+        (40, 1.0, -1, "seed"),
+        (40, 1.0, 0.5, "seed"),
+    ):
         with pytest.raises(ConfigError, match=message):
             check_render_settings(steps, guidance, seed)

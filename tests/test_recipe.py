@@ -1,4 +1,5 @@
 """The embedded model's recipe end to end on a tiny configuration, so it cannot rot."""
+
 from __future__ import annotations
 
 import json
@@ -6,19 +7,37 @@ import json
 import numpy as np
 import pytest
 
-from pecmae_hub.recipes import gm_solos as recipe
 from pecmae_hub.data.gm_solos.render import LABELS
+from pecmae_hub.recipes import gm_solos as recipe
 
-TINY_AE = dict(model_dim=32, frame_layers=1, frame_heads=2, ff_dim=64, cls_layers=1, cls_heads=2,
-               denoiser_layers=1, denoiser_heads=2, chunk_seconds=1.5)
+TINY_AE = dict(
+    model_dim=32,
+    frame_layers=1,
+    frame_heads=2,
+    ff_dim=64,
+    cls_layers=1,
+    cls_heads=2,
+    denoiser_layers=1,
+    denoiser_heads=2,
+    chunk_seconds=1.5,
+)
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("recipe")
     cfg = recipe.RecipeConfig(
-        work=str(work), n_per_class=3, n_test_per_class=1, val_from=2, ae_steps=3, ae_batch_size=4,
-        head_steps=20, protos_per_class=1, sonify_steps=2, out=str(work / "final"), autoencoder=TINY_AE,
+        work=str(work),
+        n_per_class=3,
+        n_test_per_class=1,
+        val_from=2,
+        ae_steps=3,
+        ae_batch_size=4,
+        head_steps=20,
+        protos_per_class=1,
+        sonify_steps=2,
+        out=str(work / "final"),
+        autoencoder=TINY_AE,
     )
     recipe.run_recipe(cfg)
     return cfg

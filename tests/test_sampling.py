@@ -9,13 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_autoencoder
+
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.sampling import sample_v_diffusion
 from pecmae_hub.schedulers import (
-    CONFIG_NAME, SAMPLER_NAME, SCHEDULERS, load_scheduler, make_scheduler, model_angles, sample, save_scheduler,
-    scheduler_from_dict, scheduler_to_dict,
+    CONFIG_NAME,
+    SAMPLER_NAME,
+    SCHEDULERS,
+    load_scheduler,
+    make_scheduler,
+    model_angles,
+    sample,
+    save_scheduler,
+    scheduler_from_dict,
+    scheduler_to_dict,
 )
 
 DIFFUSERS = [name for name in SCHEDULERS if name != "upstream"]
@@ -93,8 +101,8 @@ def test_autoencoder_decode_with_schedulers(one_thread):
     assert torch.equal(ae.decode_latents(z, 4, noise=noise), exact)
     assert torch.equal(ae.decode_latents(z, 4, noise=noise, scheduler="upstream"), exact)
     for name in DIFFUSERS:
-        calls = []
-        a = ae.decode_latents(z, 4, seed=5, scheduler=name, progress=lambda i, n: calls.append((i, n)))
+        calls: list[tuple[int, int]] = []
+        a = ae.decode_latents(z, 4, seed=5, scheduler=name, progress=lambda i, n, seen=calls: seen.append((i, n)))
         assert torch.equal(a, ae.decode_latents(z, 4, seed=5, scheduler=name)), name
         assert not torch.equal(a, ae.decode_latents(z, 4, seed=6, scheduler=name)), name
         assert calls == [(i, 4) for i in range(1, 5)]
@@ -103,7 +111,7 @@ def test_autoencoder_decode_with_schedulers(one_thread):
 
 
 def test_instances_are_copied_not_mutated():
-    x0, noise, code = _inputs(3)
+    _, noise, code = _inputs(3)
     scheduler = make_scheduler("unipc")
     first = sample(toy_predictor, code, noise, scheduler=scheduler, steps=5)
     assert scheduler.num_inference_steps is None  # the caller's instance is left untouched
@@ -122,7 +130,7 @@ def test_config_round_trip(name, tmp_path):
     strip = lambda c: {k: v for k, v in dict(c).items() if not k.startswith("_")}  # noqa: E731
     assert json.dumps(strip(loaded.config), sort_keys=True, default=list) == \
         json.dumps(strip(scheduler.config), sort_keys=True, default=list)
-    x0, noise, code = _inputs(4)
+    _, noise, code = _inputs(4)
     assert torch.equal(sample(toy_predictor, code, noise, loaded, 8), sample(toy_predictor, code, noise, name, 8))
     assert scheduler_to_dict(loaded) == {"name": name}
 
@@ -141,8 +149,16 @@ def test_dict_names_and_upstream_folder(tmp_path):
         scheduler_from_dict({"name": "upstream", "solver_order": 2})
 
 
+def test_recommended_steps_cover_every_scheduler():
+    from pecmae_hub.schedulers import DEFAULT_SCHEDULER, recommended_steps
+
+    assert DEFAULT_SCHEDULER in SCHEDULERS
+    assert all(1 <= recommended_steps(name) <= 1000 for name in SCHEDULERS)
+    assert recommended_steps("UPSTREAM") == 40
+
+
 def test_unknown_name_lists_choices():
-    x0, noise, code = _inputs()
+    _, noise, code = _inputs()
     for call in (lambda: sample(toy_predictor, code, noise, scheduler="euler", steps=4),
                  lambda: make_scheduler("euler"),
                  lambda: tiny_autoencoder().decode_latents(torch.zeros(1, 32), 4, seed=0, scheduler="euler")):
@@ -155,7 +171,7 @@ def test_unknown_name_lists_choices():
 
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_steps_out_of_range(name):
-    x0, noise, code = _inputs()
+    _, noise, code = _inputs()
     for steps in ([0, 1001, 2.5, True] if name != "upstream" else [0, -3, 2.5]):
         with pytest.raises(ConfigError):
             sample(toy_predictor, code, noise, scheduler=name, steps=steps)

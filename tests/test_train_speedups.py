@@ -1,4 +1,5 @@
 """Head training step: the direct (Accelerate-free) step and the upstream-style plain step give the same maths."""
+
 from __future__ import annotations
 
 import pytest

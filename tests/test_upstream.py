@@ -5,6 +5,7 @@ spec's key tables) and ``facebook/encodec_24khz`` written by the ``transformers`
 ``EncodecModel.save_pretrained``, so the EnCodec key layout is the real one. The ``.th`` layout of the
 same weights is derived here from the spec table (tests/upstream_layout.py), independently of the code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,11 +52,11 @@ def transformers_to_th(hf_state: dict) -> dict:
         for key, value in hf_state.items():
             for old, new in renames.items():
                 if key.startswith(old):
-                    rest = key[len(old):].replace("parametrizations.weight.original0", "weight_g")
+                    rest = key[len(old) :].replace("parametrizations.weight.original0", "weight_g")
                     out[new + rest.replace("parametrizations.weight.original1", "weight_v")] = value.clone()
     for key, value in hf_state.items():
         if key.startswith("quantizer.layers."):
-            q, rest = key[len("quantizer.layers."):].split(".", 1)
+            q, rest = key[len("quantizer.layers.") :].split(".", 1)
             out[f"quantizer.vq.layers.{q}._{rest}"] = value.clone()
     assert len(out) == len(hf_state)
     return out
@@ -84,9 +85,15 @@ def upstream_files(tmp_path_factory):
     torch.save({"state_dict": diffusion_state(**TINY, encodec=th)}, buffer)
     (root / "weights.pt").write_bytes(buffer.getvalue())
     (root / "config.gin").write_text("META_MODEL = 'ChunkDiffusionSampler'\nMAX_AUDIO_DURATION = 4\n")
-    return dict(root=root, hf=hf, weights=buffer.getvalue(), th=root / "encodec_24khz-d7cc33bc.th",
-                hf_file=root / "encodec_24khz" / "model.safetensors", legacy=root / "legacy.safetensors",
-                encodec_repo={p.name: p.read_bytes() for p in (root / "encodec_24khz").iterdir()})
+    return dict(
+        root=root,
+        hf=hf,
+        weights=buffer.getvalue(),
+        th=root / "encodec_24khz-d7cc33bc.th",
+        hf_file=root / "encodec_24khz" / "model.safetensors",
+        legacy=root / "legacy.safetensors",
+        encodec_repo={p.name: p.read_bytes() for p in (root / "encodec_24khz").iterdir()},
+    )
 
 
 def host(hub, files, seconds=(4,)) -> dict[str, str]:
@@ -136,8 +143,13 @@ def test_materialize_converts_once_then_reads_the_cache(hub, upstream_files, _is
     folder = upstream.materialize(NAME)
     assert upstream.CONVERSIONS[NAME] == before + 1
     assert folder == _isolated_hf_cache / "pecmae-hub" / "converted" / NAME / f"{commits[AE_REPO]}-{commits[EC_REPO]}"
-    assert {p.name for p in folder.iterdir()} == {"config.json", "model.safetensors", "checksums.json", "README.md",
-                                                  "upstream.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "checksums.json",
+        "README.md",
+        "upstream.json",
+    }
     ae = Autoencoder.from_pretrained(folder)
     assert ae.chunk_seconds == 4 and ae.embedding_dim == 24 and ae.can_decode
     assert upstream.sources_of(folder) == commits == upstream.sources(NAME)
@@ -151,8 +163,10 @@ def test_materialize_converts_once_then_reads_the_cache(hub, upstream_files, _is
     hub.requests.clear()
     assert upstream.materialize(NAME) == folder
     assert upstream.CONVERSIONS[NAME] == before + 1  # nothing converted
-    assert sorted(hub.requests) == [("HEAD", f"/{EC_REPO}/resolve/main/model.safetensors"),
-                                    ("HEAD", f"/{AE_REPO}/resolve/main/{WEIGHTS}")]  # which commit is main: no GET
+    assert sorted(hub.requests) == [
+        ("HEAD", f"/{EC_REPO}/resolve/main/model.safetensors"),
+        ("HEAD", f"/{AE_REPO}/resolve/main/{WEIGHTS}"),
+    ]  # which commit is main: no GET
     # a pinned revision: no request at all
     hub.requests.clear()
     assert upstream.materialize(NAME, revision=commits) == folder and hub.requests == []

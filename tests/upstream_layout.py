@@ -5,6 +5,7 @@ Nothing here imports pecmae_hub. The state dicts use the **upstream** names and 
 naive re-statements of the spec formulas (per-head loops, additive −1e9 masks, explicit padding),
 used to check our optimised modules after conversion.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,16 +15,40 @@ import torch.nn.functional as F
 
 # EnCodec 24 kHz (docs/architecture.md §3): (index, kind, args)
 ENCODER_TABLE = [
-    (0, "conv", (1, 32, 7, 1)), (1, "res", 32), (2, "elu", None), (3, "conv", (32, 64, 4, 2)),
-    (4, "res", 64), (5, "elu", None), (6, "conv", (64, 128, 8, 4)), (7, "res", 128), (8, "elu", None),
-    (9, "conv", (128, 256, 10, 5)), (10, "res", 256), (11, "elu", None), (12, "conv", (256, 512, 16, 8)),
-    (13, "lstm", 512), (14, "elu", None), (15, "conv", (512, 128, 7, 1)),
+    (0, "conv", (1, 32, 7, 1)),
+    (1, "res", 32),
+    (2, "elu", None),
+    (3, "conv", (32, 64, 4, 2)),
+    (4, "res", 64),
+    (5, "elu", None),
+    (6, "conv", (64, 128, 8, 4)),
+    (7, "res", 128),
+    (8, "elu", None),
+    (9, "conv", (128, 256, 10, 5)),
+    (10, "res", 256),
+    (11, "elu", None),
+    (12, "conv", (256, 512, 16, 8)),
+    (13, "lstm", 512),
+    (14, "elu", None),
+    (15, "conv", (512, 128, 7, 1)),
 ]
 DECODER_TABLE = [
-    (0, "conv", (128, 512, 7, 1)), (1, "lstm", 512), (2, "elu", None), (3, "convtr", (512, 256, 16, 8)),
-    (4, "res", 256), (5, "elu", None), (6, "convtr", (256, 128, 10, 5)), (7, "res", 128), (8, "elu", None),
-    (9, "convtr", (128, 64, 8, 4)), (10, "res", 64), (11, "elu", None), (12, "convtr", (64, 32, 4, 2)),
-    (13, "res", 32), (14, "elu", None), (15, "conv", (32, 1, 7, 1)),
+    (0, "conv", (128, 512, 7, 1)),
+    (1, "lstm", 512),
+    (2, "elu", None),
+    (3, "convtr", (512, 256, 16, 8)),
+    (4, "res", 256),
+    (5, "elu", None),
+    (6, "convtr", (256, 128, 10, 5)),
+    (7, "res", 128),
+    (8, "elu", None),
+    (9, "convtr", (128, 64, 8, 4)),
+    (10, "res", 64),
+    (11, "elu", None),
+    (12, "convtr", (64, 32, 4, 2)),
+    (13, "res", 32),
+    (14, "elu", None),
+    (15, "conv", (32, 1, 7, 1)),
 ]
 
 
@@ -31,7 +56,7 @@ _LAYOUT_ONLY = [False]
 REF_DTYPE = [torch.float64]  # the oracles compute in float64 (a test may switch to float32)
 
 
-class layout_only:
+class LayoutOnly:
     """Within this context the state-dict builders return zeros (fast; for key/shape checks at real sizes)."""
 
     def __enter__(self):
@@ -97,8 +122,12 @@ def transformer_keys(sd, prefix, dim, heads, layers, ff, gen, shared=True):
     """Upstream ``TransformerEncoder`` keys; with ``shared`` the FFN tensors are the same in every layer."""
     inner = (dim // heads) * heads
     s = 1 / math.sqrt(dim)
-    ffn = {"ff_layer.0.weight": _rand(gen, ff, dim, scale=s), "ff_layer.0.bias": _rand(gen, ff, scale=0.05),
-           "ff_layer.2.weight": _rand(gen, dim, ff, scale=1 / math.sqrt(ff)), "ff_layer.2.bias": _rand(gen, dim, scale=0.05)}
+    ffn = {
+        "ff_layer.0.weight": _rand(gen, ff, dim, scale=s),
+        "ff_layer.0.bias": _rand(gen, ff, scale=0.05),
+        "ff_layer.2.weight": _rand(gen, dim, ff, scale=1 / math.sqrt(ff)),
+        "ff_layer.2.bias": _rand(gen, dim, scale=0.05),
+    }
     for i in range(layers):
         p = f"{prefix}encoder_layers.{i}."
         for name in ("wq", "wk", "wv"):
@@ -113,15 +142,16 @@ def transformer_keys(sd, prefix, dim, heads, layers, ff, gen, shared=True):
     sd[f"{prefix}final_norm.bias"] = _rand(gen, dim, scale=0.1)
 
 
-def encodecmae_state(dim=32, heads=4, layers=2, ff=64, seed=1, prefix="", encodec=None, pretraining=True,
-                     st=False) -> dict:
+def encodecmae_state(
+    dim=32, heads=4, layers=2, ff=64, seed=1, prefix="", encodec=None, pretraining=True, st=False
+) -> dict:
     """EnCodecMAE v1 ``model.pt['state_dict']`` (docs/architecture.md §5.3), incl. pretraining-only modules."""
     gen = torch.Generator().manual_seed(seed)
     encodec = encodec if encodec is not None else encodec_state(seed)
     sd: dict = {}
     for key, value in encodec.items():
         if key.startswith("encoder."):
-            sd[prefix + "wav_encoder.model." + key[len("encoder."):]] = value.clone()
+            sd[prefix + "wav_encoder.model." + key[len("encoder.") :]] = value.clone()
     sd[prefix + "feat_projector.weight"] = _rand(gen, dim, 128, scale=0.1 / math.sqrt(128))  # EnCodec latents are O(10)
     sd[prefix + "feat_projector.bias"] = _rand(gen, dim, scale=0.05)
     sd[prefix + "positional_encoder.scale"] = torch.tensor(0.8)
@@ -144,8 +174,18 @@ def encodecmae_state(dim=32, heads=4, layers=2, ff=64, seed=1, prefix="", encode
     return sd
 
 
-def diffusion_state(dim=32, frame_heads=4, frame_layers=2, cls_heads=2, cls_layers=2, den_heads=2, den_layers=2,
-                    ff=64, seed=2, encodec=None) -> dict:
+def diffusion_state(
+    dim=32,
+    frame_heads=4,
+    frame_layers=2,
+    cls_heads=2,
+    cls_layers=2,
+    den_heads=2,
+    den_layers=2,
+    ff=64,
+    seed=2,
+    encodec=None,
+) -> dict:
     """encodecmae2wav ``TransformerAEDiffusion`` state dict (docs/architecture.md §6.6 full key set)."""
     gen = torch.Generator().manual_seed(seed)
     sd = encodecmae_state(dim, frame_heads, frame_layers, ff, seed + 100, "encoder.encodecmae_model.", encodec)
@@ -194,13 +234,24 @@ def ref_seanet(sd, prefix, table, x):
         if kind == "conv":
             x = ref_causal_conv(x, ref_wn(sd, p + ".conv.conv"), sd[p + ".conv.conv.bias"].to(REF_DTYPE[0]), arg[3])
         elif kind == "convtr":
-            x = ref_causal_convtr(x, ref_wn(sd, p + ".convtr.convtr"), sd[p + ".convtr.convtr.bias"].to(REF_DTYPE[0]), arg[3])
+            x = ref_causal_convtr(
+                x, ref_wn(sd, p + ".convtr.convtr"), sd[p + ".convtr.convtr.bias"].to(REF_DTYPE[0]), arg[3]
+            )
         elif kind == "elu":
             x = F.elu(x)
         elif kind == "res":
-            h = ref_causal_conv(F.elu(x), ref_wn(sd, p + ".block.1.conv.conv"), sd[p + ".block.1.conv.conv.bias"].to(REF_DTYPE[0]), 1)
-            h = ref_causal_conv(F.elu(h), ref_wn(sd, p + ".block.3.conv.conv"), sd[p + ".block.3.conv.conv.bias"].to(REF_DTYPE[0]), 1)
-            x = ref_causal_conv(x, ref_wn(sd, p + ".shortcut.conv.conv"), sd[p + ".shortcut.conv.conv.bias"].to(REF_DTYPE[0]), 1) + h
+            h = ref_causal_conv(
+                F.elu(x), ref_wn(sd, p + ".block.1.conv.conv"), sd[p + ".block.1.conv.conv.bias"].to(REF_DTYPE[0]), 1
+            )
+            h = ref_causal_conv(
+                F.elu(h), ref_wn(sd, p + ".block.3.conv.conv"), sd[p + ".block.3.conv.conv.bias"].to(REF_DTYPE[0]), 1
+            )
+            x = (
+                ref_causal_conv(
+                    x, ref_wn(sd, p + ".shortcut.conv.conv"), sd[p + ".shortcut.conv.conv.bias"].to(REF_DTYPE[0]), 1
+                )
+                + h
+            )
         elif kind == "lstm":
             x = x + ref_lstm(sd, p + ".lstm", x)
     return x
@@ -210,7 +261,10 @@ def ref_lstm(sd, prefix, x):
     """2-layer LSTM over time of (B, C, T), written out gate by gate (i, f, g, o), float64."""
     h_in = x.permute(2, 0, 1)  # (T, B, C)
     for layer in (0, 1):
-        w_ih, w_hh = sd[f"{prefix}.weight_ih_l{layer}"].to(REF_DTYPE[0]), sd[f"{prefix}.weight_hh_l{layer}"].to(REF_DTYPE[0])
+        w_ih, w_hh = (
+            sd[f"{prefix}.weight_ih_l{layer}"].to(REF_DTYPE[0]),
+            sd[f"{prefix}.weight_hh_l{layer}"].to(REF_DTYPE[0]),
+        )
         bias = sd[f"{prefix}.bias_ih_l{layer}"].to(REF_DTYPE[0]) + sd[f"{prefix}.bias_hh_l{layer}"].to(REF_DTYPE[0])
         hid = w_hh.shape[1]
         h = torch.zeros(h_in.shape[1], hid, dtype=REF_DTYPE[0])
@@ -247,7 +301,7 @@ def ref_mha(x, sd, prefix, heads, pad_mask=None):
     out = torch.zeros_like(q)
     for h in range(heads):
         idx = torch.arange(head_dim) * heads + h
-        scores = q[..., idx] @ k[..., idx].transpose(1, 2) * head_dim ** -0.5
+        scores = q[..., idx] @ k[..., idx].transpose(1, 2) * head_dim**-0.5
         if pad_mask is not None:
             scores = scores + pad_mask[:, None, :].to(REF_DTYPE[0]) * -1e9
         out[..., idx] = torch.softmax(scores, dim=-1) @ v[..., idx]
@@ -255,20 +309,24 @@ def ref_mha(x, sd, prefix, heads, pad_mask=None):
 
 
 def _ln(x, sd, prefix):
-    return F.layer_norm(x, x.shape[-1:], sd[prefix + ".weight"].to(REF_DTYPE[0]), sd[prefix + ".bias"].to(REF_DTYPE[0]), 1e-5)
+    return F.layer_norm(
+        x, x.shape[-1:], sd[prefix + ".weight"].to(REF_DTYPE[0]), sd[prefix + ".bias"].to(REF_DTYPE[0]), 1e-5
+    )
 
 
 def ref_encoder(x, sd, prefix, heads, pad_mask=None):
     """ResiDual encoder: a, b = x; per layer u = MHA(a); a = LN1(a+u); b += u; f = FFN_i(a); a = LN2(a+f); b += f;
     output a + final_norm(b). Each layer uses its own ``ff_layer`` keys (as stored upstream)."""
     a = b = x.to(REF_DTYPE[0])
-    n_layers = 1 + max(int(k[len(prefix):].split(".")[1]) for k in sd if k.startswith(prefix + "encoder_layers."))
+    n_layers = 1 + max(int(k[len(prefix) :].split(".")[1]) for k in sd if k.startswith(prefix + "encoder_layers."))
     for i in range(n_layers):
         p = f"{prefix}encoder_layers.{i}."
         u = ref_mha(a, sd, p + "att_layer.", heads, pad_mask)
         a = _ln(a + u, sd, p + "norm1")
         b = b + u
-        hidden = torch.relu(a @ sd[p + "ff_layer.0.weight"].to(REF_DTYPE[0]).T + sd[p + "ff_layer.0.bias"].to(REF_DTYPE[0]))
+        hidden = torch.relu(
+            a @ sd[p + "ff_layer.0.weight"].to(REF_DTYPE[0]).T + sd[p + "ff_layer.0.bias"].to(REF_DTYPE[0])
+        )
         f = hidden @ sd[p + "ff_layer.2.weight"].to(REF_DTYPE[0]).T + sd[p + "ff_layer.2.bias"].to(REF_DTYPE[0])
         a = _ln(a + f, sd, p + "norm2")
         b = b + f
@@ -277,9 +335,13 @@ def ref_encoder(x, sd, prefix, heads, pad_mask=None):
 
 def ref_frame_embeddings(sd, wav, heads, prefix="", pad_mask=None):
     """EnCodecMAE v1 inference path from its own state dict: (B, L) → (B, T, D) visible embeddings."""
-    enc = {k[len(prefix + "wav_encoder.model."):]: v for k, v in sd.items() if k.startswith(prefix + "wav_encoder.model.")}
+    enc = {
+        k[len(prefix + "wav_encoder.model.") :]: v for k, v in sd.items() if k.startswith(prefix + "wav_encoder.model.")
+    }
     feats = ref_seanet({"e." + k: v for k, v in enc.items()}, "e", ENCODER_TABLE, wav[:, None, :]).transpose(1, 2)
-    proj = feats @ sd[prefix + "feat_projector.weight"].to(REF_DTYPE[0]).T + sd[prefix + "feat_projector.bias"].to(REF_DTYPE[0])
+    proj = feats @ sd[prefix + "feat_projector.weight"].to(REF_DTYPE[0]).T + sd[prefix + "feat_projector.bias"].to(
+        REF_DTYPE[0]
+    )
     proj = proj + sd[prefix + "positional_encoder.scale"].to(REF_DTYPE[0]) * ref_pe(proj.shape[1], proj.shape[2])
     return ref_encoder(proj, sd, prefix + "visible_encoder.", heads, pad_mask)
 
@@ -288,7 +350,9 @@ def ref_z(sd, frames, cls_heads, pad_mask=None):
     """CLS encoder: [cls ; frames + PE(0..T−1)] → encoder → output at the CLS position."""
     b, t, d = frames.shape
     cls = sd["encoder.cls_tokens.weight"].to(REF_DTYPE[0])[None].expand(b, 1, d)
-    x = torch.cat([cls, frames.to(REF_DTYPE[0]) + sd["encoder.pos_encoder.scale"].to(REF_DTYPE[0]) * ref_pe(t, d)], dim=1)
+    x = torch.cat(
+        [cls, frames.to(REF_DTYPE[0]) + sd["encoder.pos_encoder.scale"].to(REF_DTYPE[0]) * ref_pe(t, d)], dim=1
+    )
     mask = None if pad_mask is None else torch.cat([torch.zeros(b, 1, dtype=torch.bool), pad_mask], dim=1)
     return ref_encoder(x, sd, "encoder.encoder.", cls_heads, mask)[:, 0]
 
@@ -297,7 +361,9 @@ def ref_denoiser(sd, x_noisy, sigma, code, den_heads):
     """Tokens [code ; time_emb(σ) ; in_adapter(x) + PE_cls] → denoiser → out_adapter(frames)."""
     b, t, _ = x_noisy.shape
     s = sigma.to(REF_DTYPE[0]).reshape(b, 1, 1)
-    tau = torch.relu(s @ sd["time_embedding.0.weight"].to(REF_DTYPE[0]).T + sd["time_embedding.0.bias"].to(REF_DTYPE[0]))
+    tau = torch.relu(
+        s @ sd["time_embedding.0.weight"].to(REF_DTYPE[0]).T + sd["time_embedding.0.bias"].to(REF_DTYPE[0])
+    )
     tau = tau @ sd["time_embedding.2.weight"].to(REF_DTYPE[0]).T + sd["time_embedding.2.bias"].to(REF_DTYPE[0])
     h = x_noisy.to(REF_DTYPE[0]) @ sd["in_adapter.weight"].to(REF_DTYPE[0]).T + sd["in_adapter.bias"].to(REF_DTYPE[0])
     h = h + sd["encoder.pos_encoder.scale"].to(REF_DTYPE[0]) * ref_pe(t, h.shape[-1])

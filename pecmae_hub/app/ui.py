@@ -148,8 +148,10 @@ def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dr
     play.click(handlers.prototype_audio, [proto, state], [out_audio, out_caption], api_name="prototype_audio",
                validator=handlers.validate_prototype, show_progress_on=[out_audio],
                api_description="Pre-rendered audio of a prototype ('label:k' or its index).")
+    # raw values (preprocess=False): the validator, not the sliders' own range check, answers out-of-range
+    # API calls, so a client reads the same message as the browser shows next to the control
     sonify.click(handlers.sonify, [proto, steps, guidance, seed, state], [out_audio, out_caption], api_name="sonify",
-                 validator=handlers.validate_sonify, show_progress_on=[out_audio],
+                 validator=handlers.validate_sonify, show_progress_on=[out_audio], preprocess=False,
                  api_description="Decode a prototype with the diffusion decoder (steps, guidance, seed).",
                  concurrency_limit=cfg.SONIFY_CONCURRENCY, concurrency_id="sonify")
 

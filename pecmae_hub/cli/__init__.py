@@ -5,6 +5,7 @@ default takes the parsed ``argparse.Namespace``. The table of commands is :mod:`
 a module is imported only for the command being run, so ``pecmae --help`` imports no torch.
 This package is the only place that turns typed errors into exit codes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ import sys
 from pecmae_hub import __version__
 from pecmae_hub.cli.commands import COMMANDS
 from pecmae_hub.errors import PecmaeError
+
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``pecmae`` parser. Only the module of the command named in ``argv`` is imported and

@@ -3,6 +3,7 @@
 ``pecmae --help`` is built from this table alone; a command's module (and the libraries it needs,
 torch among them) is imported only when that command runs or its own ``--help`` is asked for.
 """
+
 from __future__ import annotations
 
 #: command -> (module that registers it, one-line help), in the order ``pecmae --help`` lists them
@@ -10,12 +11,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("pecmae_hub.cli.classify", "classify audio files with a PECMAE model"),
     "sonify": ("pecmae_hub.cli.classify", "render a prototype as audio"),
     "push": ("pecmae_hub.cli.classify", "upload a model folder to the Hugging Face Hub"),
-    "convert": ("pecmae_hub.cli.convert",
-                "convert upstream checkpoints (EnCodec, EnCodecMAE, encodecmae2wav, PECMAE heads) to pecmae-hub folders"),
+    "convert": (
+        "pecmae_hub.cli.convert",
+        "convert upstream checkpoints (EnCodec, EnCodecMAE, encodecmae2wav, PECMAE heads) to pecmae-hub folders",
+    ),
     "extract": ("pecmae_hub.cli.extract", "encode audio tracks into per-chunk z features (.npy)"),
     "train": ("pecmae_hub.cli.train", "train a prototype head on extracted features"),
-    "evaluate": ("pecmae_hub.cli.evaluate",
-                 "track-level evaluation of a prototype head (+ linear probe / MLP baselines)"),
+    "evaluate": (
+        "pecmae_hub.cli.evaluate",
+        "track-level evaluation of a prototype head (+ linear probe / MLP baselines)",
+    ),
     "recipe": ("pecmae_hub.cli.recipe", "train a model end to end (gtzan, medley-solos-db, gm-solos)"),
     "data": ("pecmae_hub.cli.data", "generate data sets"),
     "app": ("pecmae_hub.cli.app", "start the web app (needs the 'app' extra)"),

@@ -1,18 +1,23 @@
 """``pecmae convert``: the command line of the checkpoint converters in ``convert`` and ``convert_head``."""
+
 from __future__ import annotations
-
-from pecmae_hub.cli.commands import command_help
-
-from pecmae_hub.configuration import AutoencoderRef
-from pecmae_hub.models.head import PrototypeHead
-from pecmae_hub.convert.head import convert_head
-from pecmae_hub.data.split_files import parse_labels
-from pecmae_hub.training.features import norm_stats_from_split
 
 import argparse
 
-from pecmae_hub.convert.autoencoder import ENCODEC_URL, Conversion, _check_out_dir, convert_autoencoder, convert_encodecmae
+from pecmae_hub.cli.commands import command_help
+from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.convert.autoencoder import (
+    ENCODEC_URL,
+    Conversion,
+    _check_out_dir,
+    convert_autoencoder,
+    convert_encodecmae,
+)
+from pecmae_hub.convert.head import convert_head
+from pecmae_hub.data.split_files import parse_labels
 from pecmae_hub.errors import ConfigError
+from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.training.features import norm_stats_from_split
 
 EPILOG = f"""examples:
   # the upstream autoencoder by name: downloaded from lpepino/encodecmae2wav + facebook/encodec_24khz,
@@ -38,36 +43,57 @@ def register_cli(subparsers) -> None:
         "convert",
         help=command_help("convert"),
         description="Convert upstream checkpoints to the pecmae-hub folder format (config.json + model.safetensors "
-                    "+ README.md). Pickles are read with torch.load(weights_only=True) only.",
+        "+ README.md). Pickles are read with torch.load(weights_only=True) only.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = p.add_argument_group("what to convert (exactly one)")
-    what.add_argument("--autoencoder", metavar="PATH",
-                      help="encodecmae2wav weights.pt or Lightning .ckpt (full TransformerAEDiffusion state dict)")
+    what.add_argument(
+        "--autoencoder",
+        metavar="PATH",
+        help="encodecmae2wav weights.pt or Lightning .ckpt (full TransformerAEDiffusion state dict)",
+    )
     what.add_argument("--encodecmae", metavar="PATH", help="EnCodecMAE v1 model.pt (frame encoder only)")
-    what.add_argument("--from-hub", metavar="NAME",
-                      help="an upstream autoencoder by name (encodecmae-diffusion-4s, encodecmae-diffusion-10s): its "
-                           "files are downloaded from the Hub and converted (once; later calls use the cache)")
+    what.add_argument(
+        "--from-hub",
+        metavar="NAME",
+        help="an upstream autoencoder by name (encodecmae-diffusion-4s, encodecmae-diffusion-10s): its "
+        "files are downloaded from the Hub and converted (once; later calls use the cache)",
+    )
     hub = p.add_argument_group("--from-hub options")
-    hub.add_argument("--revision", action="append", metavar="[REPO=]REV",
-                     help="revision of every source repo, or REPO=REV for one of them (repeatable; default main)")
+    hub.add_argument(
+        "--revision",
+        action="append",
+        metavar="[REPO=]REV",
+        help="revision of every source repo, or REPO=REV for one of them (repeatable; default main)",
+    )
     hub.add_argument("--offline", action="store_true", help="use only the local Hugging Face cache")
     hub.add_argument("--cache-dir", metavar="DIR", help="Hugging Face hub cache (default: $HF_HUB_CACHE)")
     ae = p.add_argument_group("autoencoder options")
-    ae.add_argument("--encodec", metavar="PATH",
-                    help=f"EnCodec 24 kHz weights: the .th from {ENCODEC_URL}, or model.safetensors of "
-                         "facebook/encodec_24khz (Transformers layout)")
-    ae.add_argument("--config-gin", metavar="PATH",
-                    help="the model's config.gin (default: config.gin next to the weights, if any)")
-    ae.add_argument("--chunk-seconds", type=float, metavar="S",
-                    help="chunk length of the diffusion model: 4 or 10 (read from config.gin when available)")
+    ae.add_argument(
+        "--encodec",
+        metavar="PATH",
+        help=f"EnCodec 24 kHz weights: the .th from {ENCODEC_URL}, or model.safetensors of "
+        "facebook/encodec_24khz (Transformers layout)",
+    )
+    ae.add_argument(
+        "--config-gin", metavar="PATH", help="the model's config.gin (default: config.gin next to the weights, if any)"
+    )
+    ae.add_argument(
+        "--chunk-seconds",
+        type=float,
+        metavar="S",
+        help="chunk length of the diffusion model: 4 or 10 (read from config.gin when available)",
+    )
     ae.add_argument("--size", choices=["base", "large"], help="EnCodecMAE size (checked against the tensors)")
     ae.add_argument("--frame-heads", type=int, default=12, help="frame-encoder attention heads (default %(default)s)")
     ae.add_argument("--cls-heads", type=int, default=8, help="CLS-encoder attention heads (default %(default)s)")
     ae.add_argument("--denoiser-heads", type=int, default=8, help="denoiser attention heads (default %(default)s)")
-    ae.add_argument("--allow-encoder-mismatch", action="store_true",
-                    help="if the EnCodec encoder embedded in the checkpoint differs from --encodec, keep the embedded one")
+    ae.add_argument(
+        "--allow-encoder-mismatch",
+        action="store_true",
+        help="if the EnCodec encoder embedded in the checkpoint differs from --encodec, keep the embedded one",
+    )
     from pecmae_hub.cli.convert import add_head_arguments
 
     add_head_arguments(p)
@@ -84,15 +110,19 @@ def _print_summary(conversion: Conversion) -> None:
     for note in conversion.notes:
         print(note)
     n_params = sum(p.numel() for p in conversion.model.parameters())
-    print(f"wrote {conversion.out_dir}/ (config.json, model.safetensors, README.md): {n_params:,} parameters, "
-          f"reloaded strictly")
+    print(
+        f"wrote {conversion.out_dir}/ (config.json, model.safetensors, README.md): {n_params:,} parameters, "
+        f"reloaded strictly"
+    )
 
 
 def run_convert(args: argparse.Namespace) -> int:
     chosen = [name for name in ("autoencoder", "encodecmae", "head", "from_hub") if getattr(args, name, None)]
     if len(chosen) != 1:
-        raise ConfigError("give exactly one of --autoencoder, --encodecmae, --head or --from-hub"
-                          + (f" (got {', '.join('--' + c.replace('_', '-') for c in chosen)})" if chosen else ""))
+        raise ConfigError(
+            "give exactly one of --autoencoder, --encodecmae, --head or --from-hub"
+            + (f" (got {', '.join('--' + c.replace('_', '-') for c in chosen)})" if chosen else "")
+        )
     kind = chosen[0]
     if kind == "from_hub":
         return _run_from_hub(args)
@@ -110,16 +140,28 @@ def run_convert(args: argparse.Namespace) -> int:
         if args.size:
             raise ConfigError("--size applies to --encodecmae only")
         conversion = convert_autoencoder(
-            args.autoencoder, args.encodec, args.out, config_gin=args.config_gin, chunk_seconds=args.chunk_seconds,
-            frame_heads=args.frame_heads, cls_heads=args.cls_heads, denoiser_heads=args.denoiser_heads,
-            allow_encoder_mismatch=args.allow_encoder_mismatch, overwrite=args.overwrite,
+            args.autoencoder,
+            args.encodec,
+            args.out,
+            config_gin=args.config_gin,
+            chunk_seconds=args.chunk_seconds,
+            frame_heads=args.frame_heads,
+            cls_heads=args.cls_heads,
+            denoiser_heads=args.denoiser_heads,
+            allow_encoder_mismatch=args.allow_encoder_mismatch,
+            overwrite=args.overwrite,
         )
     else:
         if args.config_gin:
             raise ConfigError("--config-gin applies to --autoencoder only")
         conversion = convert_encodecmae(
-            args.encodecmae, args.encodec, args.out, size=args.size, heads=args.frame_heads,
-            chunk_seconds=args.chunk_seconds or 4.0, allow_encoder_mismatch=args.allow_encoder_mismatch,
+            args.encodecmae,
+            args.encodec,
+            args.out,
+            size=args.size,
+            heads=args.frame_heads,
+            chunk_seconds=args.chunk_seconds or 4.0,
+            allow_encoder_mismatch=args.allow_encoder_mismatch,
             overwrite=args.overwrite,
         )
     _print_summary(conversion)
@@ -145,12 +187,15 @@ def _run_from_hub(args: argparse.Namespace) -> int:
 
     for flag in ("encodec", "config_gin", "chunk_seconds", "size"):
         if getattr(args, flag, None):
-            raise ConfigError(f"--{flag.replace('_', '-')} does not apply to --from-hub: the named model fixes its "
-                              "files (EnCodec from facebook/encodec_24khz, the chunk length from its config.gin)")
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} does not apply to --from-hub: the named model fixes its "
+                "files (EnCodec from facebook/encodec_24khz, the chunk length from its config.gin)"
+            )
     out = _check_out_dir(args.out, args.overwrite)
     before = CONVERSIONS[args.from_hub]
-    folder = materialize(args.from_hub, revision=_parse_revisions(args.revision), cache_dir=args.cache_dir,
-                         local_files_only=args.offline)
+    folder = materialize(
+        args.from_hub, revision=_parse_revisions(args.revision), cache_dir=args.cache_dir, local_files_only=args.offline
+    )
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(folder.iterdir()):
         if path.is_file():
@@ -202,9 +247,20 @@ def convert_head_from_args(args: argparse.Namespace) -> PrototypeHead:
     else:
         mean, std = args.norm_mean, args.norm_std
     ae = AutoencoderRef(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision)
-    head = convert_head(args.head, parse_labels(args.labels), mean, std, args.out, args.protos_per_class, args.summarizer,
-                        args.distance, ae)
-    print(f"converted {args.head}: {head.num_classes} classes x {head.protos_per_class} prototypes, "
-          f"D={head.embedding_dim}, summarizer={head.config.summarizer}, norm mean={mean:.6g} std={std:.6g} "
-          f"-> {args.out}")
+    head = convert_head(
+        args.head,
+        parse_labels(args.labels),
+        mean,
+        std,
+        args.out,
+        args.protos_per_class,
+        args.summarizer,
+        args.distance,
+        ae,
+    )
+    print(
+        f"converted {args.head}: {head.num_classes} classes x {head.protos_per_class} prototypes, "
+        f"D={head.embedding_dim}, summarizer={head.config.summarizer}, norm mean={mean:.6g} std={std:.6g} "
+        f"-> {args.out}"
+    )
     return head

@@ -3,10 +3,10 @@
 This module owns the ``data`` group; each data set adds its commands to the group's sub-parsers
 through a ``register_<name>(datasets)`` function listed in :data:`DATASET_COMMANDS`.
 """
+
 from __future__ import annotations
 
 from pecmae_hub.cli.commands import command_help
-
 from pecmae_hub.data.gm_solos.render import (
     BANKS,
     TEST_BANKS,
@@ -49,22 +49,37 @@ def register_cli(subparsers) -> None:
 def register_gm_solos(datasets) -> None:
     """Add ``pecmae data gm-solos`` and ``pecmae data gm-solos-examples`` to the ``data`` group's sub-parsers."""
     p = datasets.add_parser(
-        "gm-solos", help="render the GM-Solos instrument data set (8 Medley-Solos-DB classes)",
-        description="Render GM-Solos clips with FluidSynth. Banks: " + ", ".join(
-            f"{b} ({BANKS[b]})" for b in BANKS) + f"; {', '.join(TEST_BANKS)} is the held-out test bank.")
+        "gm-solos",
+        help="render the GM-Solos instrument data set (8 Medley-Solos-DB classes)",
+        description="Render GM-Solos clips with FluidSynth. Banks: "
+        + ", ".join(f"{b} ({BANKS[b]})" for b in BANKS)
+        + f"; {', '.join(TEST_BANKS)} is the held-out test bank.",
+    )
     p.add_argument("out", help="output folder (WAVs + metadata.csv); existing clips are skipped")
     p.add_argument("--bank", action="append", dest="banks", choices=list(BANKS), help="bank to render (repeatable)")
-    p.add_argument("--all-banks", action="store_true",
-                   help=f"render {', '.join(TRAIN_BANKS)} with --split (default train) and {TEST_BANKS[0]} as test")
+    p.add_argument(
+        "--all-banks",
+        action="store_true",
+        help=f"render {', '.join(TRAIN_BANKS)} with --split (default train) and {TEST_BANKS[0]} as test",
+    )
     p.add_argument("--n-per-class", type=int, required=True, help="clips per class and bank")
-    p.add_argument("--n-test-per-class", type=int, default=None,
-                   help="with --all-banks: clips per class of the test bank (default: --n-per-class)")
+    p.add_argument(
+        "--n-test-per-class",
+        type=int,
+        default=None,
+        help="with --all-banks: clips per class of the test bank (default: --n-per-class)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default=None, help="split name written to metadata.csv (default: train/test by bank)")
     p.add_argument("--workers", type=int, default=1, choices=[1, 2], help="rendering processes")
     p.add_argument("--duration", type=float, default=3.0, help="clip length in seconds")
-    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
-                   help="hide the progress bar (--quiet is an alias)")
+    p.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="no_progress",
+        action="store_true",
+        help="hide the progress bar (--quiet is an alias)",
+    )
     p.set_defaults(func=_cli_gm_solos)
     e = datasets.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (docs, app)")
     e.add_argument("out", help="folder for <label_slug>.wav")

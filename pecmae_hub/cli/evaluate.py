@@ -1,12 +1,13 @@
 """`pecmae evaluate`: track-level metrics of a trained head."""
+
 from __future__ import annotations
+
+from pathlib import Path
 
 from pecmae_hub.cli.commands import command_help
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.evaluation import evaluate_head, format_report
 from pecmae_hub.training.features import load_features
-
-from pathlib import Path
 
 
 def _run_cli(args) -> int:
@@ -26,17 +27,22 @@ def _run_cli(args) -> int:
 
 def register_cli(subparsers) -> None:
     """Add ``pecmae evaluate``."""
-    p = subparsers.add_parser("evaluate", help=command_help("evaluate"),
-                              description="Track-level accuracy, macro-F1, per-class metrics and confusion matrix of "
-                                          "a prototype head; with --train-split also a linear probe and the MLP baseline "
-                                          "on the same embeddings, and the retention (prototype / baseline accuracy).")
+    p = subparsers.add_parser(
+        "evaluate",
+        help=command_help("evaluate"),
+        description="Track-level accuracy, macro-F1, per-class metrics and confusion matrix of "
+        "a prototype head; with --train-split also a linear probe and the MLP baseline "
+        "on the same embeddings, and the retention (prototype / baseline accuracy).",
+    )
     p.add_argument("--model", required=True, help="head folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --model")
     p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
     p.add_argument("--split", required=True, help="TSV of the evaluated tracks: label<TAB>relative/path")
     p.add_argument("--train-split", help="training split TSV: also fit the linear probe and MLP baselines")
     p.add_argument("--train-features", help="features folder of --train-split (default: --features)")
-    p.add_argument("--mlp-steps", type=int, default=2000, help="MLP baseline steps at batch 32 (0 disables; default 2000)")
+    p.add_argument(
+        "--mlp-steps", type=int, default=2000, help="MLP baseline steps at batch 32 (0 disables; default 2000)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write evaluation.json and confusion_matrix.png here")
     p.set_defaults(func=_run_cli)

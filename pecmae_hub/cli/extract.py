@@ -1,18 +1,29 @@
 """`pecmae extract`: encode audio into per-chunk z features."""
-from __future__ import annotations
 
-from pecmae_hub.cli.commands import command_help
-from pecmae_hub.audio import AUDIO_EXTENSIONS
-from pecmae_hub.training.extract import FAILURES_NAME, extract_features
+from __future__ import annotations
 
 from pathlib import Path
 
+from pecmae_hub.audio import AUDIO_EXTENSIONS
+from pecmae_hub.cli.commands import command_help
+from pecmae_hub.training.extract import FAILURES_NAME, extract_features
+
 
 def _run_cli(args) -> int:
-    s = extract_features(args.inputs, args.out, args.autoencoder, device=args.device, batch_size=args.batch_size,
-                         progress=not args.quiet, num_workers=args.num_workers, revision=args.revision)
-    print(f"{s.total} tracks: {s.written} encoded ({s.chunks} chunks), {s.skipped} already done, {s.failed} failed "
-          f"in {s.seconds:.1f} s -> {s.out_dir}")
+    s = extract_features(
+        args.inputs,
+        args.out,
+        args.autoencoder,
+        device=args.device,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        num_workers=args.num_workers,
+        revision=args.revision,
+    )
+    print(
+        f"{s.total} tracks: {s.written} encoded ({s.chunks} chunks), {s.skipped} already done, {s.failed} failed "
+        f"in {s.seconds:.1f} s -> {s.out_dir}"
+    )
     for path, err in s.failures[:10]:
         print(f"  failed: {path}: {err}")
     if s.failed:
@@ -23,19 +34,27 @@ def _run_cli(args) -> int:
 def register_cli(subparsers) -> None:
     """Add ``pecmae extract``."""
     p = subparsers.add_parser(
-        "extract", help=command_help("extract"),
+        "extract",
+        help=command_help("extract"),
         description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file "
-                    f"({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}), "
-                    "plus extract_manifest.json and failures.tsv. Re-running resumes. "
-                    "Multi-GPU: accelerate launch -m pecmae_hub.cli extract ...")
-    p.add_argument("inputs", metavar="AUDIO_DIR_OR_LIST",
-                   help="audio folder (searched recursively), list file or audio file")
+        f"({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}), "
+        "plus extract_manifest.json and failures.tsv. Re-running resumes. "
+        "Multi-GPU: accelerate launch -m pecmae_hub.cli extract ...",
+    )
+    p.add_argument(
+        "inputs", metavar="AUDIO_DIR_OR_LIST", help="audio folder (searched recursively), list file or audio file"
+    )
     p.add_argument("out", metavar="OUT", help="output features folder")
     p.add_argument("--autoencoder", required=True, help="autoencoder folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --autoencoder")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass (default 32)")
     p.add_argument("--num-workers", type=int, default=0, help="audio decoding worker processes (default 0)")
-    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
-                   help="hide the progress bar (--quiet is an alias)")
+    p.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="quiet",
+        action="store_true",
+        help="hide the progress bar (--quiet is an alias)",
+    )
     p.set_defaults(func=_run_cli)

@@ -7,6 +7,7 @@
 Recipe modules (and torch) are imported only when a recipe runs. A failing paper-recipe stage raises
 ``RecipeStageError`` (a ``PecmaeError``): ``pecmae`` prints it (stage, cause, resume command) and exits 1.
 """
+
 from __future__ import annotations
 
 import sys
@@ -28,12 +29,23 @@ def _run_gm_solos(args) -> int:
     bad = [s for s in args.stage or [] if s not in STAGES]
     if bad:
         raise ConfigError(f"--stage {bad[0]!r}: not a gm-solos stage; stages: {', '.join(STAGES)}")
-    cfg = RecipeConfig(work=args.work or "runs/gm-solos", data=args.data, n_per_class=args.n_per_class,
-                       n_test_per_class=args.n_test_per_class, val_from=args.val_from, seed=args.seed,
-                       ae_steps=args.ae_steps, ae_batch_size=args.ae_batch_size, label_weight=args.label_weight,
-                       ae_time_budget_s=args.ae_time_budget, head_steps=args.head_steps,
-                       protos_per_class=args.protos_per_class, sonify_steps=args.sonify_steps, out=args.out,
-                       ae_init=args.ae_init)
+    cfg = RecipeConfig(
+        work=args.work or "runs/gm-solos",
+        data=args.data,
+        n_per_class=args.n_per_class,
+        n_test_per_class=args.n_test_per_class,
+        val_from=args.val_from,
+        seed=args.seed,
+        ae_steps=args.ae_steps,
+        ae_batch_size=args.ae_batch_size,
+        label_weight=args.label_weight,
+        ae_time_budget_s=args.ae_time_budget,
+        head_steps=args.head_steps,
+        protos_per_class=args.protos_per_class,
+        sonify_steps=args.sonify_steps,
+        out=args.out,
+        ae_init=args.ae_init,
+    )
     try:
         run_recipe(cfg, args.stage or None)
     except IncompleteRunError as exc:
@@ -49,12 +61,26 @@ def _run_paper(args) -> int:
     if bad:
         raise ConfigError(f"{bad[0]!r} is not a stage of the recipe; stages: {', '.join(STAGES)}")
     cfg = PaperRecipeConfig(
-        dataset=args.name, data=args.data, work=args.work or f"runs/{args.name}", autoencoder=args.autoencoder,
-        autoencoder_revision=args.autoencoder_revision, protos_per_class=args.protos_per_class, steps=args.steps,
-        device=args.device, batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed,
-        baseline_steps=args.baseline_steps, render_steps=args.render_steps, push=args.push,
-        bundle_autoencoder=args.bundle_autoencoder, autoencoder_repo=args.autoencoder_repo, private=args.private,
-        redo=tuple(args.redo or ()), progress=not args.no_progress)
+        dataset=args.name,
+        data=args.data,
+        work=args.work or f"runs/{args.name}",
+        autoencoder=args.autoencoder,
+        autoencoder_revision=args.autoencoder_revision,
+        protos_per_class=args.protos_per_class,
+        steps=args.steps,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        seed=args.seed,
+        baseline_steps=args.baseline_steps,
+        render_steps=args.render_steps,
+        push=args.push,
+        bundle_autoencoder=args.bundle_autoencoder,
+        autoencoder_repo=args.autoencoder_repo,
+        private=args.private,
+        redo=tuple(args.redo or ()),
+        progress=not args.no_progress,
+    )
     run_paper_recipe(cfg, args.stage or None)
     return 0
 
@@ -70,10 +96,15 @@ def _gm_solos_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ae-steps", type=int, default=4000)
     p.add_argument("--ae-batch-size", type=int, default=32)
-    p.add_argument("--label-weight", type=float, default=1.0,
-                   help="weight of the supervised contrastive term in autoencoder training (0: no labels)")
-    p.add_argument("--ae-time-budget", type=float, default=None,
-                   help="seconds; stop (resumable, exit code 3) when spent")
+    p.add_argument(
+        "--label-weight",
+        type=float,
+        default=1.0,
+        help="weight of the supervised contrastive term in autoencoder training (0: no labels)",
+    )
+    p.add_argument(
+        "--ae-time-budget", type=float, default=None, help="seconds; stop (resumable, exit code 3) when spent"
+    )
     p.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     p.add_argument("--head-steps", type=int, default=3000)
     p.add_argument("--protos-per-class", type=int, default=3)
@@ -84,17 +115,23 @@ def _gm_solos_parser(sub) -> None:
 
 def _paper_parser(sub, name: str, data_help: str, k: int) -> None:
     p = sub.add_parser(
-        name, help=f"the paper's {name} model: data -> extract -> train -> evaluate -> render -> card [-> push]",
+        name,
+        help=f"the paper's {name} model: data -> extract -> train -> evaluate -> render -> card [-> push]",
         description=f"Train the paper's {name} model (K = {k} by default) from data to a Hub-ready folder WORK/model; "
-                    "every stage is resumable (a rerun skips finished stages). Multi-GPU extraction and training: "
-                    f"accelerate launch -m pecmae_hub.cli recipe {name} ...")
+        "every stage is resumable (a rerun skips finished stages). Multi-GPU extraction and training: "
+        f"accelerate launch -m pecmae_hub.cli recipe {name} ...",
+    )
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--work", default=None, help=f"working folder (resumable; default runs/{name})")
-    p.add_argument("--autoencoder", default="encodecmae-diffusion-4s",
-                   help="upstream name, converted autoencoder folder, or Hub repo id org/name (default %(default)s)")
+    p.add_argument(
+        "--autoencoder",
+        default="encodecmae-diffusion-4s",
+        help="upstream name, converted autoencoder folder, or Hub repo id org/name (default %(default)s)",
+    )
     p.add_argument("--autoencoder-revision", help="branch, tag or commit of a Hub --autoencoder")
-    p.add_argument("--protos-per-class", type=int, default=None,
-                   help=f"prototypes per class K (default: the paper's {k})")
+    p.add_argument(
+        "--protos-per-class", type=int, default=None, help=f"prototypes per class K (default: the paper's {k})"
+    )
     p.add_argument("--steps", type=int, default=None, help="head training steps (default: the paper's 150000)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass when extracting (default 32)")
@@ -102,26 +139,46 @@ def _paper_parser(sub, name: str, data_help: str, k: int) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--baseline-steps", type=int, default=2000, help="MLP baseline training steps (default 2000)")
     p.add_argument("--render-steps", type=int, default=40, help="diffusion steps per rendered prototype (default 40)")
-    p.add_argument("--push", metavar="ORG/NAME", help=f"publish the model there (the short name {name!r} looks for "
-                                                      f"ORG/{name}-pecmae-{k} with PECMAE_HUB_ORG=ORG)")
-    p.add_argument("--bundle-autoencoder", action="store_true",
-                   help="put the autoencoder inside the model repo (its licence notes go into the card) instead of "
-                        "referencing an autoencoder repo")
-    p.add_argument("--autoencoder-repo", metavar="ORG/NAME",
-                   help="where --push uploads a local autoencoder to reference it (default ORG/<its name>)")
+    p.add_argument(
+        "--push",
+        metavar="ORG/NAME",
+        help=f"publish the model there (the short name {name!r} looks for "
+        f"ORG/{name}-pecmae-{k} with PECMAE_HUB_ORG=ORG)",
+    )
+    p.add_argument(
+        "--bundle-autoencoder",
+        action="store_true",
+        help="put the autoencoder inside the model repo (its licence notes go into the card) instead of "
+        "referencing an autoencoder repo",
+    )
+    p.add_argument(
+        "--autoencoder-repo",
+        metavar="ORG/NAME",
+        help="where --push uploads a local autoencoder to reference it (default ORG/<its name>)",
+    )
     p.add_argument("--private", action="store_true", help="create the pushed repos as private")
     p.add_argument("--stage", action="append", help="run only these stages (repeatable)")
-    p.add_argument("--redo", action="append", metavar="STAGE",
-                   help="run this stage and every later one again, even if finished (repeatable)")
+    p.add_argument(
+        "--redo",
+        action="append",
+        metavar="STAGE",
+        help="run this stage and every later one again, even if finished (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_paper)
 
 
 def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser("recipe", help=command_help("recipe"),
-                                   description="Train a model end to end; each recipe is resumable.")
+    parser = subparsers.add_parser(
+        "recipe", help=command_help("recipe"), description="Train a model end to end; each recipe is resumable."
+    )
     sub = parser.add_subparsers(dest="name", metavar="RECIPE", required=True)
     _gm_solos_parser(sub)
-    _paper_parser(sub, "gtzan", "a GTZAN folder (genres/, genres_original/ layouts), a genres.tar.gz, or 'hub' "
-                               "(the marsyas/gtzan dataset repo, unpacked once into WORK/data)", 5)
+    _paper_parser(
+        sub,
+        "gtzan",
+        "a GTZAN folder (genres/, genres_original/ layouts), a genres.tar.gz, or 'hub' "
+        "(the marsyas/gtzan dataset repo, unpacked once into WORK/data)",
+        5,
+    )
     _paper_parser(sub, "medley-solos-db", "the Medley-Solos-DB folder holding the audio and its metadata CSV", 20)

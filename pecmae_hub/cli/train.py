@@ -1,15 +1,15 @@
 """`pecmae train`: train a prototype head on extracted features."""
+
 from __future__ import annotations
 
-from pecmae_hub.cli.commands import command_help
-
-from pecmae_hub.configuration import AutoencoderRef
-from pecmae_hub.serialization import copy_model_folder
 import json
-from pecmae_hub.errors import ConfigError
-from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
-
 from pathlib import Path
+
+from pecmae_hub.cli.commands import command_help
+from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.errors import ConfigError
+from pecmae_hub.serialization import copy_model_folder
+from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
 
 
 def _run_cli(args) -> int:
@@ -27,31 +27,55 @@ def _run_cli(args) -> int:
         labels = resolve_labels(args.labels or list(ds.labels))
         splits = {name: splits[name] or ds.split(name) or None for name in splits}
     elif not args.split_train:
-        raise ConfigError("pecmae train needs --split-train TSV (and usually --split-val TSV), or --dataset-spec KIND:ROOT")
+        raise ConfigError(
+            "pecmae train needs --split-train TSV (and usually --split-val TSV), or --dataset-spec KIND:ROOT"
+        )
     else:
         labels = resolve_labels(args.labels, args.features, read_tsv(args.split_train))
-    sets = {name: load_features(args.features, split, label_names=labels) if split else None
-            for name, split in splits.items()}
+    sets = {
+        name: load_features(args.features, split, label_names=labels) if split else None
+        for name, split in splits.items()
+    }
     for name, fs in sets.items():
         if fs is not None and fs.missing:
             print(f"{name}: skipped {len(fs.missing)} missing feature files (first: {', '.join(fs.missing[:5])})")
     ae, bundle = _autoencoder_from_manifest(args.features)
     if args.autoencoder_repo:
-        ae, bundle = AutoencoderRef(repo_id=args.autoencoder_repo, revision=args.autoencoder_revision,
-                                    fingerprint=ae.fingerprint), None
+        ae, bundle = (
+            AutoencoderRef(
+                repo_id=args.autoencoder_repo, revision=args.autoencoder_revision, fingerprint=ae.fingerprint
+            ),
+            None,
+        )
     cfg = TrainConfig.from_preset(
-        args.preset, protos_per_class=args.protos_per_class, alpha=args.alpha, temperature=args.temperature,
-        batch_size=args.batch_size, max_lr=args.max_lr, weight_decay=args.weight_decay, total_steps=args.total_steps,
-        eval_every=args.eval_every, summarizer=args.summarizer, distance=args.distance,
-        proto_loss_samples=args.proto_loss_samples, init=args.init, seed=args.seed, device=args.device,
-        mixed_precision=False if args.no_amp else None, nearest_k=args.nearest_k, autoencoder=ae)
-    head, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
+        args.preset,
+        protos_per_class=args.protos_per_class,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        batch_size=args.batch_size,
+        max_lr=args.max_lr,
+        weight_decay=args.weight_decay,
+        total_steps=args.total_steps,
+        eval_every=args.eval_every,
+        summarizer=args.summarizer,
+        distance=args.distance,
+        proto_loss_samples=args.proto_loss_samples,
+        init=args.init,
+        seed=args.seed,
+        device=args.device,
+        mixed_precision=False if args.no_amp else None,
+        nearest_k=args.nearest_k,
+        autoencoder=ae,
+    )
+    _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
     if bundle is not None:
         copy_model_folder(bundle, Path(args.out) / "autoencoder")
     for name in ("val", "test"):
         if metrics[name]:
-            print(f"{name}: track accuracy {metrics[name]['accuracy']:.4f}, macro-F1 {metrics[name]['macro_f1']:.4f} "
-                  f"({metrics[name]['n_tracks']} tracks)")
+            print(
+                f"{name}: track accuracy {metrics[name]['accuracy']:.4f}, macro-F1 {metrics[name]['macro_f1']:.4f} "
+                f"({metrics[name]['n_tracks']} tracks)"
+            )
     print(f"best step {metrics['best_step']} of {metrics['steps']}; head written to {args.out}")
     return 0
 
@@ -76,19 +100,27 @@ def _autoencoder_from_manifest(features_dir) -> tuple[AutoencoderRef, Path | Non
 def register_cli(subparsers) -> None:
     """Add ``pecmae train``; unset flags keep the preset's (or the paper's) values."""
     p = subparsers.add_parser(
-        "train", help=command_help("train"),
+        "train",
+        help=command_help("train"),
         description="Train a PECMAE prototype head on features written by 'pecmae extract'. Loss: alpha*L_p + "
-                    "(1-alpha)*CE(logits/temperature); Adam + OneCycleLR; model selection on validation track accuracy. "
-                    "Multi-GPU: accelerate launch -m pecmae_hub.cli train ...")
+        "(1-alpha)*CE(logits/temperature); Adam + OneCycleLR; model selection on validation track accuracy. "
+        "Multi-GPU: accelerate launch -m pecmae_hub.cli train ...",
+    )
     p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
     p.add_argument("--split-train", help="training split TSV: label<TAB>relative/path")
     p.add_argument("--split-val", help="validation split TSV (model selection)")
     p.add_argument("--split-test", help="test split TSV (reported in metrics.json)")
-    p.add_argument("--dataset-spec", metavar="KIND:ROOT",
-                   help="splits from pecmae_hub.datasets instead of TSVs, e.g. gtzan:/data/gtzan "
-                        "(kinds: gtzan, medley-solos-db, tsv, folders)")
-    p.add_argument("--labels", help="class names in id order: a,b,c or a file (default: labels.txt in --features, "
-                                    "else first-seen order of --split-train)")
+    p.add_argument(
+        "--dataset-spec",
+        metavar="KIND:ROOT",
+        help="splits from pecmae_hub.datasets instead of TSVs, e.g. gtzan:/data/gtzan "
+        "(kinds: gtzan, medley-solos-db, tsv, folders)",
+    )
+    p.add_argument(
+        "--labels",
+        help="class names in id order: a,b,c or a file (default: labels.txt in --features, "
+        "else first-seen order of --split-train)",
+    )
     p.add_argument("--out", required=True, help="output folder (the Hub-ready head)")
     p.add_argument("--preset", choices=sorted(PRESETS), help="the paper's runs; any flag below overrides it")
     p.add_argument("--protos-per-class", type=int, help="K (gtzan 5, medley-solos-db 20)")
@@ -107,9 +139,16 @@ def register_cli(subparsers) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available")
     p.add_argument("--no-amp", action="store_true", help="disable fp16 AMP on CUDA")
     p.add_argument("--nearest-k", type=int, help="training chunks listed per prototype in nearest.json (5)")
-    p.add_argument("--autoencoder-repo", help="autoencoder repo id recorded in the head config "
-                                              "(default: from extract_manifest.json of --features)")
+    p.add_argument(
+        "--autoencoder-repo",
+        help="autoencoder repo id recorded in the head config (default: from extract_manifest.json of --features)",
+    )
     p.add_argument("--autoencoder-revision")
-    p.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true",
-                   help="hide the progress bar (--quiet is an alias)")
+    p.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="quiet",
+        action="store_true",
+        help="hide the progress bar (--quiet is an alias)",
+    )
     p.set_defaults(func=_run_cli)

@@ -1,4 +1,5 @@
-"""``pecmae convert``: upstream checkpoints → our folder format (``config.json`` + ``model.safetensors`` + ``README.md``).
+"""``pecmae convert``: upstream checkpoints → our folder format (``config.json``, ``model.safetensors``,
+``README.md``).
 
 Three kinds of input (docs/architecture.md §3, §5, §6.6):
 
@@ -15,6 +16,7 @@ Nothing is unpickled: ``torch.load(weights_only=True)`` only (or ``.safetensors`
 :mod:`pecmae_hub.convert.checkpoint_io`. Upstream key names are mapped to ours by :mod:`pecmae_hub.convert.key_mapping`
 (whose docstring has the table); unknown keys are an error.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -22,14 +24,15 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pecmae_hub.convert.checkpoint_io import SourceFile, read_state_dict
+from pecmae_hub.convert.key_mapping import _encoder_dims, _merge_encodec, map_diffusion, map_encodec, map_encodecmae
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
 from pecmae_hub.integrity import sha256_file
-from pecmae_hub.convert.key_mapping import _encoder_dims, _merge_encodec, map_diffusion, map_encodec, map_encodecmae
 
 ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 LICENCE_NOTES = {
@@ -67,7 +70,9 @@ def parse_config_gin(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def resolve_chunk_seconds(checkpoint: Path, config_gin: Path | None, chunk_seconds: float | None) -> tuple[float, str, Path | None]:
+def resolve_chunk_seconds(
+    checkpoint: Path, config_gin: Path | None, chunk_seconds: float | None
+) -> tuple[float, str, Path | None]:
     """Chunk length: config.gin (given or next to the weights) > --chunk-seconds > the file name > 4 s."""
     gin = config_gin
     if gin is None and (checkpoint.parent / "config.gin").is_file():
@@ -80,12 +85,15 @@ def resolve_chunk_seconds(checkpoint: Path, config_gin: Path | None, chunk_secon
         if meta is not None and meta.split(".")[-1] != "ChunkDiffusionSampler":
             raise CheckpointError(
                 f"{gin} says META_MODEL = {meta}: not a diffusion autoencoder (ChunkDiffusionSampler). The "
-                "ecmae2ec frame regressors cannot be converted (they give no single z per chunk, docs/architecture.md §12.9)."
+                "ecmae2ec frame regressors cannot be converted (they give no single z per chunk, "
+                "docs/architecture.md §12.9)."
             )
         seconds = parsed.get("max_audio_duration")
         if seconds is not None:
             if chunk_seconds is not None and abs(chunk_seconds - seconds) > 1e-9:
-                raise ConfigError(f"--chunk-seconds {chunk_seconds:g} contradicts MAX_AUDIO_DURATION = {seconds:g} in {gin}")
+                raise ConfigError(
+                    f"--chunk-seconds {chunk_seconds:g} contradicts MAX_AUDIO_DURATION = {seconds:g} in {gin}"
+                )
             return seconds, f"MAX_AUDIO_DURATION = {seconds:g} in {Path(gin).name}", Path(gin)
         if chunk_seconds is None:
             raise ConfigError(f"{gin} has no MAX_AUDIO_DURATION line; pass --chunk-seconds 4 or 10")
@@ -96,6 +104,7 @@ def resolve_chunk_seconds(checkpoint: Path, config_gin: Path | None, chunk_secon
         seconds = float(hint.group(1))
         return seconds, f"the file name ({hint.group(0).strip('-_/.')}); pass --chunk-seconds to override", gin
     return 4.0, "default (no config.gin, no --chunk-seconds): the paper's 4 s model was assumed", gin
+
 
 # Conversion ----------------------------------------------------------------------------------------------
 @dataclass
@@ -159,27 +168,42 @@ def convert_autoencoder(
 
     out = _check_out_dir(out_dir, overwrite)
     state, src = read_state_dict(autoencoder, "diffusion autoencoder")
-    seconds, seconds_from, gin = resolve_chunk_seconds(src.path, Path(config_gin) if config_gin else None, chunk_seconds)
+    seconds, seconds_from, gin = resolve_chunk_seconds(
+        src.path, Path(config_gin) if config_gin else None, chunk_seconds
+    )
     mapped, dropped, counts = map_diffusion(state, src.name)
     codec_state, src_ec = read_state_dict(encodec, "EnCodec")
     codec, dropped_ec = map_encodec(codec_state, src_ec.name)
     conversion = Conversion(None, out, [src, src_ec], "autoencoder", dropped=dropped + dropped_ec)
     if gin is not None:
-        conversion.sources.append(SourceFile("config.gin", Path(gin), sha256_file(gin), Path(gin).stat().st_size, "text"))
+        conversion.sources.append(
+            SourceFile("config.gin", Path(gin), sha256_file(gin), Path(gin).stat().st_size, "text")
+        )
     conversion.notes += _merge_encodec(mapped, codec, src.name, src_ec.name, allow_encoder_mismatch, warn)
     conversion.notes.append(f"chunk length {seconds:g} s, from {seconds_from}")
     if seconds_from.startswith("default"):
         warn(f"chunk length: {seconds_from}; pass --chunk-seconds 10 for a 10 s model")
     proj = mapped["frame_encoder.feat_projector.weight"]
     _, ff = _encoder_dims(mapped, "frame_encoder.visible_encoder.", frame_heads, "frame encoder")
-    for prefix, heads, what in (("cls_encoder.encoder.", cls_heads, "CLS encoder"), ("denoiser.denoiser.", denoiser_heads, "denoiser")):
+    for prefix, heads, what in (
+        ("cls_encoder.encoder.", cls_heads, "CLS encoder"),
+        ("denoiser.denoiser.", denoiser_heads, "denoiser"),
+    ):
         _, ff_other = _encoder_dims(mapped, prefix, heads, what)
         if ff_other != ff:
             raise CheckpointError(f"{what} FFN width {ff_other} differs from the frame encoder's {ff}: unsupported")
     config = AutoencoderConfig(
-        frontend="encodec", chunk_seconds=seconds, signal_dim=proj.shape[1], model_dim=proj.shape[0],
-        frame_layers=counts["frame"], frame_heads=frame_heads, ff_dim=ff, cls_layers=counts["cls"], cls_heads=cls_heads,
-        denoiser_layers=counts["denoiser"], denoiser_heads=denoiser_heads,
+        frontend="encodec",
+        chunk_seconds=seconds,
+        signal_dim=proj.shape[1],
+        model_dim=proj.shape[0],
+        frame_layers=counts["frame"],
+        frame_heads=frame_heads,
+        ff_dim=ff,
+        cls_layers=counts["cls"],
+        cls_heads=cls_heads,
+        denoiser_layers=counts["denoiser"],
+        denoiser_heads=denoiser_heads,
         source=_source_text(conversion.sources),
     )
     conversion.notes.append(
@@ -224,11 +248,21 @@ def convert_encodecmae(
         )
     _, ff = _encoder_dims(mapped, "frame_encoder.visible_encoder.", heads, "EnCodecMAE")
     config = AutoencoderConfig(
-        frontend="encodec", chunk_seconds=chunk_seconds, signal_dim=proj.shape[1], model_dim=dim, frame_layers=n_layers,
-        frame_heads=heads, ff_dim=ff, cls_layers=0, denoiser_layers=0, source=_source_text(conversion.sources),
+        frontend="encodec",
+        chunk_seconds=chunk_seconds,
+        signal_dim=proj.shape[1],
+        model_dim=dim,
+        frame_layers=n_layers,
+        frame_heads=heads,
+        ff_dim=ff,
+        cls_layers=0,
+        denoiser_layers=0,
+        source=_source_text(conversion.sources),
     )
-    conversion.notes.append(f"EnCodecMAE-{found or 'custom'}: D={dim}, {n_layers} layers x {heads} heads, FFN {ff}; "
-                            f"z = mean of the frame embeddings of each {chunk_seconds:g} s chunk")
+    conversion.notes.append(
+        f"EnCodecMAE-{found or 'custom'}: D={dim}, {n_layers} layers x {heads} heads, FFN {ff}; "
+        f"z = mean of the frame embeddings of each {chunk_seconds:g} s chunk"
+    )
     _build_and_save(config, mapped, conversion, f"{src.name} + {src_ec.name}")
     return conversion
 
@@ -248,15 +282,24 @@ def model_card(conversion: Conversion) -> str:
         ours = version("pecmae-hub")
     except Exception:
         ours = "unknown"
-    kind = "diffusion autoencoder (audio → z → audio)" if conversion.kind == "autoencoder" else "EnCodecMAE frame encoder (audio → z)"
+    kind = (
+        "diffusion autoencoder (audio → z → audio)"
+        if conversion.kind == "autoencoder"
+        else "EnCodecMAE frame encoder (audio → z)"
+    )
     intro = (
-        f"Converted with `pecmae convert` (pecmae-hub {ours}) on {_dt.date.today().isoformat()} from the upstream files "
+        f"Converted with `pecmae convert` (pecmae-hub {ours}) on {_dt.date.today().isoformat()} "
+        "from the upstream files "
         "below. Weights are unchanged; only key names differ (the shared feed-forward network of each transformer "
         "is stored once). Load it with `Autoencoder.from_pretrained(<this folder or repo>)`."
     )
     return render_autoencoder_card(
-        title=f"Converted upstream {kind}", intro=intro, config=conversion.model.config,
-        chunk_frames=conversion.model.chunk_frames, sources=conversion.sources,
-        licence_notes=[LICENCE_NOTES["encodec"], LICENCE_NOTES[conversion.kind]], notes=conversion.notes,
+        title=f"Converted upstream {kind}",
+        intro=intro,
+        config=conversion.model.config,
+        chunk_frames=conversion.model.chunk_frames,
+        sources=conversion.sources,
+        licence_notes=[LICENCE_NOTES["encodec"], LICENCE_NOTES[conversion.kind]],
+        notes=conversion.notes,
         dropped=conversion.dropped,
     )

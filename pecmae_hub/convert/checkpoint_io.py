@@ -8,6 +8,7 @@ unpickling can run code. Every file is hashed (sha256) for the model card.
 Weight-norm keys saved by newer PyTorch (``parametrizations.weight.original0/1``) are read as
 ``weight_g``/``weight_v``.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,7 +77,9 @@ def read_state_dict(path: str | os.PathLike, role: str = "checkpoint") -> tuple[
         except Exception as exc:
             text = str(exc)
             lines = [line.strip() for line in text.splitlines() if line.strip()]
-            detail = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else type(exc).__name__)
+            detail = next(
+                (line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else type(exc).__name__
+            )
             if "Unsupported global" in text or "GLOBAL " in text:
                 raise CheckpointError(_refuse_pickle_message(path, detail)) from None
             raise CheckpointError(
@@ -86,7 +89,9 @@ def read_state_dict(path: str | os.PathLike, role: str = "checkpoint") -> tuple[
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         extra = sorted(k for k in obj if k != "state_dict")
         if not src.container:
-            src.container = "Lightning checkpoint" if {"epoch", "global_step"} & set(extra) else "dict with 'state_dict'"
+            src.container = (
+                "Lightning checkpoint" if {"epoch", "global_step"} & set(extra) else "dict with 'state_dict'"
+            )
         state = obj["state_dict"]
     elif isinstance(obj, dict):
         src.container = src.container or "plain state dict"

@@ -6,18 +6,19 @@ to ``discriminator.*`` (dropped). It does not hold the label names nor the norma
 (upstream never saved them, docs/architecture.md §12.12, §12.19): they are given here, or the statistics are computed
 from the training features with :func:`pecmae_hub.training.features.norm_stats_from_split`.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
+from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.convert.checkpoint_io import read_state_dict
 from pecmae_hub.errors import CheckpointError, ConfigError
-from pecmae_hub.serialization import load_state_dict_strict
-from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.serialization import load_state_dict_strict
 
 _SUMMARIZER_PREFIX = "time_summarizer."
 
@@ -30,7 +31,7 @@ def read_upstream_state(ckpt_path: str | os.PathLike) -> dict[str, torch.Tensor]
     state, _ = read_state_dict(ckpt_path, "PrototypeNet checkpoint")
     out = {}
     for key, value in state.items():
-        key = key[len("model."):] if key.startswith("model.") else key
+        key = key[len("model.") :] if key.startswith("model.") else key
         if not key.startswith("discriminator."):
             out[key] = value.float()
     if "protos" not in out:

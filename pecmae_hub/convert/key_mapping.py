@@ -26,12 +26,13 @@ Dropped, with a note: the EnCodec quantizer, and EnCodecMAE's pretraining-only `
 Each upstream transformer shares one FFN across its layers; the per-layer copies must be identical and
 are stored once. The embedded EnCodec encoder must equal the ``.th`` copy (:func:`_merge_encodec`).
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from pecmae_hub.convert.checkpoint_io import _WN_SUFFIXES
 from pecmae_hub.errors import CheckpointError
@@ -79,7 +80,7 @@ class _Mapper:
         if required and not keys:
             raise CheckpointError(f"{self.source}: no keys under {src_prefix}* (is this the right kind of file?)")
         for key in keys:
-            self.put(key, dst_prefix + key[len(src_prefix):])
+            self.put(key, dst_prefix + key[len(src_prefix) :])
         return len(keys)
 
     def drop_prefix(self, prefix: str, why: str) -> None:
@@ -98,7 +99,7 @@ class _Mapper:
         layers: dict[int, list[str]] = {}
         ff: dict[str, dict[int, str]] = {}
         for key in self.keys(src_prefix):
-            rest = key[len(src_prefix):]
+            rest = key[len(src_prefix) :]
             match = _LAYER_KEY.match(rest)
             if match:
                 index, sub = int(match.group(1)), match.group(2)
@@ -114,11 +115,14 @@ class _Mapper:
             raise CheckpointError(f"{self.source}: no transformer layers under {src_prefix}encoder_layers.*")
         n_layers = max(layers) + 1
         if sorted(layers) != list(range(n_layers)):
-            raise CheckpointError(f"{self.source}: {src_prefix} has layers {sorted(layers)}, expected 0..{n_layers - 1}")
+            raise CheckpointError(
+                f"{self.source}: {src_prefix} has layers {sorted(layers)}, expected 0..{n_layers - 1}"
+            )
         expected = {"ff_layer.0.weight", "ff_layer.0.bias", "ff_layer.2.weight", "ff_layer.2.bias"}
         if set(ff) != expected:
             raise CheckpointError(
-                f"{self.source}: {src_prefix} feed-forward keys {sorted(ff)} differ from the expected {sorted(expected)}"
+                f"{self.source}: {src_prefix} feed-forward keys {sorted(ff)} differ from the expected "
+                f"{sorted(expected)}"
             )
         for sub, per_layer in sorted(ff.items()):
             missing = sorted(set(range(n_layers)) - set(per_layer))
@@ -137,7 +141,9 @@ class _Mapper:
             self.put(per_layer[0], f"{dst_prefix}{sub}")
             for index in range(1, n_layers):
                 self.used.add(per_layer[index])
-        self.dropped[f"{src_prefix}encoder_layers.<1..>.ff_layer.* (identical copies of the shared FFN)"] += 4 * (n_layers - 1)
+        self.dropped[f"{src_prefix}encoder_layers.<1..>.ff_layer.* (identical copies of the shared FFN)"] += 4 * (
+            n_layers - 1
+        )
         return n_layers
 
     def leftovers(self) -> list[str]:
@@ -166,8 +172,13 @@ def encodec_from_transformers(state: dict, source: str = "EnCodec (Transformers 
     convolution are plain convolutions and every one in between is a transposed (up-sampling) one.
     Keys that fit no rule are kept as they are, so :func:`map_encodec` reports them as unknown.
     """
-    decoder_convs = sorted({int(m.group(2)) for m in map(_HF_LAYER.match, state)
-                            if m and m.group(1) == "decoder" and m.group(3).startswith("conv.")})
+    decoder_convs = sorted(
+        {
+            int(m.group(2))
+            for m in map(_HF_LAYER.match, state)
+            if m and m.group(1) == "decoder" and m.group(3).startswith("conv.")
+        }
+    )
     transposed = set(decoder_convs[1:-1])
     out: dict = {}
     for key, value in state.items():
@@ -181,7 +192,7 @@ def encodec_from_transformers(state: dict, source: str = "EnCodec (Transformers 
             head = f"{part}.model.{index}."
             if rest.startswith("conv."):
                 kind = "convtr.convtr." if part == "decoder" and index in transposed else "conv.conv."
-                renamed = head + kind + rest[len("conv."):]
+                renamed = head + kind + rest[len("conv.") :]
             elif re.match(r"^(block\.\d+|shortcut)\.conv\.", rest):
                 block, _, tail = rest.partition(".conv.")
                 renamed = f"{head}{block}.conv.conv.{tail}"
@@ -235,7 +246,9 @@ def map_diffusion(state: dict, source: str = "diffusion checkpoint") -> tuple[di
         hint = ""
         if any(k.startswith("visible_encoder.") for k in state):
             hint = " It looks like an EnCodecMAE model.pt: use --encodecmae."
-        raise CheckpointError(f"{source} has no encoder.encodecmae_model.* keys: not a TransformerAEDiffusion state dict.{hint}")
+        raise CheckpointError(
+            f"{source} has no encoder.encodecmae_model.* keys: not a TransformerAEDiffusion state dict.{hint}"
+        )
     counts = {"frame": _map_encodecmae_into(m, "encoder.encodecmae_model.")}
     counts["cls"] = m.fold_encoder("encoder.encoder.", "cls_encoder.encoder.")
     m.take("encoder.cls_tokens.weight", "cls_encoder.cls_tokens.weight")
@@ -245,12 +258,15 @@ def map_diffusion(state: dict, source: str = "diffusion checkpoint") -> tuple[di
         m.take_prefix(name + ".", f"denoiser.{name}.")
     m.check_done()
     if m.state["encoder.cls_tokens.weight"].shape[0] != 1:
-        raise CheckpointError(f"{source}: {m.state['encoder.cls_tokens.weight'].shape[0]} CLS tokens; only 1 is supported")
+        raise CheckpointError(
+            f"{source}: {m.state['encoder.cls_tokens.weight'].shape[0]} CLS tokens; only 1 is supported"
+        )
     return m.out, m.dropped, counts
 
 
-def _merge_encodec(mapped: dict, codec: dict, source_a: str, source_b: str, allow_mismatch: bool,
-                   warn: Callable[[str], None]) -> list[str]:
+def _merge_encodec(
+    mapped: dict, codec: dict, source_a: str, source_b: str, allow_mismatch: bool, warn: Callable[[str], None]
+) -> list[str]:
     """Add the EnCodec tensors to ``mapped``; the encoder must equal the checkpoint's embedded copy."""
     import torch
 
@@ -270,11 +286,14 @@ def _merge_encodec(mapped: dict, codec: dict, source_a: str, source_b: str, allo
                 differ.append((key, (a - b).abs().max().item() if a.shape == b.shape else float("nan")))
         if differ:
             text = "; ".join(f"{k} (max |diff| {d:.3g})" for k, d in differ[:5])
-            message = (f"the EnCodec encoder embedded in {source_a} differs from {source_b} in {len(differ)} tensors: "
-                       f"{text}")
+            message = (
+                f"the EnCodec encoder embedded in {source_a} differs from {source_b} in {len(differ)} tensors: {text}"
+            )
             if not allow_mismatch:
-                raise CheckpointError(message + ". Is --encodec the official encodec_24khz-d7cc33bc.th? "
-                                      "Pass --allow-encoder-mismatch to keep the embedded copy (the one the model was trained on).")
+                raise CheckpointError(
+                    message + ". Is --encodec the official encodec_24khz-d7cc33bc.th? "
+                    "Pass --allow-encoder-mismatch to keep the embedded copy (the one the model was trained on)."
+                )
             warn(message + "; keeping the embedded copy")
             notes.append(f"EnCodec encoder: the copy embedded in {source_a} (differs from {source_b})")
         else:

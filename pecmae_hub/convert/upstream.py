@@ -19,6 +19,7 @@ Offline (``HF_HUB_OFFLINE=1``, ``local_files_only=True``) or with the Hub unreac
 :mod:`pecmae_hub.connectivity`), only caches are read; with nothing cached a
 :class:`~pecmae_hub.errors.ModelNotFoundError` names the repos and files needed, at once.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -85,8 +86,10 @@ def _diffusion(seconds: int) -> UpstreamModel:
     return UpstreamModel(
         f"encodecmae-diffusion-{seconds}s",
         f"EnCodecMAE-base encoder + CLS encoder + diffusion decoder, {seconds} s chunks (encodecmae2wav)",
-        HubFile(AUTOENCODER_REPO, f"{folder}/weights.pt"), HubFile(AUTOENCODER_REPO, f"{folder}/config.gin"),
-        HubFile(ENCODEC_REPO, "model.safetensors"))
+        HubFile(AUTOENCODER_REPO, f"{folder}/weights.pt"),
+        HubFile(AUTOENCODER_REPO, f"{folder}/config.gin"),
+        HubFile(ENCODEC_REPO, "model.safetensors"),
+    )
 
 
 UPSTREAM_MODELS: dict[str, UpstreamModel] = {m.name: m for m in (_diffusion(4), _diffusion(10))}
@@ -119,8 +122,10 @@ def _revisions(spec: UpstreamModel, revision: str | Mapping[str, str | None] | N
         return {repo: revision for repo in spec.repos}
     unknown = sorted(set(revision) - set(spec.repos))
     if unknown:
-        raise ConfigError(f"revision given for {unknown}, which {spec.name!r} does not use; its source repos are "
-                          f"{', '.join(spec.repos)}")
+        raise ConfigError(
+            f"revision given for {unknown}, which {spec.name!r} does not use; its source repos are "
+            f"{', '.join(spec.repos)}"
+        )
     return {repo: revision.get(repo) for repo in spec.repos}
 
 
@@ -147,19 +152,23 @@ def _remote_commit(spec: UpstreamModel, repo_id: str, revision: str | None, toke
     try:
         meta = get_hf_file_metadata(hf_hub_url(repo_id, probe.filename, revision=revision), token=token)
     except hf_errors.RepositoryNotFoundError:
-        raise ModelNotFoundError(f"{where} was not found on the Hub ({hub_endpoint()}), or is private/gated "
-                                 "and needs a token (token=... or `hf auth login`)") from None
+        raise ModelNotFoundError(
+            f"{where} was not found on the Hub ({hub_endpoint()}), or is private/gated "
+            "and needs a token (token=... or `hf auth login`)"
+        ) from None
     except hf_errors.RevisionNotFoundError:
         raise ModelNotFoundError(f"revision {revision!r} not found in {where}") from None
     except hf_errors.LocalEntryNotFoundError:
         return None
     except hf_errors.EntryNotFoundError:
-        raise ModelNotFoundError(f"{probe.filename!r} is not in {where} (revision {revision or 'main'}): has the "
-                                 "upstream layout changed? Pin an older revision with revision={repo: commit}"
-                                 ) from None
+        raise ModelNotFoundError(
+            f"{probe.filename!r} is not in {where} (revision {revision or 'main'}): has the "
+            "upstream layout changed? Pin an older revision with revision={repo: commit}"
+        ) from None
     except Exception as exc:  # connection reset, timeout, proxy error ...: use the cache instead
-        logger.warning("cannot ask the Hub which commit %s@%s is (%s); using the local cache", repo_id,
-                       revision or "main", exc)
+        logger.warning(
+            "cannot ask the Hub which commit %s@%s is (%s); using the local cache", repo_id, revision or "main", exc
+        )
         return None
     return meta.commit_hash if meta.commit_hash and _COMMIT.match(meta.commit_hash) else None
 
@@ -217,22 +226,31 @@ def _newest_converted(root: Path) -> Path | None:
 
 def _not_available(r: _Resolved, root: Path, detail: str = "") -> ModelNotFoundError:
     spec = r.spec
-    lines = [f"upstream autoencoder {spec.name!r} is not converted in the local cache ({root}) and cannot be "
-             f"converted now: {r.why_not or 'its source files are missing'}{f' ({detail})' if detail else ''}. "
-             "It is made from these files:"]
+    lines = [
+        f"upstream autoencoder {spec.name!r} is not converted in the local cache ({root}) and cannot be "
+        f"converted now: {r.why_not or 'its source files are missing'}{f' ({detail})' if detail else ''}. "
+        "It is made from these files:"
+    ]
     for repo in spec.repos:
         names = ", ".join(f.filename for f in spec.files if f.repo_id == repo)
         lines.append(f"  - {repo} (revision {r.commits.get(repo) or r.revisions.get(repo) or 'main'}): {names}")
-    lines.append("Run this once with the Hub reachable (it downloads, converts and caches them), copy a Hugging Face "
-                 "cache that holds them, or download them elsewhere (`hf download REPO FILE ...`) and convert by hand: "
-                 "`pecmae convert --autoencoder weights.pt --config-gin config.gin --encodec model.safetensors "
-                 "--out DIR`, then load DIR.")
+    lines.append(
+        "Run this once with the Hub reachable (it downloads, converts and caches them), copy a Hugging Face "
+        "cache that holds them, or download them elsewhere (`hf download REPO FILE ...`) and convert by hand: "
+        "`pecmae convert --autoencoder weights.pt --config-gin config.gin --encodec model.safetensors "
+        "--out DIR`, then load DIR."
+    )
     return ModelNotFoundError("\n".join(lines))
 
 
-def sources(name: str, *, revision: str | Mapping[str, str | None] | None = None,
-            cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-            local_files_only: bool = False) -> dict[str, str]:
+def sources(
+    name: str,
+    *,
+    revision: str | Mapping[str, str | None] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> dict[str, str]:
     """The pinned ``{source repo id: commit}`` of ``name`` (for ``AutoencoderRef(name=..., sources=...)``).
 
     ``revision`` is one revision for every source repo, or ``{repo_id: revision}``. Online, one HEAD
@@ -258,9 +276,15 @@ def sources_of(folder: str | os.PathLike) -> dict[str, str]:
         raise CheckpointError(f"{path} is damaged ({exc}); delete its folder to convert again") from None
 
 
-def materialize(name: str, *, revision: str | Mapping[str, str | None] | None = None,
-                cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
-                local_files_only: bool = False, force_download: bool = False) -> Path:
+def materialize(
+    name: str,
+    *,
+    revision: str | Mapping[str, str | None] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> Path:
     """The folder of the upstream autoencoder ``name``, converted to our format once and then cached.
 
     Args:
@@ -311,8 +335,15 @@ def _download(r: _Resolved, root: Path, cache_dir, token, force_download: bool) 
         first = not any(g.repo_id == f.repo_id for g in paths)
         revision = (r.revisions[f.repo_id] or "main") if first and r.use_hub else commits[f.repo_id]
         try:
-            paths[f] = path = resolve_file(f.repo_id, f.filename, revision=revision, cache_dir=cache_dir,
-                                           local_files_only=not r.use_hub, token=token, force_download=force_download)
+            paths[f] = path = resolve_file(
+                f.repo_id,
+                f.filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=not r.use_hub,
+                token=token,
+                force_download=force_download,
+            )
         except ModelNotFoundError as exc:
             if r.use_hub:
                 raise
@@ -335,8 +366,14 @@ def _convert(r: _Resolved, root: Path, cache_dir, token, force_download: bool) -
         return folder
     logger.info("%s: converting %s", spec.name, ", ".join(f"{f.repo_id}/{f.filename}" for f in spec.files))
     conversion = convert_autoencoder(
-        paths[spec.weights], paths[spec.encodec], None, config_gin=paths[spec.config_gin],
-        frame_heads=spec.frame_heads, cls_heads=spec.cls_heads, denoiser_heads=spec.denoiser_heads, warn=logger.warning,
+        paths[spec.weights],
+        paths[spec.encodec],
+        None,
+        config_gin=paths[spec.config_gin],
+        frame_heads=spec.frame_heads,
+        cls_heads=spec.cls_heads,
+        denoiser_heads=spec.denoiser_heads,
+        warn=logger.warning,
     )
     model = conversion.model
     model.config.source = f"{spec.name}: " + " + ".join(f"{repo}@{c}" for repo, c in commits.items())
@@ -346,8 +383,12 @@ def _convert(r: _Resolved, root: Path, cache_dir, token, force_download: bool) -
         model.save_pretrained(tmp)
         (tmp / "README.md").write_text(_card(spec, commits, conversion))
         sha256 = {f"{f.repo_id}/{f.filename}": s.sha256 for f, s in zip(spec.files, _by_file(spec, conversion))}
-        record = {"name": spec.name, "sources": commits, "files": [[f.repo_id, f.filename] for f in spec.files],
-                  "sha256": sha256}
+        record = {
+            "name": spec.name,
+            "sources": commits,
+            "files": [[f.repo_id, f.filename] for f in spec.files],
+            "sha256": sha256,
+        }
         (tmp / UPSTREAM_FILE).write_text(json.dumps(record, indent=2) + "\n")
         Autoencoder.from_pretrained(tmp)  # strict round trip of what was written
         if folder.exists() and (force_download or not _complete(folder)):
@@ -376,9 +417,16 @@ def _card(spec: UpstreamModel, commits: dict[str, str], conversion) -> str:
     from pecmae_hub.hub.cards import render_autoencoder_card
 
     endpoint = hub_endpoint().rstrip("/")
-    rows = [SimpleNamespace(role=s.role, name=f"{f.repo_id}@{commits[f.repo_id][:12]}/{f.filename}",
-                            container=s.container, size=s.size, sha256=s.sha256)
-            for f, s in zip(spec.files, _by_file(spec, conversion))]
+    rows = [
+        SimpleNamespace(
+            role=s.role,
+            name=f"{f.repo_id}@{commits[f.repo_id][:12]}/{f.filename}",
+            container=s.container,
+            size=s.size,
+            sha256=s.sha256,
+        )
+        for f, s in zip(spec.files, _by_file(spec, conversion))
+    ]
     repo_lines = "\n".join(
         f"- [`{repo}`]({endpoint}/{repo}/tree/{commit}) at commit `{commit}`: "
         + ", ".join(f"`{f.filename}`" for f in spec.files if f.repo_id == repo)
@@ -392,8 +440,12 @@ def _card(spec: UpstreamModel, commits: dict[str, str], conversion) -> str:
         "equal those of `encodec_24khz-d7cc33bc.th`."
     )
     return render_autoencoder_card(
-        title=f"{spec.name} (converted upstream diffusion autoencoder)", intro=intro, config=conversion.model.config,
-        chunk_frames=conversion.model.chunk_frames, sources=rows,
-        licence_notes=[ENCODEC_LICENCE, LICENCE_NOTES["autoencoder"]], notes=conversion.notes,
+        title=f"{spec.name} (converted upstream diffusion autoencoder)",
+        intro=intro,
+        config=conversion.model.config,
+        chunk_frames=conversion.model.chunk_frames,
+        sources=rows,
+        licence_notes=[ENCODEC_LICENCE, LICENCE_NOTES["autoencoder"]],
+        notes=conversion.notes,
         dropped=conversion.dropped,
     )

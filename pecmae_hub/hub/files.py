@@ -1,15 +1,17 @@
 """Read-only access to a model's files (a local folder or a Hub repo pinned to one commit) and the
 per-process cache of the autoencoders they name."""
+
 from __future__ import annotations
-from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME, resolve_file
-from pecmae_hub.configuration import AutoencoderRef
-from pecmae_hub.errors import CheckpointError, ConfigError
 
 import json
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
+
+from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.errors import CheckpointError, ConfigError
+from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME, resolve_file
 
 if TYPE_CHECKING:
     import torch
@@ -38,10 +40,18 @@ class ModelFiles:
     or ``HF_HUB_OFFLINE=1``) only the cache is read.
     """
 
-    def __init__(self, *, folder: str | os.PathLike | None = None, repo_id: str | None = None,
-                 revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 local_files_only: bool = False, token: str | bool | None = None, force_download: bool = False,
-                 subfolder: str = ""):
+    def __init__(
+        self,
+        *,
+        folder: str | os.PathLike | None = None,
+        repo_id: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        subfolder: str = "",
+    ):
         if (folder is None) == (repo_id is None):
             raise ValueError("give exactly one of folder= and repo_id=")
         self.folder = Path(folder) if folder is not None else None
@@ -88,11 +98,21 @@ class ModelFiles:
             from huggingface_hub.file_download import _CACHED_NO_EXIST
 
             cache_dir = None if self.cache_dir is None else os.fspath(self.cache_dir)
-            if try_to_load_from_cache(self.repo_id, name, cache_dir=cache_dir, revision=self.commit) is _CACHED_NO_EXIST:
+            if (
+                try_to_load_from_cache(self.repo_id, name, cache_dir=cache_dir, revision=self.commit)
+                is _CACHED_NO_EXIST
+            ):
                 return None  # the Hub already told us this commit has no such file
-        path = resolve_file(self.repo_id, name, revision=self.commit or self.revision, cache_dir=self.cache_dir,
-                            local_files_only=self._offline(), token=self.token,
-                            force_download=self.force_download and name not in self._fetched, required=required)
+        path = resolve_file(
+            self.repo_id,
+            name,
+            revision=self.commit or self.revision,
+            cache_dir=self.cache_dir,
+            local_files_only=self._offline(),
+            token=self.token,
+            force_download=self.force_download and name not in self._fetched,
+            required=required,
+        )
         self._fetched.add(name)
         if path is not None and self.commit is None:
             parts = Path(path).parts
@@ -114,14 +134,20 @@ class ModelFiles:
         """The local folder holding the files fetched so far (the snapshot folder for a Hub repo)."""
         return self.get(CONFIG_NAME).parent
 
-    def child(self, subfolder: str) -> "ModelFiles":
+    def child(self, subfolder: str) -> ModelFiles:
         """The files of ``subfolder`` of this model (same folder, or same repo *and commit*)."""
         sub = f"{self.subfolder}/{subfolder}" if self.subfolder else subfolder
         if self.folder is not None:
             return ModelFiles(folder=self.folder, subfolder=sub)
-        return ModelFiles(repo_id=self.repo_id, revision=self.commit or self.revision, cache_dir=self.cache_dir,
-                          local_files_only=self.local_files_only, token=self.token,
-                          force_download=self.force_download, subfolder=sub)
+        return ModelFiles(
+            repo_id=self.repo_id,
+            revision=self.commit or self.revision,
+            cache_dir=self.cache_dir,
+            local_files_only=self.local_files_only,
+            token=self.token,
+            force_download=self.force_download,
+            subfolder=sub,
+        )
 
 
 def clear_cache() -> None:
@@ -129,8 +155,12 @@ def clear_cache() -> None:
     _AUTOENCODERS.clear()
 
 
-def load_autoencoder(ref: AutoencoderRef, files: ModelFiles, *, device: str | torch.device = "cpu",
-                     ) -> tuple[Autoencoder, AutoencoderRef, str]:
+def load_autoencoder(
+    ref: AutoencoderRef,
+    files: ModelFiles,
+    *,
+    device: str | torch.device = "cpu",
+) -> tuple[Autoencoder, AutoencoderRef, str]:
     """The autoencoder a head's :class:`AutoencoderRef` names, loaded once per process per
     commit/folder and device. A ``path`` is relative to the head's ``files`` (same folder, or same
     repo and commit); a ``repo_id`` is fetched with the head's cache/offline/token options.
@@ -144,9 +174,14 @@ def load_autoencoder(ref: AutoencoderRef, files: ModelFiles, *, device: str | to
         key: tuple = ("upstream", ref.name, tuple(sorted((ref.sources or {}).items())), str(device))
         if key not in _AUTOENCODERS or files.force_download:
             _AUTOENCODERS[key] = Autoencoder.from_pretrained(
-                ref.name, revision=dict(ref.sources) if ref.sources else None, cache_dir=files.cache_dir,
-                local_files_only=files._offline(), token=files.token, force_download=files.force_download,
-                device=device)
+                ref.name,
+                revision=dict(ref.sources) if ref.sources else None,
+                cache_dir=files.cache_dir,
+                local_files_only=files._offline(),
+                token=files.token,
+                force_download=files.force_download,
+                device=device,
+            )
         ae = _AUTOENCODERS[key]
         sources = ae.upstream_sources or ref.sources or {}
         where = f"{ref.name} (" + ", ".join(f"{repo}@{commit[:12]}" for repo, commit in sources.items()) + ")"
@@ -154,12 +189,19 @@ def load_autoencoder(ref: AutoencoderRef, files: ModelFiles, *, device: str | to
     if ref.path:
         ae_files = files.child(ref.path)
     elif ref.repo_id:
-        ae_files = ModelFiles(repo_id=ref.repo_id, revision=ref.revision, cache_dir=files.cache_dir,
-                              local_files_only=files.local_files_only, token=files.token,
-                              force_download=files.force_download)
+        ae_files = ModelFiles(
+            repo_id=ref.repo_id,
+            revision=ref.revision,
+            cache_dir=files.cache_dir,
+            local_files_only=files.local_files_only,
+            token=files.token,
+            force_download=files.force_download,
+        )
     else:
-        raise ConfigError(f"head {files.describe()} does not name its autoencoder (config['autoencoder'] has no "
-                          "'path', 'repo_id' or 'name'); pass autoencoder=... to PECMAE.from_pretrained")
+        raise ConfigError(
+            f"head {files.describe()} does not name its autoencoder (config['autoencoder'] has no "
+            "'path', 'repo_id' or 'name'); pass autoencoder=... to PECMAE.from_pretrained"
+        )
     config_path = ae_files.get(CONFIG_NAME)
     if ae_files.is_hub:
         key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))

@@ -16,14 +16,15 @@ and :func:`redistribution_allowed` says yes); :func:`read_index` and :func:`near
 through :class:`~pecmae_hub.hub.files.ModelFiles` (paths confined to the model);
 :func:`prefetch_audio` fetches every prototype and nearest-chunk WAV of a Hub model in one request.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -42,8 +43,8 @@ DEFAULT_PER_PROTOTYPE = 2
 #: commercial music of unclear licence, so its chunks stay text only unless a caller decides otherwise;
 #: a data set not listed here is treated the same way (opt in with ``allowed=True``).
 REDISTRIBUTION = {
-    "gm-solos": True,    # the training banks: FluidR3 (MIT), MuseScore General (MIT), sf_GMbank (public domain)
-    "gtzan": False,      # copyrighted recordings collected without licences
+    "gm-solos": True,  # the training banks: FluidR3 (MIT), MuseScore General (MIT), sf_GMbank (public domain)
+    "gtzan": False,  # copyrighted recordings collected without licences
 }
 
 #: plain names and licences of the GM-Solos training banks (the first folder of a GM-Solos track id)
@@ -78,8 +79,13 @@ def track_facts(track: str, chunk: int, chunk_seconds: float, sources: dict | No
     elif len(parts) == 2:
         label = parts[0].replace("_", " ")
     start = float(chunk) * float(chunk_seconds)
-    return {"label": label, "source": source, "clip": int(number.group(1)) if number else stem,
-            "start": round(start, 3), "end": round(start + float(chunk_seconds), 3)}
+    return {
+        "label": label,
+        "source": source,
+        "clip": int(number.group(1)) if number else stem,
+        "start": round(start, 3),
+        "end": round(start + float(chunk_seconds), 3),
+    }
 
 
 def describe_chunk(facts: dict) -> str:
@@ -90,9 +96,17 @@ def describe_chunk(facts: dict) -> str:
     return ", ".join(words)
 
 
-def write_nearest_audio(folder: str | os.PathLike, table: dict, load_track: Callable[[str], np.ndarray | None],
-                        chunk_seconds: float, *, per_prototype: int = DEFAULT_PER_PROTOTYPE,
-                        sources: dict | None = None, licence: str = "", sample_rate: int = SAMPLE_RATE) -> dict:
+def write_nearest_audio(
+    folder: str | os.PathLike,
+    table: dict,
+    load_track: Callable[[str], np.ndarray | None],
+    chunk_seconds: float,
+    *,
+    per_prototype: int = DEFAULT_PER_PROTOTYPE,
+    sources: dict | None = None,
+    licence: str = "",
+    sample_rate: int = SAMPLE_RATE,
+) -> dict:
     """Cut the ``per_prototype`` nearest chunks of every prototype of ``table`` (a ``nearest.json``) out
     of their tracks and write ``folder/nearest/*.wav`` and ``folder/nearest/index.json``; returns the index.
 
@@ -123,10 +137,26 @@ def write_nearest_audio(folder: str | os.PathLike, table: dict, load_track: Call
             name = f"p{p:03d}_r{rank}.wav"
             write_wav(out / name, np.asarray(wav[start : start + chunk], dtype=np.float32), sample_rate)
             facts = track_facts(track, int(row["chunk"]), chunk_seconds, sources)
-            entries.append({"prototype": p, "rank": rank, "file": name, "track": track, "chunk": int(row["chunk"]),
-                            "distance": float(row.get("distance", 0.0)), **facts})
-    index = {"version": 1, "sample_rate": int(sample_rate), "chunk_seconds": float(chunk_seconds),
-             "per_prototype": int(per_prototype), "licence": licence, "sources": sources or {}, "entries": entries}
+            entries.append(
+                {
+                    "prototype": p,
+                    "rank": rank,
+                    "file": name,
+                    "track": track,
+                    "chunk": int(row["chunk"]),
+                    "distance": float(row.get("distance", 0.0)),
+                    **facts,
+                }
+            )
+    index = {
+        "version": 1,
+        "sample_rate": int(sample_rate),
+        "chunk_seconds": float(chunk_seconds),
+        "per_prototype": int(per_prototype),
+        "licence": licence,
+        "sources": sources or {},
+        "entries": entries,
+    }
     atomic_write_text(out / "index.json", json.dumps(index, indent=1) + "\n")
     return index
 
@@ -175,9 +205,14 @@ def prefetch_audio(files: ModelFiles | None) -> bool:
 
     prefix = f"{files.subfolder}/" if files.subfolder else ""
     try:
-        snapshot_download(files.repo_id, revision=files.commit or files.revision, cache_dir=files.cache_dir,
-                          local_files_only=files._offline(), token=files.token,
-                          allow_patterns=[f"{prefix}prototypes/*", f"{prefix}{NEAREST_AUDIO_DIR}/*"])
+        snapshot_download(
+            files.repo_id,
+            revision=files.commit or files.revision,
+            cache_dir=files.cache_dir,
+            local_files_only=files._offline(),
+            token=files.token,
+            allow_patterns=[f"{prefix}prototypes/*", f"{prefix}{NEAREST_AUDIO_DIR}/*"],
+        )
     except Exception as exc:  # offline, unreachable, a Hub error: the per-file path still works
         log.info("could not prefetch the audio of %s: %s", files.describe(), exc)
         return False

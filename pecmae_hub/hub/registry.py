@@ -10,6 +10,7 @@ The registry promises only what exists: no organisation publishes the ``gtzan`` 
 found or reached raises :class:`ModelNotFoundError` saying so and giving that command
 (:func:`registry_model_missing`), never a silent fallback to another model.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,14 +46,23 @@ class RegistryEntry:
 REGISTRY: dict[str, RegistryEntry] = {
     e.name: e
     for e in (
-        RegistryEntry("gtzan", "gtzan-pecmae-5", "gtzan",
-                      "music genre (GTZAN, 10 classes), 5 prototypes per class",
-                      recipe="pecmae recipe gtzan --data hub"),
-        RegistryEntry("medley-solos-db", "medley-solos-db-pecmae-20", "medley-solos-db",
-                      "solo instrument (Medley-solos-DB, 8 classes), 20 prototypes per class",
-                      recipe="pecmae recipe medley-solos-db --data MEDLEY_SOLOS_DB_FOLDER"),
-        RegistryEntry("gm-solos", None, "gm-solos",
-                      "solo instrument (synthetic GM-Solos, shipped with the package; no download)"),
+        RegistryEntry(
+            "gtzan",
+            "gtzan-pecmae-5",
+            "gtzan",
+            "music genre (GTZAN, 10 classes), 5 prototypes per class",
+            recipe="pecmae recipe gtzan --data hub",
+        ),
+        RegistryEntry(
+            "medley-solos-db",
+            "medley-solos-db-pecmae-20",
+            "medley-solos-db",
+            "solo instrument (Medley-solos-DB, 8 classes), 20 prototypes per class",
+            recipe="pecmae recipe medley-solos-db --data MEDLEY_SOLOS_DB_FOLDER",
+        ),
+        RegistryEntry(
+            "gm-solos", None, "gm-solos", "solo instrument (synthetic GM-Solos, shipped with the package; no download)"
+        ),
     )
 }
 
@@ -103,8 +113,10 @@ def resolve_model(name_or_path: str | os.PathLike, revision: str | None = None) 
     """
     text = os.fspath(name_or_path)
     if not text.strip():
-        raise ModelNotFoundError(f"the model name is empty: give a short name ({', '.join(known_names())}), "
-                                 "a Hub repo id 'org/name' or a model folder")
+        raise ModelNotFoundError(
+            f"the model name is empty: give a short name ({', '.join(known_names())}), "
+            "a Hub repo id 'org/name' or a model folder"
+        )
     if text in REGISTRY:
         entry = REGISTRY[text]
         if entry.embedded:

@@ -126,17 +126,39 @@ def _resblock_cl(block: SEANetResnetBlock, x: torch.Tensor) -> torch.Tensor:
     return out.view(b, length, c)
 
 
+class _OneThread:
+    """One intra-op thread on the CPU for the block (the previous count is restored).
+
+    The LSTM's recurrence is 300 sequential (B, 512) × (512, 2048) products: too small to share. With two
+    threads each step waits on a barrier, and on a loaded 2-core machine the other thread is often
+    descheduled: measured 3-8x slower than one thread there (bench/autoencoder.py, codec rows).
+    """
+
+    def __init__(self, device: torch.device):
+        self.active = device.type == "cpu" and torch.get_num_threads() > 1
+
+    def __enter__(self):
+        if self.active:
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.active:
+            torch.set_num_threads(self.threads)
+
+
 def _lstm_cl(module: SLSTM, x: torch.Tensor) -> torch.Tensor:
     xt = x.transpose(0, 1)  # (T, B, C)
-    if x.dtype == torch.float32:
-        y, _ = module.lstm(xt)
-    elif x.device.type != "cpu":  # cuDNN's RNN dtype support varies; the LSTM is a small share of GPU time
-        y = module.lstm(xt.float())[0].to(x.dtype)
-    else:
-        lstm = module.lstm
-        h0 = x.new_zeros(lstm.num_layers, x.shape[0], lstm.hidden_size)
-        y, _, _ = torch.lstm(xt, (h0, h0), module.flat_weights(x.dtype), lstm.bias, lstm.num_layers, 0.0, False,
-                             False, False)
+    with _OneThread(x.device):
+        if x.dtype == torch.float32:
+            y, _ = module.lstm(xt)
+        elif x.device.type != "cpu":  # cuDNN's RNN dtype support varies; the LSTM is a small share of GPU time
+            y = module.lstm(xt.float())[0].to(x.dtype)
+        else:
+            lstm = module.lstm
+            h0 = x.new_zeros(lstm.num_layers, x.shape[0], lstm.hidden_size)
+            y, _, _ = torch.lstm(xt, (h0, h0), module.flat_weights(x.dtype), lstm.bias, lstm.num_layers, 0.0, False,
+                                 False, False)
     y += xt
     return y.transpose(0, 1)
 

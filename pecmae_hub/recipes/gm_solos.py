@@ -9,6 +9,7 @@ Each stage skips work already done, so an interrupted run continues where it sto
 Splits: the three training banks' clips with index < ``val_from`` train, the rest validate (held-out
 clips of seen banks); the TimGM6mb bank is never seen before the test.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,8 @@ import torch
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS, read_metadata
 from pecmae_hub.errors import DatasetError, IncompleteRunError
-from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.fileio import atomic_write_text
+from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
 STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
 TEST_BANK = TEST_BANKS[0]
@@ -32,8 +33,17 @@ TEST_BANK = TEST_BANKS[0]
 def gm_solos_autoencoder_config() -> AutoencoderConfig:
     """The embedded autoencoder: log-mel 128 × 75 Hz, 128-d model, 1.5-s chunks (two per GM-Solos clip)."""
     return AutoencoderConfig(
-        frontend="mel", chunk_seconds=1.5, signal_dim=128, model_dim=128, frame_layers=3, frame_heads=4, ff_dim=512,
-        cls_layers=1, cls_heads=4, denoiser_layers=3, denoiser_heads=4,
+        frontend="mel",
+        chunk_seconds=1.5,
+        signal_dim=128,
+        model_dim=128,
+        frame_layers=3,
+        frame_heads=4,
+        ff_dim=512,
+        cls_layers=1,
+        cls_heads=4,
+        denoiser_layers=3,
+        denoiser_heads=4,
         mel={"n_fft": 1024, "fmin": 0.0, "fmax": 12000.0, "offset": -6.0, "scale": 3.0, "griffin_lim_iters": 64},
         source="pecmae recipe gm-solos (trained from scratch on GM-Solos training banks)",
     )
@@ -42,19 +52,19 @@ def gm_solos_autoencoder_config() -> AutoencoderConfig:
 @dataclass
 class RecipeConfig:
     work: str = "runs/gm-solos"
-    data: str | None = None             # existing rendered data (default: <work>/data)
-    n_per_class: int = 220              # per training bank
-    n_test_per_class: int = 60          # TimGM6mb
-    val_from: int = 180                 # clip index from which training-bank clips validate
+    data: str | None = None  # existing rendered data (default: <work>/data)
+    n_per_class: int = 220  # per training bank
+    n_test_per_class: int = 60  # TimGM6mb
+    val_from: int = 180  # clip index from which training-bank clips validate
     seed: int = 0
     ae_steps: int = 4000
     ae_batch_size: int = 32
     ae_time_budget_s: float | None = None
     invariance_weight: float = 1.0
-    label_weight: float = 1.0          # SupCon across banks in autoencoder training (0 = no labels)
-    ae_init: str | None = None         # warm-start the autoencoder from this folder
+    label_weight: float = 1.0  # SupCon across banks in autoencoder training (0 = no labels)
+    ae_init: str | None = None  # warm-start the autoencoder from this folder
     head_steps: int = 3000
-    head_alpha: float = 0.25            # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
+    head_alpha: float = 0.25  # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
     protos_per_class: int = 3
     sonify_steps: int = 40
     sonify_guidance: float = 1.0
@@ -113,15 +123,21 @@ def stage_autoencoder(cfg: RecipeConfig) -> Path:
         ae = Autoencoder.from_pretrained(cfg.ae_init)
         ae.config = dataclasses.replace(ae.config, source=config.source)
     clips, labels = _load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
-    train_cfg = AETrainConfig(steps=cfg.ae_steps, batch_size=cfg.ae_batch_size, seed=cfg.seed,
-                              invariance_weight=cfg.invariance_weight, label_weight=cfg.label_weight,
-                              warmup_steps=max(1, min(200, cfg.ae_steps // 10)),
-                              checkpoint_every=max(1, min(250, cfg.ae_steps // 4)))
+    train_cfg = AETrainConfig(
+        steps=cfg.ae_steps,
+        batch_size=cfg.ae_batch_size,
+        seed=cfg.seed,
+        invariance_weight=cfg.invariance_weight,
+        label_weight=cfg.label_weight,
+        warmup_steps=max(1, min(200, cfg.ae_steps // 10)),
+        checkpoint_every=max(1, min(250, cfg.ae_steps // 4)),
+    )
     train_autoencoder(ae, clips, train_cfg, out, time_budget_s=cfg.ae_time_budget_s, labels=labels)
     state = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
     if int(state["step"]) < cfg.ae_steps:
-        raise IncompleteRunError(f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); "
-                                 "run again to continue")
+        raise IncompleteRunError(
+            f"autoencoder: stopped at step {state['step']} of {cfg.ae_steps} (time budget); run again to continue"
+        )
     ae.save_pretrained(final)
     return final
 
@@ -145,8 +161,8 @@ def stage_extract(cfg: RecipeConfig) -> Path:
 
 
 def _feature_sets(cfg: RecipeConfig):
-    from pecmae_hub.training.features import load_features
     from pecmae_hub.data.gm_solos.render import LABELS
+    from pecmae_hub.training.features import load_features
 
     features = Path(cfg.work) / "features"
     return {name: load_features(features, rows, list(LABELS)) for name, rows in _split_rows(cfg).items()}
@@ -160,16 +176,21 @@ def stage_head(cfg: RecipeConfig) -> Path:
         return out
     sets = _feature_sets(cfg)
     train_cfg = TrainConfig.from_preset(
-        None, protos_per_class=cfg.protos_per_class, alpha=cfg.head_alpha, total_steps=cfg.head_steps, eval_every=max(1, cfg.head_steps // 12),
-        seed=cfg.seed, autoencoder=AutoencoderRef(path="autoencoder"),
+        None,
+        protos_per_class=cfg.protos_per_class,
+        alpha=cfg.head_alpha,
+        total_steps=cfg.head_steps,
+        eval_every=max(1, cfg.head_steps // 12),
+        seed=cfg.seed,
+        autoencoder=AutoencoderRef(path="autoencoder"),
     )
     train_head(sets["train"], sets["val"], sets["test"], train_cfg, out_dir=out)
     return out
 
 
 def stage_evaluate(cfg: RecipeConfig) -> dict:
-    from pecmae_hub.training.evaluation import evaluate_head, format_report
     from pecmae_hub.models.head import PrototypeHead
+    from pecmae_hub.training.evaluation import evaluate_head, format_report
 
     head = PrototypeHead.from_pretrained(Path(cfg.work) / "head")
     sets = _feature_sets(cfg)
@@ -198,9 +219,14 @@ def stage_package(cfg: RecipeConfig) -> Path:
     model = PECMAE.from_pretrained(staging)
     model.name = "gm-solos"
     model.info.update(
-        dataset="gm-solos", datasets=["gm-solos"], tags=["instrument-recognition", "embedded-default"], license="mit",
-        split=(f"train: clips {0}-{cfg.val_from - 1} of banks {', '.join(TRAIN_BANKS)}; val: clips {cfg.val_from}+ of "
-               f"the same banks; test: the held-out bank {TEST_BANK} (never seen by the autoencoder or the head)"),
+        dataset="gm-solos",
+        datasets=["gm-solos"],
+        tags=["instrument-recognition", "embedded-default"],
+        license="mit",
+        split=(
+            f"train: clips {0}-{cfg.val_from - 1} of banks {', '.join(TRAIN_BANKS)}; val: clips {cfg.val_from}+ of "
+            f"the same banks; test: the held-out bank {TEST_BANK} (never seen by the autoencoder or the head)"
+        ),
         description=(
             "The embedded default model of PECMAE Hub: 8 solo instruments (the Medley-Solos-DB classes) rendered "
             "with FluidSynth from General MIDI SoundFont banks. A small mel-spectrogram autoencoder of the PECMAE "
@@ -208,7 +234,8 @@ def stage_package(cfg: RecipeConfig) -> Path:
             "with the v-diffusion loss plus contrastive terms (two chunks of one clip; instruments across the "
             "training banks), and a prototype head with 3 prototypes per class. Re-create it with "
             "`pecmae recipe gm-solos` (the exact commands behind this checkpoint and what each choice was worth: "
-            "`docs/gm-solos.md` in the PECMAE Hub repository)."),
+            "`docs/gm-solos.md` in the PECMAE Hub repository)."
+        ),
     )
     model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
     model.save_pretrained(staging)
@@ -227,5 +254,11 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
     """
     for stage in stages or STAGES:
         print(f"== recipe stage: {stage} ==", flush=True)
-        {"data": stage_data, "autoencoder": stage_autoencoder, "extract": stage_extract, "head": stage_head,
-         "evaluate": stage_evaluate, "package": stage_package}[stage](cfg)
+        {
+            "data": stage_data,
+            "autoencoder": stage_autoencoder,
+            "extract": stage_extract,
+            "head": stage_head,
+            "evaluate": stage_evaluate,
+            "package": stage_package,
+        }[stage](cfg)

@@ -20,6 +20,7 @@ settings differ from this run's is an error, unless ``--redo STAGE`` asks to run
 stages) again. A failing stage raises :class:`RecipeStageError` naming the stage, the cause and the
 command that resumes the run; nothing later runs, and nothing is published.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ class RecipeStageError(PecmaeError, RuntimeError):
 
     def __init__(self, stage: str, cause: str, command: str):
         self.stage, self.cause, self.command = stage, cause, command
-        super().__init__(f"stage {stage!r} failed: {cause}\n  nothing after it ran. Fix the cause, then resume "
-                         f"with:\n    {command}")
+        super().__init__(
+            f"stage {stage!r} failed: {cause}\n  nothing after it ran. Fix the cause, then resume with:\n    {command}"
+        )
 
 
 @dataclass
@@ -58,8 +60,8 @@ class PaperRecipeConfig:
     work: str
     autoencoder: str = DEFAULT_AUTOENCODER
     autoencoder_revision: str | None = None
-    protos_per_class: int | None = None   # None: the preset's (5 for GTZAN, 20 for Medley-Solos-DB)
-    steps: int | None = None              # None: the preset's 150 000
+    protos_per_class: int | None = None  # None: the preset's (5 for GTZAN, 20 for Medley-Solos-DB)
+    steps: int | None = None  # None: the preset's 150 000
     device: str = "auto"
     batch_size: int = 32
     num_workers: int = 0
@@ -67,7 +69,7 @@ class PaperRecipeConfig:
     baseline_steps: int = 2000
     render_steps: int = 40
     render_guidance: float = 1.0
-    render_seed: int = 0                  # sonify()'s default, so that default requests play the pre-renders
+    render_seed: int = 0  # sonify()'s default, so that default requests play the pre-renders
     push: str | None = None
     bundle_autoencoder: bool = False
     autoencoder_repo: str | None = None
@@ -82,13 +84,19 @@ class PaperRecipeConfig:
     def command(self) -> str:
         """The command that runs (or resumes) this recipe."""
         args = ["pecmae", "recipe", self.dataset, "--data", self.data, "--work", self.work]
-        for flag, value, default in (("--autoencoder", self.autoencoder, DEFAULT_AUTOENCODER),
-                                     ("--autoencoder-revision", self.autoencoder_revision, None),
-                                     ("--protos-per-class", self.protos_per_class, None), ("--steps", self.steps, None),
-                                     ("--device", self.device, "auto"), ("--batch-size", self.batch_size, 32),
-                                     ("--seed", self.seed, 42), ("--baseline-steps", self.baseline_steps, 2000),
-                                     ("--render-steps", self.render_steps, 40), ("--push", self.push, None),
-                                     ("--autoencoder-repo", self.autoencoder_repo, None)):
+        for flag, value, default in (
+            ("--autoencoder", self.autoencoder, DEFAULT_AUTOENCODER),
+            ("--autoencoder-revision", self.autoencoder_revision, None),
+            ("--protos-per-class", self.protos_per_class, None),
+            ("--steps", self.steps, None),
+            ("--device", self.device, "auto"),
+            ("--batch-size", self.batch_size, 32),
+            ("--seed", self.seed, 42),
+            ("--baseline-steps", self.baseline_steps, 2000),
+            ("--render-steps", self.render_steps, 40),
+            ("--push", self.push, None),
+            ("--autoencoder-repo", self.autoencoder_repo, None),
+        ):
             if value != default:
                 args += [flag, str(value)]
         args += ["--bundle-autoencoder"] * self.bundle_autoencoder + ["--private"] * self.private
@@ -105,8 +113,9 @@ class PaperRecipe:
         if bad:
             raise ConfigError(f"--redo {bad[0]!r}: not a stage; stages: {', '.join(STAGES)}")
         self.cfg, self.work = cfg, Path(cfg.work)
-        self.path = {name: self.work / name for name in ("data", "splits", "features", "head", "evaluation",
-                                                           "renders", "model")}
+        self.path = {
+            name: self.work / name for name in ("data", "splits", "features", "head", "evaluation", "renders", "model")
+        }
         self._ae = None
         self.main_process = True  # False in the other processes of `accelerate launch`: they stay quiet
         self.log: list[str] = []
@@ -116,8 +125,10 @@ class PaperRecipe:
         path = self.work / STATE_NAME
         state = json.loads(path.read_text()) if path.is_file() else {"recipe": self.cfg.dataset, "stages": {}}
         if state.get("recipe") != self.cfg.dataset:
-            raise ConfigError(f"{self.work} holds a {state.get('recipe')!r} recipe run, not {self.cfg.dataset!r}: "
-                              "choose another --work folder")
+            raise ConfigError(
+                f"{self.work} holds a {state.get('recipe')!r} recipe run, not {self.cfg.dataset!r}: "
+                "choose another --work folder"
+            )
         return state
 
     def _save_state(self, state: dict) -> None:
@@ -133,15 +144,20 @@ class PaperRecipe:
             "evaluate": {"baseline_steps": c.baseline_steps, "seed": c.seed},
             "render": {"steps": c.render_steps, "guidance": c.render_guidance, "seed": c.render_seed},
             "card": {"bundle_autoencoder": c.bundle_autoencoder},
-            "push": {"repo": c.push, "bundle_autoencoder": c.bundle_autoencoder, "autoencoder_repo": c.autoencoder_repo,
-                     "package": _digest(self.path["model"] / "checksums.json")},
+            "push": {
+                "repo": c.push,
+                "bundle_autoencoder": c.bundle_autoencoder,
+                "autoencoder_repo": c.autoencoder_repo,
+                "package": _digest(self.path["model"] / "checksums.json"),
+            },
         }[stage]
 
     def _preset(self):
         from pecmae_hub.training.head import TrainConfig
 
-        return TrainConfig.from_preset(self.cfg.spec.preset, protos_per_class=self.cfg.protos_per_class,
-                                       total_steps=self.cfg.steps)
+        return TrainConfig.from_preset(
+            self.cfg.spec.preset, protos_per_class=self.cfg.protos_per_class, total_steps=self.cfg.steps
+        )
 
     def say(self, line: str) -> None:
         from tqdm.auto import tqdm
@@ -180,7 +196,8 @@ class PaperRecipe:
             if done and not rerun and i < redo_from and stage in _STRICT:
                 raise ConfigError(
                     f"stage {stage!r} finished earlier with {done.get('settings')}, this run asks for {wanted}: "
-                    f"add --redo {stage} to run it (and the stages after it) again, or use another --work folder")
+                    f"add --redo {stage} to run it (and the stages after it) again, or use another --work folder"
+                )
             rerun = True
             if procs.is_main_process:
                 for later in STAGES[i:]:
@@ -199,9 +216,12 @@ class PaperRecipe:
                 cause = str(exc) if isinstance(exc, PecmaeError) else f"{type(exc).__name__}: {exc}"
                 raise RecipeStageError(stage, cause, self.cfg.command()) from exc
             if procs.is_main_process:
-                state["stages"][stage] = {"settings": self.settings(stage),
-                                          "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                          "seconds": round(time.time() - t0, 1), "summary": summary}
+                state["stages"][stage] = {
+                    "settings": self.settings(stage),
+                    "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "seconds": round(time.time() - t0, 1),
+                    "summary": summary,
+                }
                 self._save_state(state)
             procs.wait_for_everyone()
         if procs.is_main_process:
@@ -215,8 +235,9 @@ class PaperRecipe:
         if self._ae is None:
             from pecmae_hub.devices import resolve_device
 
-            self._ae = load_autoencoder_source(self.cfg.autoencoder, self.cfg.autoencoder_revision,
-                                               device=str(resolve_device(self.cfg.device)))
+            self._ae = load_autoencoder_source(
+                self.cfg.autoencoder, self.cfg.autoencoder_revision, device=str(resolve_device(self.cfg.device))
+            )
         return self._ae
 
     def labels(self) -> list[str]:
@@ -228,8 +249,10 @@ class PaperRecipe:
         from pecmae_hub.training.features import load_features
 
         labels = self.labels()
-        return {s: load_features(self.path["features"], self.path["splits"] / f"{s}.tsv", labels)
-                for s in ("train", "val", "test")}
+        return {
+            s: load_features(self.path["features"], self.path["splits"] / f"{s}.tsv", labels)
+            for s in ("train", "val", "test")
+        }
 
     # ---- stages -----------------------------------------------------------------------------------
     def stage_data(self) -> dict:
@@ -254,13 +277,23 @@ class PaperRecipe:
         tracks = self.path["splits"] / "tracks.txt"
         keys = {p: f"{Path(p).parent.name}/{Path(p).name}" for p in tracks.read_text().splitlines() if p}
         todo = sum(not feature_path(self.path["features"], k).is_file() for k in keys.values())
-        self.say(f"extract: {len(keys)} tracks ({todo} to encode) with the {source.describe()} "
-                 f"(D = {ae.embedding_dim}, {ae.chunk_seconds:g}-s chunks, batches of {self.cfg.batch_size})")
-        projection = Projection("extract", -(-todo // procs.num_processes),
-                                write=None if procs.is_main_process else (lambda _line: None))
-        extract_features(tracks, self.path["features"], ae, device=self.cfg.device,
-                         batch_size=self.cfg.batch_size, progress=self.cfg.progress,
-                         num_workers=self.cfg.num_workers, on_track_done=projection)  # one shard's projection
+        self.say(
+            f"extract: {len(keys)} tracks ({todo} to encode) with the {source.describe()} "
+            f"(D = {ae.embedding_dim}, {ae.chunk_seconds:g}-s chunks, batches of {self.cfg.batch_size})"
+        )
+        projection = Projection(
+            "extract", -(-todo // procs.num_processes), write=None if procs.is_main_process else (lambda _line: None)
+        )
+        extract_features(
+            tracks,
+            self.path["features"],
+            ae,
+            device=self.cfg.device,
+            batch_size=self.cfg.batch_size,
+            progress=self.cfg.progress,
+            num_workers=self.cfg.num_workers,
+            on_track_done=projection,
+        )  # one shard's projection
         report_file = self.path["features"] / FAILURES_NAME  # every process's failures, written by the main one
         rows = report_file.read_text().splitlines()[1:] if report_file.is_file() else []
         failed = [(keys.get(p, p), err) for p, _, err in (row.partition("\t") for row in rows)]
@@ -268,10 +301,17 @@ class PaperRecipe:
             self.say(f"extract: left out {key}: cannot be decoded or encoded ({err})")
         encoded = sum(feature_path(self.path["features"], k).is_file() for k in keys.values())
         if not encoded:
-            raise DatasetError(f"none of the {len(keys)} tracks could be encoded; first error: "
-                               f"{failed[0][1] if failed else 'unknown'}")
-        return {"tracks": len(keys), "encoded": encoded - (len(keys) - todo), "reused": len(keys) - todo,
-                "failed": [list(f) for f in failed], "fingerprint": ae.fingerprint(), "embedding_dim": ae.embedding_dim}
+            raise DatasetError(
+                f"none of the {len(keys)} tracks could be encoded; first error: {failed[0][1] if failed else 'unknown'}"
+            )
+        return {
+            "tracks": len(keys),
+            "encoded": encoded - (len(keys) - todo),
+            "reused": len(keys) - todo,
+            "failed": [list(f) for f in failed],
+            "fingerprint": ae.fingerprint(),
+            "embedding_dim": ae.embedding_dim,
+        }
 
     def stage_train(self) -> dict:
         import dataclasses
@@ -284,33 +324,51 @@ class PaperRecipe:
         sets = self.feature_sets()
         for split, fs in sets.items():
             if fs.missing:
-                self.say(f"train: {split} split: {len(fs)} tracks used, {len(fs.missing)} left out (no features: "
-                         f"{', '.join(fs.missing[:5])})")
+                self.say(
+                    f"train: {split} split: {len(fs)} tracks used, {len(fs.missing)} left out (no features: "
+                    f"{', '.join(fs.missing[:5])})"
+                )
         manifest = json.loads((self.path["features"] / "extract_manifest.json").read_text())
         device = "cuda" if self.cfg.device.startswith("cuda") else self.cfg.device
         base = self._preset()
-        cfg = dataclasses.replace(base, seed=self.cfg.seed, device=device,
-                                  eval_every=min(base.eval_every, max(1, base.total_steps // 20)),
-                                  autoencoder=AutoencoderRef(fingerprint=manifest["autoencoder"]["fingerprint"],
-                                                             embedding_dim=manifest["embedding_dim"]))
+        cfg = dataclasses.replace(
+            base,
+            seed=self.cfg.seed,
+            device=device,
+            eval_every=min(base.eval_every, max(1, base.total_steps // 20)),
+            autoencoder=AutoencoderRef(
+                fingerprint=manifest["autoencoder"]["fingerprint"], embedding_dim=manifest["embedding_dim"]
+            ),
+        )
         x, y, _ = sets["train"].chunks()
         probe, per_step = min(30, cfg.total_steps), float("nan")
         if self.main_process:  # one probe is enough (under accelerate launch: on the first device)
-            per_step = time_head_steps(x, y, len(sets["train"].label_names), cfg, steps=probe,
-                                       device=resolve_device(self.cfg.device))
-        self.say(f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
-                 f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
-                 f"projected {format_duration(per_step * cfg.total_steps)}")
-        _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, out_dir=self.path["head"],
-                                progress=self.cfg.progress)
+            per_step = time_head_steps(
+                x, y, len(sets["train"].label_names), cfg, steps=probe, device=resolve_device(self.cfg.device)
+            )
+        self.say(
+            f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
+            f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
+            f"projected {format_duration(per_step * cfg.total_steps)}"
+        )
+        _, metrics = train_head(
+            sets["train"], sets["val"], sets["test"], cfg, out_dir=self.path["head"], progress=self.cfg.progress
+        )
         for split in ("val", "test"):
             m = metrics[split]
-            self.say(f"train: {split} track accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-                     f"({m['n_tracks']} tracks); best step {metrics['best_step']}")
-        return {"steps": cfg.total_steps, "best_step": metrics["best_step"], "protos_per_class": cfg.protos_per_class,
-                "seconds_per_step_probe": per_step, "wall_seconds": metrics["wall_seconds"],
-                "tracks": {s: len(fs) for s, fs in sets.items()},
-                "left_out": {s: list(fs.missing) for s, fs in sets.items()}}
+            self.say(
+                f"train: {split} track accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+                f"({m['n_tracks']} tracks); best step {metrics['best_step']}"
+            )
+        return {
+            "steps": cfg.total_steps,
+            "best_step": metrics["best_step"],
+            "protos_per_class": cfg.protos_per_class,
+            "seconds_per_step_probe": per_step,
+            "wall_seconds": metrics["wall_seconds"],
+            "tracks": {s: len(fs) for s, fs in sets.items()},
+            "left_out": {s: list(fs.missing) for s, fs in sets.items()},
+        }
 
     def stage_evaluate(self) -> dict:
         from pecmae_hub.models.head import PrototypeHead
@@ -320,14 +378,21 @@ class PaperRecipe:
         sets = self.feature_sets()
         out = {}
         for split in ("val", "test"):
-            result = evaluate_head(head, sets[split], sets["train"], self.path["evaluation"] / split,
-                                   mlp_steps=self.cfg.baseline_steps, seed=self.cfg.seed)
+            result = evaluate_head(
+                head,
+                sets[split],
+                sets["train"],
+                self.path["evaluation"] / split,
+                mlp_steps=self.cfg.baseline_steps,
+                seed=self.cfg.seed,
+            )
             self.say(f"-- {split} --\n{format_report(result)}")
             out[split] = {k: v for k, v in result.items() if k != "predictions"}
         atomic_write_text(self.path["evaluation"] / "summary.json", json.dumps(out, indent=1) + "\n")
         self.say(report.comparison_lines(self.cfg, head.protos_per_class, out))
-        return {s: {"accuracy": r["prototype"]["accuracy"], "macro_f1": r["prototype"]["macro_f1"]}
-                for s, r in out.items()}
+        return {
+            s: {"accuracy": r["prototype"]["accuracy"], "macro_f1": r["prototype"]["macro_f1"]} for s, r in out.items()
+        }
 
     def _model(self, files=None):
         from pecmae_hub.hub.files import ModelFiles
@@ -337,9 +402,14 @@ class PaperRecipe:
         head = PrototypeHead.from_pretrained(self.path["head"])
         ae, _ = self.autoencoder()
         read = lambda name: json.loads((self.path["head"] / name).read_text())  # noqa: E731
-        return PECMAE(ae, head, nearest=read("nearest.json"), metrics=read("metrics.json"),
-                      name=f"{self.cfg.dataset}-pecmae-{head.protos_per_class}",
-                      files=ModelFiles(folder=files) if files else None)
+        return PECMAE(
+            ae,
+            head,
+            nearest=read("nearest.json"),
+            metrics=read("metrics.json"),
+            name=f"{self.cfg.dataset}-pecmae-{head.protos_per_class}",
+            files=ModelFiles(folder=files) if files else None,
+        )
 
     def stage_render(self) -> dict:
         from pecmae_hub.recipes.timing import format_duration
@@ -347,16 +417,20 @@ class PaperRecipe:
         model = self._model()
         c = self.cfg
         t0 = time.perf_counter()
-        model.autoencoder.decode(model.head.effective_prototypes()[:1], steps=c.render_steps,
-                                 guidance=c.render_guidance, seed=c.render_seed)
+        model.autoencoder.decode(
+            model.head.effective_prototypes()[:1], steps=c.render_steps, guidance=c.render_guidance, seed=c.render_seed
+        )
         one = time.perf_counter() - t0
         n = model.head.num_prototypes
-        self.say(f"render: {n} prototypes, {c.render_steps} diffusion steps each; the first took {one:.2f} s, "
-                 f"projected {format_duration(one * n)}")
+        self.say(
+            f"render: {n} prototypes, {c.render_steps} diffusion steps each; the first took {one:.2f} s, "
+            f"projected {format_duration(one * n)}"
+        )
         partial = self.work / ".renders.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        index = model.render_prototypes(partial, steps=c.render_steps, guidance=c.render_guidance, seed=c.render_seed,
-                                        progress=c.progress)
+        index = model.render_prototypes(
+            partial, steps=c.render_steps, guidance=c.render_guidance, seed=c.render_seed, progress=c.progress
+        )
         shutil.rmtree(self.path["renders"], ignore_errors=True)
         partial.rename(self.path["renders"])
         return {"prototypes": len(index["prototypes"]), "steps": c.render_steps, "guidance": c.render_guidance}
@@ -380,8 +454,10 @@ class PaperRecipe:
         model.save_pretrained(partial)
         shutil.rmtree(self.path["model"], ignore_errors=True)
         partial.rename(self.path["model"])
-        self.say(f"card: Hub-ready model folder {self.path['model']} (autoencoder "
-                 f"{'bundled' if bundled else 'referenced: ' + source.describe()})")
+        self.say(
+            f"card: Hub-ready model folder {self.path['model']} (autoencoder "
+            f"{'bundled' if bundled else 'referenced: ' + source.describe()})"
+        )
         return {"folder": str(self.path["model"]), "autoencoder_bundled": bundled, "license": model.info["license"]}
 
     def stage_push(self) -> dict:

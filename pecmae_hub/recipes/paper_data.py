@@ -13,6 +13,7 @@ GTZAN follows the paper split (docs/architecture.md §11.2): a missing kept trac
 excludes, the known-corrupt ``jazz.00054`` among them, are never decoded. Medley-Solos-DB uses its
 official CSV; every listed file must exist.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,9 @@ from pecmae_hub.fileio import atomic_write_text
 class PaperDataset:
     """A data set of the paper recipes."""
 
-    name: str           # recipe / registry name
-    preset: str         # TrainConfig preset (docs/architecture.md §8.1)
-    dataset_id: str     # the model card's dataset id (a Hub dataset repo where one exists)
+    name: str  # recipe / registry name
+    preset: str  # TrainConfig preset (docs/architecture.md §8.1)
+    dataset_id: str  # the model card's dataset id (a Hub dataset repo where one exists)
     title: str
 
 
@@ -47,16 +48,22 @@ def _gtzan(data: str, data_dir: Path, progress: bool):
     base, source = prepare_gtzan(data, data_dir / "gtzan", progress)
     scan = scan_gtzan(base)
     corrupt = [n for n in scan.excluded if n.rsplit(".", 1)[0] in GTZAN_KNOWN_CORRUPT]
-    extra = {"kept_total": scan.kept_total, "excluded": scan.excluded, "missing": scan.missing,
-             "known_corrupt_excluded": corrupt}
+    extra = {
+        "kept_total": scan.kept_total,
+        "excluded": scan.excluded,
+        "missing": scan.missing,
+        "known_corrupt_excluded": corrupt,
+    }
     return scan.splits, base, source, extra
 
 
 def _medley(data: str):
     root = Path(data).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"--data {data!r} must be the Medley-Solos-DB folder holding the audio and its "
-                           "metadata CSV (Medley-solos-DB_metadata.csv)")
+        raise DatasetError(
+            f"--data {data!r} must be the Medley-Solos-DB folder holding the audio and its "
+            "metadata CSV (Medley-solos-DB_metadata.csv)"
+        )
     return medley_solos_splits(root), root, f"folder {root}", {}
 
 
@@ -81,14 +88,22 @@ def prepare_splits(cfg, data_dir: Path, splits_dir: Path) -> dict:
                 raise DatasetError(f"two tracks would share the feature name {key}: {tracks[key]} and {path}")
             rows[split].append((label, key))
         if not rows[split]:
-            raise DatasetError(f"the {split} split of {cfg.spec.title} is empty under {root}: the recipe needs "
-                               "train, val and test tracks")
+            raise DatasetError(
+                f"the {split} split of {cfg.spec.title} is empty under {root}: the recipe needs "
+                "train, val and test tracks"
+            )
     for split, items in rows.items():
         write_tsv(items, splits_dir / f"{split}.tsv")
     write_labels(splits_dir / "labels.txt", splits.labels)
     atomic_write_text(splits_dir / "tracks.txt", "".join(f"{p}\n" for p in tracks.values()))
-    summary = {"dataset": cfg.dataset, "source": source, "root": str(Path(root).absolute()),
-               "labels": list(splits.labels), "tracks": {s: len(rows[s]) for s in SPLIT_NAMES},
-               "per_class": {s: splits.counts(s) for s in SPLIT_NAMES}, **extra}
+    summary = {
+        "dataset": cfg.dataset,
+        "source": source,
+        "root": str(Path(root).absolute()),
+        "labels": list(splits.labels),
+        "tracks": {s: len(rows[s]) for s in SPLIT_NAMES},
+        "per_class": {s: splits.counts(s) for s in SPLIT_NAMES},
+        **extra,
+    }
     atomic_write_text(splits_dir / "dataset.json", json.dumps(summary, indent=1) + "\n")
     return summary

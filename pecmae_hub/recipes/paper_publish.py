@@ -11,6 +11,7 @@ How the published model finds its autoencoder (docs/hub.md, "Saving and publishi
   default ``ORG/<upstream name or folder name>`` in the organisation of ``--push``) with a card, then
   referenced at that commit, so that several heads share one copy.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,13 @@ def push_autoencoder(ae, source, repo_id: str, *, licence: str, notes: list[str]
         if readme is not None and readme.is_file():
             shutil.copyfile(readme, Path(tmp) / "README.md")
         else:
-            card = render_autoencoder_reference_card(title=repo_id.split("/")[-1], source=source.describe(),
-                                                     config=ae.config, licence=licence, licence_notes=notes)
+            card = render_autoencoder_reference_card(
+                title=repo_id.split("/")[-1],
+                source=source.describe(),
+                config=ae.config,
+                licence=licence,
+                licence_notes=notes,
+            )
             (Path(tmp) / "README.md").write_text(card)
         return push_folder(tmp, repo_id, private=private, commit_message="Upload autoencoder with pecmae-hub")
 
@@ -71,19 +77,34 @@ def publish(recipe, repo_id: str) -> dict:
         ae_commit = push_autoencoder(ae, source, ae_repo, licence=licence, notes=notes, private=cfg.private)
         recipe.say(f"push: autoencoder uploaded to {repo_url(ae_repo)} (commit {ae_commit})")
         published = f"Autoencoder: {source.describe()}, published for this model as {ae_repo} (commit {ae_commit})."
-        model.info = {**model.info, "autoencoder_source": published,
-                      "licence_notes": [published, *list(model.info.get("licence_notes") or [])[1:]]}
-    sha = model.push_to_hub(repo_id, private=cfg.private, render=False, autoencoder_repo_id=ae_repo,
-                            autoencoder_revision=ae_commit,
-                            commit_message=f"PECMAE {cfg.dataset} model from `pecmae recipe {cfg.dataset}`")
+        model.info = {
+            **model.info,
+            "autoencoder_source": published,
+            "licence_notes": [published, *list(model.info.get("licence_notes") or [])[1:]],
+        }
+    sha = model.push_to_hub(
+        repo_id,
+        private=cfg.private,
+        render=False,
+        autoencoder_repo_id=ae_repo,
+        autoencoder_revision=ae_commit,
+        commit_message=f"PECMAE {cfg.dataset} model from `pecmae recipe {cfg.dataset}`",
+    )
     recipe.say(f"push: model uploaded to {repo_url(repo_id)} (commit {sha})")
     org, name = repo_id.split("/")
     entry = REGISTRY.get(cfg.dataset)
     if entry is not None and entry.repo_name == name:
-        recipe.say(f"push: with {ORG_ENV}={org}, PECMAE.from_pretrained({cfg.dataset!r}) loads it "
-                   f"(and `pecmae classify --model {cfg.dataset}`)")
+        recipe.say(
+            f"push: with {ORG_ENV}={org}, PECMAE.from_pretrained({cfg.dataset!r}) loads it "
+            f"(and `pecmae classify --model {cfg.dataset}`)"
+        )
     else:
         hint = f" (the short name {cfg.dataset!r} looks for {org}/{entry.repo_name})" if entry else ""
         recipe.say(f"push: load it with PECMAE.from_pretrained({repo_id!r}){hint}")
-    return {"repo": repo_id, "commit": sha, "autoencoder_repo": ae_repo, "autoencoder_commit": ae_commit,
-            "autoencoder_bundled": ae_repo is None}
+    return {
+        "repo": repo_id,
+        "commit": sha,
+        "autoencoder_repo": ae_repo,
+        "autoencoder_commit": ae_commit,
+        "autoencoder_bundled": ae_repo is None,
+    }

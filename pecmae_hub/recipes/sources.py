@@ -12,6 +12,7 @@ Where the autoencoder came from decides how a published model refers to it (docs
 is referenced at its commit; a folder or an upstream name is either bundled into the model repo
 (``--bundle-autoencoder``) or uploaded to its own repo and referenced there.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,8 +28,8 @@ DEFAULT_AUTOENCODER = "encodecmae-diffusion-4s"
 class AutoencoderSource:
     """Where the recipe's autoencoder came from."""
 
-    kind: str                 # "folder" | "hub" | "name"
-    name: str                 # the --autoencoder value
+    kind: str  # "folder" | "hub" | "name"
+    name: str  # the --autoencoder value
     folder: Path | None = None
     repo_id: str | None = None
     revision: str | None = None  # the exact commit of a Hub autoencoder
@@ -53,8 +54,9 @@ def classify_autoencoder_arg(name: str) -> str:
     return "hub" if name.count("/") == 1 else "name"
 
 
-def load_autoencoder_source(name: str, revision: str | None = None,
-                            device: str = "cpu") -> tuple[Autoencoder, AutoencoderSource]:
+def load_autoencoder_source(
+    name: str, revision: str | None = None, device: str = "cpu"
+) -> tuple[Autoencoder, AutoencoderSource]:
     """Load the autoencoder an ``--autoencoder`` value names (see the module doc).
 
     Raises:
@@ -64,9 +66,11 @@ def load_autoencoder_source(name: str, revision: str | None = None,
     if kind == "folder":
         folder = Path(name).expanduser()
         if not folder.is_dir():
-            raise ModelNotFoundError(f"autoencoder folder {folder} does not exist (--autoencoder takes a folder, "
-                                     "a Hub repo id org/name or an upstream name such as "
-                                     f"{DEFAULT_AUTOENCODER})")
+            raise ModelNotFoundError(
+                f"autoencoder folder {folder} does not exist (--autoencoder takes a folder, "
+                "a Hub repo id org/name or an upstream name such as "
+                f"{DEFAULT_AUTOENCODER})"
+            )
         return Autoencoder.from_pretrained(folder, device=device), AutoencoderSource("folder", name, folder=folder)
     if kind == "hub":
         from pecmae_hub.hub.files import ModelFiles
@@ -97,13 +101,19 @@ def autoencoder_licence(ae: Autoencoder, source: AutoencoderSource) -> tuple[str
     EnCodec-based autoencoders carry Meta's EnCodec weights (CC-BY-NC 4.0: non-commercial); the mel
     front end has no third-party weights.
     """
-    where = f"Autoencoder: {source.describe()}" + (f"; provenance recorded in its config: {ae.config.source}"
-                                                   if ae.config.source else "")
+    where = f"Autoencoder: {source.describe()}" + (
+        f"; provenance recorded in its config: {ae.config.source}" if ae.config.source else ""
+    )
     if ae.config.frontend == "encodec":
         from pecmae_hub.convert.autoencoder import LICENCE_NOTES
 
-        return "cc-by-nc-4.0", [where + ".", LICENCE_NOTES["encodec"], LICENCE_NOTES["autoencoder"],
-                                "Because the autoencoder embeds EnCodec, this model may be used for "
-                                "non-commercial purposes only."]
-    return "mit", [where + ".", "The autoencoder uses a log-mel front end and a Griffin-Lim vocoder: it embeds no "
-                   "third-party weights."]
+        return "cc-by-nc-4.0", [
+            where + ".",
+            LICENCE_NOTES["encodec"],
+            LICENCE_NOTES["autoencoder"],
+            "Because the autoencoder embeds EnCodec, this model may be used for non-commercial purposes only.",
+        ]
+    return "mit", [
+        where + ".",
+        "The autoencoder uses a log-mel front end and a Griffin-Lim vocoder: it embeds no third-party weights.",
+    ]

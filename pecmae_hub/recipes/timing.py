@@ -10,6 +10,7 @@ Shared by the recipes (printed before a long stage, or as soon as its first batc
   optimiser; no mixed precision, so on a GPU it is a slight over-estimate);
 - :func:`format_duration`: ``"2 h 05 min"``, ``"3 min 20 s"``, ``"12.3 s"``.
 """
+
 from __future__ import annotations
 
 import time
@@ -41,8 +42,16 @@ class Projection:
     ``tqdm.write`` so that the line does not break a progress bar.
     """
 
-    def __init__(self, stage: str, total: int, unit: str = "track", min_items: int = 3, min_seconds: float = 20.0,
-                 write: Callable[[str], None] | None = None, extra: Callable[[int, float], str] | None = None):
+    def __init__(
+        self,
+        stage: str,
+        total: int,
+        unit: str = "track",
+        min_items: int = 3,
+        min_seconds: float = 20.0,
+        write: Callable[[str], None] | None = None,
+        extra: Callable[[int, float], str] | None = None,
+    ):
         from tqdm.auto import tqdm
 
         self.stage, self.total, self.unit = stage, int(total), unit
@@ -57,14 +66,23 @@ class Projection:
             rate = elapsed / self.done
             left = max(0, self.total - self.done)
             remark = f"; {self.extra(self.done, elapsed)}" if self.extra else ""
-            self.message = (f"{self.stage}: first {self.done} {self.unit}s in {format_duration(elapsed)} "
-                            f"({rate:.2f} s/{self.unit}{remark}); projected {format_duration(rate * left)} "
-                            f"for the {left} left")
+            self.message = (
+                f"{self.stage}: first {self.done} {self.unit}s in {format_duration(elapsed)} "
+                f"({rate:.2f} s/{self.unit}{remark}); projected {format_duration(rate * left)} "
+                f"for the {left} left"
+            )
             self.write(self.message)
 
 
-def time_head_steps(x: np.ndarray, y: np.ndarray, num_classes: int, cfg, steps: int = 30, warmup: int = 3,
-                    device: str | torch.device = "cpu") -> float:
+def time_head_steps(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    cfg,
+    steps: int = 30,
+    warmup: int = 3,
+    device: str | torch.device = "cpu",
+) -> float:
     """Seconds per training step of a head configured by ``cfg`` (a ``TrainConfig``) on chunks ``x`` (N, D)
     with class ids ``y`` (N,), measured over ``steps`` steps after ``warmup`` untimed ones."""
     from pecmae_hub.models.head import PrototypeHead
@@ -74,8 +92,16 @@ def time_head_steps(x: np.ndarray, y: np.ndarray, num_classes: int, cfg, steps: 
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        head = PrototypeHead([f"c{i}" for i in range(num_classes)], x.shape[1], cfg.protos_per_class, cfg.distance,
-                             cfg.summarizer, float(x.mean()), float(x.std() or 1.0), temperature=cfg.temperature)
+        head = PrototypeHead(
+            [f"c{i}" for i in range(num_classes)],
+            x.shape[1],
+            cfg.protos_per_class,
+            cfg.distance,
+            cfg.summarizer,
+            float(x.mean()),
+            float(x.std() or 1.0),
+            temperature=cfg.temperature,
+        )
     head = head.to(device).train()
     optimizer = make_optimizer(head, cfg)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=steps + warmup)

@@ -11,6 +11,7 @@ a positive, whatever bank it came from) teaches z what the instruments of severa
 Runs through Hugging Face Accelerate (CPU, one GPU, or multi-GPU with ``accelerate launch``); resumes
 from ``<out>/checkpoint.pt`` (read with ``weights_only=True``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pecmae_hub.errors import ConfigError
+from pecmae_hub.fileio import atomic_write, atomic_write_text
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.sampling import v_diffusion_targets
-from pecmae_hub.fileio import atomic_write, atomic_write_text
 
 
 @dataclass
@@ -39,10 +40,10 @@ class AETrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 200
     p_uncond: float = 0.1
-    invariance_weight: float = 1.0   # 0 = the pure upstream objective
-    label_weight: float = 0.0        # SupCon weight; needs labels (0 = no labels used)
+    invariance_weight: float = 1.0  # 0 = the pure upstream objective
+    label_weight: float = 0.0  # SupCon weight; needs labels (0 = no labels used)
     temperature: float = 0.2
-    eq_db: float = 9.0               # max |gain| of the random smooth EQ curve
+    eq_db: float = 9.0  # max |gain| of the random smooth EQ curve
     gain_db: float = 6.0
     checkpoint_every: int = 250
     seed: int = 0
@@ -75,11 +76,18 @@ def random_crops(clips: torch.Tensor, length: int, batch_size: int, gen: torch.G
     if clips.shape[1] <= length:
         return clips[idx], clips[idx], idx
     room = clips.shape[1] - length
-    first = torch.randint(0, max(1, room - length + 1), (batch_size,), generator=gen) if room >= length else torch.zeros(batch_size, dtype=torch.long)
+    first = (
+        torch.randint(0, max(1, room - length + 1), (batch_size,), generator=gen)
+        if room >= length
+        else torch.zeros(batch_size, dtype=torch.long)
+    )
     second = torch.clamp(first + length, max=room)
     swap = torch.rand(batch_size, generator=gen) < 0.5
     a, b = torch.where(swap, second, first), torch.where(swap, first, second)
-    crop = lambda offs: torch.stack([clips[i, o : o + length] for i, o in zip(idx.tolist(), offs.tolist())])
+
+    def crop(offs: torch.Tensor) -> torch.Tensor:
+        return torch.stack([clips[i, o : o + length] for i, o in zip(idx.tolist(), offs.tolist())])
+
     return crop(a), crop(b), idx
 
 
@@ -113,9 +121,15 @@ class _Projector(nn.Module):
         return self.net(z)
 
 
-def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.Tensor, cfg: AETrainConfig,
-                       gen: torch.Generator, wav2: torch.Tensor | None = None,
-                       labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def autoencoder_losses(
+    ae: Autoencoder,
+    projector: nn.Module | None,
+    wav: torch.Tensor,
+    cfg: AETrainConfig,
+    gen: torch.Generator,
+    wav2: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Losses of one batch of equal-length chunks (B, L); ``wav2`` holds other chunks of the same clips
     (the positive views of the invariance term; default: ``wav`` itself, differently equalised) and
     ``labels`` their classes (for the supervised contrastive term)."""
@@ -139,14 +153,23 @@ def autoencoder_losses(ae: Autoencoder, projector: nn.Module | None, wav: torch.
         losses["invariance"] = nt_xent(p1, p2, cfg.temperature)
         if labels is not None and cfg.label_weight > 0:
             losses["supcon"] = supervised_contrastive(p1, p2, labels, cfg.temperature)
-    losses["total"] = (losses["diffusion"] + cfg.invariance_weight * losses.get("invariance", 0.0)
-                       + cfg.label_weight * losses.get("supcon", 0.0))
+    losses["total"] = (
+        losses["diffusion"]
+        + cfg.invariance_weight * losses.get("invariance", 0.0)
+        + cfg.label_weight * losses.get("supcon", 0.0)
+    )
     return losses
 
 
-def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, out_dir: str | Path,
-                      progress: bool = True, time_budget_s: float | None = None,
-                      labels: torch.Tensor | None = None) -> Autoencoder:
+def train_autoencoder(
+    ae: Autoencoder,
+    clips: torch.Tensor,
+    cfg: AETrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    time_budget_s: float | None = None,
+    labels: torch.Tensor | None = None,
+) -> Autoencoder:
     """Train ``ae`` on equal-length 24 kHz clips (N, L ≥ chunk_samples), cropped at random; resumable.
 
     ``labels`` (N,) class ids are needed only when ``cfg.label_weight`` > 0.
@@ -158,8 +181,10 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
     from tqdm.auto import tqdm
 
     if cfg.label_weight > 0 and (labels is None or len(labels) != len(clips)):
-        raise ConfigError(f"label_weight={cfg.label_weight} needs one class id per clip "
-                          f"(got {None if labels is None else len(labels)} labels for {len(clips)} clips)")
+        raise ConfigError(
+            f"label_weight={cfg.label_weight} needs one class id per clip "
+            f"(got {None if labels is None else len(labels)} labels for {len(clips)} clips)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -171,7 +196,10 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
         params += list(projector.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) * 0.95 + 0.05
+        optimizer,
+        lambda s: (
+            min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) * 0.95 + 0.05
+        ),
     )
     step = 0
     ckpt_path = out / "checkpoint.pt"
@@ -185,8 +213,11 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
         schedule.load_state_dict(state["schedule"])
         step = int(state["step"])
         gen.set_state(state["generator"])
-    model, projector_p, optimizer = accelerator.prepare(ae, projector, optimizer) if projector is not None else (
-        *accelerator.prepare(ae, optimizer)[:1], None, accelerator.prepare(optimizer))
+    model, _, optimizer = (
+        accelerator.prepare(ae, projector, optimizer)
+        if projector is not None
+        else (*accelerator.prepare(ae, optimizer)[:1], None, accelerator.prepare(optimizer))
+    )
     log_path = out / "train_log.csv"
     new_log = not log_path.exists()
     started = time.time()
@@ -198,8 +229,9 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
         while step < cfg.steps:
             batch, batch2, idx = random_crops(clips, ae.chunk_samples, cfg.batch_size, gen)
             batch_labels = labels[idx].to(accelerator.device) if labels is not None else None
-            losses = autoencoder_losses(ae, projector, batch.to(accelerator.device), cfg, gen,
-                                        batch2.to(accelerator.device), batch_labels)
+            losses = autoencoder_losses(
+                ae, projector, batch.to(accelerator.device), cfg, gen, batch2.to(accelerator.device), batch_labels
+            )
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(losses["total"])
             accelerator.clip_grad_norm_(params, 1.0)
@@ -208,16 +240,31 @@ def train_autoencoder(ae: Autoencoder, clips: torch.Tensor, cfg: AETrainConfig, 
             step += 1
             bar.update(1)
             values = {k: float(v.detach()) for k, v in losses.items()}
-            bar.set_postfix(diff=f"{values['diffusion']:.3f}", inv=f"{values.get('invariance', 0.0):.3f}",
-                            sup=f"{values.get('supcon', 0.0):.3f}")
-            writer.writerow([step, f"{values['total']:.5f}", f"{values['diffusion']:.5f}",
-                             f"{values.get('invariance', 0.0):.5f}", f"{values.get('supcon', 0.0):.5f}",
-                             f"{schedule.get_last_lr()[0]:.3g}",
-                             f"{time.time() - started:.1f}"])
+            bar.set_postfix(
+                diff=f"{values['diffusion']:.3f}",
+                inv=f"{values.get('invariance', 0.0):.3f}",
+                sup=f"{values.get('supcon', 0.0):.3f}",
+            )
+            writer.writerow(
+                [
+                    step,
+                    f"{values['total']:.5f}",
+                    f"{values['diffusion']:.5f}",
+                    f"{values.get('invariance', 0.0):.5f}",
+                    f"{values.get('supcon', 0.0):.5f}",
+                    f"{schedule.get_last_lr()[0]:.3g}",
+                    f"{time.time() - started:.1f}",
+                ]
+            )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 log.flush()
-                state = {"model": accelerator.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                         "schedule": schedule.state_dict(), "step": step, "generator": gen.get_state()}
+                state = {
+                    "model": accelerator.unwrap_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "step": step,
+                    "generator": gen.get_state(),
+                }
                 if projector is not None:
                     state["projector"] = projector.state_dict()
                 atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))

@@ -6,20 +6,21 @@ embeddings also train a linear probe (logistic regression, track score = mean de
 the upstream MLP baseline (docs/architecture.md §10.1), so the report gives the retention: prototype accuracy / baseline
 accuracy.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.models.modes import evaluating
-from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.training.features import FeatureSet
 
 
@@ -57,7 +58,7 @@ def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_n
     return {
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
         "macro_f1": float(f[present].mean()) if present.any() else float("nan"),
-        "n_tracks": int(len(y_true)),
+        "n_tracks": len(y_true),
         "per_class": {
             name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, name in enumerate(label_names)
@@ -83,9 +84,18 @@ def linear_probe(train_set: FeatureSet, test_set: FeatureSet, norm_mean: float, 
     return classification_metrics(test_set.labels, tr.argmax(1), test_set.label_names)
 
 
-def mlp_baseline(train_set: FeatureSet, test_set: FeatureSet, norm_mean: float, norm_std: float,
-                 steps: int = 2000, batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> dict:
-    """Upstream MLP baseline (docs/architecture.md §10.1): Linear(D, 128), ReLU, Linear(128, C); Adam(lr, wd 1e-5), CE, final weights."""
+def mlp_baseline(
+    train_set: FeatureSet,
+    test_set: FeatureSet,
+    norm_mean: float,
+    norm_std: float,
+    steps: int = 2000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict:
+    """Upstream MLP baseline (docs/architecture.md §10.1): Linear(D, 128), ReLU, Linear(128, C);
+    Adam(lr, wd 1e-5), CE, final weights."""
     xtr, ytr, _ = train_set.chunks()
     xte, _, tte = test_set.chunks()
     scale = 2.0 * norm_std
@@ -134,8 +144,15 @@ def plot_confusion_matrix(cm, label_names: Sequence[str], path: str | os.PathLik
     return Path(path)
 
 
-def evaluate_head(head: PrototypeHead, test_set: FeatureSet, train_set: FeatureSet | None = None,
-                  out_dir: str | os.PathLike | None = None, *, mlp_steps: int = 2000, seed: int = 0) -> dict:
+def evaluate_head(
+    head: PrototypeHead,
+    test_set: FeatureSet,
+    train_set: FeatureSet | None = None,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    mlp_steps: int = 2000,
+    seed: int = 0,
+) -> dict:
     """Evaluate ``head`` on ``test_set`` (track level); with ``train_set`` also the linear probe and MLP.
 
     Writes ``evaluation.json`` and ``confusion_matrix.png`` to ``out_dir`` when given. Returns the
@@ -174,8 +191,12 @@ def evaluate_head(head: PrototypeHead, test_set: FeatureSet, train_set: FeatureS
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "evaluation.json", json.dumps(result, indent=1) + "\n")
-        plot_confusion_matrix(result["prototype"]["confusion_matrix"], names, out / "confusion_matrix.png",
-                              f"prototype head: accuracy {result['prototype']['accuracy']:.3f}")
+        plot_confusion_matrix(
+            result["prototype"]["confusion_matrix"],
+            names,
+            out / "confusion_matrix.png",
+            f"prototype head: accuracy {result['prototype']['accuracy']:.3f}",
+        )
     return result
 
 
@@ -185,14 +206,19 @@ def format_report(result: dict) -> str:
     width = max(12, *(len(n) for n in result["labels"]))
     lines = [f"{'class':>{width}}  precision  recall  f1-score  support"]
     for name, row in m["per_class"].items():
-        lines.append(f"{name:>{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:8.3f}  "
-                     f"{row['support']:7d}")
+        lines.append(
+            f"{name:>{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:8.3f}  {row['support']:7d}"
+        )
     lines.append("")
-    lines.append(f"prototype head: track accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
-                 f"({result['n_tracks']} tracks, {result['n_chunks']} chunks)")
+    lines.append(
+        f"prototype head: track accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
+        f"({result['n_tracks']} tracks, {result['n_chunks']} chunks)"
+    )
     for key, title in (("linear_probe", "linear probe"), ("mlp", "MLP baseline")):
         if result.get(key):
             ret = result["retention"].get(key)
-            lines.append(f"{title}: track accuracy {result[key]['accuracy']:.4f}, macro-F1 {result[key]['macro_f1']:.4f}"
-                         + (f"; retention {ret:.1%}" if ret is not None else ""))
+            lines.append(
+                f"{title}: track accuracy {result[key]['accuracy']:.4f}, macro-F1 {result[key]['macro_f1']:.4f}"
+                + (f"; retention {ret:.1%}" if ret is not None else "")
+            )
     return "\n".join(lines)

@@ -14,14 +14,15 @@ Re-running skips tracks whose ``.npy`` exists; files are written atomically
 (:func:`pecmae_hub.serialization.atomic_path`), so an interrupted run never leaves a partial file.
 Multi-GPU: ``accelerate launch -m pecmae_hub.cli extract ...`` shards the file list over the processes.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -99,9 +100,17 @@ def _encode_group(ae, tracks, batch_size, device) -> list[np.ndarray]:
     return out
 
 
-def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_size: int = 32, progress: bool = True,
-                     num_workers: int = 0, revision: str | None = None,
-                     on_track_done: Callable[[str], None] | None = None) -> ExtractSummary:
+def extract_features(
+    inputs,
+    out_dir,
+    autoencoder,
+    device: str = "auto",
+    batch_size: int = 32,
+    progress: bool = True,
+    num_workers: int = 0,
+    revision: str | None = None,
+    on_track_done: Callable[[str], None] | None = None,
+) -> ExtractSummary:
     """Encode every track of ``inputs`` with ``autoencoder`` (an ``Autoencoder``, a folder or a Hub repo id).
 
     Full chunks of consecutive tracks share batches of ``batch_size``. Tracks whose ``.npy`` exists are
@@ -117,20 +126,30 @@ def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_s
     out = Path(out_dir)
     state = PartialState()
     # "auto" under Accelerate: the device of this process; anything else is checked before any work
-    device = (state.device if torch.cuda.is_available() else torch.device("cpu")) if device == "auto" \
+    device = (
+        (state.device if torch.cuda.is_available() else torch.device("cpu"))
+        if device == "auto"
         else resolve_device(device)
+    )
     if isinstance(autoencoder, (str, os.PathLike)):
         name = os.fspath(autoencoder)
         local = Path(name).is_dir()
-        ae_id = {"repo_id": None if local else name, "revision": revision,
-                 "folder": str(Path(name).resolve()) if local else None}
+        ae_id = {
+            "repo_id": None if local else name,
+            "revision": revision,
+            "folder": str(Path(name).resolve()) if local else None,
+        }
         autoencoder = Autoencoder.from_pretrained(name, revision=revision)
     else:
         ae_id = {"repo_id": None, "revision": None, "folder": None}
     ae = autoencoder.to(device).eval()
     jobs = extract_jobs(inputs)
-    manifest = {"autoencoder": {**ae_id, "fingerprint": ae.fingerprint()}, "embedding_dim": ae.embedding_dim,
-                "chunk_seconds": ae.chunk_seconds, "layout": "<relpath>.npy float32 (n_chunks, D)"}
+    manifest = {
+        "autoencoder": {**ae_id, "fingerprint": ae.fingerprint()},
+        "embedding_dim": ae.embedding_dim,
+        "chunk_seconds": ae.chunk_seconds,
+        "layout": "<relpath>.npy float32 (n_chunks, D)",
+    }
     _check_manifest(out / MANIFEST_NAME, manifest)
     if state.is_main_process and not (out / MANIFEST_NAME).is_file():  # so an interrupted run is still identified
         out.mkdir(parents=True, exist_ok=True)
@@ -139,7 +158,9 @@ def extract_features(inputs, out_dir, autoencoder, device: str = "auto", batch_s
     todo = [j for j in jobs if not feature_path(out, j[1]).is_file()]
     summary = ExtractSummary(out, total=len(jobs), skipped=len(jobs) - len(todo))
     with state.split_between_processes(todo) as shard:
-        loader = torch.utils.data.DataLoader(_AudioFiles(shard), batch_size=1, collate_fn=_first, num_workers=num_workers)
+        loader = torch.utils.data.DataLoader(
+            _AudioFiles(shard), batch_size=1, collate_fn=_first, num_workers=num_workers
+        )
         bar = tqdm(total=len(shard), disable=not progress or not state.is_main_process, desc="extract", unit="track")
         group, n_group = [], 0
         for i, wav, err in loader:
@@ -215,7 +236,11 @@ def _write_reports(out: Path, state, summary: ExtractSummary, manifest: dict, to
         atomic_write_text(failures, "path\terror\n" + lines)
     elif failures.exists():
         failures.unlink()
-    manifest["counts"] = {"tracks": total, "failed": lines.count("\n"), "written_last_run": summary.written,
-                          "skipped_last_run": summary.skipped}
+    manifest["counts"] = {
+        "tracks": total,
+        "failed": lines.count("\n"),
+        "written_last_run": summary.written,
+        "skipped_last_run": summary.skipped,
+    }
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")

@@ -7,13 +7,14 @@ Missing feature files are reported (count and first names) and skipped, as upstr
 Label order comes from an explicit list, else ``labels.txt`` in the features folder, else the
 first-seen order of the training split - never Python set order (upstream bug §12.14).
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class FeatureSet:
         t = np.concatenate([np.full(len(f), i, dtype=np.int64) for i, f in enumerate(self.features)])
         return x, y, t
 
-    def with_label_names(self, names: Sequence[str]) -> "FeatureSet":
+    def with_label_names(self, names: Sequence[str]) -> FeatureSet:
         """The same tracks with class ids re-mapped to the order of ``names``."""
         names = list(names)
         if names == self.label_names:
@@ -91,10 +92,12 @@ class FeatureSet:
         return FeatureSet(self.features, labels, self.track_ids, names, self.missing)
 
     @classmethod
-    def from_arrays(cls, features, labels, track_ids=None, label_names=None) -> "FeatureSet":
+    def from_arrays(cls, features, labels, track_ids=None, label_names=None) -> FeatureSet:
         """Build from arrays; ``labels`` may be names (mapped via ``label_names`` or first-seen order) or ids."""
         labels = list(labels)
-        track_ids = [str(t) for t in track_ids] if track_ids is not None else [f"track{i:05d}" for i in range(len(labels))]
+        track_ids = (
+            [str(t) for t in track_ids] if track_ids is not None else [f"track{i:05d}" for i in range(len(labels))]
+        )
         if labels and isinstance(labels[0], str):
             names = list(label_names) if label_names is not None else list(dict.fromkeys(labels))
             index = {n: i for i, n in enumerate(names)}
@@ -177,8 +180,13 @@ def load_features(features_dir: str | os.PathLike, split, label_names: Sequence[
         labels.append(index[label])
         ids.append(rel)
     if missing:
-        log.warning("%s: %d of %d feature files missing, skipped (first: %s)",
-                    split, len(missing), len(seen), ", ".join(missing[:5]))
+        log.warning(
+            "%s: %d of %d feature files missing, skipped (first: %s)",
+            split,
+            len(missing),
+            len(seen),
+            ", ".join(missing[:5]),
+        )
     if not feats:
         raise DatasetError(
             f"no feature file of split {split} was found under {features_dir} (first missing: {missing[:3]})"
@@ -187,7 +195,8 @@ def load_features(features_dir: str | os.PathLike, split, label_names: Sequence[
 
 
 def compute_norm_stats(x: np.ndarray) -> tuple[float, float]:
-    """Scalar (mean, std) as upstream (docs/architecture.md §9.1): mean of per-chunk means, mean of per-chunk population stds."""
+    """Scalar (mean, std) as upstream (docs/architecture.md §9.1): mean of per-chunk means, mean of
+    per-chunk population stds."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
     if len(x) == 0:
         raise DatasetError("cannot compute normalisation statistics of an empty training set")

@@ -1,17 +1,18 @@
 """The APNet-style explanation table: for every prototype, the training chunks closest to it."""
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
+from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.modes import evaluating
-from pecmae_hub.fileio import atomic_write_text
 
 
 @torch.no_grad()
@@ -28,15 +29,18 @@ def nearest_training_chunks(
         owner = np.concatenate([np.full(len(f), i) for i, f in enumerate(features)])
         chunk = np.concatenate([np.arange(len(f)) for f in features])
         flat = np.concatenate([np.asarray(f, dtype=np.float32).reshape(len(f), -1) for f in features])
-        d = torch.cat([head.distances(torch.from_numpy(flat[s : s + batch_size])).cpu()
-                       for s in range(0, len(flat), batch_size)])
+        d = torch.cat(
+            [head.distances(torch.from_numpy(flat[s : s + batch_size])).cpu() for s in range(0, len(flat), batch_size)]
+        )
         kk = min(k, len(flat))
         dist, idx = torch.topk(d, kk, dim=0, largest=False)  # (kk, P)
     protos = []
     for p in range(head.num_prototypes):
         label, j = head.prototype_name(p)
-        rows = [{"track": str(track_ids[owner[i]]), "chunk": int(chunk[i]), "distance": float(dv)}
-                for i, dv in zip(idx[:, p].tolist(), dist[:, p].tolist())]
+        rows = [
+            {"track": str(track_ids[owner[i]]), "chunk": int(chunk[i]), "distance": float(dv)}
+            for i, dv in zip(idx[:, p].tolist(), dist[:, p].tolist())
+        ]
         protos.append({"index": p, "label": label, "k": j, "nearest": rows})
     return {"k": kk, "distance": head.config.distance, "prototypes": protos}
 

@@ -12,6 +12,7 @@ in-domain inputs differ more. GM-Solos (2-chunk clips): at the 0.95 quantile of 
 about 2/3 of the clips of the never-seen TimGM6mb bank are kept, at 0.99 84 %, at 0.995 88 %, while
 93 % of generated out-of-domain clips (tones, noise, speech, drums, sine chords) are still flagged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,8 +26,8 @@ from pecmae_hub.models.ood import AGGREGATIONS, OOD_METHOD, OODScorer
 from pecmae_hub.training.features import FeatureSet
 
 DEFAULT_QUANTILE = 0.995
-MAX_CHUNKS = 32      # longest track length (in chunks) given its own threshold
-MIN_WINDOWS = 20     # fewest held-out windows a length needs for its own threshold
+MAX_CHUNKS = 32  # longest track length (in chunks) given its own threshold
+MIN_WINDOWS = 20  # fewest held-out windows a length needs for its own threshold
 
 
 def ledoit_wolf(x, block: int = 8192) -> tuple[torch.Tensor, float]:
@@ -47,7 +48,7 @@ def ledoit_wolf(x, block: int = 8192) -> tuple[torch.Tensor, float]:
     emp /= n
     trace = float(torch.trace(emp))
     mu = trace / dim
-    delta_ = float(emp.pow(2).sum())                     # |S|_F^2
+    delta_ = float(emp.pow(2).sum())  # |S|_F^2
     beta = (sum4 / n - delta_) / (dim * n)
     delta = (delta_ - 2.0 * mu * trace + dim * mu * mu) / dim  # |S - mu I|_F^2 / D
     shrinkage = 0.0 if delta <= 0 else min(beta, delta) / delta
@@ -78,7 +79,7 @@ def fit_ood_scorer(x, y, num_classes: int, labels: Sequence[str] | None = None) 
     cov, shrinkage = ledoit_wolf(x - means.float()[y])  # one float32 copy; sums in float64
     evals, evecs = torch.linalg.eigh(cov)
     evals = evals.clamp_min(float(evals.max()) * 1e-10)
-    whitening = evecs / evals.sqrt()[None, :]            # W W^T = cov^-1
+    whitening = evecs / evals.sqrt()[None, :]  # W W^T = cov^-1
     return OODScorer(means.float(), whitening.float(), labels=labels), {"shrinkage": shrinkage, "n_chunks": len(x)}
 
 
@@ -92,12 +93,17 @@ def track_scores(scorer: OODScorer, features: Sequence[np.ndarray], batch: int =
     arrays = [np.asarray(f, dtype=np.float32).reshape(len(f), -1) for f in features]
     if scorer.aggregation == "mean-embedding":
         means = np.stack([a.mean(0) for a in arrays])
-        return np.concatenate([scorer.score(torch.from_numpy(means[i : i + batch])).double().cpu().numpy()
-                               for i in range(0, len(means), batch)])
+        return np.concatenate(
+            [
+                scorer.score(torch.from_numpy(means[i : i + batch])).double().cpu().numpy()
+                for i in range(0, len(means), batch)
+            ]
+        )
     flat = np.concatenate(arrays)
     owner = np.concatenate([np.full(len(a), i) for i, a in enumerate(arrays)])
-    s = np.concatenate([scorer.score(torch.from_numpy(flat[i : i + batch])).double().cpu().numpy()
-                        for i in range(0, len(flat), batch)])
+    s = np.concatenate(
+        [scorer.score(torch.from_numpy(flat[i : i + batch])).double().cpu().numpy() for i in range(0, len(flat), batch)]
+    )
     if scorer.aggregation == "max":
         out = np.full(len(arrays), -np.inf)
         np.maximum.at(out, owner, s)
@@ -105,8 +111,9 @@ def track_scores(scorer: OODScorer, features: Sequence[np.ndarray], batch: int =
     return np.bincount(owner, weights=s, minlength=len(arrays)) / np.bincount(owner, minlength=len(arrays))
 
 
-def window_scores(scorer: OODScorer, features: Sequence[np.ndarray],
-                  max_chunks: int = MAX_CHUNKS) -> dict[int, np.ndarray]:
+def window_scores(
+    scorer: OODScorer, features: Sequence[np.ndarray], max_chunks: int = MAX_CHUNKS
+) -> dict[int, np.ndarray]:
     """Scores of in-domain tracks as if they were m chunks long, for m = 1 .. ``max_chunks``.
 
     Every track of n >= m chunks gives its non-overlapping windows of m consecutive chunks (from the
@@ -137,9 +144,17 @@ def _cross_fitted_windows(x, y, owner, n_tracks, num_classes, aggregation, folds
     return {m: np.concatenate(v) for m, v in windows.items()}, whole
 
 
-def calibrate_ood(head: PrototypeHead, train_features: FeatureSet, val_features: FeatureSet | None = None,
-                  quantile: float = DEFAULT_QUANTILE, aggregation: str = "mean-embedding", data: str | None = None,
-                  folds: int = 5, seed: int = 0, min_windows: int = MIN_WINDOWS) -> OODScorer:
+def calibrate_ood(
+    head: PrototypeHead,
+    train_features: FeatureSet,
+    val_features: FeatureSet | None = None,
+    quantile: float = DEFAULT_QUANTILE,
+    aggregation: str = "mean-embedding",
+    data: str | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    min_windows: int = MIN_WINDOWS,
+) -> OODScorer:
     """Fit the OOD statistics on the training chunks and set the thresholds on held-out tracks.
 
     The threshold for tracks of m chunks is the ``quantile`` (``method="higher"``) of the scores of the
@@ -192,12 +207,19 @@ def calibrate_ood(head: PrototypeHead, train_features: FeatureSet, val_features:
     lengths = np.asarray([len(f) for f in feats])
     kept = whole <= np.asarray([scorer.threshold_for(n) for n in lengths])
     scorer.calibration = {
-        "data": data or held_out, "held_out": held_out, "quantile": quantile,
-        "kept_fraction": float(np.mean(kept)), "n_tracks": len(whole), "n_chunks": int(n_chunks),
+        "data": data or held_out,
+        "held_out": held_out,
+        "quantile": quantile,
+        "kept_fraction": float(np.mean(kept)),
+        "n_tracks": len(whole),
+        "n_chunks": int(n_chunks),
         "windows_per_length": [len(windows[m]) for m in range(1, len(thresholds) + 1)],
         "kept_per_length": [float(np.mean(windows[m] <= t)) for m, t in enumerate(thresholds, 1)],
-        "n_train_tracks": len(train), "n_train_chunks": int(fit_info["n_chunks"]),
-        "shrinkage": fit_info["shrinkage"], "method": OOD_METHOD, "package_version": _package_version(),
+        "n_train_tracks": len(train),
+        "n_train_chunks": int(fit_info["n_chunks"]),
+        "shrinkage": fit_info["shrinkage"],
+        "method": OOD_METHOD,
+        "package_version": _package_version(),
         "track_score_quantiles": {str(q): float(np.quantile(whole, q)) for q in (0.5, 0.9, 0.95, 0.99, 1.0)},
     }
     return scorer
