@@ -21,21 +21,44 @@ from typing import overload
 import numpy as np
 import torch
 
-from pecmae_hub.audio import (MAX_SECONDS, SAMPLE_RATE, AudioInput, chunk_bounds, load_audio, silence_error,
-                              silent_chunks, write_wav)
-from pecmae_hub.serialization import WEIGHTS_NAME, save_folder
-from pecmae_hub.hub.registry import DEFAULT_MODEL, INFO_NAME, METRICS_NAME, ORG_ENV, PROTOTYPES_DIR, REGISTRY, resolve_model
-from pecmae_hub.hub.files import ModelFiles, inside_path, load_autoencoder
-from pecmae_hub.devices import resolve_device
-from pecmae_hub.integrity import write_checksums
-from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
-from pecmae_hub.hub.publish import push_folder
-from pecmae_hub.hub.cards import render_model_card
+from pecmae_hub.audio import (
+    MAX_SECONDS,
+    SAMPLE_RATE,
+    AudioInput,
+    chunk_bounds,
+    load_audio,
+    silence_error,
+    silent_chunks,
+    write_wav,
+)
 from pecmae_hub.configuration import AutoencoderRef
-from pecmae_hub.models.autoencoder import Autoencoder
+from pecmae_hub.devices import resolve_device
 from pecmae_hub.errors import ConfigError, ModelNotFoundError, PecmaeError
+from pecmae_hub.hub.cards import render_model_card
+from pecmae_hub.hub.files import ModelFiles, inside_path, load_autoencoder
+from pecmae_hub.hub.publish import push_folder
+from pecmae_hub.hub.registry import (
+    DEFAULT_MODEL,
+    INFO_NAME,
+    METRICS_NAME,
+    PROTOTYPES_DIR,
+    REGISTRY,
+    resolve_model,
+)
+from pecmae_hub.integrity import write_checksums
+from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
+from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
+from pecmae_hub.schedulers import (
+    DEFAULT_SCHEDULER,
+    SchedulerSpec,
+    check_steps,
+    recommended_steps,
+    scheduler_to_dict,
+)
+from pecmae_hub.serialization import WEIGHTS_NAME, save_folder
+
 
 class PECMAE:
     """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
@@ -58,9 +81,9 @@ class PECMAE:
         self.autoencoder_ref = autoencoder_ref or AutoencoderRef()  # where it came from (Hub revision pinned)
         self.autoencoder_source = autoencoder_source
         self._files = files
-        self._index: dict | None | bool = False  # False: not looked up yet
+        self._index: dict | bool | None = False  # False: not looked up yet
         self._sonified: dict[tuple, np.ndarray] = {}
-        self._nearest_audio: dict | None | bool = False  # nearest/index.json; False: not looked up yet
+        self._nearest_audio: dict | bool | None = False  # nearest/index.json; False: not looked up yet
 
     @property
     def labels(self) -> list[str]:
@@ -230,10 +253,15 @@ class PECMAE:
             self._index = self._files.json(f"{PROTOTYPES_DIR}/index.json", required=False) if self._files else None
         return self._index
 
-    def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0) -> Path | None:
-        """The pre-rendered WAV of ``prototype`` when one exists for exactly these settings, else None."""
+    def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0,
+                             scheduler: SchedulerSpec = "upstream") -> Path | None:
+        """The pre-rendered WAV of ``prototype`` when one exists for exactly these settings (sampler included;
+        an index without ``scheduler`` was rendered with the exact ``"upstream"`` sampler), else None."""
         p, index = self.prototype_index(prototype), self._render_index()
-        if not index or (index.get("steps"), float(index.get("guidance", -1)), index.get("seed")) != (steps, float(guidance), seed):
+        wanted = (steps, float(guidance), seed)
+        if not index or (index.get("steps"), float(index.get("guidance", -1)), index.get("seed")) != wanted:
+            return None
+        if scheduler_to_dict(index.get("scheduler", {"name": "upstream"})) != scheduler_to_dict(scheduler):
             return None
         if index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
             return None
@@ -243,16 +271,37 @@ class PECMAE:
         except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
             return None
 
-    def _decode(self, p: int, steps: int, guidance: float, seed: int, progress=None) -> np.ndarray:
+    def _decode(self, p: int, steps: int, guidance: float, seed: int, progress=None,
+                scheduler: SchedulerSpec = "upstream") -> np.ndarray:
         # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
         ae = self.autoencoder
-        noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=torch.Generator().manual_seed(int(seed)))
+        gen = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=gen)
         z = self.head.effective_prototypes()[p : p + 1]
-        return np.asarray(ae.decode(z, steps=steps, guidance=guidance, noise=noise, progress=progress), dtype=np.float32)
+        wav = ae.decode(z, steps=steps, guidance=guidance, noise=noise, progress=progress, scheduler=scheduler)
+        return np.asarray(wav, dtype=np.float32)
 
-    def sonify(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0, progress=None) -> np.ndarray:
+    def render_settings_for(self, steps: int | None = None, scheduler: SchedulerSpec | None = None
+                            ) -> tuple[int, SchedulerSpec]:
+        """``(steps, scheduler)`` with the defaults filled in: the settings of the shipped pre-renders when the
+        model has them (so a default request plays them at once), else :data:`DEFAULT_SCHEDULER` at its
+        recommended steps (docs/hub.md, "Sonification")."""
+        index = self._render_index()
+        rendered = index.get("scheduler", {"name": "upstream"}) if index else None
+        if scheduler is None:
+            scheduler = rendered if rendered is not None else DEFAULT_SCHEDULER
+        if steps is None:
+            same = index and scheduler_to_dict(scheduler) == scheduler_to_dict(rendered)
+            steps = int(index["steps"]) if same else recommended_steps(scheduler_to_dict(scheduler)["name"])
+        return steps, scheduler
+
+    def sonify(self, prototype, steps: int | None = None, guidance: float = 1.0, seed: int = 0, progress=None,
+               scheduler: SchedulerSpec | None = None) -> np.ndarray:
         """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
         match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
+
+        ``scheduler``: ``"upstream"`` (the exact sampler), ``"unipc"``, ``"dpmsolver++"`` or ``"ddim"``
+        (:mod:`pecmae_hub.schedulers`); ``None`` and ``steps=None`` pick :meth:`render_settings_for`.
 
         ``progress(i, n)`` is called after each of the n diffusion steps of a decode (not for a
         pre-rendered or already decoded prototype, which needs no steps).
@@ -261,18 +310,19 @@ class PECMAE:
             ConfigError: an unknown prototype, or settings outside :func:`check_render_settings`
                 (checked before any work).
         """
-        steps, guidance, seed = check_render_settings(steps, guidance, seed)
+        steps, scheduler = self.render_settings_for(steps, scheduler)
+        steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
         p = self.prototype_index(prototype)
-        key = (p, steps, guidance, seed)
+        key = (p, steps, guidance, seed, json.dumps(scheduler_to_dict(scheduler), sort_keys=True))
         if key not in self._sonified:
-            path = self.prototype_audio_path(p, steps, guidance, seed)
+            path = self.prototype_audio_path(p, steps, guidance, seed, scheduler)
             if path is not None:
                 import soundfile as sf
 
                 wav, file_sr = sf.read(str(path), dtype="float32")
                 self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
             else:
-                self._sonified[key] = self._decode(p, steps, guidance, seed, progress)
+                self._sonified[key] = self._decode(p, steps, guidance, seed, progress, scheduler)
         return self._sonified[key].copy()
 
     def nearest_audio_path(self, prototype, rank: int = 0) -> Path | None:
@@ -296,22 +346,23 @@ class PECMAE:
         return self._nearest_audio
 
     def render_prototypes(self, folder: str | os.PathLike, steps: int = 40, guidance: float = 1.0, seed: int = 0,
-                          progress: bool = False) -> dict:
+                          progress: bool = False, scheduler: SchedulerSpec = "upstream") -> dict:
         """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
-        ``index.json`` recording the settings; returns the index."""
+        ``index.json`` recording the settings (sampler included); returns the index."""
         from tqdm.auto import tqdm
 
-        steps, guidance, seed = check_render_settings(steps, guidance, seed)
+        steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
         out = Path(folder) / PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
         entries = []
         for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
             label, k = self.head.prototype_name(p)
             name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
-            write_wav(out / name, self._decode(p, steps, guidance, seed))
+            write_wav(out / name, self._decode(p, steps, guidance, seed, scheduler=scheduler))
             entries.append({"index": p, "label": label, "k": k, "file": name})
         index = {"version": 1, "sample_rate": SAMPLE_RATE, "steps": int(steps), "guidance": float(guidance),
-                 "seed": int(seed), "autoencoder_fingerprint": self.autoencoder.fingerprint(),
+                 "seed": int(seed), "scheduler": scheduler_to_dict(scheduler),
+                 "autoencoder_fingerprint": self.autoencoder.fingerprint(),
                  "prototypes": entries}
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         if self._files is not None and self._files.folder is not None:
@@ -320,7 +371,8 @@ class PECMAE:
 
     # ---- saving / publishing ---------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike, *, render: bool = False, steps: int = 40,
-                        guidance: float = 1.0, seed: int = 0, autoencoder_repo_id: str | None = None,
+                        guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream",
+                        autoencoder_repo_id: str | None = None,
                         autoencoder_revision: str | None = None, repo_id: str | None = None) -> Path:
         """Write the model folder: head config + weights, autoencoder reference (or ``autoencoder/``),
         ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
@@ -353,7 +405,7 @@ class PECMAE:
         (folder / INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
         index = self._copy_renders(folder)
         if render and index is None:
-            index = self.render_prototypes(folder, steps, guidance, seed, progress=True)
+            index = self.render_prototypes(folder, steps, guidance, seed, progress=True, scheduler=scheduler)
         card = render_model_card(
             model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
             metrics=self.metrics, base_model=spec.repo_id, repo_id=repo_id, render_settings=index)
@@ -380,37 +432,34 @@ class PECMAE:
 
     def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
                     token: str | None = None, commit_message: str | None = None, render: bool = True,
-                    steps: int = 40, guidance: float = 1.0, seed: int = 0, autoencoder_repo_id: str | None = None,
-                    autoencoder_revision: str | None = None) -> str:
+                    steps: int = 40, guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream",
+                    autoencoder_repo_id: str | None = None, autoencoder_revision: str | None = None) -> str:
         """Save to a temporary folder (rendering prototypes when there are none, unless ``render=False``)
         and upload it to ``repo_id`` (created if missing) on branch ``revision``; returns the commit sha."""
         with tempfile.TemporaryDirectory(prefix="pecmae-push-") as tmp:
-            self.save_pretrained(tmp, render=render, steps=steps, guidance=guidance, seed=seed, repo_id=repo_id,
+            self.save_pretrained(tmp, render=render, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
+                                 repo_id=repo_id,
                                  autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
             return push_folder(tmp, repo_id, private=private, revision=revision, token=token,
                                    commit_message=commit_message)
 
 
-#: most diffusion steps a sonification may take (40 is the default; beyond ~200 the sound hardly changes)
-MAX_STEPS = 1000
 
-
-def check_render_settings(steps, guidance, seed) -> tuple[int, float, int]:
+def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "upstream") -> tuple[int, float, int]:
     """``(steps, guidance, seed)`` as (int, float, int), or :class:`ConfigError` naming the bad one.
 
-    ``steps`` must be a whole number in 1..:data:`MAX_STEPS`, ``guidance`` a finite number, ``seed`` an
-    integer in 0..2**63-1. Checked before any decoding, so a typo never starts hours of work.
+    ``steps`` must be a whole number in 1..1000 (:func:`pecmae_hub.schedulers.check_steps`, which also
+    refuses an unknown ``scheduler``), ``guidance`` a finite number, ``seed`` an integer in 0..2**63-1.
+    Checked before any decoding, so a typo never starts hours of work.
     """
+
     def whole(value, what):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(value) or int(value) != value:
             raise ConfigError(f"{what} must be a whole number, got {value!r}")
         return int(value)
 
-    steps = whole(steps, "steps")
-    if not 1 <= steps <= MAX_STEPS:
-        raise ConfigError(f"steps must be in 1..{MAX_STEPS}, got {steps} (40 is the default; more than ~200 "
-                          "steps rarely changes the sound)")
+    steps = check_steps(steps, scheduler)
     if isinstance(guidance, (bool, np.bool_)) or not isinstance(guidance, (int, float, np.integer, np.floating)) \
             or not np.isfinite(guidance):
         raise ConfigError(f"guidance must be a finite number (1.0: no guidance), got {guidance!r}")

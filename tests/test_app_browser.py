@@ -70,14 +70,16 @@ def _upload(page, path) -> None:
 
 
 def _plays(page, selector: str) -> float:
-    """Duration (s) of the ``<audio>`` under ``selector`` once loaded; asserts that playing advances it."""
-    audio = page.locator(f"{selector} audio").first
-    audio.wait_for(state="attached")
-    page.wait_for_function("a => a.readyState >= 1 && a.duration > 0", arg=audio.element_handle())
-    audio.evaluate("a => { a.muted = true; return a.play(); }")
-    page.wait_for_function("a => a.currentTime > 0", arg=audio.element_handle())
-    audio.evaluate("a => a.pause()")
-    return audio.evaluate("a => a.duration")
+    """Duration (s) of the player's audio, read by an ``<audio>`` element from the file the player serves;
+    asserts that pressing the player's Play button moves its clock."""
+    href = page.locator(f"{selector} a[download]").first.get_attribute("href")
+    duration = page.evaluate("""url => new Promise((ok, bad) => {
+        const a = new Audio(); a.preload = 'metadata';
+        a.onloadedmetadata = () => ok(a.duration); a.onerror = () => bad('cannot load ' + url); a.src = url; })""", href)
+    page.locator(f"{selector} button[aria-label='Play']").click()
+    page.wait_for_function("sel => document.querySelector(sel + ' time#time')?.innerText !== '0:00'", arg=selector)
+    page.locator(f"{selector} button[aria-label='Pause']").click()
+    return duration
 
 
 def _save(page, tmp_path: Path, name: str) -> None:

@@ -139,3 +139,15 @@ def test_batched_decode_runs_chunk_by_chunk_with_the_same_numbers(codec):
     with torch.enable_grad():
         ref = model.decode(latents)
     assert fast.shape == (3, 96_000) and rel_err(fast, ref) < 1e-5 and rel_err(single, ref) < 1e-5
+
+
+def test_fast_path_restores_the_thread_count(codec):
+    model, _ = codec
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            model.decode(torch.randn(1, 5, 128))  # the LSTM runs on one thread, then the count comes back
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

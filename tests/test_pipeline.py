@@ -296,13 +296,13 @@ def test_silent_chunks_flag_and_older_prediction_dicts(model):
 
 
 def test_render_settings_are_checked_before_decoding():
-    from pecmae_hub.pipeline import MAX_STEPS, check_render_settings
+    from pecmae_hub.pipeline import check_render_settings
 
     assert check_render_settings(40, 1, 0) == (40, 1.0, 0)
     assert check_render_settings(2.0, 1.5, np.int64(3)) == (2, 1.5, 3)
     for steps, guidance, seed, message in (
         (0, 1.0, 0, "steps"),
-        (MAX_STEPS + 1, 1.0, 0, "1..1000"),
+        (1001, 1.0, 0, "1..1000"),
         (True, 1.0, 0, "steps"),
         ("40", 1.0, 0, "steps"),
         (40, float("inf"), 0, "guidance"),
@@ -311,3 +311,19 @@ def test_render_settings_are_checked_before_decoding():
     ):
         with pytest.raises(ConfigError, match=message):
             check_render_settings(steps, guidance, seed)
+
+
+def test_sonify_defaults_play_the_prerenders_and_the_scheduler_is_part_of_the_render_key(tiny_model_dir):
+    model = PECMAE.from_pretrained(tiny_model_dir, device="cpu")
+    index = model.render_settings
+    assert index["scheduler"] == {"name": "upstream"}
+    # no settings given: those of the pre-renders, so the stored WAV plays at once
+    assert model.render_settings_for() == (index["steps"], {"name": "upstream"})
+    assert model.prototype_audio_path(0, index["steps"], 1.0, 0, "upstream") is not None
+    assert model.prototype_audio_path(0, index["steps"], 1.0, 0, "unipc") is None  # another sampler: decode
+    assert model.render_settings_for(scheduler="unipc") == (14, "unipc")
+    fast = model.sonify(0, scheduler="unipc", steps=4)
+    exact = model.sonify(0, scheduler="upstream", steps=4)
+    assert fast.shape == exact.shape and not np.array_equal(fast, exact)
+    with pytest.raises(ConfigError, match="unknown scheduler .*choose one of upstream, ddim, dpmsolver\+\+, unipc"):
+        model.sonify(0, scheduler="euler-ancestral-magic")

@@ -187,7 +187,7 @@ import pecmae_hub.sampling, pecmae_hub.schedulers, pecmae_hub.models.autoencoder
 from conftest import tiny_pecmae
 model = tiny_pecmae()
 model.classify(np.random.default_rng(0).standard_normal(30000).astype('float32') * 0.1, sr=24000)
-model.sonify(0, steps=2)
+model.sonify(0, steps=2, scheduler='upstream')
 from pecmae_hub.schedulers import scheduler_to_dict
 assert scheduler_to_dict(dict(name='UniPC')) == scheduler_to_dict('unipc') == dict(name='unipc')
 before = 'diffusers' in sys.modules

@@ -86,7 +86,8 @@ def run_sonify(args: argparse.Namespace) -> int:
     from pecmae_hub.fileio import atomic_path
     from pecmae_hub.pipeline import PECMAE, check_render_settings
 
-    steps, guidance, seed = check_render_settings(args.steps, args.guidance, args.seed)
+    if args.steps is not None:  # typos fail before the model loads; defaults are resolved with the model
+        check_render_settings(args.steps, args.guidance, args.seed, args.scheduler or "upstream")
     output_audio_format(args.out)  # a format soundfile cannot write fails now, not after decoding
     check_output_file(args.out)
     _check_common(args)
@@ -94,18 +95,21 @@ def run_sonify(args: argparse.Namespace) -> int:
                                    local_files_only=args.offline, device=args.device)
     p = model.prototype_index(args.prototype)
     label, k = model.head.prototype_name(p)
-    rendered = model.prototype_audio_path(p, steps, guidance, seed) is not None
+    steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
+    steps, guidance, seed = check_render_settings(steps, args.guidance, args.seed, scheduler)
+    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler) is not None
     from tqdm.auto import tqdm
 
     # one tick per diffusion step (a pre-rendered prototype needs none); hidden when stderr is not a terminal
     with tqdm(total=steps, desc=f"decoding {label}:{k}", unit="step", file=sys.stderr,
               disable=True if rendered else None) as bar:
-        wav = model.sonify(p, steps=steps, guidance=guidance, seed=seed,
+        wav = model.sonify(p, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
                            progress=lambda i, n: bar.update(i - bar.n))
     with atomic_path(args.out) as tmp:
         write_audio(tmp, wav)
+    name = scheduler if isinstance(scheduler, str) else scheduler.get("name")
     print(f"wrote {args.out}: prototype {p} ({label}:{k}), {len(wav) / SAMPLE_RATE:.2f} s, "
-          f"{'pre-rendered' if rendered else 'decoded'}")
+          f"{'pre-rendered' if rendered else 'decoded'} ({name}, {steps} steps)")
     return 0
 
 
@@ -114,13 +118,14 @@ def run_push(args: argparse.Namespace) -> int:
 
     from pecmae_hub.pipeline import PECMAE, check_render_settings
 
-    check_render_settings(args.steps, args.guidance, args.seed)
+    check_render_settings(40 if args.steps is None else args.steps, args.guidance, args.seed, args.scheduler or "upstream")
     if not Path(args.dir).is_dir():
         raise ModelNotFoundError(f"{args.dir} is not a model folder")
     model = PECMAE.from_pretrained(Path(args.dir), device="cpu")
     sha = model.push_to_hub(args.repo_id, private=args.private, revision=args.revision, token=args.token,
-                            commit_message=args.commit_message, render=not args.no_render, steps=args.steps,
-                            guidance=args.guidance, seed=args.seed, autoencoder_repo_id=args.autoencoder_repo)
+                            commit_message=args.commit_message, render=not args.no_render, steps=40 if args.steps is None else args.steps,
+                            guidance=args.guidance, seed=args.seed, scheduler=args.scheduler or "upstream",
+                            autoencoder_repo_id=args.autoencoder_repo)
     from huggingface_hub import constants
 
     print(f"pushed {args.dir} to {constants.ENDPOINT}/{args.repo_id}/tree/{args.revision or 'main'} (commit {sha})")
@@ -137,7 +142,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _render_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=40, help="diffusion steps, 1..1000 (default %(default)s)")
+    p.add_argument("--scheduler", default=None,
+                   help="sampler: unipc (fast), upstream (exact), dpmsolver++ or ddim (default: the settings of the "
+                        "model's pre-rendered prototypes, else unipc)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="diffusion steps, 1..1000 (default: the pre-renders' steps, else unipc 14, upstream 40)")
     p.add_argument("--guidance", type=float, default=1.0,
                    help="classifier-free guidance, 1.0 = none (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="noise seed, >= 0; same seed, same audio (default %(default)s)")

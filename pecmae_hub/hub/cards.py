@@ -81,6 +81,7 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
     k = protos_per_class
     metric_lines = "\n".join(f"| {name} | {value:.4f} |" for _, name, value in entries)
     settings = render_settings or {}
+    sections = _evaluation_section(info) + _licence_section(info) + _limitations_section(info, labels, dataset_name)
     body = f"""
 # {model_name}: PECMAE prototype classifier
 
@@ -97,7 +98,7 @@ autoencoder's diffusion decoder.
 - Training data: {dataset_name}; evaluation split: {split}
 {f"- Data split: {info['split']}" + chr(10) if info.get("split") and info.get("split") != split else ""}
 {"| metric | value |" + chr(10) + "|---|---|" + chr(10) + metric_lines if metric_lines else "No evaluation metrics were recorded for this model."}
-{_evaluation_section(info)}{_licence_section(info)}{_limitations_section(info, labels, dataset_name)}
+{sections}
 ## Usage
 
 PECMAE Hub is not on the Python package index: install it from a clone of its repository
