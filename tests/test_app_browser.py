@@ -7,6 +7,7 @@ explanation's text is legible (≥ 11 px) and fits the screen, then upload a bro
 on the upload box, and every output unchanged. Screenshots go to the test's tmp dir (and to
 ``$PECMAE_SCREENSHOTS`` when set). Skipped when ``/usr/bin/chromium`` or Playwright is missing.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore:::gradio.q
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TIMEOUT_MS = 30_000
 VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
 
@@ -54,8 +63,14 @@ def _open(browser, url: str, size: tuple[int, int]):
     page.set_default_timeout(TIMEOUT_MS)
     errors: list = []
     page.on("pageerror", lambda exc: errors.append(exc))
-    page.on("request", lambda req: None if req.url.startswith((url, "data:", "blob:"))
-            else errors.append(f"request to another host: {req.url}"))
+    page.on(
+        "request",
+        lambda req: (
+            None
+            if req.url.startswith((url, "data:", "blob:"))
+            else errors.append(f"request to another host: {req.url}")
+        ),
+    )
     page.goto(url)
     page.wait_for_selector("#classify-button")
     return page, errors
@@ -73,9 +88,13 @@ def _plays(page, selector: str) -> float:
     """Duration (s) of the player's audio, read by an ``<audio>`` element from the file the player serves;
     asserts that pressing the player's Play button moves its clock."""
     href = page.locator(f"{selector} a[download]").first.get_attribute("href")
-    duration = page.evaluate("""url => new Promise((ok, bad) => {
+    duration = page.evaluate(
+        """url => new Promise((ok, bad) => {
         const a = new Audio(); a.preload = 'metadata';
-        a.onloadedmetadata = () => ok(a.duration); a.onerror = () => bad('cannot load ' + url); a.src = url; })""", href)
+        a.onloadedmetadata = () => ok(a.duration);
+        a.onerror = () => bad('cannot load ' + url); a.src = url; })""",
+        href,
+    )
     page.locator(f"{selector} button[aria-label='Play']").click()
     page.wait_for_function("sel => document.querySelector(sel + ' time#time')?.innerText !== '0:00'", arg=selector)
     page.locator(f"{selector} button[aria-label='Pause']").click()

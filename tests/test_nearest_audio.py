@@ -1,5 +1,6 @@
 """Nearest-training-chunk audio (``nearest/``): writing, plain-word names, reading through the model's files
 (confined to the model), one-request prefetch from the Hub, and ``PECMAE.sonify(progress=...)``."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from pecmae_hub.hub.nearest_audio import (GM_SOLOS_SOURCES, describe_chunk, nearest_audio_path, prefetch_audio,
-                                          read_index, redistribution_allowed, track_facts, write_nearest_audio)
+from pecmae_hub.hub.nearest_audio import (
+    GM_SOLOS_SOURCES,
+    describe_chunk,
+    nearest_audio_path,
+    prefetch_audio,
+    read_index,
+    redistribution_allowed,
+    track_facts,
+    write_nearest_audio,
+)
 from pecmae_hub.integrity import write_checksums
 
 SR = 24_000
@@ -54,7 +63,7 @@ def test_write_then_read_through_the_model(model_with_audio):
         for rank, row in enumerate(proto["nearest"][:2]):
             path = model.nearest_audio_path(proto["index"], rank)
             wav, sr = sf.read(path, dtype="float32")
-            expected = fake_track(row["track"])[row["chunk"] * SR: (row["chunk"] + 1) * SR]
+            expected = fake_track(row["track"])[row["chunk"] * SR : (row["chunk"] + 1) * SR]
             assert sr == SR and wav.shape == (SR,)
             np.testing.assert_allclose(wav, expected, atol=1.5 / 32768)  # 16-bit PCM
     assert model.nearest_audio_path(0, 5) is None  # only two ranks ship

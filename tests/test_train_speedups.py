@@ -87,3 +87,21 @@ def test_same_losses_and_weights_as_the_plain_upstream_step():
         if k.endswith("in_proj_weight") or k.endswith("in_proj_bias"):
             a, b = a[2 * D :], b[2 * D :]
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_threads_option_is_applied_and_restored(monkeypatch):
+    from pecmae_hub.errors import ConfigError
+
+    seen = []
+    monkeypatch.setattr(training, "_train_head", lambda *args: seen.append(torch.get_num_threads()) or ("head", {}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert training.train_head(None, None, config=TrainConfig(threads=1)) == ("head", {})
+        assert seen == [1] and torch.get_num_threads() == 2
+        training.train_head(None, None, config=TrainConfig())
+        assert seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads"):
+        TrainConfig(threads=-1).validate()

@@ -3,6 +3,7 @@
 ``pecmae_hub.app.build_app()`` builds it and ``launch_options()`` gives its launch arguments. Importing this
 package is cheap: Gradio (the ``app`` extra) is imported by :mod:`pecmae_hub.app.ui` only.
 """
+
 from __future__ import annotations
 
 __all__ = ["build_app", "launch_options"]

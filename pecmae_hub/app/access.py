@@ -15,6 +15,7 @@ allowed folders is judged on its spelling alone, without touching the file syste
 be used to probe which server paths exist. :func:`scrub_paths` removes absolute paths from the texts
 of errors that do reach a client.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -45,8 +46,9 @@ def parse_allowed(text: str | None) -> tuple[str, ...]:
 
 def parse_dirs(text: str | None) -> tuple[Path, ...]:
     """``PECMAE_MODEL_DIRS`` as absolute folders (empty or unset: none)."""
-    return tuple(Path(os.path.abspath(os.path.expanduser(p.strip())))
-                 for p in (text or "").split(os.pathsep) if p.strip())
+    return tuple(
+        Path(os.path.abspath(os.path.expanduser(p.strip()))) for p in (text or "").split(os.pathsep) if p.strip()
+    )
 
 
 def scrub_paths(text: str) -> str:
@@ -74,15 +76,19 @@ class ModelPolicy:
     model_dirs: tuple[Path, ...] = ()
 
     @classmethod
-    def from_env(cls, startup: str, allowed: str | tuple | list | None = None,
-                 model_dirs: str | tuple | list | None = None) -> ModelPolicy:
+    def from_env(
+        cls, startup: str, allowed: str | tuple | list | None = None, model_dirs: str | tuple | list | None = None
+    ) -> ModelPolicy:
         """Policy from arguments, else ``$PECMAE_ALLOWED_MODELS`` / ``$PECMAE_MODEL_DIRS``."""
         if allowed is None or isinstance(allowed, str):
             allowed = parse_allowed(os.environ.get(ALLOWED_ENV) if allowed is None else allowed)
         if model_dirs is None or isinstance(model_dirs, str):
             model_dirs = parse_dirs(os.environ.get(DIRS_ENV) if model_dirs is None else model_dirs)
-        return cls(str(startup), tuple(allowed) or embedded_names(),
-                   tuple(Path(os.path.abspath(os.path.expanduser(str(d)))) for d in model_dirs))
+        return cls(
+            str(startup),
+            tuple(allowed) or embedded_names(),
+            tuple(Path(os.path.abspath(os.path.expanduser(str(d)))) for d in model_dirs),
+        )
 
     @property
     def startup_alias(self) -> str:
@@ -106,7 +112,7 @@ class ModelPolicy:
             text += f"; Hub repos matching {', '.join(extra)}"
         if self.model_dirs:
             text += "; model folders provided by the operator"
-        return text + f" (the operator sets {ALLOWED_ENV} and {DIRS_ENV})."
+        return text + " (the server's operator chooses which models it offers)."
 
     def resolve(self, name: str) -> str | None:
         """The reference to load for ``name`` (the start-up model, a registry name, a Hub repo id or an

@@ -7,6 +7,7 @@ the error's title. Expected user errors are :func:`user_error` (no traceback in 
 refused upload is deleted from Gradio's upload folder at once. Decoded audio that passed is kept
 briefly, so the event that follows its validation does not decode it again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,11 +19,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from pecmae_hub.audio import SAMPLE_RATE, load_audio, silence_error, silent_chunks
-from pecmae_hub.errors import AudioError
-
 from pecmae_hub.app.access import scrub_paths
 from pecmae_hub.app.settings import format_seconds
+from pecmae_hub.audio import SAMPLE_RATE, load_audio, silence_error, silent_chunks
+from pecmae_hub.errors import AudioError
 
 log = logging.getLogger(__name__)
 MAX_STEPS, MAX_GUIDANCE = 200, 20.0  # the Prototypes tab's limits (the library allows more steps)
@@ -120,8 +120,9 @@ class AudioInputs:
             detail = scrub_paths(str(exc).replace(str(path), repr(path.name)))
             if detail.startswith("cannot decode"):
                 log.info("refused upload %s: %s", path.name, detail)
-                raise user_error("Unreadable audio", f"cannot read {path.name!r} as audio: is it a WAV, FLAC, OGG "
-                                 "or MP3 file?") from None
+                raise user_error(
+                    "Unreadable audio", f"cannot read {path.name!r} as audio: is it a WAV, FLAC, OGG or MP3 file?"
+                ) from None
             raise user_error("Unusable audio", detail) from None
         self.check_length(len(wav) / SAMPLE_RATE)
         # the library's definition of silence: the same inputs are refused by the API and the CLI
@@ -132,8 +133,11 @@ class AudioInputs:
     def check_length(self, seconds: float) -> None:
         """A "too long" :func:`user_error` beyond the app's limit (the limit in words, no setting names)."""
         if seconds > self.max_seconds:
-            raise user_error("Audio too long", f"the clip is {format_seconds(round(seconds, 1))} long and this app "
-                             f"accepts up to {format_seconds(self.max_seconds)}. Trim it and try again.")
+            raise user_error(
+                "Audio too long",
+                f"the clip is {format_seconds(round(seconds, 1))} long and this app "
+                f"accepts up to {format_seconds(self.max_seconds)}. Trim it and try again.",
+            )
 
 
 def settings_problems(steps, guidance, seed) -> dict[str, str]:
@@ -143,7 +147,7 @@ def settings_problems(steps, guidance, seed) -> dict[str, str]:
         if not (float(steps) == int(steps) and 1 <= int(steps) <= MAX_STEPS):
             raise ValueError
     except (TypeError, ValueError):
-        problems["steps"] = f"Bad settings: use 1–{MAX_STEPS} diffusion steps (40 is the usual choice)."
+        problems["steps"] = f"Bad settings: use 1–{MAX_STEPS} steps of diffusion (40 is the usual choice)."
     try:
         if not 0.0 <= float(guidance) <= MAX_GUIDANCE:
             raise ValueError

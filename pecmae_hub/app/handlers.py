@@ -7,6 +7,7 @@ the server keeps serving and logs no traceback for the user's mistakes. Audio ou
 paths* so the browser plays prototypes and training chunks at their true relative loudness (Gradio
 peak-normalises numpy audio).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,15 +23,23 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
-from pecmae_hub.errors import PecmaeError
-
 from pecmae_hub.app import settings as cfg
 from pecmae_hub.app.checks import AudioInputs, ok, refuse, render_settings, settings_problems, user_error
 from pecmae_hub.app.models import ModelManager, ModelUnavailable
 from pecmae_hub.app.plots import explanation_html, ranked_classes, segments, similarity_html
-from pecmae_hub.app.texts import (client_safe, model_card, model_config, model_intro, model_overview, nearest_chunks,
-                                  nearest_label, prototype_caption, summary_text)
+from pecmae_hub.app.texts import (
+    client_safe,
+    model_card,
+    model_config,
+    model_intro,
+    model_overview,
+    nearest_chunks,
+    nearest_label,
+    prototype_caption,
+    summary_text,
+)
+from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
+from pecmae_hub.errors import PecmaeError
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "prototypes/index.json"
@@ -81,8 +90,10 @@ def prerendered(model, p: int) -> str | None:
     if not index:
         return None
     try:
-        path = model.prototype_audio_path(p, steps=int(index["steps"]), guidance=float(index["guidance"]),
-                                          seed=int(index["seed"]))
+        settings = {"steps": int(index["steps"]), "guidance": float(index["guidance"]), "seed": int(index["seed"])}
+        if "scheduler" in index:  # the sampler is part of a render's key (absent: the exact "upstream" one)
+            settings["scheduler"] = index["scheduler"]
+        path = model.prototype_audio_path(p, **settings)
     except (PecmaeError, KeyError, ValueError):
         return None
     return servable(path) if path is not None else None
@@ -147,9 +158,11 @@ class Handlers:
     def validate_sonify(self, prototype, steps, guidance, seed, model_name: str | None):
         """A known prototype and settings in range; each message on its own control."""
         problems = settings_problems(steps, guidance, seed)
-        return (self._validate_prototype(prototype, model_name),
-                *(gr.validate(False, problems[k]) if k in problems else ok() for k in ("steps", "guidance", "seed")),
-                ok())
+        return (
+            self._validate_prototype(prototype, model_name),
+            *(gr.validate(False, problems[k]) if k in problems else ok() for k in ("steps", "guidance", "seed")),
+            ok(),
+        )
 
     def validate_prototype(self, prototype, model_name: str | None):
         """A known prototype (``label:k`` or index)."""
@@ -162,11 +175,15 @@ class Handlers:
             return refuse(exc)
         return ok()
 
-    @staticmethod
-    def validate_load(name, current):
-        """A model name that is not empty."""
-        if not (name or "").strip():
-            return gr.validate(False, "No model: choose a model in the list or type its name."), ok()
+    def validate_load(self, name, current):
+        """A model name that is not empty and that this server offers (loading problems come later)."""
+        name = (name or "").strip()
+        if not name:
+            return gr.validate(
+                False, "No model: the model name is empty; choose a model in the list or type its name."
+            ), ok()
+        if self.manager.policy.resolve(name) is None:
+            return gr.validate(False, f"Model unavailable: {self.manager.policy.refusal(name)}"), ok()
         return ok(), ok()
 
     # ---- classification -----------------------------------------------------------------------
@@ -191,7 +208,7 @@ class Handlers:
     def _classify_wav(self, model_name: str | None, wav: np.ndarray, top_k: int):
         return self.model(model_name).classify(wav, sr=SAMPLE_RATE, top_k=top_k)
 
-    def classify(self, audio, model_name: str | None, progress=gr.Progress()):
+    def classify(self, audio, model_name: str | None, progress=gr.Progress()):  # noqa: B008 (Gradio idiom)
         """``/classify``: audio file → scores, headline, explanation, similarity map, top prototypes
         (each: decoded prototype, nearest training chunks, caption), details."""
         progress(0.05, desc="Reading audio")
@@ -206,21 +223,37 @@ class Handlers:
         players, facts = [], []
         for rank in range(self.settings.top_prototypes):
             players += self._top_outputs(model, tops[rank] if rank < len(tops) else None, rank + 1, temperature, facts)
-        details = client_safe({
-            "model": model.name, "label": prediction.label, "scores": prediction.scores,
-            "runner_up": ranked_classes(prediction.scores)[1] if len(prediction.scores) > 1 else None,
-            "duration": round(prediction.duration, 3), "chunk_seconds": chunk, "temperature": temperature,
-            "points": {c: round(v / temperature, 4) for c, v in prediction.logits.items()},
-            "segments": [{"label": r["label"], "start": round(r["start"], 3), "end": round(r["end"], 3)}
-                         for r in segments(prediction)],
-            "chunks": [{"start": round(s, 3), "end": round(e, 3), "label": c, "silent": not a}
-                       for s, e, c, a in zip(prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels,
-                                             prediction.audible)],
-            "top_prototypes": facts,
-        })
-        return (prediction.scores, summary_text(prediction, chunk),
-                explanation_html(prediction, model.labels, temperature, chunk),
-                similarity_html(prediction, model.labels), *players, details)
+        details = client_safe(
+            {
+                "model": model.name,
+                "label": prediction.label,
+                "scores": prediction.scores,
+                "runner_up": ranked_classes(prediction.scores)[1] if len(prediction.scores) > 1 else None,
+                "duration": round(prediction.duration, 3),
+                "chunk_seconds": chunk,
+                "temperature": temperature,
+                "points": {c: round(v / temperature, 4) for c, v in prediction.logits.items()},
+                "segments": [
+                    {"label": r["label"], "start": round(r["start"], 3), "end": round(r["end"], 3)}
+                    for r in segments(prediction)
+                ],
+                "chunks": [
+                    {"start": round(s, 3), "end": round(e, 3), "label": c, "silent": not a}
+                    for s, e, c, a in zip(
+                        prediction.chunk_starts, prediction.chunk_ends, prediction.chunk_labels, prediction.audible
+                    )
+                ],
+                "top_prototypes": facts,
+            }
+        )
+        return (
+            prediction.scores,
+            summary_text(prediction, chunk),
+            explanation_html(prediction, model.labels, temperature, chunk),
+            similarity_html(prediction, model.labels),
+            *players,
+            details,
+        )
 
     def _top_outputs(self, model, item: dict | None, rank: int, temperature: float, facts: list) -> list:
         """Prototype player, nearest-chunk players and caption of the ``rank``-th top prototype."""
@@ -230,17 +263,25 @@ class Handlers:
         p = int(item["p"])
         path = prerendered(model, p)
         near = nearest_chunks(model, p, item.get("nearest") or [], count)
-        outputs = [gr.Audio(value=path, label=f"{item['class']} prototype #{item['k']}, decoded by the model",
-                            visible=True)]
+        outputs = [
+            gr.Audio(value=path, label=f"{item['class']} prototype #{item['k']}, decoded by the model", visible=True)
+        ]
         paths = []
         for n in range(count):
             found = nearest_audio(model, p, n) if n < len(near) and near[n]["entry"] else None
             paths.append(found)
-            outputs.append(gr.Audio(value=found, label=nearest_label(near[n]) if n < len(near) else "",
-                                    visible=found is not None))
+            outputs.append(
+                gr.Audio(value=found, label=nearest_label(near[n]) if n < len(near) else "", visible=found is not None)
+            )
         outputs.append(prototype_caption(rank, item, temperature, near, has_audio=path is not None))
-        facts.append({**item, "points": item["contribution"] / temperature,
-                      "nearest_words": [n["words"] for n in near], "nearest_audio": [q is not None for q in paths]})
+        facts.append(
+            {
+                **item,
+                "points": item["contribution"] / temperature,
+                "nearest_words": [n["words"] for n in near],
+                "nearest_audio": [q is not None for q in paths],
+            }
+        )
         return outputs
 
     def prewarm(self, clips: list[Path]) -> None:
@@ -255,15 +296,28 @@ class Handlers:
     def prototype_choices(self, model_name: str | None) -> list[tuple[str, str]]:
         """``(label, value)`` pairs for the prototype selector: ``violin · #0`` → ``violin:0``."""
         head = self.model(model_name).head
-        return [(f"{head.prototype_name(p)[0]} · #{head.prototype_name(p)[1]}  (p{p})",
-                 f"{head.prototype_name(p)[0]}:{head.prototype_name(p)[1]}") for p in range(head.num_prototypes)]
+        return [
+            (
+                f"{head.prototype_name(p)[0]} · #{head.prototype_name(p)[1]}  (p{p})",
+                f"{head.prototype_name(p)[0]}:{head.prototype_name(p)[1]}",
+            )
+            for p in range(head.num_prototypes)
+        ]
 
     def prototype_groups(self, model_name: str | None) -> list[tuple[str, list[tuple[int, int, str | None]]]]:
         """Prototypes grouped by class: ``[(label, [(k, p, wav path or None), ...]), ...]``."""
         model = self.model(model_name)
         head = model.head
-        return [(label, [(k, c * head.protos_per_class + k, prerendered(model, c * head.protos_per_class + k))
-                         for k in range(head.protos_per_class)]) for c, label in enumerate(head.labels)]
+        return [
+            (
+                label,
+                [
+                    (k, c * head.protos_per_class + k, prerendered(model, c * head.protos_per_class + k))
+                    for k in range(head.protos_per_class)
+                ],
+            )
+            for c, label in enumerate(head.labels)
+        ]
 
     def _index(self, model, prototype) -> int:
         if prototype is None or str(prototype).strip() == "":
@@ -280,14 +334,19 @@ class Handlers:
         label, k = model.head.prototype_name(p)
         path = prerendered(model, p)
         if path is None:
-            raise user_error("No pre-rendered audio", f"model {model.name!r} ships none for {label} #{k}; use "
-                             "Re-sonify to decode it.")
+            raise user_error(
+                "No pre-rendered audio",
+                f"model {model.name!r} ships none for {label} #{k}; use Re-sonify to decode it.",
+            )
         index = render_settings_of(model) or {}
-        return path, (f"**{label} · prototype #{k}** (p{p}) — pre-rendered with {index.get('steps')} steps, "
-                      f"guidance {index.get('guidance')}, seed {index.get('seed')}")
+        return path, (
+            f"**{label} · prototype #{k}** (p{p}) — pre-rendered with {index.get('steps')} steps, "
+            f"guidance {index.get('guidance')}, seed {index.get('seed')}"
+        )
 
-    def _decode_prototype(self, model_name: str | None, p: int, steps: int, guidance: float, seed: int,
-                          progress=None) -> np.ndarray:
+    def _decode_prototype(
+        self, model_name: str | None, p: int, steps: int, guidance: float, seed: int, progress=None
+    ) -> np.ndarray:
         model = self.model(model_name)
         label, k = model.head.prototype_name(p)
 
@@ -297,7 +356,7 @@ class Handlers:
 
         return model.sonify(p, steps=steps, guidance=guidance, seed=seed, progress=step)
 
-    def sonify(self, prototype, steps, guidance, seed, model_name: str | None, progress=gr.Progress()):
+    def sonify(self, prototype, steps, guidance, seed, model_name: str | None, progress=gr.Progress()):  # noqa: B008
         """``/sonify``: decode a prototype with the diffusion decoder at the given settings → WAV path."""
         model = self.model(model_name)
         p = self._index(model, prototype)
@@ -311,8 +370,10 @@ class Handlers:
         path = _OUT_DIR / "sonified" / f"{_slug(model.name)}_p{p:03d}_s{steps}_g{guidance:g}_seed{seed}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, wav)
-        caption = (f"**{label} · prototype #{k}** (p{p}) — {steps} steps, guidance {guidance:g}, seed {seed}, "
-                   f"{len(wav) / SAMPLE_RATE:.2f} s")
+        caption = (
+            f"**{label} · prototype #{k}** (p{p}) — {steps} steps, guidance {guidance:g}, seed {seed}, "
+            f"{len(wav) / SAMPLE_RATE:.2f} s"
+        )
         return str(path), caption
 
     # ---- model tab ----------------------------------------------------------------------------
@@ -330,9 +391,13 @@ class Handlers:
         """``/load_model``: switch this session to model ``name``; returns state, intro and model tab values."""
         name = (name or "").strip()
         if not name:
-            raise user_error("No model", "choose a model in the list or type its name.")
+            raise user_error("No model", "the model name is empty; choose a model in the list or type its name.")
         model = self.model(name)
         choices = self.prototype_choices(name)
         status = f"Loaded **{model.name}**.\n\n{model_intro(model)}"
-        return (name, status, *self.model_info(name),
-                gr.update(choices=choices, value=choices[0][1] if choices else None))
+        return (
+            name,
+            status,
+            *self.model_info(name),
+            gr.update(choices=choices, value=choices[0][1] if choices else None),
+        )

@@ -1,13 +1,15 @@
 """Which models the app offers and how it loads them: cache first, the Hub only when reachable.
 
 A model is named by a registry short name (``gm-solos``, ``gtzan``, ``medley-solos-db``), a Hub repo
-id or a local folder, among those the operator allows (:class:`pecmae_hub.app.access.ModelPolicy`; by default the
-start-up model and the embedded ones). Errors a client sees name no server path. Loaded models are kept in memory (the start-up model always, plus the most
-recently used others). Loading never waits on a dead network: the Hugging Face cache is tried first,
-then the Hub is probed with a short timeout, and an unreachable Hub gives :class:`ModelUnavailable`
-with a message a user can act on. A model fetched from the Hub gets all its audio (pre-rendered
-prototypes, nearest training chunks) in one ``snapshot_download`` right after loading.
+id or a local folder, among those the operator allows (:class:`pecmae_hub.app.access.ModelPolicy`; by
+default the start-up model and the embedded ones). Errors a client sees name no server path. Loaded
+models are kept in memory (the start-up model always, plus the most recently used others). Loading
+never waits on a dead network: the Hugging Face cache is tried first, then the Hub is probed with a
+short timeout, and an unreachable Hub gives :class:`ModelUnavailable` with a message a user can act on.
+A model fetched from the Hub gets all its audio (pre-rendered prototypes, nearest training chunks) in
+one ``snapshot_download`` right after loading.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,17 +18,16 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, known_names, registry_repo_id, resolve_model
-from pecmae_hub.errors import ModelNotFoundError, PecmaeError
-from pecmae_hub.hub.nearest_audio import prefetch_audio
 from pecmae_hub.app.access import ModelPolicy, display_name, scrub_paths
 from pecmae_hub.connectivity import PROBE_TIMEOUT, PROBE_TTL, _probe_cache, hub_endpoint, hub_offline, hub_reachable  # noqa: F401
-
+from pecmae_hub.errors import ModelNotFoundError, PecmaeError
+from pecmae_hub.hub.nearest_audio import prefetch_audio
+from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, registry_repo_id, resolve_model
 
 log = logging.getLogger(__name__)
 
 
-class ModelUnavailable(PecmaeError):
+class ModelUnavailable(PecmaeError):  # noqa: N818 (public name)
     """A model that cannot be loaded here and now (not cached and the Hub unreachable, missing files …)."""
 
 
@@ -120,7 +121,7 @@ class ModelManager:
         if hub_offline():
             raise ModelUnavailable(
                 f"model {name!r} is not in the local Hugging Face cache and the Hub is unreachable "
-                "(HF_HUB_OFFLINE=1). Download it once while online, or choose the embedded model "
+                "(this server runs offline). Download it once while online, or choose the embedded model "
                 f"{DEFAULT_MODEL!r}."
             )
         if not hub_reachable(endpoint):

@@ -9,6 +9,7 @@
 
 Every class keeps one saturated colour everywhere (:func:`class_colors`); no class is grey.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -17,11 +18,23 @@ import math
 
 SILENT_LABEL = "silent"
 #: distinct, saturated colours that carry white text; more classes get golden-angle hues
-PALETTE = ("#1971c2", "#e8590c", "#2b8a3e", "#7048e8", "#c92a2a", "#0b7285", "#ae3ec9", "#8d6e00",
-           "#364fc7", "#d6336c", "#5c940d", "#a0522d")
-BAR_ROWS = 5            # prototypes shown one by one per class panel, at most
-MIN_SHARE = 0.05        # ... and only those with at least this share of the panel's largest bar
-MAX_COLUMNS = 48        # the heat map averages neighbouring chunks beyond this many columns
+PALETTE = (
+    "#1971c2",
+    "#e8590c",
+    "#2b8a3e",
+    "#7048e8",
+    "#c92a2a",
+    "#0b7285",
+    "#ae3ec9",
+    "#8d6e00",
+    "#364fc7",
+    "#d6336c",
+    "#5c940d",
+    "#a0522d",
+)
+BAR_ROWS = 5  # prototypes shown one by one per class panel, at most
+MIN_SHARE = 0.05  # ... and only those with at least this share of the panel's largest bar
+MAX_COLUMNS = 48  # the heat map averages neighbouring chunks beyond this many columns
 _esc = html.escape
 
 
@@ -87,18 +100,22 @@ def class_points(prediction, label: str, temperature: float) -> tuple[float, lis
     """``(total, [(p, points)], bias points)`` of ``label``: total = logit / temperature = Σ points + bias."""
     contrib = prediction.contributions[label]
     bias = float(prediction.logits[label]) - sum(contrib)
-    return (float(prediction.logits[label]) / temperature, [(p, v / temperature) for p, v in enumerate(contrib)],
-            bias / temperature)
+    return (
+        float(prediction.logits[label]) / temperature,
+        [(p, v / temperature) for p, v in enumerate(contrib)],
+        bias / temperature,
+    )
 
 
 def evidence_rows(prediction, label: str, temperature: float, labels: list[str], per_class: int) -> list[dict]:
     """The bars of one class panel: the biggest prototypes, then one row for everything else (exact sum)."""
-    total, items, bias = class_points(prediction, label, temperature)
+    total, items, _bias = class_points(prediction, label, temperature)
     biggest = max((abs(v) for _, v in items), default=0.0)
     order = sorted(items, key=lambda pv: -abs(pv[1]))
     shown = [(p, v) for p, v in order[:BAR_ROWS] if abs(v) >= MIN_SHARE * biggest and abs(v) > 0]
-    rows = [{"name": prototype_name(p, labels, per_class), "class": labels[p // per_class], "points": v}
-            for p, v in shown]
+    rows = [
+        {"name": prototype_name(p, labels, per_class), "class": labels[p // per_class], "points": v} for p, v in shown
+    ]
     rest = total - sum(v for _, v in shown)
     n_rest = len(items) - len(shown)
     if abs(rest) >= 0.05 or n_rest:
@@ -117,23 +134,29 @@ def _bar_rows(rows: list[dict], colors: dict[str, str]) -> str:
         v = r["points"]
         width = abs(v) / span * 100
         left = zero if v >= 0 else zero - width
-        style = (f"left:{left:.2f}%;width:{max(width, 0.4):.2f}%;"
-                 + (f"background:{colors[r['class']]}" if r["class"] else ""))
+        style = f"left:{left:.2f}%;width:{max(width, 0.4):.2f}%;" + (
+            f"background:{colors[r['class']]}" if r["class"] else ""
+        )
         kind = "pe-fill" if r["class"] else "pe-fill pe-rest"
-        out.append(f'<div class="pe-row"><div class="pe-name">{_esc(r["name"])}</div>'
-                   f'<div class="pe-bar"><div class="{kind}" style="{style}"></div>'
-                   f'<div class="pe-zero" style="left:{zero:.2f}%"></div></div>'
-                   f'<div class="pe-val">{v:+.1f}</div></div>')
+        out.append(
+            f'<div class="pe-row"><div class="pe-name">{_esc(r["name"])}</div>'
+            f'<div class="pe-bar"><div class="{kind}" style="{style}"></div>'
+            f'<div class="pe-zero" style="left:{zero:.2f}%"></div></div>'
+            f'<div class="pe-val">{v:+.1f}</div></div>'
+        )
     return "".join(out)
 
 
-def _panel(prediction, label: str, title: str, temperature: float, labels: list[str], per_class: int,
-           colors: dict[str, str]) -> str:
+def _panel(
+    prediction, label: str, title: str, temperature: float, labels: list[str], per_class: int, colors: dict[str, str]
+) -> str:
     total = class_points(prediction, label, temperature)[0]
     rows = evidence_rows(prediction, label, temperature, labels, per_class)
-    return (f'<section class="pe-panel"><h4><span class="pe-chip" style="background:{colors[label]}"></span>'
-            f'{_esc(title)} · {pct(prediction.scores[label])}</h4>'
-            f'<div class="pe-sub">{total:.1f} points in total</div>{_bar_rows(rows, colors)}</section>')
+    return (
+        f'<section class="pe-panel"><h4><span class="pe-chip" style="background:{colors[label]}"></span>'
+        f"{_esc(title)} · {pct(prediction.scores[label])}</h4>"
+        f'<div class="pe-sub">{total:.1f} points in total</div>{_bar_rows(rows, colors)}</section>'
+    )
 
 
 def timeline_html(prediction, colors: dict[str, str], chunk_seconds: float | None = None) -> str:
@@ -146,13 +169,17 @@ def timeline_html(prediction, colors: dict[str, str], chunk_seconds: float | Non
         color = colors.get(r["label"], "") if r["label"] else ""
         cls = "pe-seg" if r["label"] else "pe-seg pe-silent"
         tip = f"{r['label'] or SILENT_LABEL}: {seconds(r['start'])}–{seconds(r['end'])} s"
-        segs.append(f'<div class="{cls}" style="flex:{max(r["end"] - r["start"], 1e-3):.3f} 1 0;'
-                    f'{f"background:{color}" if color else ""}" title="{_esc(tip)}">'
-                    f'<span>{_esc(r["label"] or SILENT_LABEL)}</span></div>')
+        segs.append(
+            f'<div class="{cls}" style="flex:{max(r["end"] - r["start"], 1e-3):.3f} 1 0;'
+            f'{f"background:{color}" if color else ""}" title="{_esc(tip)}">'
+            f"<span>{_esc(r['label'] or SILENT_LABEL)}</span></div>"
+        )
     per = f"{seconds(chunk_seconds)} s chunk" if chunk_seconds else "chunk"
-    return (f'<div class="pe-block"><h4>What the model hears, {per} by {per}</h4>'
-            f'<div class="pe-track" role="img" aria-label="{_esc(words)}">{"".join(segs)}</div>'
-            f'<div class="pe-axis"><span>0 s</span><span>{seconds(end)} s</span></div></div>')
+    return (
+        f'<div class="pe-block"><h4>What the model hears, {per} by {per}</h4>'
+        f'<div class="pe-track" role="img" aria-label="{_esc(words)}">{"".join(segs)}</div>'
+        f'<div class="pe-axis"><span>0 s</span><span>{seconds(end)} s</span></div></div>'
+    )
 
 
 def explanation_html(prediction, labels: list[str], temperature: float, chunk_seconds: float | None = None) -> str:
@@ -168,18 +195,24 @@ def explanation_html(prediction, labels: list[str], temperature: float, chunk_se
         second = ranked[1]
         panels.append(_panel(prediction, second, f"Runner-up {second}", temperature, labels, per_class, colors))
         lead = (prediction.logits[top] - prediction.logits[second]) / temperature
-        note = (f" {_esc(top[:1].upper() + top[1:])} leads {_esc(second)} by {lead:.1f} points, so it is about "
-                f"{times(math.exp(min(lead, 50.0)))} times as likely ({pct(prediction.scores[top])} vs "
-                f"{pct(prediction.scores[second])}).")
-    legend = "".join(f'<span class="pe-key"><span class="pe-chip" style="background:{colors[c]}"></span>'
-                     f'{_esc(c)}</span>' for c in labels)
-    return (f'<div class="pe-why">{timeline_html(prediction, colors, chunk_seconds)}'
-            f'<div class="pe-panels">{"".join(panels)}</div>'
-            f'<p class="pe-note"><b>How to read the bars:</b> each bar is one prototype\'s evidence in points '
-            f'(how close your audio is to that prototype × the weight the model gives it, divided by the '
-            f'model\'s temperature {temperature:g}). A class\'s points add up to its score: every point of '
-            f'lead multiplies the odds by e ≈ 2.7.{note}</p>'
-            f'<div class="pe-legend">{legend}</div></div>')
+        note = (
+            f" {_esc(top[:1].upper() + top[1:])} leads {_esc(second)} by {lead:.1f} points, so it is about "
+            f"{times(math.exp(min(lead, 50.0)))} times as likely ({pct(prediction.scores[top])} vs "
+            f"{pct(prediction.scores[second])})."
+        )
+    legend = "".join(
+        f'<span class="pe-key"><span class="pe-chip" style="background:{colors[c]}"></span>{_esc(c)}</span>'
+        for c in labels
+    )
+    return (
+        f'<div class="pe-why">{timeline_html(prediction, colors, chunk_seconds)}'
+        f'<div class="pe-panels">{"".join(panels)}</div>'
+        f'<p class="pe-note"><b>How to read the bars:</b> each bar is one prototype\'s evidence in points '
+        f"(how close your audio is to that prototype × the weight the model gives it, divided by the "
+        f"model's temperature {temperature:g}). A class's points add up to its score: every point of "
+        f"lead multiplies the odds by e ≈ 2.7.{note}</p>"
+        f'<div class="pe-legend">{legend}</div></div>'
+    )
 
 
 def similarity_html(prediction, labels: list[str], max_columns: int = MAX_COLUMNS) -> str:
@@ -198,8 +231,10 @@ def similarity_html(prediction, labels: list[str], max_columns: int = MAX_COLUMN
     lo = min(min(c) for c in columns)
     hi = max(max(c) for c in columns)
     every = 1 if len(groups) <= 12 else max(2, math.ceil(len(groups) / 10))
-    head = "".join(f'<th scope="col">{seconds(prediction.chunk_starts[g[0]]) + " s" if j % every == 0 else ""}</th>'
-                   for j, g in enumerate(groups))
+    head = "".join(
+        f'<th scope="col">{seconds(prediction.chunk_starts[g[0]]) + " s" if j % every == 0 else ""}</th>'
+        for j, g in enumerate(groups)
+    )
     best = [max(range(n_protos), key=lambda p: col[p]) for col in columns]
     body = []
     for p in range(n_protos):
@@ -210,19 +245,28 @@ def similarity_html(prediction, labels: list[str], max_columns: int = MAX_COLUMN
             alpha = 0.06 + 0.94 * ((col[p] - lo) / ((hi - lo) or 1.0))
             quiet = not any(audible[i] for i in groups[j])
             start, end = prediction.chunk_starts[groups[j][0]], prediction.chunk_ends[groups[j][-1]]
-            tip = f"{prototype_name(p, labels, per_class)} · {seconds(start)}–{seconds(end)} s · similarity {col[p]:.2f}"
+            where = f"{seconds(start)}–{seconds(end)} s"
+            tip = f"{prototype_name(p, labels, per_class)} · {where} · similarity {col[p]:.2f}"
             cls = " ".join(x for x in ("pe-best" if best[j] == p else "", "pe-quiet" if quiet else "") if x)
-            cells.append(f'<td{f" class={chr(34)}{cls}{chr(34)}" if cls else ""} '
-                         f'style="background:rgba({r},{g},{b},{alpha:.2f})" title="{_esc(tip)}"></td>')
+            cells.append(
+                f"<td{f' class={chr(34)}{cls}{chr(34)}' if cls else ''} "
+                f'style="background:rgba({r},{g},{b},{alpha:.2f})" title="{_esc(tip)}"></td>'
+            )
         strong = " pe-top" if label == prediction.label else ""
-        body.append(f'<tr><th scope="row" class="pe-pname{strong}"><span class="pe-chip" '
-                    f'style="background:{colors[label]}"></span>{_esc(prototype_name(p, labels, per_class))}</th>'
-                    f'{"".join(cells)}</tr>')
-    note = (f'Darker = closer (similarity {lo:.2f} to {hi:.2f} in this clip; 1 = identical). The outlined cell '
-            f'of each column is the prototype closest to that moment.'
-            + (f' Each column averages {size} chunks.' if size > 1 else ''))
-    return (f'<div class="pe-simwrap"><table class="pe-sim"><thead><tr><th scope="col">prototype</th>{head}</tr>'
-            f'</thead><tbody>{"".join(body)}</tbody></table></div><p class="pe-note">{note}</p>')
+        body.append(
+            f'<tr><th scope="row" class="pe-pname{strong}"><span class="pe-chip" '
+            f'style="background:{colors[label]}"></span>{_esc(prototype_name(p, labels, per_class))}</th>'
+            f"{''.join(cells)}</tr>"
+        )
+    note = (
+        f"Darker = closer (similarity {lo:.2f} to {hi:.2f} in this clip; 1 = identical). The outlined cell "
+        f"of each column is the prototype closest to that moment."
+        + (f" Each column averages {size} chunks." if size > 1 else "")
+    )
+    return (
+        f'<div class="pe-simwrap"><table class="pe-sim"><thead><tr><th scope="col">prototype</th>{head}</tr>'
+        f'</thead><tbody>{"".join(body)}</tbody></table></div><p class="pe-note">{note}</p>'
+    )
 
 
 #: styles of the views above (added to the app's CSS); sizes in px/rem so text stays legible at any width

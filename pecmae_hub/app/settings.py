@@ -13,6 +13,7 @@
 | ``GRADIO_SERVER_NAME`` | ``127.0.0.1`` | interface to bind (``0.0.0.0`` on Spaces / in Docker) |
 | ``GRADIO_SERVER_PORT`` | ``7860`` | port |
 """
+
 from __future__ import annotations
 
 import os
@@ -21,16 +22,17 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
 # the example clips: inside the installed package (the wheel ships them), else the repository's examples/
-EXAMPLES_DIR = next((p for p in (PACKAGE / "examples", PACKAGE.parent / "examples") if p.is_dir()),
-                    PACKAGE.parent / "examples")
+EXAMPLES_DIR = next(
+    (p for p in (PACKAGE / "examples", PACKAGE.parent / "examples") if p.is_dir()), PACKAGE.parent / "examples"
+)
 DEFAULT_MODEL = "gm-solos"
 DEFAULT_MAX_SECONDS = 600.0
-TOP_PROTOTYPES = 3          # prototypes shown (with audio) next to a prediction
-NEAREST_PLAYERS = 2         # nearest training chunks played per top prototype (models ship 2: nearest/)
-CLASSIFY_CONCURRENCY = 2    # simultaneous classifications
-SONIFY_CONCURRENCY = 1      # simultaneous diffusion decodes
-SONIFY_GPU_SECONDS = 120    # ZeroGPU time slot asked for one re-sonification
-CLASSIFY_GPU_SECONDS = 60   # ZeroGPU time slot asked for one classification (10 min of audio)
+TOP_PROTOTYPES = 3  # prototypes shown (with audio) next to a prediction
+NEAREST_PLAYERS = 2  # nearest training chunks played per top prototype (models ship 2: nearest/)
+CLASSIFY_CONCURRENCY = 2  # simultaneous classifications
+SONIFY_CONCURRENCY = 1  # simultaneous diffusion decodes
+SONIFY_GPU_SECONDS = 120  # ZeroGPU time slot asked for one re-sonification
+CLASSIFY_GPU_SECONDS = 60  # ZeroGPU time slot asked for one classification (10 min of audio)
 DEFAULT_MAX_UPLOAD_MB = 128.0  # 10 min of 44.1 kHz stereo 16-bit WAV is ~106 MB
 # silence: pecmae_hub.audio.is_silent / SILENCE_DBFS, the one definition shared with the library and CLI
 
@@ -66,8 +68,8 @@ class AppSettings:
     prewarm: bool = True
     top_prototypes: int = TOP_PROTOTYPES
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    allowed_models: str | tuple[str, ...] | None = None   # None: $PECMAE_ALLOWED_MODELS (see pecmae_hub.app.access)
-    model_dirs: str | tuple[str, ...] | None = None       # None: $PECMAE_MODEL_DIRS
+    allowed_models: str | tuple[str, ...] | None = None  # None: $PECMAE_ALLOWED_MODELS (see pecmae_hub.app.access)
+    model_dirs: str | tuple[str, ...] | None = None  # None: $PECMAE_MODEL_DIRS
 
     @property
     def max_upload_bytes(self) -> int:
@@ -75,7 +77,7 @@ class AppSettings:
         return int(self.max_upload_mb * 1024 * 1024)
 
     @classmethod
-    def from_env(cls, **overrides) -> "AppSettings":
+    def from_env(cls, **overrides) -> AppSettings:
         """Settings from ``PECMAE_*`` variables; keyword arguments that are not None win."""
         values = dict(
             model=os.environ.get("PECMAE_MODEL", "").strip() or DEFAULT_MODEL,

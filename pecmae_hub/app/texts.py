@@ -1,21 +1,21 @@
 """Markdown and JSON shown by the app: the model's plain-language intro, prediction headlines, captions of
 the prototypes and their nearest training chunks, the model card and facts."""
+
 from __future__ import annotations
 
 import math
 import re
 
-from pecmae_hub.hub.cards import model_limitations
-from pecmae_hub.hub.nearest_audio import describe_chunk, index_entry, track_facts
-
 from pecmae_hub.app.access import display_name
 from pecmae_hub.app.models import model_files, optional_file
 from pecmae_hub.app.plots import pct, ranked_classes, seconds, segments
 from pecmae_hub.app.settings import format_seconds
+from pecmae_hub.hub.cards import model_limitations
+from pecmae_hub.hub.nearest_audio import describe_chunk, index_entry, track_facts
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
-AGREEMENT = 0.75    # below this share of audible chunks voting for the label, the headline says "mixed"
-MAX_SEGMENTS = 8    # segments listed in a "mixed" headline
+AGREEMENT = 0.75  # below this share of audible chunks voting for the label, the headline says "mixed"
+MAX_SEGMENTS = 8  # segments listed in a "mixed" headline
 
 
 def model_intro(model) -> str:
@@ -24,14 +24,19 @@ def model_intro(model) -> str:
     chunk = model.autoencoder.chunk_seconds
     data = info.get("training_data") or info.get("dataset_name") or info.get("dataset") or "an unnamed data set"
     limits = model_limitations({**info, "chunk_seconds": chunk}, labels, info.get("dataset_name"))
-    first = limits[0] if info.get("limitations") else "It always answers with one of these classes, even for " \
-                                                       "audio that is none of them."
-    return (f"**{model.name}** recognises **{len(labels)} classes**: {', '.join(labels)}. Trained on {data}. "
-            f"It listens in **{format_seconds(chunk)} chunks**, each compared with its {head.num_prototypes} "
-            f"prototypes ({head.protos_per_class} per class).\n\n"
-            f"**Limits:** {first}<details><summary>More limits</summary>\n\n"
-            + "\n".join(f"- {line}" for line in (limits[1:] if info.get("limitations") else limits))
-            + "\n\n</details>")
+    first = (
+        limits[0]
+        if info.get("limitations")
+        else "It always answers with one of these classes, even for audio that is none of them."
+    )
+    return (
+        f"**{model.name}** recognises **{len(labels)} classes**: {', '.join(labels)}. Trained on {data}. "
+        f"It listens in **{format_seconds(chunk)} chunks**, each compared with its {head.num_prototypes} "
+        f"prototypes ({head.protos_per_class} per class).\n\n"
+        f"**Limits:** {first}<details><summary>More limits</summary>\n\n"
+        + "\n".join(f"- {line}" for line in (limits[1:] if info.get("limitations") else limits))
+        + "\n\n</details>"
+    )
 
 
 def summary_text(prediction, chunk_seconds: float | None = None) -> str:
@@ -48,12 +53,16 @@ def summary_text(prediction, chunk_seconds: float | None = None) -> str:
         text = f"### {prediction.label} — {pct(prediction.scores[prediction.label])}\n\n"
         if votes == len(audible):
             who = {0: "No chunk is audible", 1: "The only audible chunk says", 2: "Both chunks say"}.get(
-                votes, f"All {votes} chunks say")
+                votes, f"All {votes} chunks say"
+            )
             text += f"**{who}** {prediction.label}. " if votes else f"**{who}.** "
         else:
             others = sorted({c for c in audible if c != prediction.label}, key=lambda c: -audible.count(c))
-            text += (f"**{votes} of {len(audible)} chunks** say {prediction.label}; the others: "
-                     + ", ".join(f"{c} ({audible.count(c)})" for c in others) + ". ")
+            text += (
+                f"**{votes} of {len(audible)} chunks** say {prediction.label}; the others: "
+                + ", ".join(f"{c} ({audible.count(c)})" for c in others)
+                + ". "
+            )
         if len(ranked) > 1:
             text += f"Runner-up: **{ranked[1]}** ({pct(prediction.scores[ranked[1]])}). "
         return text + length
@@ -61,9 +70,11 @@ def summary_text(prediction, chunk_seconds: float | None = None) -> str:
     listed = " · ".join(f"**{r['label']}** {seconds(r['start'])}–{seconds(r['end'])} s" for r in runs[:MAX_SEGMENTS])
     if len(runs) > MAX_SEGMENTS:
         listed += f" · … {len(runs) - MAX_SEGMENTS} more changes"
-    return (f"### Mixed: the chunks disagree\n\n{listed}\n\n"
-            f"Only {votes} of {len(audible)} chunks say **{prediction.label}**, the label of the clip's average "
-            f"({pct(prediction.scores[prediction.label])}): read the timeline below rather than one label. " + length)
+    return (
+        f"### Mixed: the chunks disagree\n\n{listed}\n\n"
+        f"Only {votes} of {len(audible)} chunks say **{prediction.label}**, the label of the clip's average "
+        f"({pct(prediction.scores[prediction.label])}): read the timeline below rather than one label. " + length
+    )
 
 
 def nearest_chunks(model, p: int, rows: list[dict], count: int = 2) -> list[dict]:
@@ -75,10 +86,19 @@ def nearest_chunks(model, p: int, rows: list[dict], count: int = 2) -> list[dict
     out = []
     for rank, row in enumerate(rows[:count]):
         entry = index_entry(index, p, rank)
-        facts = entry if entry and entry.get("track") == row.get("track") else \
-            track_facts(str(row.get("track")), int(row.get("chunk", 0)), chunk, sources)
-        out.append({"rank": rank, "words": describe_chunk(facts),
-                    "similarity": math.exp(-float(row.get("distance", 0.0))), "entry": entry})
+        facts = (
+            entry
+            if entry and entry.get("track") == row.get("track")
+            else track_facts(str(row.get("track")), int(row.get("chunk", 0)), chunk, sources)
+        )
+        out.append(
+            {
+                "rank": rank,
+                "words": describe_chunk(facts),
+                "similarity": math.exp(-float(row.get("distance", 0.0))),
+                "entry": entry,
+            }
+        )
     return out
 
 
@@ -89,15 +109,19 @@ def nearest_label(item: dict) -> str:
 
 def prototype_caption(rank: int, item: dict, temperature: float, nearest: list[dict], has_audio: bool = True) -> str:
     """Caption of a top prototype: what it is, its points, the audio's similarity, its nearest training chunks."""
-    text = (f"**#{rank} · {item['class']} prototype #{item['k']}** (p{item['p']}) — "
-            f"{item['contribution'] / temperature:+.1f} points  \n"
-            f"Your audio's similarity to it: {item.get('similarity', 0.0):.2f} (1 = identical).")
+    text = (
+        f"**#{rank} · {item['class']} prototype #{item['k']}** (p{item['p']}) — "
+        f"{item['contribution'] / temperature:+.1f} points  \n"
+        f"Your audio's similarity to it: {item.get('similarity', 0.0):.2f} (1 = identical)."
+    )
     if not has_audio:
         text += "  \n_No pre-rendered audio: decode it in the Prototypes tab._"
     if nearest:
         text += "\n\n**Closest real training chunks** (similarity to the prototype):\n" + "\n".join(
             f"{n['rank'] + 1}. {n['words']} — {n['similarity']:.2f}"
-            + ("" if n["entry"] else " _(text only: this model ships no audio of it)_") for n in nearest)
+            + ("" if n["entry"] else " _(text only: this model ships no audio of it)_")
+            for n in nearest
+        )
     else:
         text += "  \n_This model ships no table of nearest training chunks._"
     return text
@@ -142,19 +166,26 @@ def model_overview(model, index: dict | None) -> str:
     if dataset:
         lines.append(f"**Training data:** {dataset}")
     if index:
-        lines.append(f"**Pre-rendered prototypes:** {len(index.get('prototypes', []))} "
-                     f"(steps {index.get('steps')}, guidance {index.get('guidance')}, seed {index.get('seed')})")
+        lines.append(
+            f"**Pre-rendered prototypes:** {len(index.get('prototypes', []))} "
+            f"(steps {index.get('steps')}, guidance {index.get('guidance')}, seed {index.get('seed')})"
+        )
     else:
         lines.append("**Pre-rendered prototypes:** none (decode them in the Prototypes tab)")
     nearest = getattr(model, "nearest_audio_index", None)
-    lines.append(f"**Nearest training chunks with audio:** {len(nearest.get('entries', []))}" if nearest
-                 else "**Nearest training chunks with audio:** none (named in words only)")
+    lines.append(
+        f"**Nearest training chunks with audio:** {len(nearest.get('entries', []))}"
+        if nearest
+        else "**Nearest training chunks with audio:** none (named in words only)"
+    )
     rows = _metric_rows(model.metrics)
     if rows:
         split = (model.metrics or {}).get("split")
         split = f" ({split})" if isinstance(split, str) else ""
-        lines.append(f"\n**Metrics**{split}\n\n| metric | value |\n|---|---|\n"
-                     + "\n".join(f"| {k} | {v:.4f} |" for k, v in rows))
+        lines.append(
+            f"\n**Metrics**{split}\n\n| metric | value |\n|---|---|\n"
+            + "\n".join(f"| {k} | {v:.4f} |" for k, v in rows)
+        )
     else:
         lines.append("_No evaluation metrics (metrics.json) ship with this model._")
     return "\n\n".join(lines)
@@ -186,18 +217,20 @@ def model_config(model, index: dict | None) -> dict:
     """
     files = model_files(model)
     renders = {k: v for k, v in (index or {}).items() if k != "prototypes"} or None
-    return client_safe({
-        "name": model.name,
-        "source": _source(files),
-        "labels": list(model.labels),
-        "num_prototypes": model.head.num_prototypes,
-        "protos_per_class": model.head.protos_per_class,
-        "chunk_seconds": model.autoencoder.chunk_seconds,
-        "device": str(model.device),
-        "head": model.head.config.to_dict(),
-        "autoencoder": model.autoencoder.config.to_dict(),
-        "autoencoder_ref": model.autoencoder_ref.to_dict(),
-        "metrics": model.metrics,
-        "info": model.info,
-        "prototype_renders": renders,
-    })
+    return client_safe(
+        {
+            "name": model.name,
+            "source": _source(files),
+            "labels": list(model.labels),
+            "num_prototypes": model.head.num_prototypes,
+            "protos_per_class": model.head.protos_per_class,
+            "chunk_seconds": model.autoencoder.chunk_seconds,
+            "device": str(model.device),
+            "head": model.head.config.to_dict(),
+            "autoencoder": model.autoencoder.config.to_dict(),
+            "autoencoder_ref": model.autoencoder_ref.to_dict(),
+            "metrics": model.metrics,
+            "info": model.info,
+            "prototype_renders": renders,
+        }
+    )

@@ -58,6 +58,7 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True  # fp16 AMP; only ever used on CUDA
     nearest_k: int = 5
+    threads: int = 0  # CPU intra-op threads while training; 0 leaves torch's setting (see train_head)
     ood_quantile: float | None = DEFAULT_QUANTILE  # OOD threshold keeps this fraction of val tracks; None: no scorer
     preset: str | None = None
     autoencoder: AutoencoderRef | None = None
@@ -78,6 +79,8 @@ class TrainConfig:
             raise ConfigError(f"need 0 <= alpha <= 1 and temperature > 0, got {self.alpha}, {self.temperature}")
         if self.total_steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.log_every < 1:
             raise ConfigError("total_steps, batch_size, eval_every and log_every must be >= 1")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0: torch's setting), got {self.threads}")
 
 
 def prototype_loss(d: torch.Tensor, y: torch.Tensor, protos_per_class: int, mode: str = "class") -> torch.Tensor:
@@ -200,12 +203,27 @@ def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: Feat
 
     With ``out_dir`` writes the Hub-ready folder: config.json + model.safetensors, metrics.json,
     labels.txt, nearest.json and training_log.csv. ``val_set`` None selects the final weights.
+
+    ``config.threads`` > 0 sets torch's intra-op threads for the run (restored afterwards). A CPU step is
+    ~50 small parallel ops (1-2 ms GEMMs on the P prototypes): on an idle 2-core machine two threads
+    were ~10 % faster than one, on a loaded one, where the second thread is often descheduled, up to 8x
+    slower (bench/train_head.py --threads 1 vs 2).
     """
+    cfg = config or TrainConfig()
+    cfg.validate()
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train_head(train_set, val_set, test_set, cfg, out_dir, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progress):
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
-    cfg = config or TrainConfig()
-    cfg.validate()
     names = train_set.label_names
     val_set = val_set.with_label_names(names) if val_set is not None else None
     test_set = test_set.with_label_names(names) if test_set is not None else None
