@@ -368,3 +368,17 @@ def test_app_py_starts_offline(tiny_model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_headline_warns_when_the_audio_is_unlike_the_training_data():
+    from pecmae_hub.app.texts import summary_text
+    from pecmae_hub.prediction import Prediction
+
+    base = dict(source="x", label="violin", scores={"violin": 0.9, "piano": 0.1}, logits={"violin": 1.0, "piano": 0.0},
+                chunk_labels=["violin"], chunk_starts=[0.0], chunk_ends=[1.5], similarities=[[0.5, 0.4]],
+                contributions={"violin": [0.5, 0.0], "piano": [0.0, 0.4]}, top_prototypes=[], duration=1.5)
+    odd = summary_text(Prediction(**base, ood_score=3.2, in_domain=False))
+    assert odd.startswith("**⚠ This audio is unlike anything this model was trained on** (out-of-domain score 3.20)")
+    assert "violin" in odd
+    assert "unlike" not in summary_text(Prediction(**base, ood_score=0.9, in_domain=True))
+    assert "unlike" not in summary_text(Prediction(**base))  # a model without a scorer says nothing

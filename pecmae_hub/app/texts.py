@@ -40,7 +40,19 @@ def model_intro(model) -> str:
 
 
 def summary_text(prediction, chunk_seconds: float | None = None) -> str:
-    """The headline: the label and its score when the chunks agree; "mixed" and the segments when they do not."""
+    """The headline: the label and its score when the chunks agree; "mixed" and the segments when they do not;
+    preceded by a plain warning when the audio is unlike the model's training data (``in_domain`` False)."""
+    text = _headline(prediction, chunk_seconds)
+    if prediction.in_domain is False:
+        text = (
+            "**⚠ This audio is unlike anything this model was trained on** (out-of-domain score "
+            f"{prediction.ood_score:.2f}): it still answers with the closest of its classes, so treat the label "
+            "below as a guess, not a recognition.\n\n" + text
+        )
+    return text
+
+
+def _headline(prediction, chunk_seconds: float | None = None) -> str:
     ranked = ranked_classes(prediction.scores)
     audible = [c for c in prediction.chunk_labels if c is not None]
     votes = sum(1 for c in audible if c == prediction.label)
