@@ -47,6 +47,7 @@ from pecmae_hub.hub.registry import (
 )
 from pecmae_hub.integrity import write_checksums
 from pecmae_hub.models.autoencoder import Autoencoder
+from pecmae_hub.models.precision import apply_precision, check_precision
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
@@ -108,9 +109,13 @@ class PECMAE:
     def from_pretrained(cls, name_or_repo_or_folder: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
                         cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
                         device: str = "auto", autoencoder: Autoencoder | None = None, *,
-                        token: str | bool | None = None, force_download: bool = False) -> PECMAE:
+                        token: str | bool | None = None, force_download: bool = False,
+                        precision: str = "fp32") -> PECMAE:
         """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
 
+        ``precision``: ``"fp32"`` (exact, default), ``"int8"`` (CPU: int8 transformer GEMMs + bf16 codec,
+        about 2.3-2.5x faster encoding, z cosine >= 0.999 to fp32), ``"bf16"`` / ``"fp16"`` (CUDA); see
+        :mod:`pecmae_hub.models.precision`.
         ``revision`` (branch, tag or commit) applies to Hub repos; ``cache_dir``, ``token`` and
         ``force_download`` are passed to ``huggingface_hub``. Offline (``local_files_only=True``
         or ``HF_HUB_OFFLINE=1``) the Hugging Face cache alone is used. The autoencoder named by the
@@ -137,11 +142,14 @@ class PECMAE:
                 raise registry_model_missing(text, exc) from None
             raise
         dev = resolve_device(device)
+        check_precision(precision, dev)  # before any download
         head = PrototypeHead.from_pretrained(head_dir).to(dev)
         spec = head.config.autoencoder
         if autoencoder is None:
-            autoencoder, ref, source = load_autoencoder(spec, files, device=dev)
+            autoencoder, ref, source = load_autoencoder(spec, files, device=dev, precision=precision)
         else:
+            if precision != autoencoder.precision:  # the given instance is switched in place
+                apply_precision(autoencoder.to(dev), precision)
             ref, source = (spec if spec.repo_id or spec.name else AutoencoderRef()), "given"
         info = files.json(INFO_NAME, required=False) or {}
         ood = OODScorer.load(files.get(OOD_WEIGHTS_NAME, required=False), files.get(OOD_CONFIG_NAME, required=False))
@@ -404,6 +412,7 @@ class PECMAE:
         info.setdefault("license", "cc-by-nc-4.0" if ae.config.frontend == "encodec" else "mit")
         (folder / INFO_NAME).write_text(json.dumps(info, indent=1) + "\n")
         index = self._copy_renders(folder)
+        self._copy_nearest_audio(folder)
         if render and index is None:
             index = self.render_prototypes(folder, steps, guidance, seed, progress=True, scheduler=scheduler)
         card = render_model_card(
@@ -414,6 +423,23 @@ class PECMAE:
             self.ood.save(folder)  # ood.safetensors + ood.json, listed in checksums.json below
         write_checksums(folder)
         return folder
+
+    def _copy_nearest_audio(self, folder: Path) -> None:
+        """Carry the shipped nearest-chunk audio (``nearest/``) over to a re-saved or pushed model."""
+        from pecmae_hub.hub.nearest_audio import NEAREST_AUDIO_DIR, NEAREST_AUDIO_INDEX, read_index
+
+        index = read_index(self._files)
+        if not index or self._files is None:
+            return
+        dest = folder / NEAREST_AUDIO_DIR
+        dest.mkdir(parents=True, exist_ok=True)
+        for entry in index.get("entries", []):
+            name = inside_path(entry["file"], NEAREST_AUDIO_INDEX)
+            src = self._files.get(f"{NEAREST_AUDIO_DIR}/{name}")
+            if src.resolve() != (dest / name).resolve():
+                (dest / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / name)
+        (folder / NEAREST_AUDIO_INDEX).write_text(json.dumps(index, indent=1) + "\n")
 
     def _copy_renders(self, folder: Path) -> dict | None:
         index = self._render_index()

@@ -114,3 +114,14 @@ def test_sonify_reports_every_diffusion_step(tiny_model_dir, one_thread):
     calls.clear()
     model.sonify("violin:1", steps=2, guidance=1.0, seed=0, progress=lambda i, n: calls.append((i, n)))
     assert calls == []  # the pre-rendered file: no steps to report
+
+
+def test_resaving_the_embedded_model_keeps_its_nearest_chunk_audio(tmp_path):
+    from pecmae_hub.pipeline import PECMAE
+
+    model = PECMAE.from_pretrained("gm-solos", device="cpu")
+    model.save_pretrained(tmp_path / "copy")
+    again = PECMAE.from_pretrained(tmp_path / "copy", device="cpu")
+    path = again.nearest_audio_path(("violin", 0))
+    assert path is not None and path.is_file()
+    assert path.read_bytes() == model.nearest_audio_path(("violin", 0)).read_bytes()

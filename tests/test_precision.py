@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,3 +150,23 @@ def test_cuda_half_precisions(precision):
     assert z.dtype == torch.float32 and _cos(z, ref) > 0.99
     audio = ae.decode(z[:1], steps=2, seed=0)
     assert np.isfinite(audio).all()
+
+
+def test_pipeline_and_cli_take_a_precision(tmp_path):
+    from pecmae_hub.cli import main
+    from pecmae_hub.errors import ConfigError
+    from pecmae_hub.pipeline import PECMAE
+
+    root = Path(__file__).resolve().parents[1]
+    violin = root / "examples" / "violin.wav"
+    fast = PECMAE.from_pretrained("gm-solos", device="cpu", precision="int8")
+    exact = PECMAE.from_pretrained("gm-solos", device="cpu")
+    assert fast.autoencoder.precision == "int8" and exact.autoencoder.precision == "fp32"  # not one shared instance
+    assert fast.classify(violin).label == exact.classify(violin).label == "violin"
+    with pytest.raises(ConfigError, match="fp16' needs a CUDA device"):
+        PECMAE.from_pretrained("gm-solos", device="cpu", precision="fp16")
+    out = tmp_path / "p.csv"
+    assert main(["classify", str(violin), "--model", "gm-solos", "--precision", "int8", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "violin" in out.read_text()
+    assert main(["classify", str(violin), "--model", "gm-solos", "--precision", "int4", "--out", "-"]) == 1

@@ -53,7 +53,8 @@ def run_classify(args: argparse.Namespace) -> int:
         from pecmae_hub.pipeline import PECMAE
 
         model = PECMAE.from_pretrained(args.model, revision=args.revision, cache_dir=args.cache_dir,
-                                       local_files_only=args.offline, device=args.device)
+                                       local_files_only=args.offline, device=args.device,
+                                   precision=args.precision)
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
         from tqdm.auto import tqdm
 
@@ -92,7 +93,8 @@ def run_sonify(args: argparse.Namespace) -> int:
     check_output_file(args.out)
     _check_common(args)
     model = PECMAE.from_pretrained(args.model, revision=args.revision, cache_dir=args.cache_dir,
-                                   local_files_only=args.offline, device=args.device)
+                                   local_files_only=args.offline, device=args.device,
+                                   precision=args.precision)
     p = model.prototype_index(args.prototype)
     label, k = model.head.prototype_name(p)
     steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
@@ -139,6 +141,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
     p.add_argument("--cache-dir", help="Hugging Face cache folder (default: $HF_HOME/hub)")
     p.add_argument("--offline", action="store_true", help="use the local cache only (like HF_HUB_OFFLINE=1)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 (exact, default); int8 (CPU: about 2.3-2.5x faster encoding, z cosine >= 0.999 to "
+                        "fp32); bf16 or fp16 (CUDA)")
 
 
 def _render_args(p: argparse.ArgumentParser) -> None:

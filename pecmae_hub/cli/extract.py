@@ -15,6 +15,7 @@ def _run_cli(args) -> int:
         args.out,
         args.autoencoder,
         device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size,
         progress=not args.quiet,
         num_workers=args.num_workers,
@@ -48,6 +49,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--autoencoder", required=True, help="autoencoder folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --autoencoder")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 (exact, default); int8 (CPU, about 2.3-2.5x faster, z cosine >= 0.999 to fp32); "
+                        "bf16 or fp16 (CUDA). Recorded in the manifest: precisions are never mixed in one folder")
     p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass (default 32)")
     p.add_argument("--num-workers", type=int, default=0, help="audio decoding worker processes (default 0)")
     p.add_argument(

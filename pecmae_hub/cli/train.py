@@ -65,6 +65,7 @@ def _run_cli(args) -> int:
         device=args.device,
         mixed_precision=False if args.no_amp else None,
         nearest_k=args.nearest_k,
+        threads=args.threads,
         autoencoder=ae,
     )
     _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
@@ -92,6 +93,8 @@ def _autoencoder_from_manifest(features_dir) -> tuple[AutoencoderRef, Path | Non
     ae = json.loads(path.read_text()).get("autoencoder", {})
     fingerprint = ae.get("fingerprint", ae.get("config_hash"))
     folder = ae.get("folder") or ae.get("path")
+    if ae.get("name"):  # an upstream autoencoder: users get it from its authors' repos
+        return AutoencoderRef(name=ae["name"], sources=ae.get("sources"), fingerprint=fingerprint), None
     if folder:
         return AutoencoderRef(path="autoencoder", fingerprint=fingerprint), Path(folder)
     return AutoencoderRef(repo_id=ae.get("repo_id"), revision=ae.get("revision"), fingerprint=fingerprint), None
@@ -138,6 +141,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, help="random seed (42)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available")
     p.add_argument("--no-amp", action="store_true", help="disable fp16 AMP on CUDA")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads while training (default: torch's setting; 1 is often fastest on a small, "
+                        "busy CPU)")
     p.add_argument("--nearest-k", type=int, help="training chunks listed per prototype in nearest.json (5)")
     p.add_argument(
         "--autoencoder-repo",

@@ -160,6 +160,7 @@ def load_autoencoder(
     files: ModelFiles,
     *,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> tuple[Autoencoder, AutoencoderRef, str]:
     """The autoencoder a head's :class:`AutoencoderRef` names, loaded once per process per
     commit/folder and device. A ``path`` is relative to the head's ``files`` (same folder, or same
@@ -171,7 +172,7 @@ def load_autoencoder(
     from pecmae_hub.models.autoencoder import Autoencoder
 
     if ref.name:
-        key: tuple = ("upstream", ref.name, tuple(sorted((ref.sources or {}).items())), str(device))
+        key: tuple = ("upstream", ref.name, tuple(sorted((ref.sources or {}).items())), str(device), precision)
         if key not in _AUTOENCODERS or files.force_download:
             _AUTOENCODERS[key] = Autoencoder.from_pretrained(
                 ref.name,
@@ -181,6 +182,7 @@ def load_autoencoder(
                 token=files.token,
                 force_download=files.force_download,
                 device=device,
+                precision=precision,
             )
         ae = _AUTOENCODERS[key]
         sources = ae.upstream_sources or ref.sources or {}
@@ -204,13 +206,13 @@ def load_autoencoder(
         )
     config_path = ae_files.get(CONFIG_NAME)
     if ae_files.is_hub:
-        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device))
+        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device), precision)
     else:
         weights = config_path.parent / WEIGHTS_NAME
         stamp = weights.stat().st_mtime_ns if weights.exists() else 0
-        key = ("folder", str(config_path.parent.resolve()), stamp, str(device))
+        key = ("folder", str(config_path.parent.resolve()), stamp, str(device), precision)
     if key not in _AUTOENCODERS or files.force_download:
         ae_files.get(WEIGHTS_NAME)
-        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=device)
+        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=device, precision=precision)
     pinned = ref.replace(revision=ae_files.commit) if ref.repo_id and ae_files.commit else ref
     return _AUTOENCODERS[key], pinned, ae_files.describe()

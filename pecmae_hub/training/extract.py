@@ -110,12 +110,15 @@ def extract_features(
     num_workers: int = 0,
     revision: str | None = None,
     on_track_done: Callable[[str], None] | None = None,
+    precision: str = "fp32",
 ) -> ExtractSummary:
     """Encode every track of ``inputs`` with ``autoencoder`` (an ``Autoencoder``, a folder or a Hub repo id).
 
     Full chunks of consecutive tracks share batches of ``batch_size``. Tracks whose ``.npy`` exists are
     skipped; a file that fails is listed in ``failures.tsv`` and the others finish. ``on_track_done``
     is called with each written relative path (an exception raised there stops the run cleanly).
+    ``precision`` (``fp32``, ``int8``, ``bf16``, ``fp16``) is recorded in the manifest: features of two
+    precisions are never mixed in one folder.
     """
     from accelerate import PartialState
     from tqdm.auto import tqdm
@@ -139,10 +142,17 @@ def extract_features(
             "revision": revision,
             "folder": str(Path(name).resolve()) if local else None,
         }
-        autoencoder = Autoencoder.from_pretrained(name, revision=revision)
+        autoencoder = Autoencoder.from_pretrained(name, revision=revision, device=device, precision=precision)
+        if autoencoder.upstream_sources:  # an upstream name: heads reference it by name + source commits
+            ae_id = {"name": name, "sources": autoencoder.upstream_sources, "folder": None}
     else:
         ae_id = {"repo_id": None, "revision": None, "folder": None}
     ae = autoencoder.to(device).eval()
+    if ae.precision != precision:
+        from pecmae_hub.models.precision import apply_precision
+
+        apply_precision(ae, precision)
+    ae_id["precision"] = precision
     jobs = extract_jobs(inputs)
     manifest = {
         "autoencoder": {**ae_id, "fingerprint": ae.fingerprint()},
@@ -213,9 +223,11 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text()).get("autoencoder", {})
-    if old.get("fingerprint", old.get("config_hash")) != manifest["autoencoder"]["fingerprint"]:
+    if old.get("fingerprint", old.get("config_hash")) != manifest["autoencoder"]["fingerprint"] or old.get(
+        "precision", "fp32"
+    ) != manifest["autoencoder"]["precision"]:
         raise ConfigError(
-            f"{path.parent} already holds features of another autoencoder ({old.get('autoencoder')}); "
+            f"{path.parent} already holds features of another autoencoder or precision ({old}); "
             "features of different models must not be mixed: choose a new output folder"
         )
 
