@@ -259,9 +259,16 @@ def test_sonify_decodes_with_the_given_settings(client, tiny_model_dir):
     path, caption = client.predict("violin:0", 3, 1.5, 7, api_name="/sonify")
     wav, sr = read_wav(path)
     assert sr == 24000 and wav.shape == (24000,)
-    assert "3 steps, guidance 1.5, seed 7" in caption
-    expected = PECMAE.from_pretrained(tiny_model_dir, device="cpu").sonify("violin:0", steps=3, guidance=1.5, seed=7)
+    assert "unipc sampler, 3 steps, guidance 1.5, seed 7" in caption  # the app's sampler: UniPC by default
+    model = PECMAE.from_pretrained(tiny_model_dir, device="cpu")
+    expected = model.sonify("violin:0", steps=3, guidance=1.5, seed=7, scheduler="unipc")
     np.testing.assert_allclose(wav, np.clip(expected, -1, 1), atol=1.5 / 32768)  # 16-bit WAV
+    path, caption = client.predict("violin:0", 3, 1.5, 7, "upstream", api_name="/sonify")
+    exact = model.sonify("violin:0", steps=3, guidance=1.5, seed=7, scheduler="upstream")
+    np.testing.assert_allclose(read_wav(path)[0], np.clip(exact, -1, 1), atol=1.5 / 32768)
+    assert "upstream sampler" in caption
+    with pytest.raises(Exception, match="the sampler must be one of unipc, upstream"):
+        client.predict("violin:0", 3, 1.0, 0, "euler", api_name="/sonify")
     with pytest.raises(Exception, match="Bad settings: use 1–200 steps of diffusion"):
         client.predict("violin:0", 0, 1.0, 0, api_name="/sonify")
     with pytest.raises(Exception, match="Bad settings: the seed must be a whole number, 0 or more"):
@@ -275,7 +282,7 @@ def test_sonify_progress_follows_the_diffusion_steps(app):
     def progress(value, desc=None, total=None, unit="steps"):
         calls.append(value)
 
-    path, _caption = app[0].pecmae.sonify("piano:0", 4, 1.0, 11, None, progress=progress)
+    path, _caption = app[0].pecmae.sonify("piano:0", 4, 1.0, 11, "unipc", None, progress=progress)
     assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)] and Path(path).is_file()
 
 

@@ -140,9 +140,15 @@ class AudioInputs:
             )
 
 
-def settings_problems(steps, guidance, seed) -> dict[str, str]:
-    """Messages for the re-sonification settings that are out of range, keyed ``steps``/``guidance``/``seed``."""
+#: the samplers the Prototypes tab offers (pecmae_hub.schedulers names)
+SAMPLERS = ("unipc", "upstream", "dpmsolver++", "ddim")
+
+
+def settings_problems(steps, guidance, seed, scheduler=None) -> dict[str, str]:
+    """Messages for the re-sonification settings that are out of range, keyed by setting name."""
     problems = {}
+    if scheduler not in (None, "", *SAMPLERS):
+        problems["scheduler"] = f"Bad settings: the sampler must be one of {', '.join(SAMPLERS)}."
     try:
         if not (float(steps) == int(steps) and 1 <= int(steps) <= MAX_STEPS):
             raise ValueError
@@ -161,9 +167,9 @@ def settings_problems(steps, guidance, seed) -> dict[str, str]:
     return problems
 
 
-def render_settings(steps, guidance, seed) -> tuple[int, float, int]:
+def render_settings(steps, guidance, seed, scheduler=None) -> tuple[int, float, int]:
     """``(steps, guidance, seed)`` of a re-sonification, or a :func:`user_error` naming the bad ones."""
-    problems = settings_problems(steps, guidance, seed)
+    problems = settings_problems(steps, guidance, seed, scheduler)
     if problems:
         raise user_error("Bad settings", " ".join(m.split(": ", 1)[1] for m in problems.values()))
     return int(steps), float(guidance), int(seed)

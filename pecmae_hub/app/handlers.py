@@ -155,12 +155,13 @@ class Handlers:
             return refuse(exc), ok()
         return ok(), ok()
 
-    def validate_sonify(self, prototype, steps, guidance, seed, model_name: str | None):
+    def validate_sonify(self, prototype, steps, guidance, seed, scheduler, model_name: str | None):
         """A known prototype and settings in range; each message on its own control."""
-        problems = settings_problems(steps, guidance, seed)
+        problems = settings_problems(steps, guidance, seed, scheduler)
+        keys = ("steps", "guidance", "seed", "scheduler")
         return (
             self._validate_prototype(prototype, model_name),
-            *(gr.validate(False, problems[k]) if k in problems else ok() for k in ("steps", "guidance", "seed")),
+            *(gr.validate(False, problems[k]) if k in problems else ok() for k in keys),
             ok(),
         )
 
@@ -345,7 +346,8 @@ class Handlers:
         )
 
     def _decode_prototype(
-        self, model_name: str | None, p: int, steps: int, guidance: float, seed: int, progress=None
+        self, model_name: str | None, p: int, steps: int, guidance: float, seed: int, progress=None,
+        scheduler: str = "unipc",
     ) -> np.ndarray:
         model = self.model(model_name)
         label, k = model.head.prototype_name(p)
@@ -354,24 +356,27 @@ class Handlers:
             if progress is not None:
                 progress((i, n), desc=f"Decoding {label} #{k}", unit="steps")
 
-        return model.sonify(p, steps=steps, guidance=guidance, seed=seed, progress=step)
+        return model.sonify(p, steps=steps, guidance=guidance, seed=seed, progress=step, scheduler=scheduler)
 
-    def sonify(self, prototype, steps, guidance, seed, model_name: str | None, progress=gr.Progress()):  # noqa: B008
+    def sonify(self, prototype, steps, guidance, seed, scheduler, model_name: str | None,
+               progress=gr.Progress()):  # noqa: B008
         """``/sonify``: decode a prototype with the diffusion decoder at the given settings → WAV path."""
         model = self.model(model_name)
         p = self._index(model, prototype)
-        steps, guidance, seed = render_settings(steps, guidance, seed)
+        steps, guidance, seed = render_settings(steps, guidance, seed, scheduler)
+        scheduler = scheduler or "unipc"
         label, k = model.head.prototype_name(p)
         progress((0, steps), desc=f"Decoding {label} #{k}", unit="steps")
         try:
-            wav = self._decode(model_name, p, steps, guidance, seed, progress)
+            wav = self._decode(model_name, p, steps, guidance, seed, progress, scheduler)
         except PecmaeError as exc:
             raise gr.Error(f"Sonification failed: {exc}", title="Sonification failed") from None
-        path = _OUT_DIR / "sonified" / f"{_slug(model.name)}_p{p:03d}_s{steps}_g{guidance:g}_seed{seed}.wav"
+        path = _OUT_DIR / "sonified" / f"{_slug(model.name)}_p{p:03d}_{scheduler}_s{steps}_g{guidance:g}_seed{seed}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_wav(path, wav)
         caption = (
-            f"**{label} · prototype #{k}** (p{p}) — {steps} steps, guidance {guidance:g}, seed {seed}, "
+            f"**{label} · prototype #{k}** (p{p}) — {scheduler} sampler, {steps} steps, guidance {guidance:g}, "
+            f"seed {seed}, "
             f"{len(wav) / SAMPLE_RATE:.2f} s"
         )
         return str(path), caption

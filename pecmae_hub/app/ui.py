@@ -219,6 +219,15 @@ def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dr
                 elem_id="sonify-seed",
                 info="The random starting noise: the same seed gives the same audio.",
             )
+            sampler = gr.Dropdown(
+                choices=[("UniPC (fast, 14 steps suffice)", "unipc"), ("Exact upstream sampler", "upstream"),
+                         ("DPM-Solver++", "dpmsolver++"), ("DDIM", "ddim")],
+                value="unipc",
+                label="Sampler",
+                elem_id="sonify-scheduler",
+                info="How the decoder steps through the noise levels: UniPC reaches the exact sampler's quality "
+                "in about a third of the steps; 'Exact' reproduces the upstream code.",
+            )
             with gr.Row():
                 play = gr.Button("Play pre-rendered", elem_id="play-prototype")
                 sonify = gr.Button("Re-sonify", variant="primary", elem_id="sonify-button")
@@ -244,13 +253,13 @@ def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dr
     # API calls, so a client reads the same message as the browser shows next to the control
     sonify.click(
         handlers.sonify,
-        [proto, steps, guidance, seed, state],
+        [proto, steps, guidance, seed, sampler, state],
         [out_audio, out_caption],
         api_name="sonify",
         validator=handlers.validate_sonify,
         show_progress_on=[out_audio],
         preprocess=False,
-        api_description="Decode a prototype with the diffusion decoder (steps, guidance, seed).",
+        api_description="Decode a prototype with the diffusion decoder (steps, guidance, seed, sampler).",
         concurrency_limit=cfg.SONIFY_CONCURRENCY,
         concurrency_id="sonify",
     )
