@@ -389,3 +389,15 @@ def test_headline_warns_when_the_audio_is_unlike_the_training_data():
     assert "violin" in odd
     assert "unlike" not in summary_text(Prediction(**base, ood_score=0.9, in_domain=True))
     assert "unlike" not in summary_text(Prediction(**base))  # a model without a scorer says nothing
+
+
+def test_selector_lists_only_extra_models_that_load(hub, make_tiny_model, tmp_path, monkeypatch):
+    from pecmae_hub.app.access import ModelPolicy
+    from pecmae_hub.app.models import ModelManager
+
+    hub.add_folder("test-org/tiny-extra", make_tiny_model(seed=4, folder=tmp_path / "extra"))
+    policy = ModelPolicy.from_env("gm-solos", allowed="gtzan,test-org/tiny-extra,test-org/missing")
+    manager = ModelManager("gm-solos", device="cpu", policy=policy)
+    values = [value for _, value in manager.choices()]
+    assert values[0] == policy.startup_alias and "test-org/tiny-extra" in values
+    assert "gtzan" not in values and "test-org/missing" not in values  # not published: not offered

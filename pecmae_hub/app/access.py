@@ -100,9 +100,11 @@ class ModelPolicy:
         return any((p == ALL_REGISTRY and name in REGISTRY) or fnmatch.fnmatchcase(name, p) for p in self.allowed)
 
     def offered(self) -> list[str]:
-        """Names a client may pick from: the start-up model, then the allowed registry names."""
+        """Names a client may pick from: the start-up model, the allowed registry names, then the Hub repo
+        ids the operator lists by name (patterns such as ``org/*`` can be typed but are not listed)."""
         names = [self.startup_alias]
-        return names + [n for n in known_names() if self.matches(n) and n not in names and n != self.startup]
+        names += [n for n in known_names() if self.matches(n) and n not in names and n != self.startup]
+        return names + [p for p in self.allowed if p.count("/") == 1 and "*" not in p and p not in names]
 
     def refusal(self, name: str) -> str:
         """The one message for every refused name (it does not depend on what exists on the server)."""

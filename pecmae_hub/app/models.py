@@ -59,9 +59,19 @@ class ModelManager:
         self._loading: dict[str, threading.Lock] = {}
 
     def choices(self) -> list[tuple[str, str]]:
-        """``(label, value)`` pairs for the model selector: the default first, then the allowed registry names."""
-        names = self.policy.offered()
+        """``(label, value)`` pairs for the model selector: the default first, then the other allowed names
+        (``PECMAE_ALLOWED_MODELS``) that actually load here, so the selector never offers a model that is
+        not published or cannot be reached."""
+        names = [n for n in self.policy.offered() if n == self.policy.startup_alias or self._loads(n)]
         return [(describe_model(self.default if n == self.policy.startup_alias else n), n) for n in names]
+
+    def _loads(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except ModelUnavailable as exc:
+            log.info("model %r left out of the selector: %s", name, exc)
+            return False
+        return True
 
     def is_loaded(self, name: str) -> bool:
         return name in self._models
