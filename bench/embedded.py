@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+
 import numpy as np
 import torch
 

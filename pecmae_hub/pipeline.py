@@ -45,20 +45,20 @@ from pecmae_hub.hub.registry import (
     REGISTRY,
     resolve_model,
 )
-from pecmae_hub.integrity import write_checksums
 from pecmae_hub.models.autoencoder import Autoencoder
-from pecmae_hub.models.precision import apply_precision, check_precision
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
+from pecmae_hub.models.precision import apply_precision, check_precision
 from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
-from pecmae_hub.schedulers import (
+from pecmae_hub.sampling.schedulers import (
     DEFAULT_SCHEDULER,
     SchedulerSpec,
     check_steps,
     recommended_steps,
     scheduler_to_dict,
 )
-from pecmae_hub.serialization import WEIGHTS_NAME, save_folder
+from pecmae_hub.storage.integrity import write_checksums
+from pecmae_hub.storage.pretrained import WEIGHTS_NAME, save_folder
 
 
 class PECMAE:
@@ -309,7 +309,7 @@ class PECMAE:
         match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
 
         ``scheduler``: ``"upstream"`` (the exact sampler), ``"unipc"``, ``"dpmsolver++"`` or ``"ddim"``
-        (:mod:`pecmae_hub.schedulers`); ``None`` and ``steps=None`` pick :meth:`render_settings_for`.
+        (:mod:`pecmae_hub.sampling.schedulers`); ``None`` and ``steps=None`` pick :meth:`render_settings_for`.
 
         ``progress(i, n)`` is called after each of the n diffusion steps of a decode (not for a
         pre-rendered or already decoded prototype, which needs no steps).
@@ -474,7 +474,7 @@ class PECMAE:
 def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "upstream") -> tuple[int, float, int]:
     """``(steps, guidance, seed)`` as (int, float, int), or :class:`ConfigError` naming the bad one.
 
-    ``steps`` must be a whole number in 1..1000 (:func:`pecmae_hub.schedulers.check_steps`, which also
+    ``steps`` must be a whole number in 1..1000 (:func:`pecmae_hub.sampling.schedulers.check_steps`, which also
     refuses an unknown ``scheduler``), ``guidance`` a finite number, ``seed`` an integer in 0..2**63-1.
     Checked before any decoding, so a typo never starts hours of work.
     """

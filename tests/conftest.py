@@ -70,7 +70,7 @@ def hub_server():
 @pytest.fixture
 def hub(hub_server):
     """The local Hub, empty, running, with a fresh request log (and no remembered reachability probe)."""
-    from pecmae_hub.connectivity import clear_probe_cache
+    from pecmae_hub.storage.connectivity import clear_probe_cache
 
     hub_server.start()
     hub_server.reset()

@@ -76,7 +76,7 @@ def near_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     import shutil
 
     from pecmae_hub.hub.nearest_audio import write_nearest_audio
-    from pecmae_hub.integrity import write_checksums
+    from pecmae_hub.storage.integrity import write_checksums
 
     folder = tmp_path_factory.mktemp("near") / "tiny-near"
     shutil.copytree(tiny_model_dir, folder)

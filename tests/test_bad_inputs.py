@@ -26,10 +26,10 @@ import torch
 from conftest import LABELS
 
 from pecmae_hub.audio import collect_audio_files
-from pecmae_hub.batch_output import ResultsFile, model_fingerprint
+from pecmae_hub.batch.lock import lock_path
+from pecmae_hub.batch.results import ResultsFile, model_fingerprint
 from pecmae_hub.cli import main
 from pecmae_hub.errors import AudioError, ConfigError, ModelNotFoundError
-from pecmae_hub.output_lock import lock_path
 from pecmae_hub.pipeline import PECMAE
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")

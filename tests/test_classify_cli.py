@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from conftest import LABELS
 
-from pecmae_hub.batch_output import csv_columns, model_fingerprint
+from pecmae_hub.batch.results import csv_columns, model_fingerprint
 from pecmae_hub.cli import build_parser, main
 from pecmae_hub.pipeline import PECMAE
 

@@ -24,8 +24,8 @@ from pecmae_hub.cli import convert as convert_cli
 from pecmae_hub.convert import autoencoder as convert
 from pecmae_hub.convert import checkpoint_io, key_mapping
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
-from pecmae_hub.integrity import sha256_file
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.storage.integrity import sha256_file
 
 TINY = dict(dim=32, frame_heads=4, frame_layers=2, cls_heads=2, cls_layers=2, den_heads=2, den_layers=2, ff=64)
 HEAD_FLAGS = ["--frame-heads", "4", "--cls-heads", "2", "--denoiser-heads", "2"]

@@ -9,7 +9,7 @@ import torch
 from upstream_layout import ref_denoiser, ref_encoder, ref_pe, ref_z, rel_err
 
 from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
-from pecmae_hub.sampling import angle_schedule, sample_v_diffusion, v_diffusion_targets
+from pecmae_hub.sampling.v_diffusion import angle_schedule, sample_v_diffusion, v_diffusion_targets
 
 
 def _upstream_view(module_state: dict, src: str, dst: str, layers: int) -> dict:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pecmae_hub.models.encodec import EncodecCodec, SConv1d, SConvTranspose1d, SLSTM
 from upstream_layout import (
     DECODER_TABLE,
     ENCODER_TABLE,
@@ -15,6 +13,8 @@ from upstream_layout import (
     ref_seanet,
     rel_err,
 )
+
+from pecmae_hub.models.encodec import SLSTM, EncodecCodec, SConv1d, SConvTranspose1d
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def test_list_file_and_sequence_inputs(audio_dir, tmp_path):
 
 
 def test_atomic_writes_keep_the_old_file_when_interrupted(tmp_path):
-    from pecmae_hub.fileio import atomic_path, atomic_save_npy, atomic_write_text
+    from pecmae_hub.storage.atomic import atomic_path, atomic_save_npy, atomic_write_text
 
     target = tmp_path / "sub" / "x.npy"
     atomic_save_npy(target, np.arange(3))

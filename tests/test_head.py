@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pecmae_hub.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import tiny_autoencoder, tiny_pecmae
 
 from pecmae_hub.errors import CheckpointError
-from pecmae_hub.integrity import CHECKSUMS_NAME, sha256_file
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.pipeline import PECMAE
+from pecmae_hub.storage.integrity import CHECKSUMS_NAME, sha256_file
 
 
 def _flip(path: Path, offset: int = -200, n: int = 64) -> None:
@@ -63,7 +63,7 @@ def test_corrupted_hub_cache_blob_is_refused(hub, tmp_path, _isolated_hf_cache):
     Autoencoder.from_pretrained("org/ae")
     blob = next(p for p in _isolated_hf_cache.rglob("blobs/*") if len(p.name) == 64)
     _flip(blob)
-    from pecmae_hub.integrity import _digests
+    from pecmae_hub.storage.integrity import _digests
 
     _digests.clear()
     with pytest.raises(CheckpointError, match=r"does not match the Hub's digest.*force_download=True"):
@@ -77,7 +77,7 @@ def test_repeated_loads_do_not_rehash(tmp_path, monkeypatch):
     import hashlib
     import types
 
-    from pecmae_hub import integrity
+    from pecmae_hub.storage import integrity
 
     calls = []
     counting = types.SimpleNamespace(

@@ -20,7 +20,7 @@ from pecmae_hub.hub.nearest_audio import (
     track_facts,
     write_nearest_audio,
 )
-from pecmae_hub.integrity import write_checksums
+from pecmae_hub.storage.integrity import write_checksums
 
 SR = 24_000
 

@@ -72,7 +72,7 @@ def published(hub_server, tmp_path_factory, tiny_ae_dir):
     """One full run with --push, then an identical rerun: ``(work, first output, rerun output, mtimes)``."""
     import torch
 
-    from pecmae_hub.connectivity import clear_probe_cache
+    from pecmae_hub.storage.connectivity import clear_probe_cache
 
     torch.set_num_threads(1)
     hub_server.start()

@@ -1,4 +1,4 @@
-"""The scheduler layer (pecmae_hub.schedulers): exactness, determinism, persistence, errors, lazy import."""
+"""The scheduler layer (pecmae_hub.sampling.schedulers): exactness, determinism, persistence, errors, lazy import."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,7 @@ import torch
 from conftest import tiny_autoencoder
 
 from pecmae_hub.errors import ConfigError
-from pecmae_hub.sampling import sample_v_diffusion
-from pecmae_hub.schedulers import (
+from pecmae_hub.sampling.schedulers import (
     CONFIG_NAME,
     SAMPLER_NAME,
     SCHEDULERS,
@@ -25,6 +24,7 @@ from pecmae_hub.schedulers import (
     scheduler_from_dict,
     scheduler_to_dict,
 )
+from pecmae_hub.sampling.v_diffusion import sample_v_diffusion
 
 DIFFUSERS = [name for name in SCHEDULERS if name != "upstream"]
 # diffusers' own numpy 2 deprecation notice inside set_timesteps, not ours
@@ -150,7 +150,7 @@ def test_dict_names_and_upstream_folder(tmp_path):
 
 
 def test_recommended_steps_cover_every_scheduler():
-    from pecmae_hub.schedulers import DEFAULT_SCHEDULER, recommended_steps
+    from pecmae_hub.sampling.schedulers import DEFAULT_SCHEDULER, recommended_steps
 
     assert DEFAULT_SCHEDULER in SCHEDULERS
     assert all(1 <= recommended_steps(name) <= 1000 for name in SCHEDULERS)
@@ -183,12 +183,12 @@ def test_classifying_does_not_import_diffusers():
     code = f"""
 import sys, numpy as np
 sys.path.insert(0, {str(tests)!r})
-import pecmae_hub.sampling, pecmae_hub.schedulers, pecmae_hub.models.autoencoder
+import pecmae_hub.sampling, pecmae_hub.sampling.schedulers, pecmae_hub.models.autoencoder
 from conftest import tiny_pecmae
 model = tiny_pecmae()
 model.classify(np.random.default_rng(0).standard_normal(30000).astype('float32') * 0.1, sr=24000)
 model.sonify(0, steps=2, scheduler='upstream')
-from pecmae_hub.schedulers import scheduler_to_dict
+from pecmae_hub.sampling.schedulers import scheduler_to_dict
 assert scheduler_to_dict(dict(name='UniPC')) == scheduler_to_dict('unipc') == dict(name='unipc')
 before = 'diffusers' in sys.modules
 model.autoencoder.decode(model.head.effective_prototypes()[:1].detach(), steps=2, seed=0, scheduler='ddim')

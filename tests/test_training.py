@@ -11,8 +11,8 @@ import torch
 
 from pecmae_hub import cli
 from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
-from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.training.head import TrainConfig, head_loss, prototype_loss, train_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,9 +5,14 @@ import math
 
 import pytest
 import torch
-
-from pecmae_hub.models.transformer import MultiHeadAttention, ResiDualLayer, SinusoidalPositionalEmbedding, TransformerEncoder
 from upstream_layout import ref_encoder, ref_mha, ref_pe, rel_err, transformer_keys
+
+from pecmae_hub.models.transformer import (
+    MultiHeadAttention,
+    ResiDualLayer,
+    SinusoidalPositionalEmbedding,
+    TransformerEncoder,
+)
 
 
 def _encoder_with_upstream_weights(dim, heads, layers, ff, seed=0):

@@ -140,7 +140,7 @@ class AudioInputs:
             )
 
 
-#: the samplers the Prototypes tab offers (pecmae_hub.schedulers names)
+#: the samplers the Prototypes tab offers (pecmae_hub.sampling.schedulers names)
 SAMPLERS = ("unipc", "upstream", "dpmsolver++", "ddim")
 
 

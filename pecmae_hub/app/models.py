@@ -19,10 +19,17 @@ from collections import OrderedDict
 from pathlib import Path
 
 from pecmae_hub.app.access import ModelPolicy, display_name, scrub_paths
-from pecmae_hub.connectivity import PROBE_TIMEOUT, PROBE_TTL, _probe_cache, hub_endpoint, hub_offline, hub_reachable  # noqa: F401
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
 from pecmae_hub.hub.nearest_audio import prefetch_audio
 from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, registry_repo_id, resolve_model
+from pecmae_hub.storage.connectivity import (  # noqa: F401
+    PROBE_TIMEOUT,
+    PROBE_TTL,
+    _probe_cache,
+    hub_endpoint,
+    hub_offline,
+    hub_reachable,
+)
 
 log = logging.getLogger(__name__)
 

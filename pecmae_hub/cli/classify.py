@@ -1,7 +1,7 @@
 """``pecmae classify``, ``pecmae sonify`` and ``pecmae push``: argument parsing over the library.
 
 ``classify`` writes one row per input to ``--out`` (CSV or JSONL, resumable, locked, repaired and
-checked against the model by :mod:`pecmae_hub.batch_output`), or streams JSONL to standard output
+checked against the model by :mod:`pecmae_hub.batch.results`), or streams JSONL to standard output
 with ``--out -`` (the default). Every argument is checked, and typed errors raised, before any work.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from pecmae_hub.batch_output import STDOUT, ResultsFile, StreamResults, model_fingerprint, output_format
+    from pecmae_hub.batch.results import STDOUT, ResultsFile, StreamResults, model_fingerprint, output_format
 
     out = args.out or STDOUT
     fmt = output_format(out)
@@ -83,9 +83,9 @@ def run_classify(args: argparse.Namespace) -> int:
 
 def run_sonify(args: argparse.Namespace) -> int:
     from pecmae_hub.audio import SAMPLE_RATE, output_audio_format, write_audio
-    from pecmae_hub.batch_output import check_output_file
-    from pecmae_hub.fileio import atomic_path
+    from pecmae_hub.batch.results import check_output_file
     from pecmae_hub.pipeline import PECMAE, check_render_settings
+    from pecmae_hub.storage.atomic import atomic_path
 
     if args.steps is not None:  # typos fail before the model loads; defaults are resolved with the model
         check_render_settings(args.steps, args.guidance, args.seed, args.scheduler or "upstream")

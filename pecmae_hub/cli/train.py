@@ -8,7 +8,7 @@ from pathlib import Path
 from pecmae_hub.cli.commands import command_help
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import ConfigError
-from pecmae_hub.serialization import copy_model_folder
+from pecmae_hub.storage.pretrained import copy_model_folder
 from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
 
 

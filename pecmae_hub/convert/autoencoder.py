@@ -32,7 +32,7 @@ from typing import Any
 from pecmae_hub.convert.checkpoint_io import SourceFile, read_state_dict
 from pecmae_hub.convert.key_mapping import _encoder_dims, _merge_encodec, map_diffusion, map_encodec, map_encodecmae
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
-from pecmae_hub.integrity import sha256_file
+from pecmae_hub.storage.integrity import sha256_file
 
 ENCODEC_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 LICENCE_NOTES = {
@@ -133,7 +133,7 @@ def _check_out_dir(out_dir: str | os.PathLike | None, overwrite: bool) -> Path |
 
 def _build_and_save(config, mapped: dict, conversion: Conversion, source_text: str) -> None:
     from pecmae_hub.models.autoencoder import Autoencoder
-    from pecmae_hub.serialization import load_state_dict_strict
+    from pecmae_hub.storage.pretrained import load_state_dict_strict
 
     model = Autoencoder(config)
     load_state_dict_strict(model, mapped, source_text)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
-from pecmae_hub.integrity import sha256_file
+from pecmae_hub.storage.integrity import sha256_file
 
 _WN_SUFFIXES = {".parametrizations.weight.original0": ".weight_g", ".parametrizations.weight.original1": ".weight_v"}
 

@@ -18,7 +18,7 @@ from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.convert.checkpoint_io import read_state_dict
 from pecmae_hub.errors import CheckpointError, ConfigError
 from pecmae_hub.models.head import PrototypeHead
-from pecmae_hub.serialization import load_state_dict_strict
+from pecmae_hub.storage.pretrained import load_state_dict_strict
 
 _SUMMARIZER_PREFIX = "time_summarizer."
 

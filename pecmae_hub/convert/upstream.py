@@ -9,14 +9,14 @@
 - ``facebook/encodec_24khz``: ``model.safetensors`` (EnCodec 24 kHz in the Transformers layout, whose
   decoder turns latents into audio; renamed by :func:`~pecmae_hub.convert.key_mapping.encodec_from_transformers`),
 
-downloaded through :func:`pecmae_hub.serialization.resolve_file`, read with ``torch.load(weights_only=True)``
+downloaded through :func:`pecmae_hub.storage.pretrained.resolve_file`, read with ``torch.load(weights_only=True)``
 / safetensors only, converted by :func:`~pecmae_hub.convert.autoencoder.convert_autoencoder` and cached
 under ``<HF hub cache>/pecmae-hub/converted/<name>/<commit of repo 1>-<commit of repo 2>/``: a later call
 (online: one HEAD request per repo for its commit; offline: the cache's refs) converts and reads nothing
 else. :data:`CONVERSIONS` counts conversions per name.
 
 Offline (``HF_HUB_OFFLINE=1``, ``local_files_only=True``) or with the Hub unreachable (one fast probe,
-:mod:`pecmae_hub.connectivity`), only caches are read; with nothing cached a
+:mod:`pecmae_hub.storage.connectivity`), only caches are read; with nothing cached a
 :class:`~pecmae_hub.errors.ModelNotFoundError` names the repos and files needed, at once.
 """
 
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from pecmae_hub.connectivity import describe_unreachable, hub_endpoint, hub_offline, hub_reachable
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
+from pecmae_hub.storage.connectivity import describe_unreachable, hub_endpoint, hub_offline, hub_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def _download(r: _Resolved, root: Path, cache_dir, token, force_download: bool) 
     Online, the first file of each repo is fetched at the requested revision (so the HF cache records
     which commit ``main`` is, for later offline calls) and the others at the commit it came from.
     """
-    from pecmae_hub.serialization import resolve_file
+    from pecmae_hub.storage.pretrained import resolve_file
 
     paths: dict[HubFile, Path] = {}
     commits = {repo: str(c) for repo, c in r.commits.items()}

@@ -123,7 +123,7 @@ def fetch_hub_archive(repo_id: str = GTZAN_HUB_REPO, filename: str = GTZAN_HUB_F
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
-    from pecmae_hub.connectivity import hub_offline, hub_reachable
+    from pecmae_hub.storage.connectivity import hub_offline, hub_reachable
 
     cache_only = not hub_offline() and not hub_reachable()  # fail fast instead of waiting on timeouts
     try:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.fileio import atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write_text
 
 Item = tuple[str, str]
 LABELS_FILE = "labels.txt"

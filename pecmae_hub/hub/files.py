@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import CheckpointError, ConfigError
-from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME, resolve_file
+from pecmae_hub.storage.pretrained import CONFIG_NAME, WEIGHTS_NAME, resolve_file
 
 if TYPE_CHECKING:
     import torch

@@ -30,8 +30,8 @@ import numpy as np
 
 from pecmae_hub.audio import SAMPLE_RATE, write_wav
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
-from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.hub.files import ModelFiles, inside_path
+from pecmae_hub.storage.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

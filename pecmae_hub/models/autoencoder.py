@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from pecmae_hub.audio import HOP_LENGTH, SAMPLE_RATE, AudioInput, chunk_bounds, load_audio
-from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
-from pecmae_hub.sampling import sample_v_diffusion
 from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import ConfigError, InputShapeError
-from pecmae_hub.serialization import PretrainedMixin
+from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
+from pecmae_hub.storage.pretrained import PretrainedMixin
+
 
 @dataclass
 class AutoencoderConfig(ModelConfig):
@@ -94,7 +94,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
     """Audio ↔ z. ``encode`` gives one z per chunk; ``decode`` sonifies z (one chunk of audio each).
 
     ``Autoencoder.from_pretrained(folder_or_repo)`` / ``save_pretrained(folder)`` come from
-    :class:`~pecmae_hub.serialization.PretrainedMixin` (``config.json`` + ``model.safetensors``).
+    :class:`~pecmae_hub.storage.pretrained.PretrainedMixin` (``config.json`` + ``model.safetensors``).
     """
 
     config_class = AutoencoderConfig
@@ -242,9 +242,9 @@ class Autoencoder(PretrainedMixin, nn.Module):
         """Run the sampler: z (n, D) → generated signal (n, T, signal_dim) (EnCodec latents or mel frames).
 
         ``scheduler``: ``"upstream"`` (the exact v-diffusion sampler) or a diffusers scheduler name, dict or
-        instance (``"ddim"``, ``"dpmsolver++"``, ``"unipc"``; see :mod:`pecmae_hub.schedulers`).
+        instance (``"ddim"``, ``"dpmsolver++"``, ``"unipc"``; see :mod:`pecmae_hub.sampling.schedulers`).
         """
-        from pecmae_hub.schedulers import check_steps, sample
+        from pecmae_hub.sampling.schedulers import check_steps, sample
 
         if self.denoiser is None:
             raise ConfigError("this autoencoder has no diffusion decoder (it is a frame encoder only)")

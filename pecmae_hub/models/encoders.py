@@ -5,7 +5,6 @@ weight compatibility), so it receives that module at call time instead of owning
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
 from pecmae_hub.configuration import AutoencoderRef, ModelConfig
+from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
 from pecmae_hub.models.modes import evaluating
-from pecmae_hub.serialization import PretrainedMixin, resolve_file
+from pecmae_hub.storage.pretrained import PretrainedMixin, resolve_file
 
 DISTANCES = ("l2", "l1")
 SUMMARIZERS = ("transformer", "none")
@@ -107,7 +107,7 @@ class PrototypeHead(PretrainedMixin, nn.Module):
 
     Build it from a :class:`PrototypeHeadConfig`, or from that config's fields directly:
     ``PrototypeHead(["jazz", "rock"], embedding_dim=768, protos_per_class=5)``.
-    ``from_pretrained`` / ``save_pretrained`` come from :class:`~pecmae_hub.serialization.PretrainedMixin`.
+    ``from_pretrained`` / ``save_pretrained`` come from :class:`~pecmae_hub.storage.pretrained.PretrainedMixin`.
     """
 
     config_class = PrototypeHeadConfig

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from pecmae_hub.errors import CheckpointError, ConfigError, InputShapeError
-from pecmae_hub.fileio import atomic_write, atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write, atomic_write_text
 
 OOD_WEIGHTS_NAME = "ood.safetensors"
 OOD_CONFIG_NAME = "ood.json"

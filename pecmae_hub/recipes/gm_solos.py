@@ -23,8 +23,8 @@ import torch
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS, read_metadata
 from pecmae_hub.errors import DatasetError, IncompleteRunError
-from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
+from pecmae_hub.storage.atomic import atomic_write_text
 
 STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
 TEST_BANK = TEST_BANKS[0]

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pecmae_hub.errors import ConfigError, DatasetError, PecmaeError
-from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.recipes import paper_report as report
 from pecmae_hub.recipes.paper_data import DATASETS, PaperDataset
 from pecmae_hub.recipes.sources import DEFAULT_AUTOENCODER, load_autoencoder_source
+from pecmae_hub.storage.atomic import atomic_write_text
 
 STAGES = ("data", "extract", "train", "evaluate", "render", "card", "push")
 _STRICT = ("data", "extract", "train", "evaluate", "render")  # settings mismatch: error unless --redo

@@ -23,7 +23,7 @@ from pathlib import Path
 from pecmae_hub.data.split_files import write_labels, write_tsv
 from pecmae_hub.data.splits import SPLIT_NAMES, medley_solos_splits
 from pecmae_hub.errors import DatasetError
-from pecmae_hub.fileio import atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

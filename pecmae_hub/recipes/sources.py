@@ -74,7 +74,7 @@ def load_autoencoder_source(
         return Autoencoder.from_pretrained(folder, device=device), AutoencoderSource("folder", name, folder=folder)
     if kind == "hub":
         from pecmae_hub.hub.files import ModelFiles
-        from pecmae_hub.serialization import CONFIG_NAME, WEIGHTS_NAME
+        from pecmae_hub.storage.pretrained import CONFIG_NAME, WEIGHTS_NAME
 
         files = ModelFiles(repo_id=name, revision=revision)
         files.get(CONFIG_NAME)

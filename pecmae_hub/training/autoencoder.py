@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pecmae_hub.errors import ConfigError
-from pecmae_hub.fileio import atomic_write, atomic_write_text
 from pecmae_hub.models.autoencoder import Autoencoder
-from pecmae_hub.sampling import v_diffusion_targets
+from pecmae_hub.sampling.v_diffusion import v_diffusion_targets
+from pecmae_hub.storage.atomic import atomic_write, atomic_write_text
 
 
 @dataclass

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.models.modes import evaluating
+from pecmae_hub.storage.atomic import atomic_write_text
 from pecmae_hub.training.features import FeatureSet
 
 

@@ -11,7 +11,7 @@ relative to it; a list file (one path per line, relative ones resolved against t
 relative to the list's folder when inside it, else ``<parent>/<name>``; a Python sequence of paths ->
 ``<parent>/<name>``.
 Re-running skips tracks whose ``.npy`` exists; files are written atomically
-(:func:`pecmae_hub.serialization.atomic_path`), so an interrupted run never leaves a partial file.
+(:func:`pecmae_hub.storage.pretrained.atomic_path`), so an interrupted run never leaves a partial file.
 Multi-GPU: ``accelerate launch -m pecmae_hub.cli extract ...`` shards the file list over the processes.
 """
 
@@ -30,7 +30,7 @@ import torch
 from pecmae_hub.audio import AudioFile, collect_audio_files, load_audio
 from pecmae_hub.devices import resolve_device
 from pecmae_hub.errors import ConfigError, DatasetError
-from pecmae_hub.fileio import atomic_save_npy, atomic_write_text
+from pecmae_hub.storage.atomic import atomic_save_npy, atomic_write_text
 from pecmae_hub.training.features import feature_path
 
 MANIFEST_NAME = "extract_manifest.json"

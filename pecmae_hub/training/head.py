@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
-from pecmae_hub.training.evaluation import chunk_logits, classification_metrics, mean_by_track
-from pecmae_hub.data.split_files import write_labels
-from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.data.split_files import write_labels
+from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
 from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.training.evaluation import chunk_logits, classification_metrics, mean_by_track
+from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
 from pecmae_hub.training.ood import DEFAULT_QUANTILE, calibrate_ood
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pecmae_hub.fileio import atomic_write_text
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.modes import evaluating
+from pecmae_hub.storage.atomic import atomic_write_text
 
 
 @torch.no_grad()

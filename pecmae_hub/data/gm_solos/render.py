@@ -22,7 +22,7 @@ import numpy as np
 
 from pecmae_hub.audio import SAMPLE_RATE, write_wav
 from pecmae_hub.errors import ConfigError, DatasetError, PecmaeError
-from pecmae_hub.fileio import atomic_path
+from pecmae_hub.storage.atomic import atomic_path
 from pecmae_hub.data.gm_solos.melodies import INSTRUMENTS, Note, compose
 
 LABELS = tuple(i.label for i in INSTRUMENTS)

@@ -7,7 +7,7 @@ seconds (name resolution included, which ignores socket timeouts and therefore r
 thread). The answer is reused for :data:`PROBE_TTL` seconds per endpoint, so a burst of downloads
 costs one probe, and a Hub that comes back is noticed soon after.
 
-:func:`pecmae_hub.serialization.resolve_file` asks :func:`hub_reachable` before every Hub download
+:func:`pecmae_hub.storage.pretrained.resolve_file` asks :func:`hub_reachable` before every Hub download
 and reads only the local cache when the answer is no: a cached file still loads, an uncached one
 fails at once with a :class:`~pecmae_hub.errors.ModelNotFoundError`.
 

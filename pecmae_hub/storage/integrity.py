@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pecmae_hub.errors import CheckpointError
-from pecmae_hub.fileio import atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write_text
 
 CHECKSUMS_NAME = "checksums.json"
 CHECKSUMS_FORMAT = "pecmae-checksums"

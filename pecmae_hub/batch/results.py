@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from pecmae_hub.audio import file_key
+from pecmae_hub.batch.lock import OutputBusyError, OutputLock
 from pecmae_hub.errors import ConfigError
-from pecmae_hub.fileio import atomic_path
-from pecmae_hub.output_lock import OutputBusyError, OutputLock
+from pecmae_hub.storage.atomic import atomic_path
 
 if TYPE_CHECKING:
     from pecmae_hub.prediction import Prediction

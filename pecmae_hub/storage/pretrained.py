@@ -17,8 +17,8 @@ import torch
 
 from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
-from pecmae_hub.fileio import atomic_write, atomic_write_text
-from pecmae_hub.integrity import verify_hub_download, verify_in_folder, write_checksums
+from pecmae_hub.storage.atomic import atomic_write, atomic_write_text
+from pecmae_hub.storage.integrity import verify_hub_download, verify_in_folder, write_checksums
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -79,7 +79,7 @@ def resolve_file(
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
-    from pecmae_hub.connectivity import describe_unreachable, hub_offline, hub_reachable
+    from pecmae_hub.storage.connectivity import describe_unreachable, hub_offline, hub_reachable
 
     # an unreachable Hub is detected once (cached probe): read only the cache, fail fast, never wait on timeouts
     unreachable = not (local_files_only or hub_offline()) and not hub_reachable()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from pecmae_hub.errors import ConfigError
-from pecmae_hub.sampling import sample_v_diffusion
+from pecmae_hub.sampling.v_diffusion import sample_v_diffusion
 
 UPSTREAM = "upstream"
 #: scheduler name → diffusers class name ("upstream" is our own sampler)
