@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import overload
@@ -29,19 +27,17 @@ from pecmae_hub.audio import (
     load_audio,
     silence_error,
     silent_chunks,
-    write_wav,
 )
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.devices import resolve_device
 from pecmae_hub.errors import ConfigError, ModelNotFoundError, PecmaeError
 from pecmae_hub.hub.cards import render_model_card
-from pecmae_hub.hub.files import ModelFiles, inside_path, load_autoencoder
+from pecmae_hub.hub.files import ModelFiles, load_autoencoder
 from pecmae_hub.hub.publish import push_folder
 from pecmae_hub.hub.registry import (
     DEFAULT_MODEL,
     INFO_NAME,
     METRICS_NAME,
-    PROTOTYPES_DIR,
     REGISTRY,
     resolve_model,
 )
@@ -50,18 +46,15 @@ from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 from pecmae_hub.models.precision import apply_precision, check_precision
 from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
+from pecmae_hub.prototype_audio import PrototypeAudio
 from pecmae_hub.sampling.schedulers import (
-    DEFAULT_SCHEDULER,
     SchedulerSpec,
-    check_steps,
-    recommended_steps,
-    scheduler_to_dict,
 )
 from pecmae_hub.storage.integrity import write_checksums
 from pecmae_hub.storage.pretrained import WEIGHTS_NAME, save_folder
 
 
-class PECMAE:
+class PECMAE(PrototypeAudio):
     """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
 
     def __init__(self, autoencoder: Autoencoder, head: PrototypeHead, *, nearest: dict | None = None,
@@ -232,151 +225,6 @@ class PECMAE:
         """Top prototypes behind ``prediction`` (see :func:`explain`), with this model's nearest samples."""
         return explain(prediction, top_k, label, self.nearest)
 
-    # ---- prototypes ------------------------------------------------------------------------------
-    def prototype_index(self, prototype: int | str | tuple[str, int]) -> int:
-        """Index p of a prototype given as ``p``, ``"p"``, ``(label, k)`` or ``"label:k"``."""
-        head, n = self.head, self.head.num_prototypes
-        if isinstance(prototype, str):
-            text = prototype.strip()
-            if text.lstrip("-").isdigit():
-                prototype = int(text)
-            elif ":" in text and text.rsplit(":", 1)[1].strip().isdigit():
-                label, k = text.rsplit(":", 1)
-                prototype = (label.strip(), int(k))
-            else:
-                raise ConfigError(f"prototype {text!r} is neither an index nor 'label:k' (labels: {self.labels})")
-        if isinstance(prototype, (tuple, list)) and len(prototype) == 2:
-            label, k = prototype
-            if label not in self.labels:
-                raise ConfigError(f"unknown class {label!r}; classes: {self.labels}")
-            if not 0 <= int(k) < head.protos_per_class:
-                raise ConfigError(f"class {label!r} has prototypes 0..{head.protos_per_class - 1}, not {k}")
-            return self.labels.index(label) * head.protos_per_class + int(k)
-        if isinstance(prototype, (int, np.integer)) and not isinstance(prototype, bool) and 0 <= prototype < n:
-            return int(prototype)
-        raise ConfigError(f"prototype {prototype!r} out of range: give 0..{n - 1} or (label, k)")
-
-    def _render_index(self) -> dict | None:
-        if self._index is False:
-            self._index = self._files.json(f"{PROTOTYPES_DIR}/index.json", required=False) if self._files else None
-        return self._index
-
-    def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0,
-                             scheduler: SchedulerSpec = "upstream") -> Path | None:
-        """The pre-rendered WAV of ``prototype`` when one exists for exactly these settings (sampler included;
-        an index without ``scheduler`` was rendered with the exact ``"upstream"`` sampler), else None."""
-        p, index = self.prototype_index(prototype), self._render_index()
-        wanted = (steps, float(guidance), seed)
-        if not index or (index.get("steps"), float(index.get("guidance", -1)), index.get("seed")) != wanted:
-            return None
-        if scheduler_to_dict(index.get("scheduler", {"name": "upstream"})) != scheduler_to_dict(scheduler):
-            return None
-        if index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
-            return None
-        entry = next((e for e in index.get("prototypes", []) if int(e["index"]) == p), None)
-        try:
-            return None if entry is None else self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}", required=False)
-        except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
-            return None
-
-    def _decode(self, p: int, steps: int, guidance: float, seed: int, progress=None,
-                scheduler: SchedulerSpec = "upstream") -> np.ndarray:
-        # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
-        ae = self.autoencoder
-        gen = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=gen)
-        z = self.head.effective_prototypes()[p : p + 1]
-        wav = ae.decode(z, steps=steps, guidance=guidance, noise=noise, progress=progress, scheduler=scheduler)
-        return np.asarray(wav, dtype=np.float32)
-
-    def render_settings_for(self, steps: int | None = None, scheduler: SchedulerSpec | None = None
-                            ) -> tuple[int, SchedulerSpec]:
-        """``(steps, scheduler)`` with the defaults filled in: the settings of the shipped pre-renders when the
-        model has them (so a default request plays them at once), else :data:`DEFAULT_SCHEDULER` at its
-        recommended steps (docs/hub.md, "Sonification")."""
-        index = self._render_index()
-        rendered = index.get("scheduler", {"name": "upstream"}) if index else None
-        if scheduler is None:
-            scheduler = rendered if rendered is not None else DEFAULT_SCHEDULER
-        if steps is None:
-            same = index and scheduler_to_dict(scheduler) == scheduler_to_dict(rendered)
-            steps = int(index["steps"]) if same else recommended_steps(scheduler_to_dict(scheduler)["name"])
-        return steps, scheduler
-
-    def sonify(self, prototype, steps: int | None = None, guidance: float = 1.0, seed: int = 0, progress=None,
-               scheduler: SchedulerSpec | None = None) -> np.ndarray:
-        """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
-        match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
-
-        ``scheduler``: ``"upstream"`` (the exact sampler), ``"unipc"``, ``"dpmsolver++"`` or ``"ddim"``
-        (:mod:`pecmae_hub.sampling.schedulers`); ``None`` and ``steps=None`` pick :meth:`render_settings_for`.
-
-        ``progress(i, n)`` is called after each of the n diffusion steps of a decode (not for a
-        pre-rendered or already decoded prototype, which needs no steps).
-
-        Raises:
-            ConfigError: an unknown prototype, or settings outside :func:`check_render_settings`
-                (checked before any work).
-        """
-        steps, scheduler = self.render_settings_for(steps, scheduler)
-        steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
-        p = self.prototype_index(prototype)
-        key = (p, steps, guidance, seed, json.dumps(scheduler_to_dict(scheduler), sort_keys=True))
-        if key not in self._sonified:
-            path = self.prototype_audio_path(p, steps, guidance, seed, scheduler)
-            if path is not None:
-                import soundfile as sf
-
-                wav, file_sr = sf.read(str(path), dtype="float32")
-                self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
-            else:
-                self._sonified[key] = self._decode(p, steps, guidance, seed, progress, scheduler)
-        return self._sonified[key].copy()
-
-    def nearest_audio_path(self, prototype, rank: int = 0) -> Path | None:
-        """The WAV (24 kHz, one chunk) of the ``rank``-th training chunk nearest to ``prototype`` when the
-        model ships it (``nearest/``, :mod:`pecmae_hub.hub.nearest_audio`), else None: ``nearest.json``
-        then still names the chunk in words."""
-        from pecmae_hub.hub.nearest_audio import nearest_audio_path, read_index
-
-        p = self.prototype_index(prototype)
-        if self._nearest_audio is False:
-            self._nearest_audio = read_index(self._files)
-        return nearest_audio_path(self._files, self._nearest_audio, p, rank)
-
-    @property
-    def nearest_audio_index(self) -> dict | None:
-        """``nearest/index.json`` (plain-word facts of each shipped nearest chunk), or None."""
-        from pecmae_hub.hub.nearest_audio import read_index
-
-        if self._nearest_audio is False:
-            self._nearest_audio = read_index(self._files)
-        return self._nearest_audio
-
-    def render_prototypes(self, folder: str | os.PathLike, steps: int = 40, guidance: float = 1.0, seed: int = 0,
-                          progress: bool = False, scheduler: SchedulerSpec = "upstream") -> dict:
-        """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
-        ``index.json`` recording the settings (sampler included); returns the index."""
-        from tqdm.auto import tqdm
-
-        steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
-        out = Path(folder) / PROTOTYPES_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
-            label, k = self.head.prototype_name(p)
-            name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
-            write_wav(out / name, self._decode(p, steps, guidance, seed, scheduler=scheduler))
-            entries.append({"index": p, "label": label, "k": k, "file": name})
-        index = {"version": 1, "sample_rate": SAMPLE_RATE, "steps": int(steps), "guidance": float(guidance),
-                 "seed": int(seed), "scheduler": scheduler_to_dict(scheduler),
-                 "autoencoder_fingerprint": self.autoencoder.fingerprint(),
-                 "prototypes": entries}
-        (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-        if self._files is not None and self._files.folder is not None:
-            self._index, self._sonified = False, {}  # it may have been our own folder: look again
-        return index
-
     # ---- saving / publishing ---------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike, *, render: bool = False, steps: int = 40,
                         guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream",
@@ -424,38 +272,6 @@ class PECMAE:
         write_checksums(folder)
         return folder
 
-    def _copy_nearest_audio(self, folder: Path) -> None:
-        """Carry the shipped nearest-chunk audio (``nearest/``) over to a re-saved or pushed model."""
-        from pecmae_hub.hub.nearest_audio import NEAREST_AUDIO_DIR, NEAREST_AUDIO_INDEX, read_index
-
-        index = read_index(self._files)
-        if not index or self._files is None:
-            return
-        dest = folder / NEAREST_AUDIO_DIR
-        dest.mkdir(parents=True, exist_ok=True)
-        for entry in index.get("entries", []):
-            name = inside_path(entry["file"], NEAREST_AUDIO_INDEX)
-            src = self._files.get(f"{NEAREST_AUDIO_DIR}/{name}")
-            if src.resolve() != (dest / name).resolve():
-                (dest / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest / name)
-        (folder / NEAREST_AUDIO_INDEX).write_text(json.dumps(index, indent=1) + "\n")
-
-    def _copy_renders(self, folder: Path) -> dict | None:
-        index = self._render_index()
-        if not index or index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
-            return None
-        dest = folder / PROTOTYPES_DIR
-        dest.mkdir(parents=True, exist_ok=True)
-        for entry in index.get("prototypes", []):
-            name = inside_path(entry["file"], f"{PROTOTYPES_DIR}/index.json")
-            src = self._files.get(f"{PROTOTYPES_DIR}/{name}")
-            if src.resolve() != (dest / name).resolve():
-                (dest / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest / name)
-        (dest / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-        return index
-
     def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
                     token: str | None = None, commit_message: str | None = None, render: bool = True,
                     steps: int = 40, guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream",
@@ -469,30 +285,6 @@ class PECMAE:
             return push_folder(tmp, repo_id, private=private, revision=revision, token=token,
                                    commit_message=commit_message)
 
-
-
-def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "upstream") -> tuple[int, float, int]:
-    """``(steps, guidance, seed)`` as (int, float, int), or :class:`ConfigError` naming the bad one.
-
-    ``steps`` must be a whole number in 1..1000 (:func:`pecmae_hub.sampling.schedulers.check_steps`, which also
-    refuses an unknown ``scheduler``), ``guidance`` a finite number, ``seed`` an integer in 0..2**63-1.
-    Checked before any decoding, so a typo never starts hours of work.
-    """
-
-    def whole(value, what):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(value) or int(value) != value:
-            raise ConfigError(f"{what} must be a whole number, got {value!r}")
-        return int(value)
-
-    steps = check_steps(steps, scheduler)
-    if isinstance(guidance, (bool, np.bool_)) or not isinstance(guidance, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(guidance):
-        raise ConfigError(f"guidance must be a finite number (1.0: no guidance), got {guidance!r}")
-    seed = whole(seed, "seed")
-    if not 0 <= seed < 2**63:
-        raise ConfigError(f"seed must be in 0..2**63-1, got {seed}")
-    return steps, float(guidance), seed
 
 
 def _source_name(audio) -> str:

@@ -75,7 +75,7 @@ def layer_of(module: str) -> str | None:
         return "main"
     if head in LEAF_MODULES:
         return "leaf"
-    if head in ("pipeline", "prediction", "batch"):
+    if head in ("pipeline", "prediction", "prototype_audio", "batch"):
         return "pipeline"
     if head in SUBPACKAGE_LAYERS:
         return head

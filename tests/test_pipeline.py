@@ -296,7 +296,7 @@ def test_silent_chunks_flag_and_older_prediction_dicts(model):
 
 
 def test_render_settings_are_checked_before_decoding():
-    from pecmae_hub.pipeline import check_render_settings
+    from pecmae_hub.prototype_audio import check_render_settings
 
     assert check_render_settings(40, 1, 0) == (40, 1.0, 0)
     assert check_render_settings(2.0, 1.5, np.int64(3)) == (2, 1.5, 3)

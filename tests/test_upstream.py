@@ -19,13 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from upstream_layout import DECODER_TABLE, ENCODER_TABLE, diffusion_state
 
-from pecmae_hub.storage import connectivity
 from pecmae_hub.cli import convert as convert_cli
 from pecmae_hub.convert import upstream
 from pecmae_hub.convert.autoencoder import convert_autoencoder
 from pecmae_hub.convert.key_mapping import map_encodec
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.models.autoencoder import Autoencoder
+from pecmae_hub.storage import connectivity
 from pecmae_hub.storage.pretrained import resolve_file
 
 NAME = "encodecmae-diffusion-4s"

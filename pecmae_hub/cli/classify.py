@@ -84,7 +84,8 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_sonify(args: argparse.Namespace) -> int:
     from pecmae_hub.audio import SAMPLE_RATE, output_audio_format, write_audio
     from pecmae_hub.batch.results import check_output_file
-    from pecmae_hub.pipeline import PECMAE, check_render_settings
+    from pecmae_hub.pipeline import PECMAE
+    from pecmae_hub.prototype_audio import check_render_settings
     from pecmae_hub.storage.atomic import atomic_path
 
     if args.steps is not None:  # typos fail before the model loads; defaults are resolved with the model
@@ -118,7 +119,8 @@ def run_sonify(args: argparse.Namespace) -> int:
 def run_push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pecmae_hub.pipeline import PECMAE, check_render_settings
+    from pecmae_hub.pipeline import PECMAE
+    from pecmae_hub.prototype_audio import check_render_settings
 
     check_render_settings(40 if args.steps is None else args.steps, args.guidance, args.seed, args.scheduler or "upstream")
     if not Path(args.dir).is_dir():
