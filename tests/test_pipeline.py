@@ -325,5 +325,5 @@ def test_sonify_defaults_play_the_prerenders_and_the_scheduler_is_part_of_the_re
     fast = model.sonify(0, scheduler="unipc", steps=4)
     exact = model.sonify(0, scheduler="upstream", steps=4)
     assert fast.shape == exact.shape and not np.array_equal(fast, exact)
-    with pytest.raises(ConfigError, match="unknown scheduler .*choose one of upstream, ddim, dpmsolver\+\+, unipc"):
+    with pytest.raises(ConfigError, match=r"unknown scheduler .*choose one of upstream, ddim, dpmsolver\+\+, unipc"):
         model.sonify(0, scheduler="euler-ancestral-magic")

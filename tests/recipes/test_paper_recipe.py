@@ -24,7 +24,7 @@ from conftest import tiny_autoencoder
 
 from pecmae_hub.data.splits import GTZAN_GENRES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACKS = {"train": (6, 7), "val": (8,), "test": (19,)}
 CORRUPT = ("jazz/jazz.00054.au", "blues/blues.00005.au")
 REPO = "test-org/gtzan-pecmae-5"

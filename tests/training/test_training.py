@@ -1,4 +1,5 @@
 """Training: loss values by hand, normalisation stats, synthetic clusters, outputs, presets, CLI errors."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 LABELS = ["rock", "blues", "jazz", "pop"]  # deliberately not alphabetical
 D = 32
-
-
 
 
 def synthetic(n_tracks, seed, chunks=4, spread=1.0, centers_seed=0):
@@ -94,7 +93,7 @@ def test_head_learns_separated_clusters(trained):
 
 
 def test_output_folder_is_hub_ready(trained):
-    head, metrics, out, _ = trained
+    head, _metrics, out, _ = trained
     for name in ("config.json", "model.safetensors", "metrics.json", "labels.txt", "nearest.json", "training_log.csv"):
         assert (out / name).is_file(), name
     assert (out / "labels.txt").read_text().split("\n")[:4] == LABELS
@@ -124,9 +123,19 @@ def test_training_is_deterministic_with_a_seed():
 
 
 def test_all_mode_l1_random_init_without_summarizer_trains():
-    cfg = TrainConfig(protos_per_class=1, batch_size=32, total_steps=150, eval_every=50, seed=0, summarizer="none",
-                      distance="l1", proto_loss_samples="all", init="random", max_lr=1e-2)
-    head, metrics = train_head(synthetic(40, 1), synthetic(12, 2), None, cfg, None, progress=False)
+    cfg = TrainConfig(
+        protos_per_class=1,
+        batch_size=32,
+        total_steps=150,
+        eval_every=50,
+        seed=0,
+        summarizer="none",
+        distance="l1",
+        proto_loss_samples="all",
+        init="random",
+        max_lr=1e-2,
+    )
+    _head, metrics = train_head(synthetic(40, 1), synthetic(12, 2), None, cfg, None, progress=False)
     assert metrics["val"]["accuracy"] >= 0.9 and metrics["test"] is None
 
 
@@ -149,10 +158,30 @@ def test_cli_train_with_label_file_and_missing_tracks(tmp_path, capsys):
     write_split(tmp_path, "train.tsv", synthetic(40, 1), extra=["jazz\tjazz/gone.wav"])
     write_split(tmp_path, "val.tsv", synthetic(12, 2))
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    rc = cli.main(["train", "--features", str(tmp_path), "--split-train", str(tmp_path / "train.tsv"),
-                   "--split-val", str(tmp_path / "val.tsv"), "--out", str(tmp_path / "out"), "--preset", "gtzan",
-                   "--protos-per-class", "1", "--total-steps", "60", "--batch-size", "32", "--eval-every", "30",
-                   "--quiet"])
+    rc = cli.main(
+        [
+            "train",
+            "--features",
+            str(tmp_path),
+            "--split-train",
+            str(tmp_path / "train.tsv"),
+            "--split-val",
+            str(tmp_path / "val.tsv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--preset",
+            "gtzan",
+            "--protos-per-class",
+            "1",
+            "--total-steps",
+            "60",
+            "--batch-size",
+            "32",
+            "--eval-every",
+            "30",
+            "--quiet",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "skipped 1 missing feature files (first: jazz/gone.wav)" in out
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
@@ -163,8 +192,20 @@ def test_cli_train_with_label_file_and_missing_tracks(tmp_path, capsys):
 def test_cli_unknown_label_names_the_label(tmp_path, capsys):
     write_split(tmp_path, "train.tsv", synthetic(8, 1), extra=["polka\tpolka/x.npy"])
     (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    rc = cli.main(["train", "--features", str(tmp_path), "--split-train", str(tmp_path / "train.tsv"),
-                   "--out", str(tmp_path / "out"), "--total-steps", "1", "--quiet"])
+    rc = cli.main(
+        [
+            "train",
+            "--features",
+            str(tmp_path),
+            "--split-train",
+            str(tmp_path / "train.tsv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--total-steps",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 1 and "'polka'" in capsys.readouterr().err
     with pytest.raises(DatasetError, match="polka"):
         from pecmae_hub.training.features import load_features
@@ -180,8 +221,24 @@ def test_cli_train_with_dataset_spec(tmp_path):
         (audio / t).with_suffix(".wav").write_bytes(b"")  # folder_splits only lists the files
         (feats / t).parent.mkdir(parents=True, exist_ok=True)
         np.save(feats / t, f)
-    rc = cli.main(["train", "--features", str(feats), "--dataset-spec", f"folders:{audio}", "--out", str(tmp_path / "o"),
-                   "--protos-per-class", "1", "--total-steps", "20", "--batch-size", "16", "--quiet"])
+    rc = cli.main(
+        [
+            "train",
+            "--features",
+            str(feats),
+            "--dataset-spec",
+            f"folders:{audio}",
+            "--out",
+            str(tmp_path / "o"),
+            "--protos-per-class",
+            "1",
+            "--total-steps",
+            "20",
+            "--batch-size",
+            "16",
+            "--quiet",
+        ]
+    )
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert rc == 0 and metrics["labels"] == sorted(LABELS)  # folder kind: sorted class folders
     assert metrics["train"]["n_tracks"] + metrics["val"]["n_tracks"] + metrics["test"]["n_tracks"] == 40

@@ -1,4 +1,5 @@
 """Transformer blocks against naive oracles: sinusoidal PE, interleaved-head attention, ResiDual, shared FFN."""
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,12 @@ def test_attention_interleaved_heads_and_mask(dim, heads):
     # a contiguous-head implementation without it gives different ones although every shape matches
     d_h = dim // heads
     perm = torch.tensor([(c % d_h) * heads + c // d_h for c in range(inner)])
-    permuted = {"wq.weight": sd["wq.weight"][perm], "wk.weight": sd["wk.weight"][perm],
-                "wv.weight": sd["wv.weight"][perm], "wo.weight": sd["wo.weight"][:, perm]}
+    permuted = {
+        "wq.weight": sd["wq.weight"][perm],
+        "wk.weight": sd["wk.weight"][perm],
+        "wv.weight": sd["wv.weight"][perm],
+        "wo.weight": sd["wo.weight"][:, perm],
+    }
     ref = ref_mha(x, sd, "", heads, mask)
     assert rel_err(_contiguous_mha(x, permuted, heads, mask), ref) < 1e-9
     assert rel_err(_contiguous_mha(x, sd, heads, mask), ref) > 1e-3
@@ -83,7 +88,7 @@ def _contiguous_mha(x, sd, heads, mask):
     out = torch.zeros_like(q)
     for h in range(heads):
         sl = slice(h * d_h, (h + 1) * d_h)
-        scores = q[..., sl] @ k[..., sl].transpose(1, 2) * d_h ** -0.5 + mask[:, None, :].double() * -1e9
+        scores = q[..., sl] @ k[..., sl].transpose(1, 2) * d_h**-0.5 + mask[:, None, :].double() * -1e9
         out[..., sl] = torch.softmax(scores, -1) @ v[..., sl]
     return out @ sd["wo.weight"].double().T
 
@@ -113,7 +118,12 @@ def test_residual_layer_and_encoder_match_oracle():
 def test_ffn_is_stored_once_and_shared():
     enc = TransformerEncoder(16, 2, 4, 32)
     keys = list(enc.state_dict())
-    assert [k for k in keys if "ff_layer" in k] == ["ff_layer.0.weight", "ff_layer.0.bias", "ff_layer.2.weight", "ff_layer.2.bias"]
+    assert [k for k in keys if "ff_layer" in k] == [
+        "ff_layer.0.weight",
+        "ff_layer.0.bias",
+        "ff_layer.2.weight",
+        "ff_layer.2.bias",
+    ]
     assert not any(k.startswith("encoder_layers.") and "ff_layer" in k for k in keys)
     assert isinstance(enc.encoder_layers[0], ResiDualLayer)
 

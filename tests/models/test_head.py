@@ -1,4 +1,5 @@
 """PrototypeHead: distances, normalisation, effective prototypes, init order, save/load, nearest chunks."""
+
 from __future__ import annotations
 
 import json

@@ -23,7 +23,7 @@ import soundfile as sf
 from conftest import LABELS, tiny_pecmae
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas deprecations inside Gradio
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAX_SECONDS = 5.0
 ENDPOINTS = {"/classify", "/prototype_audio", "/sonify", "/model_info", "/load_model"}
 TOP, NEAREST = 3, 2  # top prototypes shown, nearest chunks played per prototype
@@ -381,9 +381,19 @@ def test_headline_warns_when_the_audio_is_unlike_the_training_data():
     from pecmae_hub.app.texts import summary_text
     from pecmae_hub.prediction import Prediction
 
-    base = dict(source="x", label="violin", scores={"violin": 0.9, "piano": 0.1}, logits={"violin": 1.0, "piano": 0.0},
-                chunk_labels=["violin"], chunk_starts=[0.0], chunk_ends=[1.5], similarities=[[0.5, 0.4]],
-                contributions={"violin": [0.5, 0.0], "piano": [0.0, 0.4]}, top_prototypes=[], duration=1.5)
+    base = dict(
+        source="x",
+        label="violin",
+        scores={"violin": 0.9, "piano": 0.1},
+        logits={"violin": 1.0, "piano": 0.0},
+        chunk_labels=["violin"],
+        chunk_starts=[0.0],
+        chunk_ends=[1.5],
+        similarities=[[0.5, 0.4]],
+        contributions={"violin": [0.5, 0.0], "piano": [0.0, 0.4]},
+        top_prototypes=[],
+        duration=1.5,
+    )
     odd = summary_text(Prediction(**base, ood_score=3.2, in_domain=False))
     assert odd.startswith("**⚠ This audio is unlike anything this model was trained on** (out-of-domain score 3.20)")
     assert "violin" in odd

@@ -1,4 +1,5 @@
 """The scheduler layer (pecmae_hub.sampling.schedulers): exactness, determinism, persistence, errors, lazy import."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ def toy_predictor(x, s, code):
 
 def _inputs(seed=0, n=2, frames=6, dim=3):
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, frames, dim, generator=gen), torch.randn(n, frames, dim, generator=gen),
-            torch.randn(n, 4, generator=gen))
+    return (
+        torch.randn(n, frames, dim, generator=gen),
+        torch.randn(n, frames, dim, generator=gen),
+        torch.randn(n, 4, generator=gen),
+    )
 
 
 @pytest.mark.parametrize("name", SCHEDULERS)
@@ -77,12 +81,21 @@ def test_upstream_is_bit_identical():
     _, noise, code = _inputs(1)
     calls = []
     expected = sample_v_diffusion(toy_predictor, code, noise, 7, 1.5)
-    got = sample(toy_predictor, code, noise, scheduler="upstream", steps=7, guidance=1.5,
-                 progress=lambda i, n: calls.append((i, n)))
+    got = sample(
+        toy_predictor,
+        code,
+        noise,
+        scheduler="upstream",
+        steps=7,
+        guidance=1.5,
+        progress=lambda i, n: calls.append((i, n)),
+    )
     assert torch.equal(got, expected)
     assert calls == [(i, 7) for i in range(1, 8)]
-    assert torch.equal(sample(toy_predictor, code, noise, {"name": "upstream"}, 3, 0.0),
-                       sample_v_diffusion(toy_predictor, code, noise, 3, 0.0))
+    assert torch.equal(
+        sample(toy_predictor, code, noise, {"name": "upstream"}, 3, 0.0),
+        sample_v_diffusion(toy_predictor, code, noise, 3, 0.0),
+    )
 
 
 def test_ddim_matches_upstream_on_its_grid():
@@ -128,8 +141,9 @@ def test_config_round_trip(name, tmp_path):
     loaded = load_scheduler(tmp_path)
     assert type(loaded) is type(scheduler)
     strip = lambda c: {k: v for k, v in dict(c).items() if not k.startswith("_")}  # noqa: E731
-    assert json.dumps(strip(loaded.config), sort_keys=True, default=list) == \
-        json.dumps(strip(scheduler.config), sort_keys=True, default=list)
+    assert json.dumps(strip(loaded.config), sort_keys=True, default=list) == json.dumps(
+        strip(scheduler.config), sort_keys=True, default=list
+    )
     _, noise, code = _inputs(4)
     assert torch.equal(sample(toy_predictor, code, noise, loaded, 8), sample(toy_predictor, code, noise, name, 8))
     assert scheduler_to_dict(loaded) == {"name": name}
@@ -159,9 +173,11 @@ def test_recommended_steps_cover_every_scheduler():
 
 def test_unknown_name_lists_choices():
     _, noise, code = _inputs()
-    for call in (lambda: sample(toy_predictor, code, noise, scheduler="euler", steps=4),
-                 lambda: make_scheduler("euler"),
-                 lambda: tiny_autoencoder().decode_latents(torch.zeros(1, 32), 4, seed=0, scheduler="euler")):
+    for call in (
+        lambda: sample(toy_predictor, code, noise, scheduler="euler", steps=4),
+        lambda: make_scheduler("euler"),
+        lambda: tiny_autoencoder().decode_latents(torch.zeros(1, 32), 4, seed=0, scheduler="euler"),
+    ):
         with pytest.raises(ConfigError) as info:
             call()
         assert all(choice in str(info.value) for choice in SCHEDULERS)
@@ -172,14 +188,14 @@ def test_unknown_name_lists_choices():
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_steps_out_of_range(name):
     _, noise, code = _inputs()
-    for steps in ([0, 1001, 2.5, True] if name != "upstream" else [0, -3, 2.5]):
+    for steps in [0, 1001, 2.5, True] if name != "upstream" else [0, -3, 2.5]:
         with pytest.raises(ConfigError):
             sample(toy_predictor, code, noise, scheduler=name, steps=steps)
     assert sample(toy_predictor, code, noise, scheduler=name, steps=1).shape == noise.shape
 
 
 def test_classifying_does_not_import_diffusers():
-    tests = Path(__file__).parent
+    tests = Path(__file__).parents[1]
     code = f"""
 import sys, numpy as np
 sys.path.insert(0, {str(tests)!r})

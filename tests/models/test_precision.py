@@ -1,4 +1,5 @@
 """Inference precision: int8 transformer GEMMs, the bf16 codec, CUDA autocast modes; fp32 stays exact."""
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,9 @@ def _model(frontend="encodec", seed=0):
 def _audio(seconds=2.5, seed=0):
     t = np.arange(int(seconds * 24_000)) / 24_000
     rng = np.random.default_rng(seed)
-    return (0.2 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2
-            + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+    return (
+        0.2 * np.sin(2 * np.pi * 330 * t) * (1 + np.sin(2 * np.pi * 2 * t)) / 2 + 0.02 * rng.standard_normal(len(t))
+    ).astype(np.float32)
 
 
 def _cos(a, b):
@@ -156,7 +158,7 @@ def test_pipeline_and_cli_take_a_precision(tmp_path):
     from pecmae_hub.errors import ConfigError
     from pecmae_hub.pipeline import PECMAE
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     violin = root / "examples" / "violin.wav"
     fast = PECMAE.from_pretrained("gm-solos", device="cpu", precision="int8")
     exact = PECMAE.from_pretrained("gm-solos", device="cpu")
@@ -165,7 +167,11 @@ def test_pipeline_and_cli_take_a_precision(tmp_path):
     with pytest.raises(ConfigError, match="fp16' needs a CUDA device"):
         PECMAE.from_pretrained("gm-solos", device="cpu", precision="fp16")
     out = tmp_path / "p.csv"
-    assert main(["classify", str(violin), "--model", "gm-solos", "--precision", "int8", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            ["classify", str(violin), "--model", "gm-solos", "--precision", "int8", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
     assert "violin" in out.read_text()
     assert main(["classify", str(violin), "--model", "gm-solos", "--precision", "int4", "--out", "-"]) == 1

@@ -1,4 +1,5 @@
 """EnCodec SEANet: shapes, causal reflect padding, transposed-conv trimming, LSTM skip, fast path = reference."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,8 +42,10 @@ def test_shapes_match_spec(codec):
     assert len([k for k in model.state_dict() if k.startswith("encoder.")]) == 62
 
 
-@pytest.mark.parametrize("cin,cout,k,stride,length", [(3, 4, 7, 1, 50), (4, 6, 4, 2, 51), (2, 3, 10, 5, 23), (3, 2, 16, 8, 64),
-                                                       (3, 3, 3, 1, 2)])
+@pytest.mark.parametrize(
+    "cin,cout,k,stride,length",
+    [(3, 4, 7, 1, 50), (4, 6, 4, 2, 51), (2, 3, 10, 5, 23), (3, 2, 16, 8, 64), (3, 3, 3, 1, 2)],
+)
 def test_sconv1d_causal_reflect_padding(cin, cout, k, stride, length):
     torch.manual_seed(0)
     conv = SConv1d(cin, cout, k, stride=stride)

@@ -281,7 +281,7 @@ def test_csv_flags_input_unlike_the_training_data(tmp_path):
 
     from pecmae_hub.cli import main
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     t = np.arange(3 * 24000) / 24000
     sf.write(tmp_path / "sine.wav", (0.1 * np.sin(2 * np.pi * 440 * t)).astype("float32"), 24000)
     out = tmp_path / "out.csv"
