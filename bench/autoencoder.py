@@ -20,6 +20,7 @@ One JSON object per line:
 Usage: ``python bench/autoencoder.py [--quick] [--threads N] [--skip-memory] [--skip-embedded]``.
 On a shared machine compare the ratios, not the seconds; ``--threads 1`` is steadier under load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -210,12 +211,21 @@ def bench_encode(args) -> None:
     gemm = 3 * 2 * 2048**3 / med["gemm"] / 1e9  # median rate over the rounds, not the one-off figure above
     cos = F.cosine_similarity(out["int8"], out["fp32"], dim=-1)
     flops = encode_flops(ae, [e - s for s, e in chunk_bounds(len(wav), ae.chunk_samples)])
-    emit(bench="encode", audio_seconds=args.seconds, n_chunks=len(cos), fp32_seconds=round(med["fp32"], 3),
-         int8_seconds=round(med["int8"], 3), int8_speedup=round(med["fp32"] / med["int8"], 2),
-         fp32_utilisation=round(flops / med["fp32"] / 1e9 / gemm, 3),
-         int8_effective_utilisation=round(flops / med["int8"] / 1e9 / gemm, 3), gemm_gflops_same_rounds=round(gemm, 1),
-         z_cosine_min=round(cos.min().item(), 6), z_cosine_mean=round(cos.mean().item(), 6),
-         codec_dtype=str(fast.codec.compute_dtype).replace("torch.", ""), repeats=args.repeats)
+    emit(
+        bench="encode",
+        audio_seconds=args.seconds,
+        n_chunks=len(cos),
+        fp32_seconds=round(med["fp32"], 3),
+        int8_seconds=round(med["int8"], 3),
+        int8_speedup=round(med["fp32"] / med["int8"], 2),
+        fp32_utilisation=round(flops / med["fp32"] / 1e9 / gemm, 3),
+        int8_effective_utilisation=round(flops / med["int8"] / 1e9 / gemm, 3),
+        gemm_gflops_same_rounds=round(gemm, 1),
+        z_cosine_min=round(cos.min().item(), 6),
+        z_cosine_mean=round(cos.mean().item(), 6),
+        codec_dtype=str(fast.codec.compute_dtype).replace("torch.", ""),
+        repeats=args.repeats,
+    )
 
 
 def bench_codec(args) -> None:
@@ -232,8 +242,10 @@ def bench_codec(args) -> None:
     wav = torch.randn(1, 4 * SR, generator=torch.Generator().manual_seed(1)) * 0.1
     with torch.inference_mode():
         lat = ours.encode(wav)
-        for part, ref_fn, fn in (("encode", lambda: ref.encoder.model(wav[:, None]).transpose(1, 2), ours.encode),
-                                 ("decode", lambda: ref.decoder.model(lat.transpose(1, 2))[:, 0], ours.decode)):
+        for part, ref_fn, fn in (
+            ("encode", lambda: ref.encoder.model(wav[:, None]).transpose(1, 2), ours.encode),
+            ("decode", lambda: ref.decoder.model(lat.transpose(1, 2))[:, 0], ours.decode),
+        ):
             arg = wav if part == "encode" else lat
             fns = {"reference": ref_fn, "fp32": lambda fn=fn, arg=arg: fn(arg)}
             if "bf16" in dtypes:
@@ -241,10 +253,15 @@ def bench_codec(args) -> None:
             med = interleaved(fns, args.codec_repeats)
             expect = ref_fn()
             errs = {k: ((fns[k]() - expect).norm() / expect.norm()).item() for k in dtypes}
-            emit(bench=f"codec_{part}", audio_seconds=4.0, reference_seconds=round(med["reference"], 4),
-                 **{f"{k}_seconds": round(med[k], 4) for k in dtypes},
-                 **{f"{k}_speedup_vs_reference": round(med["reference"] / med[k], 2) for k in dtypes},
-                 **{f"{k}_rel_error": float(f"{errs[k]:.2e}") for k in dtypes}, repeats=args.codec_repeats)
+            emit(
+                bench=f"codec_{part}",
+                audio_seconds=4.0,
+                reference_seconds=round(med["reference"], 4),
+                **{f"{k}_seconds": round(med[k], 4) for k in dtypes},
+                **{f"{k}_speedup_vs_reference": round(med["reference"] / med[k], 2) for k in dtypes},
+                **{f"{k}_rel_error": float(f"{errs[k]:.2e}") for k in dtypes},
+                repeats=args.codec_repeats,
+            )
 
 
 def bench_embedded(args) -> None:
@@ -268,9 +285,17 @@ def bench_embedded(args) -> None:
             with torch.no_grad():
                 p32, p8 = (model.head(z[k]).mean(0).argmax().item() for k in ("fp32", "int8"))
             agree, correct, correct8, n = agree + (p32 == p8), correct + (p32 == c), correct8 + (p8 == c), n + 1
-    emit(bench="embedded", model="gm-solos", bank="timgm6mb", clips=n, prediction_agreement=round(agree / n, 4),
-         fp32_accuracy=round(correct / n, 4), int8_accuracy=round(correct8 / n, 4), z_cosine_min=round(cos_min, 6),
-         int8_speedup=round(times["fp32"] / times["int8"], 2))
+    emit(
+        bench="embedded",
+        model="gm-solos",
+        bank="timgm6mb",
+        clips=n,
+        prediction_agreement=round(agree / n, 4),
+        fp32_accuracy=round(correct / n, 4),
+        int8_accuracy=round(correct8 / n, 4),
+        z_cosine_min=round(cos_min, 6),
+        int8_speedup=round(times["fp32"] / times["int8"], 2),
+    )
 
 
 def _write_noise_wav(path: str, seconds: float, sr: int = 44_100, channels: int = 2) -> None:
@@ -288,8 +313,12 @@ def _write_noise_wav(path: str, seconds: float, sr: int = 44_100, channels: int 
 def bench_memory(args) -> None:
     tmp = tempfile.mkdtemp(prefix="pecmae-bench-")
     long_seconds = 600.0 if args.quick else 3600.0
-    runs = [("1min", "upstream", "stream", 60.0), ("1min", "embedded", "stream", 60.0),
-            ("long", "embedded", "stream", long_seconds), ("long", "embedded", "whole", long_seconds)]
+    runs = [
+        ("1min", "upstream", "stream", 60.0),
+        ("1min", "embedded", "stream", 60.0),
+        ("long", "embedded", "stream", long_seconds),
+        ("long", "embedded", "whole", long_seconds),
+    ]
     results = {}
     try:
         _write_noise_wav(os.path.join(tmp, "1min.wav"), 60.0)
@@ -298,25 +327,45 @@ def bench_memory(args) -> None:
             path = os.path.join(tmp, f"{tag}.wav")
             if not os.path.exists(path):
                 _write_noise_wav(path, seconds)
-            cmd = [sys.executable, __file__, "--memory-child", model, mode, path,
-                   "--threads", str(torch.get_num_threads())]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                model,
+                mode,
+                path,
+                "--threads",
+                str(torch.get_num_threads()),
+            ]
             run = subprocess.run(cmd, check=True, capture_output=True, text=True)
             results[(tag, model, mode)] = res = json.loads(run.stdout.splitlines()[-1])
-            emit(bench="memory_run", audio_seconds=seconds, file="44.1 kHz stereo PCM16 WAV", model=model, mode=mode,
-                 **res)
+            emit(
+                bench="memory_run",
+                audio_seconds=seconds,
+                file="44.1 kHz stereo PCM16 WAV",
+                model=model,
+                mode=mode,
+                **res,
+            )
     finally:
         for name in os.listdir(tmp):
             os.remove(os.path.join(tmp, name))
         os.rmdir(tmp)
-    s1, sl, wl = (results[k] for k in (("1min", "embedded", "stream"), ("long", "embedded", "stream"),
-                                        ("long", "embedded", "whole")))
-    emit(bench="memory", long_seconds=long_seconds,
-         upstream_1min_peak_rss_mb=results[("1min", "upstream", "stream")]["peak_rss_mb"],
-         embedded_1min_peak_rss_mb=s1["peak_rss_mb"], embedded_long_peak_rss_mb=sl["peak_rss_mb"],
-         embedded_long_whole_file_peak_rss_mb=wl["peak_rss_mb"],
-         long_over_1min_rss=round(sl["peak_rss_mb"] / s1["peak_rss_mb"], 2),
-         streamed_over_whole_rss=round(sl["peak_rss_mb"] / wl["peak_rss_mb"], 2),
-         streamed_throughput_vs_whole=throughput)
+    s1, sl, wl = (
+        results[k]
+        for k in (("1min", "embedded", "stream"), ("long", "embedded", "stream"), ("long", "embedded", "whole"))
+    )
+    emit(
+        bench="memory",
+        long_seconds=long_seconds,
+        upstream_1min_peak_rss_mb=results[("1min", "upstream", "stream")]["peak_rss_mb"],
+        embedded_1min_peak_rss_mb=s1["peak_rss_mb"],
+        embedded_long_peak_rss_mb=sl["peak_rss_mb"],
+        embedded_long_whole_file_peak_rss_mb=wl["peak_rss_mb"],
+        long_over_1min_rss=round(sl["peak_rss_mb"] / s1["peak_rss_mb"], 2),
+        streamed_over_whole_rss=round(sl["peak_rss_mb"] / wl["peak_rss_mb"], 2),
+        streamed_throughput_vs_whole=throughput,
+    )
 
 
 def _peak_rss_mb() -> float:
@@ -356,19 +405,27 @@ def memory_child(model: str, mode: str, path: str) -> None:
     base = _peak_rss_mb()
     t = time.perf_counter()
     z = ae.encode(path) if mode == "stream" else ae.encode(load_audio(path, max_seconds=None), sr=SR)
-    emit(peak_rss_mb=round(_peak_rss_mb(), 1), model_loaded_rss_mb=round(base, 1),
-         seconds=round(time.perf_counter() - t, 2), n_chunks=int(z.shape[0]))
+    emit(
+        peak_rss_mb=round(_peak_rss_mb(), 1),
+        model_loaded_rss_mb=round(base, 1),
+        seconds=round(time.perf_counter() - t, 2),
+        n_chunks=int(z.shape[0]),
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="short run: 8 s encode, fewer repeats and clips, a 10 min file instead of 1 h")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run: 8 s encode, fewer repeats and clips, a 10 min file instead of 1 h",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="audio to encode (default 30, quick 8)")
     parser.add_argument("--repeats", type=int, default=None, help="encode repetitions per path (default 3, quick 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--clips", type=int, default=None, help="held-out clips per class for the embedded model "
-                        "(default 50, quick 5)")
+    parser.add_argument(
+        "--clips", type=int, default=None, help="held-out clips per class for the embedded model (default 50, quick 5)"
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "MODE", "PATH"), help=argparse.SUPPRESS)
@@ -382,8 +439,15 @@ def main(argv=None) -> int:
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.codec_repeats = 3 if args.quick else 7
     args.clips = args.clips or (5 if args.quick else 50)  # per class (8 classes)
-    emit(bench="env", python=platform.python_version(), torch=torch.__version__, machine=platform.machine(),
-         threads=torch.get_num_threads(), load_avg_1min=round(os.getloadavg()[0], 2), quick=args.quick)
+    emit(
+        bench="env",
+        python=platform.python_version(),
+        torch=torch.__version__,
+        machine=platform.machine(),
+        threads=torch.get_num_threads(),
+        load_avg_1min=round(os.getloadavg()[0], 2),
+        quick=args.quick,
+    )
     gemm = gemm_gflops()
     emit(bench="gemm", n=2048, gflops=round(gemm, 1))
     bench_encode(args)

@@ -9,6 +9,7 @@ Fresh clips are rendered with seeds the recipe never used, so every figure is on
 
 Usage: python bench/embedded.py [--model gm-solos] [--n-test 40] [--n-train 60]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -104,8 +105,12 @@ def main():
         for p, path in enumerate(paths):
             pred = model.classify(str(path))
             hits += pred.label == model.labels[model.head.prototype_class(p)]
-        emit("sonified_prototypes_in_own_class", hits / model.head.num_prototypes, target=">= 0.80",
-             n=model.head.num_prototypes)
+        emit(
+            "sonified_prototypes_in_own_class",
+            hits / model.head.num_prototypes,
+            target=">= 0.80",
+            n=model.head.num_prototypes,
+        )
     else:
         emit("sonified_prototypes_in_own_class", float("nan"), note="no pre-rendered prototypes in the model folder")
 

@@ -19,6 +19,7 @@ The machine is shared: ``load_average`` is recorded with the figures. ``--thread
 
     python bench/recipe.py [--quick] [--tracks 3] [--steps 300] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,12 +65,18 @@ def bench_extract(ae, n_tracks: int, batch_size: int = 32) -> dict:
             wav = 0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t) + 0.05 * rng.standard_normal(len(t))
             sf.write(Path(tmp) / "audio" / f"track{i}.wav", wav.astype(np.float32), sr)
         t0 = time.perf_counter()
-        summary = extract_features(Path(tmp) / "audio", Path(tmp) / "features", ae, device="cpu",
-                                   batch_size=batch_size, progress=False)
+        summary = extract_features(
+            Path(tmp) / "audio", Path(tmp) / "features", ae, device="cpu", batch_size=batch_size, progress=False
+        )
         seconds = time.perf_counter() - t0
     assert summary.written == n_tracks, summary.failures
-    return {"tracks": n_tracks, "seconds": round(seconds, 2), "seconds_per_track": round(seconds / n_tracks, 3),
-            "audio_seconds_per_second": round(n_tracks * TRACK_SECONDS / seconds, 2), "chunks": summary.chunks}
+    return {
+        "tracks": n_tracks,
+        "seconds": round(seconds, 2),
+        "seconds_per_track": round(seconds / n_tracks, 3),
+        "audio_seconds_per_second": round(n_tracks * TRACK_SECONDS / seconds, 2),
+        "chunks": summary.chunks,
+    }
 
 
 def bench_train(steps: int) -> dict:
@@ -81,8 +88,12 @@ def bench_train(steps: int) -> dict:
     y = np.repeat(np.arange(10), 585)[:5848]
     x = (rng.standard_normal((5848, 768)) * 0.4 + 0.1 + 0.05 * y[:, None]).astype(np.float32)
     per_step = time_head_steps(x, y, 10, cfg, steps=steps, warmup=5)
-    return {"steps_timed": steps, "ms_per_step": round(per_step * 1000, 2),
-            "preset_steps": cfg.total_steps, "projected_seconds": round(per_step * cfg.total_steps, 1)}
+    return {
+        "steps_timed": steps,
+        "ms_per_step": round(per_step * 1000, 2),
+        "preset_steps": cfg.total_steps,
+        "projected_seconds": round(per_step * cfg.total_steps, 1),
+    }
 
 
 def bench_render(ae) -> dict:
@@ -90,8 +101,11 @@ def bench_render(ae) -> dict:
     t0 = time.perf_counter()
     ae.decode(z, steps=40, guidance=1.0, seed=0)
     one = time.perf_counter() - t0
-    return {"seconds_per_prototype": round(one, 2), "prototypes": PROTOTYPES,
-            "projected_seconds": round(one * PROTOTYPES, 1)}
+    return {
+        "seconds_per_prototype": round(one, 2),
+        "prototypes": PROTOTYPES,
+        "projected_seconds": round(one * PROTOTYPES, 1),
+    }
 
 
 def bench_evaluate() -> dict:
@@ -103,8 +117,12 @@ def bench_evaluate() -> dict:
 
     def fs(n):
         labels = [i % 10 for i in range(n)]
-        return FeatureSet([(rng.standard_normal((8, 768)) * 0.4 + 0.05 * y).astype(np.float32) for y in labels],
-                          labels, [f"t{i}" for i in range(n)], [f"c{i}" for i in range(10)])
+        return FeatureSet(
+            [(rng.standard_normal((8, 768)) * 0.4 + 0.05 * y).astype(np.float32) for y in labels],
+            labels,
+            [f"t{i}" for i in range(n)],
+            [f"c{i}" for i in range(10)],
+        )
 
     train, splits = fs(731), {"val": fs(96), "test": fs(91)}
     head = PrototypeHead([f"c{i}" for i in range(10)], 768, 5, norm_mean=0.1, norm_std=0.4)
@@ -127,9 +145,17 @@ def main(argv=None) -> int:
 
     from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 
-    emit(bench="machine", cpu=cpu_name(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
-         torch=torch.__version__, python=sys.version.split()[0], cuda=torch.cuda.is_available(),
-         load_average=[round(v, 2) for v in os.getloadavg()], quick=args.quick)
+    emit(
+        bench="machine",
+        cpu=cpu_name(),
+        cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        python=sys.version.split()[0],
+        cuda=torch.cuda.is_available(),
+        load_average=[round(v, 2) for v in os.getloadavg()],
+        quick=args.quick,
+    )
     torch.manual_seed(0)
     ae = Autoencoder(AutoencoderConfig.upstream()).eval()
     extract = bench_extract(ae, tracks)
@@ -142,15 +168,27 @@ def main(argv=None) -> int:
     if evaluate:
         emit(bench="evaluate", **evaluate)
     per_track = extract["seconds_per_track"]
-    stages = {"extract_999_tracks": round(per_track * GTZAN_TRACKS, 1),
-              "extract_918_split_tracks": round(per_track * GTZAN_SPLIT_TRACKS, 1),
-              "train_150k_steps": train["projected_seconds"], "render_50_prototypes": render["projected_seconds"],
-              "evaluate": evaluate["seconds"] if evaluate else None}
-    total = stages["extract_999_tracks"] + stages["train_150k_steps"] + stages["render_50_prototypes"] \
+    stages = {
+        "extract_999_tracks": round(per_track * GTZAN_TRACKS, 1),
+        "extract_918_split_tracks": round(per_track * GTZAN_SPLIT_TRACKS, 1),
+        "train_150k_steps": train["projected_seconds"],
+        "render_50_prototypes": render["projected_seconds"],
+        "evaluate": evaluate["seconds"] if evaluate else None,
+    }
+    total = (
+        stages["extract_999_tracks"]
+        + stages["train_150k_steps"]
+        + stages["render_50_prototypes"]
         + (stages["evaluate"] or 0)
-    emit(bench="projection", what="pecmae recipe gtzan (999 x 30 s tracks, 150k steps, 50 renders)",
-         stages_seconds=stages, total_seconds=round(total, 1), total_hours=round(total / 3600, 2),
-         load_average=[round(v, 2) for v in os.getloadavg()])
+    )
+    emit(
+        bench="projection",
+        what="pecmae recipe gtzan (999 x 30 s tracks, 150k steps, 50 renders)",
+        stages_seconds=stages,
+        total_seconds=round(total, 1),
+        total_hours=round(total / 3600, 2),
+        load_average=[round(v, 2) for v in os.getloadavg()],
+    )
     return 0
 
 

@@ -23,6 +23,7 @@ without the vocoder).
 Usage: python bench/sonify.py [--quick] [--seeds 0,1,2] [--no-upstream] [--threads 1]
 Prints one JSON object per row, then a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ import time
 import numpy as np
 import torch
 
-DEFAULT_SETTINGS = ("upstream:40,upstream:20,ddim:20,dpmsolver++:16,dpmsolver++:20,dpmsolver++:25,"
-                    "unipc:8,unipc:10,unipc:12,unipc:14,unipc:16,unipc:20")
+DEFAULT_SETTINGS = (
+    "upstream:40,upstream:20,ddim:20,dpmsolver++:16,dpmsolver++:20,dpmsolver++:25,"
+    "unipc:8,unipc:10,unipc:12,unipc:14,unipc:16,unipc:20"
+)
 QUICK_SETTINGS = "upstream:40,dpmsolver++:20,unipc:10,unipc:16,unipc:20"
 DB_PER_NEPER = 10 / math.log(10)
 
@@ -109,19 +112,32 @@ def run_model(title, ae, zs, labels, settings, ref_steps, seeds, guidance, class
     out = []
     for setting in settings:
         row = rows[label(setting)]
-        out.append({
-            "model": title, "setting": label(setting), "scheduler": setting[0], "steps": setting[1],
-            "s_per_proto": statistics.median(row["total_s"]), "latent_s": statistics.median(row["latent_s"]),
-            "cpu_s": statistics.median(row["cpu_s"]),
-            "logmel_db": statistics.fmean(row["db"]) if row["db"] else None,
-            "latent_rel_l2": statistics.fmean(row["rel_l2"]) if row["rel_l2"] else None,
-            "reclass": statistics.fmean(row["hits"]) if row["hits"] else None,
-            "n": len(row["total_s"]), "ref_steps": ref_steps, "_hits": row["hits"],
-        })
+        out.append(
+            {
+                "model": title,
+                "setting": label(setting),
+                "scheduler": setting[0],
+                "steps": setting[1],
+                "s_per_proto": statistics.median(row["total_s"]),
+                "latent_s": statistics.median(row["latent_s"]),
+                "cpu_s": statistics.median(row["cpu_s"]),
+                "logmel_db": statistics.fmean(row["db"]) if row["db"] else None,
+                "latent_rel_l2": statistics.fmean(row["rel_l2"]) if row["rel_l2"] else None,
+                "reclass": statistics.fmean(row["hits"]) if row["hits"] else None,
+                "n": len(row["total_s"]),
+                "ref_steps": ref_steps,
+                "_hits": row["hits"],
+            }
+        )
     if ref_hits:
-        out.append({"model": title, "setting": f"upstream:{ref_steps} (reference)",
-                    "reclass": statistics.fmean(ref_hits),
-                    "n": len(ref_hits)})
+        out.append(
+            {
+                "model": title,
+                "setting": f"upstream:{ref_steps} (reference)",
+                "reclass": statistics.fmean(ref_hits),
+                "n": len(ref_hits),
+            }
+        )
     return out
 
 
@@ -152,8 +168,11 @@ def passes(row, base) -> str:
 def choose(rows, baseline: str, bars: str = "MRL"):
     """The fastest setting at least as faithful as ``baseline`` on every bar in ``bars`` (see :func:`passes`)."""
     base = next((r for r in rows if r["setting"] == baseline), None)
-    ok = [r for r in rows if r.get("s_per_proto") is not None and r["setting"] != baseline
-          and all(b in passes(r, base) for b in bars)]
+    ok = [
+        r
+        for r in rows
+        if r.get("s_per_proto") is not None and r["setting"] != baseline and all(b in passes(r, base) for b in bars)
+    ]
     return (min(ok, key=lambda r: r["s_per_proto"]) if ok else None), base
 
 
@@ -162,30 +181,48 @@ def fmt(value, spec):
 
 
 def print_table(rows, baseline: str):
-    print(f"{'model':<14} {'setting':<26} {'s/proto':>8} {'latent s':>9} {'cpu s':>7} {'log-mel dB':>10} {'rel L2':>8} "
-          f"{'reclass':>8} {'vs base':>8}")
+    print(
+        f"{'model':<14} {'setting':<26} {'s/proto':>8} {'latent s':>9} {'cpu s':>7} {'log-mel dB':>10} {'rel L2':>8} "
+        f"{'reclass':>8} {'vs base':>8}"
+    )
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["setting"] == baseline), None)
-        print(f"{r['model']:<14} {r['setting']:<26} {fmt(r.get('s_per_proto'), '8.3f')} "
-              f"{fmt(r.get('latent_s'), '9.3f')} {fmt(r.get('cpu_s'), '7.3f')} "
-              f"{fmt(r.get('logmel_db'), '10.3f')} {fmt(r.get('latent_rel_l2'), '8.4f')} "
-              f"{fmt(r.get('reclass'), '8.3f')} "
-              f"{passes(r, base) if r is not base else 'base':>8}")
+        print(
+            f"{r['model']:<14} {r['setting']:<26} {fmt(r.get('s_per_proto'), '8.3f')} "
+            f"{fmt(r.get('latent_s'), '9.3f')} {fmt(r.get('cpu_s'), '7.3f')} "
+            f"{fmt(r.get('logmel_db'), '10.3f')} {fmt(r.get('latent_rel_l2'), '8.4f')} "
+            f"{fmt(r.get('reclass'), '8.3f')} "
+            f"{passes(r, base) if r is not base else 'base':>8}"
+        )
 
 
 def emit(obj):
-    print(json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in obj.items()
-                      if not k.startswith("_")}), flush=True)
+    print(
+        json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in obj.items() if not k.startswith("_")}),
+        flush=True,
+    )
 
 
 def speed_line(model, chosen, base, bars="MRL"):
     if chosen is None or base is None:
-        return {"metric": "chosen", "model": model, "setting": None, "bars": bars,
-                "note": "no setting met the baseline's fidelity (or no reference was computed)"}
-    return {"metric": "chosen", "model": model, "bars": bars, "setting": chosen["setting"], "baseline": base["setting"],
-            "speedup": base["s_per_proto"] / chosen["s_per_proto"],
-            "speedup_decoder_only": base["latent_s"] / chosen["latent_s"],
-            "speedup_cpu_time": base["cpu_s"] / chosen["cpu_s"], "target": ">= 2.5"}
+        return {
+            "metric": "chosen",
+            "model": model,
+            "setting": None,
+            "bars": bars,
+            "note": "no setting met the baseline's fidelity (or no reference was computed)",
+        }
+    return {
+        "metric": "chosen",
+        "model": model,
+        "bars": bars,
+        "setting": chosen["setting"],
+        "baseline": base["setting"],
+        "speedup": base["s_per_proto"] / chosen["s_per_proto"],
+        "speedup_decoder_only": base["latent_s"] / chosen["latent_s"],
+        "speedup_cpu_time": base["cpu_s"] / chosen["cpu_s"],
+        "target": ">= 2.5",
+    }
 
 
 def main():
@@ -199,14 +236,19 @@ def main():
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: leave as is)")
     parser.add_argument("--no-upstream", action="store_true", help="skip the upstream-size architecture")
-    parser.add_argument("--no-shipped", action="store_true",
-                        help="skip the shipped model (then give --upstream-settings)")
-    parser.add_argument("--upstream-settings", default=None,
-                        help="settings for the upstream-size model (default: the baseline and the chosen one)")
+    parser.add_argument(
+        "--no-shipped", action="store_true", help="skip the shipped model (then give --upstream-settings)"
+    )
+    parser.add_argument(
+        "--upstream-settings",
+        default=None,
+        help="settings for the upstream-size model (default: the baseline and the chosen one)",
+    )
     parser.add_argument("--upstream-prototypes", type=int, default=1)
     parser.add_argument("--upstream-ref-steps", type=int, default=200)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"6 prototypes, settings {QUICK_SETTINGS}, upstream-size model speed only")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"6 prototypes, settings {QUICK_SETTINGS}, upstream-size model speed only"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,8 +265,11 @@ def main():
     zs = model.head.effective_prototypes().detach().float().cpu()
     if n_protos:
         # spread over the classes: prototype k of class c is index c·K + k
-        order = [c * model.head.protos_per_class + k for k in range(model.head.protos_per_class)
-                 for c in range(len(model.labels))]
+        order = [
+            c * model.head.protos_per_class + k
+            for k in range(model.head.protos_per_class)
+            for c in range(len(model.labels))
+        ]
         zs_index = order[:n_protos]
     else:
         zs_index = list(range(zs.shape[0]))
@@ -236,8 +281,17 @@ def main():
     chosen = loose = None
     all_rows = []
     if not args.no_shipped:
-        rows = run_model(args.model, model.autoencoder, zs[zs_index], labels, settings, args.ref_steps, seeds,
-                         args.guidance, classify=classify)
+        rows = run_model(
+            args.model,
+            model.autoencoder,
+            zs[zs_index],
+            labels,
+            settings,
+            args.ref_steps,
+            seeds,
+            args.guidance,
+            classify=classify,
+        )
         for r in rows:
             emit(r)
         chosen, base = choose(rows, args.baseline)
@@ -262,8 +316,14 @@ def main():
         big_base = next((r for r in big_rows if r["setting"] == args.baseline), None)
         for pick, bars in ((chosen, "MRL"), (loose, "MR")):
             if pick is not None and (bars == "MRL" or loose is not chosen):
-                emit(speed_line("upstream-size", next((r for r in big_rows if r["setting"] == pick["setting"]), None),
-                                big_base, bars))
+                emit(
+                    speed_line(
+                        "upstream-size",
+                        next((r for r in big_rows if r["setting"] == pick["setting"]), None),
+                        big_base,
+                        bars,
+                    )
+                )
         others = [r for r in big_rows if r["setting"] not in (args.baseline, *picked) and r.get("s_per_proto")]
         for row in others:  # --upstream-settings: the speed-up of every other setting
             emit({**speed_line("upstream-size", row, big_base, ""), "metric": "speedup"})

@@ -17,6 +17,7 @@ measured in the same run:
 Repetitions are interleaved (reference, ours, ...) and medians reported. ``--threads 1`` is steadier on a
 shared machine. Usage: ``python bench/train_head.py [--quick] [--threads N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,9 @@ class Steps:
             _no_dropout(ours)
         self.cfg = TrainConfig(protos_per_class=K, total_steps=total_steps, device="cpu")
         self.ref_opt = torch.optim.Adam(self.ref.parameters(), lr=self.cfg.max_lr, weight_decay=self.cfg.weight_decay)
-        self.ref_sched = torch.optim.lr_scheduler.OneCycleLR(self.ref_opt, max_lr=self.cfg.max_lr,
-                                                             total_steps=total_steps)
+        self.ref_sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.ref_opt, max_lr=self.cfg.max_lr, total_steps=total_steps
+        )
         self.acc = make_accelerator(self.cfg)
         opt = make_optimizer(ours, self.cfg)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.cfg.max_lr, total_steps=total_steps)
@@ -168,29 +170,59 @@ def main() -> None:
     emit(bench="env", torch=torch.__version__, load_avg_1min=round(os.getloadavg()[0], 2), **common)
 
     s = Steps(total_steps=10 * rounds * steps + 100)
-    med = timed_rounds({"reference": s.reference, "ours": s.ours, "forward": lambda: s.ours_parts("forward"),
-                        "loss": lambda: s.ours_parts("loss"), "backward": lambda: s.ours_parts("backward")},
-                       rounds, steps)
+    med = timed_rounds(
+        {
+            "reference": s.reference,
+            "ours": s.ours,
+            "forward": lambda: s.ours_parts("forward"),
+            "loss": lambda: s.ours_parts("loss"),
+            "backward": lambda: s.ours_parts("backward"),
+        },
+        rounds,
+        steps,
+    )
     ours, ref = med["ours"], med["reference"]
-    emit(bench="reference_step", ms_per_step=round(ref, 2), note="stock TransformerEncoder, (B,P,D) distance, "
-         "class loop, torch.optim.Adam (defaults), OneCycleLR, no Accelerate")
+    emit(
+        bench="reference_step",
+        ms_per_step=round(ref, 2),
+        note="stock TransformerEncoder, (B,P,D) distance, "
+        "class loop, torch.optim.Adam (defaults), OneCycleLR, no Accelerate",
+    )
     fwd, loss, bwd = med["forward"], med["loss"], med["backward"]
-    emit(bench="train_step", ms_per_step=round(ours, 2), speedup_vs_reference=round(ref / ours, 2),
-         target_speedup=6.0, fraction_forward=round(fwd / ours, 3), fraction_loss=round(max(loss - fwd, 0) / ours, 3),
-         fraction_backward=round(max(bwd - loss, 0) / ours, 3), fraction_optimizer=round(max(ours - bwd, 0) / ours, 3),
-         gtzan_preset_minutes=round(ours * PRESET_STEPS / 6e4, 1), load_avg_1min=round(os.getloadavg()[0], 2))
+    emit(
+        bench="train_step",
+        ms_per_step=round(ours, 2),
+        speedup_vs_reference=round(ref / ours, 2),
+        target_speedup=6.0,
+        fraction_forward=round(fwd / ours, 3),
+        fraction_loss=round(max(loss - fwd, 0) / ours, 3),
+        fraction_backward=round(max(bwd - loss, 0) / ours, 3),
+        fraction_optimizer=round(max(ours - bwd, 0) / ours, 3),
+        gtzan_preset_minutes=round(ours * PRESET_STEPS / 6e4, 1),
+        load_avg_1min=round(os.getloadavg()[0], 2),
+    )
 
     p = Steps(total_steps=100, dropout=False, seed=1)
     pairs = [(p.reference(), p.ours()) for _ in range(10 if args.quick else 30)]
     diff = max(abs(a - b) / abs(a) for a, b in pairs)
-    emit(bench="loss_parity", steps=len(pairs), dropout=False, max_rel_diff=float(f"{diff:.2e}"),
-         first_loss=round(pairs[0][0], 6), last_loss_reference=round(pairs[-1][0], 6),
-         last_loss_ours=round(pairs[-1][1], 6))
+    emit(
+        bench="loss_parity",
+        steps=len(pairs),
+        dropout=False,
+        max_rel_diff=float(f"{diff:.2e}"),
+        first_loss=round(pairs[0][0], 6),
+        last_loss_reference=round(pairs[-1][0], 6),
+        last_loss_ours=round(pairs[-1][1], 6),
+    )
     if loop_steps:
         loop = time_train_head(loop_steps)
-        emit(bench="train_head_loop", steps=loop_steps, ms_per_step=round(loop, 2),
-             ratio_to_bare_step=round(loop / ours, 2),
-             note="data loading + validation every 100 steps included")
+        emit(
+            bench="train_head_loop",
+            steps=loop_steps,
+            ms_per_step=round(loop, 2),
+            ratio_to_bare_step=round(loop / ours, 2),
+            note="data loading + validation every 100 steps included",
+        )
 
 
 if __name__ == "__main__":

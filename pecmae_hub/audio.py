@@ -178,6 +178,21 @@ def _array_samples(audio, name: str) -> np.ndarray:
     )
 
 
+def check_audio_source(audio, name: str | None = None) -> str:
+    """The display name of a file path or file bytes, after checking the file exists and is not empty
+    (:class:`AudioError` otherwise); shared by :func:`load_audio` and streamed decoding."""
+    if isinstance(audio, (bytes, bytearray)):
+        if len(audio) == 0:
+            raise AudioError("audio bytes are empty")
+        return name or "<bytes>"
+    path = os.fspath(audio)
+    if not os.path.exists(path):
+        raise AudioError(f"audio file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"audio file is empty (0 bytes): {path}")
+    return name or path
+
+
 def load_audio(
     audio: AudioInput, sr: int | None = None, *, name: str | None = None, max_seconds: float | None = MAX_SECONDS
 ) -> np.ndarray:
@@ -195,18 +210,11 @@ def load_audio(
             scale (peak above :data:`MAX_FLOAT_PEAK`), an unsupported dtype, a missing or insane ``sr``
             (outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``), audio longer than ``max_seconds`` (None: no limit).
     """
+    if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
+        name = check_audio_source(audio, name)
     if isinstance(audio, (str, os.PathLike)):
-        path = os.fspath(audio)
-        name = name or path
-        if not os.path.exists(path):
-            raise AudioError(f"audio file not found: {path}")
-        if os.path.getsize(path) == 0:
-            raise AudioError(f"audio file is empty (0 bytes): {path}")
-        data, sr = _read_file(path, name, max_seconds)
+        data, sr = _read_file(os.fspath(audio), name, max_seconds)
     elif isinstance(audio, (bytes, bytearray)):
-        name = name or "<bytes>"
-        if len(audio) == 0:
-            raise AudioError("audio bytes are empty")
         data, sr = _read_file(io.BytesIO(audio), name, max_seconds)
     elif isinstance(audio, np.ndarray) or _is_tensor(audio):
         name = name or "<array>"

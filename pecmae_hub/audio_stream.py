@@ -7,6 +7,7 @@ exactly the samples (and the zero padding at the true ends) that resampling the 
 so the concatenated blocks equal ``load_audio``'s array. Memory is bounded by the block size.
 The same checks as ``load_audio`` apply (rate, length, NaN/inf, sample scale), raised as :class:`AudioError`.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,7 +18,15 @@ from fractions import Fraction
 
 import numpy as np
 
-from pecmae_hub.audio import MAX_FLOAT_PEAK, MAX_SECONDS, SAMPLE_RATE, check_duration, check_sample_rate, resample
+from pecmae_hub.audio import (
+    MAX_FLOAT_PEAK,
+    MAX_SECONDS,
+    SAMPLE_RATE,
+    check_audio_source,
+    check_duration,
+    check_sample_rate,
+    resample,
+)
 from pecmae_hub.errors import AudioError
 
 _BLOCK_SECONDS = 20.0  # input decoded per read
@@ -27,8 +36,9 @@ def _check_block(block: np.ndarray, name: str) -> None:
     if not np.isfinite(block).all():
         raise AudioError(f"audio contains NaN or infinite samples: {name}")
     if block.size and float(np.max(np.abs(block))) > MAX_FLOAT_PEAK:
-        raise AudioError(f"samples of {name} exceed {MAX_FLOAT_PEAK:g}, but audio samples must lie in [-1, 1]: "
-                         "the scale is wrong")
+        raise AudioError(
+            f"samples of {name} exceed {MAX_FLOAT_PEAK:g}, but audio samples must lie in [-1, 1]: the scale is wrong"
+        )
 
 
 def _mono_blocks(source, name: str, max_seconds: float | None) -> tuple[int, Iterator[np.ndarray]]:
@@ -109,18 +119,11 @@ def stream_audio(audio, *, name: str | None = None, max_seconds: float | None = 
     Raises:
         AudioError: as :func:`~pecmae_hub.audio.load_audio` (raised when the offending block is reached).
     """
+    if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
+        name = check_audio_source(audio, name)
     if isinstance(audio, (str, os.PathLike)):
-        path = os.fspath(audio)
-        name = name or path
-        if not os.path.exists(path):
-            raise AudioError(f"audio file not found: {path}")
-        if os.path.getsize(path) == 0:
-            raise AudioError(f"audio file is empty (0 bytes): {path}")
-        source = path
+        source = os.fspath(audio)
     elif isinstance(audio, (bytes, bytearray)):
-        name = name or "<bytes>"
-        if len(audio) == 0:
-            raise AudioError("audio bytes are empty")
         source = io.BytesIO(audio)
     else:
         raise AudioError(f"stream_audio reads files and bytes, got {type(audio).__name__}")

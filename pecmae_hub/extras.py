@@ -50,3 +50,10 @@ def require(module: str, feature: str) -> ModuleType:
         raise MissingDependencyError(
             f"{feature} needs the optional package {dist!r}, which is not installed: {install_hint(extra)}"
         ) from None
+
+
+def require_extra(extra: str, feature: str) -> None:
+    """Check every package of ``extra`` up front, so ``feature`` fails before any work when one is missing."""
+    for module, (_, its_extra) in OPTIONAL.items():
+        if its_extra == extra:
+            require(module, feature)

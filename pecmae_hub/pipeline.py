@@ -7,6 +7,7 @@ A model is a head folder/repo (``config.json`` + ``model.safetensors``) whose co
 autoencoder (``config["autoencoder"] = {"repo_id", "revision", "path"}``), plus optional
 ``nearest.json``, ``metrics.json``, ``pecmae.json`` and pre-rendered ``prototypes/`` (docs/hub.md).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,27 +58,39 @@ from pecmae_hub.storage.pretrained import WEIGHTS_NAME, save_folder
 class PECMAE(PrototypeAudio):
     """Prototype-based music classifier: ``classify`` audio, ``explain`` decisions, ``sonify`` prototypes."""
 
-    def __init__(self, autoencoder: Autoencoder, head: PrototypeHead, *, nearest: dict | None = None,
-                 metrics: dict | None = None, info: dict | None = None, name: str = "pecmae",
-                 files: ModelFiles | None = None, autoencoder_ref: AutoencoderRef | None = None,
-                 autoencoder_source: str = "", ood: OODScorer | None = None):
+    def __init__(
+        self,
+        autoencoder: Autoencoder,
+        head: PrototypeHead,
+        *,
+        nearest: dict | None = None,
+        metrics: dict | None = None,
+        info: dict | None = None,
+        name: str = "pecmae",
+        files: ModelFiles | None = None,
+        autoencoder_ref: AutoencoderRef | None = None,
+        autoencoder_source: str = "",
+        ood: OODScorer | None = None,
+    ):
         if head.embedding_dim != autoencoder.embedding_dim:
             raise ConfigError(
                 f"head {name!r} expects {head.embedding_dim}-d embeddings but the autoencoder gives "
                 f"{autoencoder.embedding_dim}-d ones: the head was trained on another autoencoder"
             )
         if ood is not None and (ood.embedding_dim != head.embedding_dim or (ood.labels and ood.labels != head.labels)):
-            raise ConfigError(f"the OOD scorer of {name!r} (D={ood.embedding_dim}, labels {ood.labels}) does not "
-                              f"belong to its head (D={head.embedding_dim}, labels {head.labels})")
+            raise ConfigError(
+                f"the OOD scorer of {name!r} (D={ood.embedding_dim}, labels {ood.labels}) does not "
+                f"belong to its head (D={head.embedding_dim}, labels {head.labels})"
+            )
         self.autoencoder, self.head = autoencoder.eval(), head.eval()
         self.ood = None if ood is None else ood.to(head.protos.device)  # None: no in_domain verdicts
         self.nearest, self.metrics, self.info, self.name = nearest, metrics, dict(info or {}), name
         self.autoencoder_ref = autoencoder_ref or AutoencoderRef()  # where it came from (Hub revision pinned)
         self.autoencoder_source = autoencoder_source
         self._files = files
-        self._index: dict | bool | None = False  # False: not looked up yet
+        self._index = False  # prototypes/index.json; False: not looked up yet
         self._sonified: dict[tuple, np.ndarray] = {}
-        self._nearest_audio: dict | bool | None = False  # nearest/index.json; False: not looked up yet
+        self._nearest_audio = False  # nearest/index.json; False: not looked up yet
 
     @property
     def labels(self) -> list[str]:
@@ -99,11 +112,19 @@ class PECMAE(PrototypeAudio):
 
     # ---- loading ---------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_repo_or_folder: str | os.PathLike = DEFAULT_MODEL, revision: str | None = None,
-                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
-                        device: str = "auto", autoencoder: Autoencoder | None = None, *,
-                        token: str | bool | None = None, force_download: bool = False,
-                        precision: str = "fp32") -> PECMAE:
+    def from_pretrained(
+        cls,
+        name_or_repo_or_folder: str | os.PathLike = DEFAULT_MODEL,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        device: str = "auto",
+        autoencoder: Autoencoder | None = None,
+        *,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        precision: str = "fp32",
+    ) -> PECMAE:
         """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
 
         ``precision``: ``"fp32"`` (exact, default), ``"int8"`` (CPU: int8 transformer GEMMs + bf16 codec,
@@ -123,8 +144,14 @@ class PECMAE(PrototypeAudio):
         if kind == "folder":
             files = ModelFiles(folder=where)
         else:
-            files = ModelFiles(repo_id=where, revision=rev, cache_dir=cache_dir, local_files_only=local_files_only,
-                               token=token, force_download=force_download)
+            files = ModelFiles(
+                repo_id=str(where),  # a repo id (str) for "hub"
+                revision=rev,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+                force_download=force_download,
+            )
         try:
             head_dir = files.local_dir()  # config.json first: it also fixes the commit of a Hub repo
             files.get(WEIGHTS_NAME)
@@ -146,10 +173,19 @@ class PECMAE(PrototypeAudio):
             ref, source = (spec if spec.repo_id or spec.name else AutoencoderRef()), "given"
         info = files.json(INFO_NAME, required=False) or {}
         ood = OODScorer.load(files.get(OOD_WEIGHTS_NAME, required=False), files.get(OOD_CONFIG_NAME, required=False))
-        name = info.get("name") or (where.split("/")[-1] if kind == "hub" else Path(where).name)
-        model = cls(autoencoder, head, nearest=files.json(NEAREST_NAME, required=False),
-                    metrics=files.json(METRICS_NAME, required=False), info=info, name=name,
-                    files=files, autoencoder_ref=ref, autoencoder_source=source, ood=ood)  # checks the embedding sizes
+        name = info.get("name") or (str(where).split("/")[-1] if kind == "hub" else Path(where).name)
+        model = cls(
+            autoencoder,
+            head,
+            nearest=files.json(NEAREST_NAME, required=False),
+            metrics=files.json(METRICS_NAME, required=False),
+            info=info,
+            name=name,
+            files=files,
+            autoencoder_ref=ref,
+            autoencoder_source=source,
+            ood=ood,
+        )  # checks the embedding sizes
         if spec.fingerprint and spec.fingerprint != autoencoder.fingerprint():
             raise ConfigError(
                 f"head {files.describe()} was trained with autoencoder fingerprint {spec.fingerprint} but the "
@@ -160,11 +196,13 @@ class PECMAE(PrototypeAudio):
 
     # ---- classification --------------------------------------------------------------------------
     @overload
-    def classify(self, audio: list | tuple, sr: int | None = None, top_k: int = 3, *,
-                 max_seconds: float | None = MAX_SECONDS) -> list[Prediction | ClassificationFailure]: ...
+    def classify(
+        self, audio: list | tuple, sr: int | None = None, top_k: int = 3, *, max_seconds: float | None = MAX_SECONDS
+    ) -> list[Prediction | ClassificationFailure]: ...
     @overload
-    def classify(self, audio: AudioInput, sr: int | None = None, top_k: int = 3, *,
-                 max_seconds: float | None = MAX_SECONDS) -> Prediction: ...
+    def classify(
+        self, audio: AudioInput, sr: int | None = None, top_k: int = 3, *, max_seconds: float | None = MAX_SECONDS
+    ) -> Prediction: ...
     def classify(self, audio, sr=None, top_k=3, *, max_seconds=MAX_SECONDS):
         """Classify a path, bytes, or numpy/torch samples (with ``sr``).
 
@@ -198,9 +236,9 @@ class PECMAE(PrototypeAudio):
             raise silence_error(source)
         audible = torch.tensor([not s for s in silent])
         z = self.autoencoder.encode(wav, sr=SAMPLE_RATE)
-        logits = self.head(z).float().cpu()                                   # (n, C)
-        sims = self.head.similarities(z).float().cpu()                        # (n, P)
-        contrib = self.head.contributions(z[audible]).float().cpu().mean(0)   # (C, P), audible chunks only
+        logits = self.head(z).float().cpu()  # (n, C)
+        sims = self.head.similarities(z).float().cpu()  # (n, P)
+        contrib = self.head.contributions(z[audible]).float().cpu().mean(0)  # (C, P), audible chunks only
         mean = logits[audible].mean(0)
         scores = torch.softmax(mean / self.head.config.temperature, dim=0)
         labels = self.labels
@@ -210,13 +248,21 @@ class PECMAE(PrototypeAudio):
             weights = torch.tensor([float(e - s) for s, e in bounds]) * audible
             ood_score, in_domain = self.ood.assess(z, weights=weights)
         pred = Prediction(
-            source=source, label=labels[int(mean.argmax())],
-            scores={c: float(s) for c, s in zip(labels, scores)}, logits={c: float(v) for c, v in zip(labels, mean)},
+            source=source,
+            label=labels[int(mean.argmax())],
+            scores={c: float(s) for c, s in zip(labels, scores)},
+            logits={c: float(v) for c, v in zip(labels, mean)},
             chunk_labels=[None if quiet else labels[i] for i, quiet in zip(logits.argmax(1).tolist(), silent)],
-            chunk_starts=[s / SAMPLE_RATE for s, _ in bounds], chunk_ends=[e / SAMPLE_RATE for _, e in bounds],
-            similarities=sims.tolist(), contributions={c: contrib[i].tolist() for i, c in enumerate(labels)},
-            top_prototypes=[], duration=len(wav) / SAMPLE_RATE, model=self.name, chunk_silent=silent,
-            ood_score=ood_score, in_domain=in_domain,
+            chunk_starts=[s / SAMPLE_RATE for s, _ in bounds],
+            chunk_ends=[e / SAMPLE_RATE for _, e in bounds],
+            similarities=sims.tolist(),
+            contributions={c: contrib[i].tolist() for i, c in enumerate(labels)},
+            top_prototypes=[],
+            duration=len(wav) / SAMPLE_RATE,
+            model=self.name,
+            chunk_silent=silent,
+            ood_score=ood_score,
+            in_domain=in_domain,
         )
         pred.top_prototypes = self.explain(pred, top_k)
         return pred
@@ -226,10 +272,19 @@ class PECMAE(PrototypeAudio):
         return explain(prediction, top_k, label, self.nearest)
 
     # ---- saving / publishing ---------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike, *, render: bool = False, steps: int = 40,
-                        guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream",
-                        autoencoder_repo_id: str | None = None,
-                        autoencoder_revision: str | None = None, repo_id: str | None = None) -> Path:
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike,
+        *,
+        render: bool = False,
+        steps: int = 40,
+        guidance: float = 1.0,
+        seed: int = 0,
+        scheduler: SchedulerSpec = "upstream",
+        autoencoder_repo_id: str | None = None,
+        autoencoder_revision: str | None = None,
+        repo_id: str | None = None,
+    ) -> Path:
         """Write the model folder: head config + weights, autoencoder reference (or ``autoencoder/``),
         ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
 
@@ -264,27 +319,54 @@ class PECMAE(PrototypeAudio):
         if render and index is None:
             index = self.render_prototypes(folder, steps, guidance, seed, progress=True, scheduler=scheduler)
         card = render_model_card(
-            model_name=self.name, labels=self.labels, protos_per_class=self.head.protos_per_class, info=info,
-            metrics=self.metrics, base_model=spec.repo_id, repo_id=repo_id, render_settings=index)
+            model_name=self.name,
+            labels=self.labels,
+            protos_per_class=self.head.protos_per_class,
+            info=info,
+            metrics=self.metrics,
+            base_model=spec.repo_id,
+            repo_id=repo_id,
+            render_settings=index,
+        )
         (folder / "README.md").write_text(card)
         if self.ood is not None:
             self.ood.save(folder)  # ood.safetensors + ood.json, listed in checksums.json below
         write_checksums(folder)
         return folder
 
-    def push_to_hub(self, repo_id: str, *, private: bool = False, revision: str | None = None,
-                    token: str | None = None, commit_message: str | None = None, render: bool = True,
-                    steps: int = 40, guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream",
-                    autoencoder_repo_id: str | None = None, autoencoder_revision: str | None = None) -> str:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        revision: str | None = None,
+        token: str | None = None,
+        commit_message: str | None = None,
+        render: bool = True,
+        steps: int = 40,
+        guidance: float = 1.0,
+        seed: int = 0,
+        scheduler: SchedulerSpec = "upstream",
+        autoencoder_repo_id: str | None = None,
+        autoencoder_revision: str | None = None,
+    ) -> str:
         """Save to a temporary folder (rendering prototypes when there are none, unless ``render=False``)
         and upload it to ``repo_id`` (created if missing) on branch ``revision``; returns the commit sha."""
         with tempfile.TemporaryDirectory(prefix="pecmae-push-") as tmp:
-            self.save_pretrained(tmp, render=render, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
-                                 repo_id=repo_id,
-                                 autoencoder_repo_id=autoencoder_repo_id, autoencoder_revision=autoencoder_revision)
-            return push_folder(tmp, repo_id, private=private, revision=revision, token=token,
-                                   commit_message=commit_message)
-
+            self.save_pretrained(
+                tmp,
+                render=render,
+                steps=steps,
+                guidance=guidance,
+                seed=seed,
+                scheduler=scheduler,
+                repo_id=repo_id,
+                autoencoder_repo_id=autoencoder_repo_id,
+                autoencoder_revision=autoencoder_revision,
+            )
+            return push_folder(
+                tmp, repo_id, private=private, revision=revision, token=token, commit_message=commit_message
+            )
 
 
 def _source_name(audio) -> str:

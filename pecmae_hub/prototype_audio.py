@@ -2,6 +2,7 @@
 pre-rendered WAV when the settings match, decoding it with a sampler otherwise, the nearest training
 chunks' audio, rendering every prototype, and carrying those files over when the model is saved.
 """
+
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -25,10 +27,28 @@ from pecmae_hub.sampling.schedulers import (
     scheduler_to_dict,
 )
 
+if TYPE_CHECKING:
+    from pecmae_hub.hub.files import ModelFiles
+    from pecmae_hub.models.autoencoder import Autoencoder
+    from pecmae_hub.models.head import PrototypeHead
+
 
 class PrototypeAudio:
     """Mixin of :class:`~pecmae_hub.pipeline.PECMAE` (needs ``head``, ``autoencoder``, ``labels`` and the
     model's files): everything that turns prototypes into audio."""
+
+    # set by PECMAE.__init__
+    head: PrototypeHead
+    autoencoder: Autoencoder
+    _files: ModelFiles | None
+    _index: dict | Literal[False] | None  # prototypes/index.json; False: not looked up yet
+    _sonified: dict[tuple, np.ndarray]
+    _nearest_audio: dict | Literal[False] | None  # nearest/index.json; False: not looked up yet
+
+    if TYPE_CHECKING:
+
+        @property
+        def labels(self) -> list[str]: ...
 
     # ---- prototypes ------------------------------------------------------------------------------
     def prototype_index(self, prototype: int | str | tuple[str, int]) -> int:
@@ -39,8 +59,8 @@ class PrototypeAudio:
             if text.lstrip("-").isdigit():
                 prototype = int(text)
             elif ":" in text and text.rsplit(":", 1)[1].strip().isdigit():
-                label, k = text.rsplit(":", 1)
-                prototype = (label.strip(), int(k))
+                name, idx = text.rsplit(":", 1)
+                prototype = (name.strip(), int(idx))
             else:
                 raise ConfigError(f"prototype {text!r} is neither an index nor 'label:k' (labels: {self.labels})")
         if isinstance(prototype, (tuple, list)) and len(prototype) == 2:
@@ -59,8 +79,9 @@ class PrototypeAudio:
             self._index = self._files.json(f"{PROTOTYPES_DIR}/index.json", required=False) if self._files else None
         return self._index
 
-    def prototype_audio_path(self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0,
-                             scheduler: SchedulerSpec = "upstream") -> Path | None:
+    def prototype_audio_path(
+        self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream"
+    ) -> Path | None:
         """The pre-rendered WAV of ``prototype`` when one exists for exactly these settings (sampler included;
         an index without ``scheduler`` was rendered with the exact ``"upstream"`` sampler), else None."""
         p, index = self.prototype_index(prototype), self._render_index()
@@ -71,14 +92,16 @@ class PrototypeAudio:
             return None
         if index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
             return None
+        assert self._files is not None  # the index was read from the model's files
         entry = next((e for e in index.get("prototypes", []) if int(e["index"]) == p), None)
         try:
             return None if entry is None else self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}", required=False)
         except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
             return None
 
-    def _decode(self, p: int, steps: int, guidance: float, seed: int, progress=None,
-                scheduler: SchedulerSpec = "upstream") -> np.ndarray:
+    def _decode(
+        self, p: int, steps: int, guidance: float, seed: int, progress=None, scheduler: SchedulerSpec = "upstream"
+    ) -> np.ndarray:
         # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
         ae = self.autoencoder
         gen = torch.Generator().manual_seed(int(seed))
@@ -87,8 +110,9 @@ class PrototypeAudio:
         wav = ae.decode(z, steps=steps, guidance=guidance, noise=noise, progress=progress, scheduler=scheduler)
         return np.asarray(wav, dtype=np.float32)
 
-    def render_settings_for(self, steps: int | None = None, scheduler: SchedulerSpec | None = None
-                            ) -> tuple[int, SchedulerSpec]:
+    def render_settings_for(
+        self, steps: int | None = None, scheduler: SchedulerSpec | None = None
+    ) -> tuple[int, SchedulerSpec]:
         """``(steps, scheduler)`` with the defaults filled in: the settings of the shipped pre-renders when the
         model has them (so a default request plays them at once), else :data:`DEFAULT_SCHEDULER` at its
         recommended steps (docs/hub.md, "Sonification")."""
@@ -97,12 +121,21 @@ class PrototypeAudio:
         if scheduler is None:
             scheduler = rendered if rendered is not None else DEFAULT_SCHEDULER
         if steps is None:
-            same = index and scheduler_to_dict(scheduler) == scheduler_to_dict(rendered)
-            steps = int(index["steps"]) if same else recommended_steps(scheduler_to_dict(scheduler)["name"])
+            if index and scheduler_to_dict(scheduler) == scheduler_to_dict(rendered):
+                steps = int(index["steps"])
+            else:
+                steps = recommended_steps(scheduler_to_dict(scheduler)["name"])
         return steps, scheduler
 
-    def sonify(self, prototype, steps: int | None = None, guidance: float = 1.0, seed: int = 0, progress=None,
-               scheduler: SchedulerSpec | None = None) -> np.ndarray:
+    def sonify(
+        self,
+        prototype,
+        steps: int | None = None,
+        guidance: float = 1.0,
+        seed: int = 0,
+        progress=None,
+        scheduler: SchedulerSpec | None = None,
+    ) -> np.ndarray:
         """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
         match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
 
@@ -151,8 +184,15 @@ class PrototypeAudio:
             self._nearest_audio = read_index(self._files)
         return self._nearest_audio
 
-    def render_prototypes(self, folder: str | os.PathLike, steps: int = 40, guidance: float = 1.0, seed: int = 0,
-                          progress: bool = False, scheduler: SchedulerSpec = "upstream") -> dict:
+    def render_prototypes(
+        self,
+        folder: str | os.PathLike,
+        steps: int = 40,
+        guidance: float = 1.0,
+        seed: int = 0,
+        progress: bool = False,
+        scheduler: SchedulerSpec = "upstream",
+    ) -> dict:
         """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
         ``index.json`` recording the settings (sampler included); returns the index."""
         from tqdm.auto import tqdm
@@ -166,10 +206,16 @@ class PrototypeAudio:
             name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
             write_wav(out / name, self._decode(p, steps, guidance, seed, scheduler=scheduler))
             entries.append({"index": p, "label": label, "k": k, "file": name})
-        index = {"version": 1, "sample_rate": SAMPLE_RATE, "steps": int(steps), "guidance": float(guidance),
-                 "seed": int(seed), "scheduler": scheduler_to_dict(scheduler),
-                 "autoencoder_fingerprint": self.autoencoder.fingerprint(),
-                 "prototypes": entries}
+        index = {
+            "version": 1,
+            "sample_rate": SAMPLE_RATE,
+            "steps": int(steps),
+            "guidance": float(guidance),
+            "seed": int(seed),
+            "scheduler": scheduler_to_dict(scheduler),
+            "autoencoder_fingerprint": self.autoencoder.fingerprint(),
+            "prototypes": entries,
+        }
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         if self._files is not None and self._files.folder is not None:
             self._index, self._sonified = False, {}  # it may have been our own folder: look again
@@ -196,6 +242,7 @@ class PrototypeAudio:
         index = self._render_index()
         if not index or index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
             return None
+        assert self._files is not None  # the index was read from the model's files
         dest = folder / PROTOTYPES_DIR
         dest.mkdir(parents=True, exist_ok=True)
         for entry in index.get("prototypes", []):
@@ -208,7 +255,6 @@ class PrototypeAudio:
         return index
 
 
-
 def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "upstream") -> tuple[int, float, int]:
     """``(steps, guidance, seed)`` as (int, float, int), or :class:`ConfigError` naming the bad one.
 
@@ -218,18 +264,23 @@ def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "ups
     """
 
     def whole(value, what):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                or not np.isfinite(value) or int(value) != value:
+        if (
+            isinstance(value, (bool, np.bool_))
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not np.isfinite(value)
+            or int(value) != value
+        ):
             raise ConfigError(f"{what} must be a whole number, got {value!r}")
         return int(value)
 
     steps = check_steps(steps, scheduler)
-    if isinstance(guidance, (bool, np.bool_)) or not isinstance(guidance, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(guidance):
+    if (
+        isinstance(guidance, (bool, np.bool_))
+        or not isinstance(guidance, (int, float, np.integer, np.floating))
+        or not np.isfinite(guidance)
+    ):
         raise ConfigError(f"guidance must be a finite number (1.0: no guidance), got {guidance!r}")
     seed = whole(seed, "seed")
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be in 0..2**63-1, got {seed}")
     return steps, float(guidance), seed
-
-

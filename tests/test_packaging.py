@@ -106,3 +106,12 @@ def test_front_matter_checker_catches_what_the_hub_would_refuse():
     text = "; ".join(problems)
     assert "unknown key 'colour'" in text and "python_version" in text and "suggested_hardware" in text
     assert "longer than 60" in text
+
+
+def test_training_commands_check_their_extra_before_any_work(monkeypatch, capsys, tmp_path):
+    from pecmae_hub.cli import main
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)
+    assert main(["train", "--features", str(tmp_path), "--split-train", "missing.tsv", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "pecmae train needs the optional package 'accelerate'" in err and "pecmae-hub[train]" in err

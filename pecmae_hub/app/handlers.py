@@ -346,7 +346,13 @@ class Handlers:
         )
 
     def _decode_prototype(
-        self, model_name: str | None, p: int, steps: int, guidance: float, seed: int, progress=None,
+        self,
+        model_name: str | None,
+        p: int,
+        steps: int,
+        guidance: float,
+        seed: int,
+        progress=None,
         scheduler: str = "unipc",
     ) -> np.ndarray:
         model = self.model(model_name)
@@ -358,8 +364,7 @@ class Handlers:
 
         return model.sonify(p, steps=steps, guidance=guidance, seed=seed, progress=step, scheduler=scheduler)
 
-    def sonify(self, prototype, steps, guidance, seed, scheduler, model_name: str | None,
-               progress=gr.Progress()):  # noqa: B008
+    def sonify(self, prototype, steps, guidance, seed, scheduler, model_name: str | None, progress=gr.Progress()):  # noqa: B008
         """``/sonify``: decode a prototype with the diffusion decoder at the given settings → WAV path."""
         model = self.model(model_name)
         p = self._index(model, prototype)

@@ -5,7 +5,8 @@
 | ``PECMAE_MODEL`` | ``gm-solos`` | model loaded at start: short name, Hub repo id or local folder |
 | ``PECMAE_MAX_SECONDS`` | ``600`` | longest audio accepted by ``/classify`` (seconds) |
 | ``PECMAE_MAX_UPLOAD_MB`` | ``128`` | largest upload accepted (MB); larger ones are refused by Gradio and deleted |
-| ``PECMAE_ALLOWED_MODELS`` | embedded models | what ``/load_model`` may load besides ``PECMAE_MODEL``: comma-separated registry names, Hub repo ids, patterns (``org/*``), ``registry`` (every registry name) |
+| ``PECMAE_ALLOWED_MODELS`` | embedded models | what ``/load_model`` may load besides ``PECMAE_MODEL``: |
+|   |   | comma-separated registry names, Hub repo ids, patterns (``org/*``), ``registry`` (all of them) |
 | ``PECMAE_MODEL_DIRS`` | none | ``os.pathsep``-separated folders whose model folders ``/load_model`` may load |
 | ``PECMAE_DEVICE`` | ``auto`` | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
 | ``PECMAE_EXAMPLES_DIR`` | ``<repo>/examples`` | folder of example clips (``*.wav``) |

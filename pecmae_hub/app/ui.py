@@ -220,8 +220,12 @@ def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dr
                 info="The random starting noise: the same seed gives the same audio.",
             )
             sampler = gr.Dropdown(
-                choices=[("UniPC (fast, 14 steps suffice)", "unipc"), ("Exact upstream sampler", "upstream"),
-                         ("DPM-Solver++", "dpmsolver++"), ("DDIM", "ddim")],
+                choices=[
+                    ("UniPC (fast, 14 steps suffice)", "unipc"),
+                    ("Exact upstream sampler", "upstream"),
+                    ("DPM-Solver++", "dpmsolver++"),
+                    ("DDIM", "ddim"),
+                ],
                 value="unipc",
                 label="Sampler",
                 elem_id="sonify-scheduler",

@@ -4,13 +4,14 @@
 checked against the model by :mod:`pecmae_hub.batch.results`), or streams JSONL to standard output
 with ``--out -`` (the default). Every argument is checked, and typed errors raised, before any work.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from pecmae_hub.audio import MAX_SECONDS, collect_audio_files
-from pecmae_hub.cli.commands import command_help
+from pecmae_hub.cli.commands import add_progress_flag, command_help
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
@@ -52,9 +53,14 @@ def run_classify(args: argparse.Namespace) -> int:
         todo = results.pending(inputs)
         from pecmae_hub.pipeline import PECMAE
 
-        model = PECMAE.from_pretrained(args.model, revision=args.revision, cache_dir=args.cache_dir,
-                                       local_files_only=args.offline, device=args.device,
-                                   precision=args.precision)
+        model = PECMAE.from_pretrained(
+            args.model,
+            revision=args.revision,
+            cache_dir=args.cache_dir,
+            local_files_only=args.offline,
+            device=args.device,
+            precision=args.precision,
+        )
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
         from tqdm.auto import tqdm
 
@@ -72,8 +78,9 @@ def run_classify(args: argparse.Namespace) -> int:
         failed_now = sum(1 for p, _ in failed if p in now)
         kept = f", {len(failed) - failed_now} earlier failures kept (--keep-errors)" if len(failed) > failed_now else ""
         skipped = "" if fmt == "stdout" else f"{len(inputs) - len(todo)} skipped (already in {where}), "
-        print(f"pecmae classify: {len(todo) - failed_now} classified, {skipped}{failed_now} failed{kept}",
-              file=sys.stderr)
+        print(
+            f"pecmae classify: {len(todo) - failed_now} classified, {skipped}{failed_now} failed{kept}", file=sys.stderr
+        )
     for path, error in failed[:20]:
         print(f"  failed: {path}: {error}", file=sys.stderr)
     if len(failed) > 20:
@@ -93,9 +100,14 @@ def run_sonify(args: argparse.Namespace) -> int:
     output_audio_format(args.out)  # a format soundfile cannot write fails now, not after decoding
     check_output_file(args.out)
     _check_common(args)
-    model = PECMAE.from_pretrained(args.model, revision=args.revision, cache_dir=args.cache_dir,
-                                   local_files_only=args.offline, device=args.device,
-                                   precision=args.precision)
+    model = PECMAE.from_pretrained(
+        args.model,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        local_files_only=args.offline,
+        device=args.device,
+        precision=args.precision,
+    )
     p = model.prototype_index(args.prototype)
     label, k = model.head.prototype_name(p)
     steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
@@ -104,15 +116,24 @@ def run_sonify(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     # one tick per diffusion step (a pre-rendered prototype needs none); hidden when stderr is not a terminal
-    with tqdm(total=steps, desc=f"decoding {label}:{k}", unit="step", file=sys.stderr,
-              disable=True if rendered else None) as bar:
-        wav = model.sonify(p, steps=steps, guidance=guidance, seed=seed, scheduler=scheduler,
-                           progress=lambda i, n: bar.update(i - bar.n))
+    with tqdm(
+        total=steps, desc=f"decoding {label}:{k}", unit="step", file=sys.stderr, disable=True if rendered else None
+    ) as bar:
+        wav = model.sonify(
+            p,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            scheduler=scheduler,
+            progress=lambda i, n: bar.update(i - bar.n),
+        )
     with atomic_path(args.out) as tmp:
         write_audio(tmp, wav)
     name = scheduler if isinstance(scheduler, str) else scheduler.get("name")
-    print(f"wrote {args.out}: prototype {p} ({label}:{k}), {len(wav) / SAMPLE_RATE:.2f} s, "
-          f"{'pre-rendered' if rendered else 'decoded'} ({name}, {steps} steps)")
+    print(
+        f"wrote {args.out}: prototype {p} ({label}:{k}), {len(wav) / SAMPLE_RATE:.2f} s, "
+        f"{'pre-rendered' if rendered else 'decoded'} ({name}, {steps} steps)"
+    )
     return 0
 
 
@@ -122,14 +143,25 @@ def run_push(args: argparse.Namespace) -> int:
     from pecmae_hub.pipeline import PECMAE
     from pecmae_hub.prototype_audio import check_render_settings
 
-    check_render_settings(40 if args.steps is None else args.steps, args.guidance, args.seed, args.scheduler or "upstream")
+    check_render_settings(
+        40 if args.steps is None else args.steps, args.guidance, args.seed, args.scheduler or "upstream"
+    )
     if not Path(args.dir).is_dir():
         raise ModelNotFoundError(f"{args.dir} is not a model folder")
     model = PECMAE.from_pretrained(Path(args.dir), device="cpu")
-    sha = model.push_to_hub(args.repo_id, private=args.private, revision=args.revision, token=args.token,
-                            commit_message=args.commit_message, render=not args.no_render, steps=40 if args.steps is None else args.steps,
-                            guidance=args.guidance, seed=args.seed, scheduler=args.scheduler or "upstream",
-                            autoencoder_repo_id=args.autoencoder_repo)
+    sha = model.push_to_hub(
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        token=args.token,
+        commit_message=args.commit_message,
+        render=not args.no_render,
+        steps=40 if args.steps is None else args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        scheduler=args.scheduler or "upstream",
+        autoencoder_repo_id=args.autoencoder_repo,
+    )
     from huggingface_hub import constants
 
     print(f"pushed {args.dir} to {constants.ENDPOINT}/{args.repo_id}/tree/{args.revision or 'main'} (commit {sha})")
@@ -137,63 +169,99 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"short name ({', '.join(known_names())}), Hub repo id or folder (default %(default)s)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"short name ({', '.join(known_names())}), Hub repo id or folder (default %(default)s)",
+    )
     p.add_argument("--revision", help="branch, tag or commit of a Hub model (default: the registry's pin or main)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ... (default %(default)s)")
     p.add_argument("--cache-dir", help="Hugging Face cache folder (default: $HF_HOME/hub)")
     p.add_argument("--offline", action="store_true", help="use the local cache only (like HF_HUB_OFFLINE=1)")
-    p.add_argument("--precision", default="fp32",
-                   help="fp32 (exact, default); int8 (CPU: about 2.3-2.5x faster encoding, z cosine >= 0.999 to "
-                        "fp32); bf16 or fp16 (CUDA)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32 (exact, default); int8 (CPU: about 2.3-2.5x faster encoding, z cosine >= 0.999 to "
+        "fp32); bf16 or fp16 (CUDA)",
+    )
 
 
 def _render_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", default=None,
-                   help="sampler: unipc (fast), upstream (exact), dpmsolver++ or ddim (default: the settings of the "
-                        "model's pre-rendered prototypes, else unipc)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="diffusion steps, 1..1000 (default: the pre-renders' steps, else unipc 14, upstream 40)")
-    p.add_argument("--guidance", type=float, default=1.0,
-                   help="classifier-free guidance, 1.0 = none (default %(default)s)")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        help="sampler: unipc (fast), upstream (exact), dpmsolver++ or ddim (default: the settings of the "
+        "model's pre-rendered prototypes, else unipc)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="diffusion steps, 1..1000 (default: the pre-renders' steps, else unipc 14, upstream 40)",
+    )
+    p.add_argument(
+        "--guidance", type=float, default=1.0, help="classifier-free guidance, 1.0 = none (default %(default)s)"
+    )
     p.add_argument("--seed", type=int, default=0, help="noise seed, >= 0; same seed, same audio (default %(default)s)")
 
 
 def register_cli(subparsers) -> None:
     """Add ``classify``, ``sonify`` and ``push`` to the ``pecmae`` parser."""
     p = subparsers.add_parser(
-        "classify", help=command_help("classify"), epilog=EXIT_CODES,
+        "classify",
+        help=command_help("classify"),
+        epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Classify audio files: one row per input in --out (CSV or JSONL), or JSONL on standard output. "
-                    "Resumable: inputs already in --out are skipped, failed ones retried; one run per --out at a time.")
-    p.add_argument("paths", nargs="+", metavar="PATHS_OR_DIR",
-                   help="audio files, folders (searched recursively) or one list file (a path per line)")
-    p.add_argument("--out", default="-",
-                   help="results file .csv or .jsonl (appended to, resumed), or - for JSONL on standard output "
-                        "(default %(default)s)")
+        "Resumable: inputs already in --out are skipped, failed ones retried; one run per --out at a time.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATHS_OR_DIR",
+        help="audio files, folders (searched recursively) or one list file (a path per line)",
+    )
+    p.add_argument(
+        "--out",
+        default="-",
+        help="results file .csv or .jsonl (appended to, resumed), or - for JSONL on standard output "
+        "(default %(default)s)",
+    )
     p.add_argument("--top-k", type=int, default=3, help="prototypes listed per prediction (default %(default)s)")
-    p.add_argument("--keep-errors", action="store_true",
-                   help="keep earlier error rows instead of retrying those inputs")
+    p.add_argument(
+        "--keep-errors", action="store_true", help="keep earlier error rows instead of retrying those inputs"
+    )
     p.add_argument("--retry-errors", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
-    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
-                   help="longest input accepted, in seconds; longer ones get an error row (default %(default)g)")
-    p.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true",
-                   help="hide the progress bar (--quiet is an alias)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=MAX_SECONDS,
+        help="longest input accepted, in seconds; longer ones get an error row (default %(default)g)",
+    )
+    add_progress_flag(p)
     _model_args(p)
     p.set_defaults(func=run_classify)
 
-    p = subparsers.add_parser("sonify", help=command_help("sonify"),
-                              description="Write the audio of one prototype (pre-rendered when available).")
+    p = subparsers.add_parser(
+        "sonify",
+        help=command_help("sonify"),
+        description="Write the audio of one prototype (pre-rendered when available).",
+    )
     _model_args(p)
     p.add_argument("--prototype", required=True, help="index p (e.g. 3) or class:k (e.g. violin:0)")
-    p.add_argument("--out", required=True,
-                   help="output audio file: .wav or .flac (16-bit), .ogg, .opus, .mp3, .aiff or .au; its folder "
-                        "must exist")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output audio file: .wav or .flac (16-bit), .ogg, .opus, .mp3, .aiff or .au; its folder must exist",
+    )
     _render_args(p)
     p.set_defaults(func=run_sonify)
 
-    p = subparsers.add_parser("push", help=command_help("push"),
-                              description="Upload a PECMAE model folder with a model card and rendered prototypes.")
+    p = subparsers.add_parser(
+        "push",
+        help=command_help("push"),
+        description="Upload a PECMAE model folder with a model card and rendered prototypes.",
+    )
     p.add_argument("dir", help="model folder (head config.json + model.safetensors)")
     p.add_argument("repo_id", help="target Hub repo, org/name")
     p.add_argument("--private", action="store_true", help="create the repo as private")

@@ -30,3 +30,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def command_help(name: str) -> str:
     """The one-line help of ``name`` (what ``pecmae --help`` shows for it)."""
     return COMMANDS[name][1]
+
+
+def add_progress_flag(parser) -> None:
+    """The one progress option of every command: ``--no-progress`` (``--quiet`` is an alias), stored as
+    ``no_progress``."""
+    parser.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="no_progress",
+        action="store_true",
+        help="hide the progress bar (--quiet is an alias)",
+    )

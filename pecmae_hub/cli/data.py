@@ -6,7 +6,7 @@ through a ``register_<name>(datasets)`` function listed in :data:`DATASET_COMMAN
 
 from __future__ import annotations
 
-from pecmae_hub.cli.commands import command_help
+from pecmae_hub.cli.commands import add_progress_flag, command_help
 from pecmae_hub.data.gm_solos.render import (
     BANKS,
     TEST_BANKS,
@@ -19,6 +19,9 @@ from pecmae_hub.errors import ConfigError
 
 
 def _cli_gm_solos(args) -> int:
+    from pecmae_hub.extras import require_extra
+
+    require_extra("data", "pecmae data gm-solos")
     if args.all_banks == bool(args.banks):
         raise ConfigError("pass either --all-banks or one or more --bank NAME")
     common = dict(seed=args.seed, progress=not args.no_progress, workers=args.workers, duration=args.duration)
@@ -73,13 +76,7 @@ def register_gm_solos(datasets) -> None:
     p.add_argument("--split", default=None, help="split name written to metadata.csv (default: train/test by bank)")
     p.add_argument("--workers", type=int, default=1, choices=[1, 2], help="rendering processes")
     p.add_argument("--duration", type=float, default=3.0, help="clip length in seconds")
-    p.add_argument(
-        "--no-progress",
-        "--quiet",
-        dest="no_progress",
-        action="store_true",
-        help="hide the progress bar (--quiet is an alias)",
-    )
+    add_progress_flag(p)
     p.set_defaults(func=_cli_gm_solos)
     e = datasets.add_parser("gm-solos-examples", help="write one GM-Solos clip per class (docs, app)")
     e.add_argument("out", help="folder for <label_slug>.wav")

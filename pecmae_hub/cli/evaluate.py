@@ -11,6 +11,9 @@ from pecmae_hub.training.features import load_features
 
 
 def _run_cli(args) -> int:
+    from pecmae_hub.extras import require_extra
+
+    require_extra("train", "pecmae evaluate")
     head = PrototypeHead.from_pretrained(args.model, revision=args.revision)
     test_set = load_features(args.features, args.split, label_names=head.labels)
     train_set = None

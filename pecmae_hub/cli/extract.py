@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pecmae_hub.audio import AUDIO_EXTENSIONS
-from pecmae_hub.cli.commands import command_help
+from pecmae_hub.cli.commands import add_progress_flag, command_help
 from pecmae_hub.training.extract import FAILURES_NAME, extract_features
 
 
 def _run_cli(args) -> int:
+    from pecmae_hub.extras import require_extra
+
+    require_extra("train", "pecmae extract")
     s = extract_features(
         args.inputs,
         args.out,
@@ -17,7 +20,7 @@ def _run_cli(args) -> int:
         device=args.device,
         precision=args.precision,
         batch_size=args.batch_size,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         num_workers=args.num_workers,
         revision=args.revision,
     )
@@ -49,16 +52,13 @@ def register_cli(subparsers) -> None:
     p.add_argument("--autoencoder", required=True, help="autoencoder folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --autoencoder")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--precision", default="fp32",
-                   help="fp32 (exact, default); int8 (CPU, about 2.3-2.5x faster, z cosine >= 0.999 to fp32); "
-                        "bf16 or fp16 (CUDA). Recorded in the manifest: precisions are never mixed in one folder")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32 (exact, default); int8 (CPU, about 2.3-2.5x faster, z cosine >= 0.999 to fp32); "
+        "bf16 or fp16 (CUDA). Recorded in the manifest: precisions are never mixed in one folder",
+    )
     p.add_argument("--batch-size", type=int, default=32, help="chunks per forward pass (default 32)")
     p.add_argument("--num-workers", type=int, default=0, help="audio decoding worker processes (default 0)")
-    p.add_argument(
-        "--no-progress",
-        "--quiet",
-        dest="quiet",
-        action="store_true",
-        help="hide the progress bar (--quiet is an alias)",
-    )
+    add_progress_flag(p)
     p.set_defaults(func=_run_cli)

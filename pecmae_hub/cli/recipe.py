@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from pecmae_hub.cli.commands import command_help
+from pecmae_hub.cli.commands import add_progress_flag, command_help
 from pecmae_hub.errors import ConfigError, IncompleteRunError
 
 
@@ -24,6 +24,9 @@ def run_recipe(cfg, stages):
 
 
 def _run_gm_solos(args) -> int:
+    from pecmae_hub.extras import require_extra
+
+    require_extra("train", "pecmae recipe")
     from pecmae_hub.recipes.gm_solos import STAGES, RecipeConfig
 
     bad = [s for s in args.stage or [] if s not in STAGES]
@@ -55,6 +58,9 @@ def _run_gm_solos(args) -> int:
 
 
 def _run_paper(args) -> int:
+    from pecmae_hub.extras import require_extra
+
+    require_extra("train", "pecmae recipe")
     from pecmae_hub.recipes.paper import STAGES, PaperRecipeConfig, run_paper_recipe
 
     bad = [s for s in (args.stage or []) + (args.redo or []) if s not in STAGES]
@@ -164,7 +170,7 @@ def _paper_parser(sub, name: str, data_help: str, k: int) -> None:
         metavar="STAGE",
         help="run this stage and every later one again, even if finished (repeatable)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(p)
     p.set_defaults(func=_run_paper)
 
 

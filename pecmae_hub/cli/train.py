@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pecmae_hub.cli.commands import command_help
+from pecmae_hub.cli.commands import add_progress_flag, command_help
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.storage.pretrained import copy_model_folder
@@ -13,6 +13,9 @@ from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
 
 
 def _run_cli(args) -> int:
+    from pecmae_hub.extras import require_extra
+
+    require_extra("train", "pecmae train")
     from pecmae_hub.data.split_files import read_tsv
     from pecmae_hub.training.features import load_features, resolve_labels
 
@@ -68,7 +71,7 @@ def _run_cli(args) -> int:
         threads=args.threads,
         autoencoder=ae,
     )
-    _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.quiet)
+    _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.no_progress)
     if bundle is not None:
         copy_model_folder(bundle, Path(args.out) / "autoencoder")
     for name in ("val", "test"):
@@ -141,20 +144,16 @@ def register_cli(subparsers) -> None:
     p.add_argument("--seed", type=int, help="random seed (42)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when available")
     p.add_argument("--no-amp", action="store_true", help="disable fp16 AMP on CUDA")
-    p.add_argument("--threads", type=int,
-                   help="CPU threads while training (default: torch's setting; 1 is often fastest on a small, "
-                        "busy CPU)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads while training (default: torch's setting; 1 is often fastest on a small, busy CPU)",
+    )
     p.add_argument("--nearest-k", type=int, help="training chunks listed per prototype in nearest.json (5)")
     p.add_argument(
         "--autoencoder-repo",
         help="autoencoder repo id recorded in the head config (default: from extract_manifest.json of --features)",
     )
     p.add_argument("--autoencoder-revision")
-    p.add_argument(
-        "--no-progress",
-        "--quiet",
-        dest="quiet",
-        action="store_true",
-        help="hide the progress bar (--quiet is an alias)",
-    )
+    add_progress_flag(p)
     p.set_defaults(func=_run_cli)

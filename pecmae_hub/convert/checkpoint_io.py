@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pecmae_hub.errors import CheckpointError, ModelNotFoundError
 from pecmae_hub.storage.integrity import sha256_file
@@ -67,7 +68,7 @@ def read_state_dict(path: str | os.PathLike, role: str = "checkpoint") -> tuple[
         from safetensors.torch import load_file
 
         try:
-            obj = load_file(str(path))
+            obj: Any = load_file(str(path))  # or whatever torch.load finds below
         except Exception as exc:  # safetensors raises SafetensorError / OSError
             raise CheckpointError(f"cannot read {role} {path} as safetensors: {exc}") from None
         src.container = "safetensors"

@@ -8,6 +8,7 @@ by hand), always with ``library_name: pecmae-hub``. The classifier card reads th
 metrics and ``retention``, as the paper recipes write it), ``paper_results`` (published figures to
 print beside ours) and ``recipe`` (the command that re-creates the model).
 """
+
 from __future__ import annotations
 
 import re
@@ -53,9 +54,17 @@ def card_text(body: str, **metadata: Any) -> str:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}").content
 
 
-def render_model_card(*, model_name: str, labels: list[str], protos_per_class: int, info: dict | None = None,
-                      metrics: dict | None = None, base_model: str | None = None, repo_id: str | None = None,
-                      render_settings: dict | None = None) -> str:
+def render_model_card(
+    *,
+    model_name: str,
+    labels: list[str],
+    protos_per_class: int,
+    info: dict | None = None,
+    metrics: dict | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    render_settings: dict | None = None,
+) -> str:
     """The ``README.md`` of a PECMAE repo: YAML front matter (library, task, tags, datasets, base model,
     license, model-index) and a text on the model, its data split, usage and its prototypes."""
     from huggingface_hub import EvalResult
@@ -66,22 +75,34 @@ def render_model_card(*, model_name: str, labels: list[str], protos_per_class: i
     metric_split, entries = metric_entries(metrics)
     split = metric_split or info.get("split") or "the dataset's standard split"
     eval_results = [
-        EvalResult(task_type="audio-classification", task_name="Audio classification", dataset_type=dataset,
-                   dataset_name=dataset_name, dataset_split=str(split), metric_type=kind, metric_name=name,
-                   metric_value=value)
+        EvalResult(
+            task_type="audio-classification",
+            task_name="Audio classification",
+            dataset_type=dataset,
+            dataset_name=dataset_name,
+            dataset_split=str(split),
+            metric_type=kind,
+            metric_name=name,
+            metric_value=value,
+        )
         for kind, name, value in entries
     ]
     metadata = dict(
-        pipeline_tag="audio-classification", license=info.get("license", "mit"),
+        pipeline_tag="audio-classification",
+        license=info.get("license", "mit"),
         tags=sorted({"pecmae", "prototype-learning", "interpretability", "audio", "music", *info.get("tags", [])}),
-        datasets=hub_dataset_ids(info) or None, base_model=base_model,
-        model_name=model_name if eval_results else None, eval_results=eval_results or None,
+        datasets=hub_dataset_ids(info) or None,
+        base_model=base_model,
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results or None,
     )
     ref = repo_id or model_name
     k = protos_per_class
     metric_lines = "\n".join(f"| {name} | {value:.4f} |" for _, name, value in entries)
     settings = render_settings or {}
     sections = _evaluation_section(info) + _licence_section(info) + _limitations_section(info, labels, dataset_name)
+    no_metrics = "No evaluation metrics were recorded for this model."
+    metrics_table = "| metric | value |\n|---|---|\n" + metric_lines if metric_lines else no_metrics
     body = f"""
 # {model_name}: PECMAE prototype classifier
 
@@ -97,7 +118,7 @@ autoencoder's diffusion decoder.
 - Autoencoder: {base_model or "shipped in this repository (`autoencoder/`)"}
 - Training data: {dataset_name}; evaluation split: {split}
 {f"- Data split: {info['split']}" + chr(10) if info.get("split") and info.get("split") != split else ""}
-{"| metric | value |" + chr(10) + "|---|---|" + chr(10) + metric_lines if metric_lines else "No evaluation metrics were recorded for this model."}
+{metrics_table}
 {sections}
 ## Usage
 
@@ -142,19 +163,30 @@ def _evaluation_section(info: dict) -> str:
     evaluation, paper = info.get("evaluation") or {}, info.get("paper_results") or {}
     if not evaluation:
         return ""
-    lines = ["", "## Evaluation", "", "Track-level results (argmax of the mean chunk logits) on the held-out splits; "
-             "the baselines are trained on the same embeddings.", "",
-             "| split | tracks | prototype head acc. | macro-F1 | linear probe acc. | MLP acc. | retention vs MLP |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "## Evaluation",
+        "",
+        "Track-level results (argmax of the mean chunk logits) on the held-out splits; "
+        "the baselines are trained on the same embeddings.",
+        "",
+        "| split | tracks | prototype head acc. | macro-F1 | linear probe acc. | MLP acc. | retention vs MLP |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for split, r in evaluation.items():
         proto, lin, mlp = (r.get(k) or {} for k in ("prototype", "linear_probe", "mlp"))
         ret = (r.get("retention") or {}).get("mlp")
-        lines.append(f"| {split} | {r.get('n_tracks', '–')} | {_pct(proto.get('accuracy'))} | "
-                     f"{_pct(proto.get('macro_f1'))} | {_pct(lin.get('accuracy'))} | {_pct(mlp.get('accuracy'))} | "
-                     f"{_pct(ret)} |")
+        lines.append(
+            f"| {split} | {r.get('n_tracks', '–')} | {_pct(proto.get('accuracy'))} | "
+            f"{_pct(proto.get('macro_f1'))} | {_pct(lin.get('accuracy'))} | {_pct(mlp.get('accuracy'))} | "
+            f"{_pct(ret)} |"
+        )
     if paper:
-        lines += ["", f"Published in the paper ({paper.get('source', 'arXiv 2402.09318')}): "
-                  + ", ".join(f"{k} {_pct(v)}" for k, v in paper.items() if k != "source")]
+        lines += [
+            "",
+            f"Published in the paper ({paper.get('source', 'arXiv 2402.09318')}): "
+            + ", ".join(f"{k} {_pct(v)}" for k, v in paper.items() if k != "source"),
+        ]
     if info.get("recipe"):
         lines += ["", f"Re-create this model with `{info['recipe']}`."]
     return "\n".join(lines) + "\n"
@@ -196,27 +228,51 @@ def _licence_section(info: dict) -> str:
     return "\n## Licence notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
-def render_autoencoder_reference_card(*, title: str, source: str, config: Any, licence: str,
-                                      licence_notes: Sequence[str]) -> str:
+def render_autoencoder_reference_card(
+    *, title: str, source: str, config: Any, licence: str, licence_notes: Sequence[str]
+) -> str:
     """A short ``README.md`` for an autoencoder uploaded on its own (e.g. by ``pecmae recipe ... --push``)
     when no conversion card came with it: where it came from, its size and its licence notes."""
-    lines = [f"# {title}", "", f"PECMAE autoencoder in the pecmae-hub format, from {source}.", "",
-             f"- chunk length {config.chunk_seconds:g} s; embedding dimension D = {config.model_dim}; "
-             f"front end: {config.frontend}"]
+    lines = [
+        f"# {title}",
+        "",
+        f"PECMAE autoencoder in the pecmae-hub format, from {source}.",
+        "",
+        f"- chunk length {config.chunk_seconds:g} s; embedding dimension D = {config.model_dim}; "
+        f"front end: {config.frontend}",
+    ]
     if getattr(config, "source", ""):
         lines.append(f"- provenance: {config.source}")
     lines += ["", "## Licence notes", ""] + [f"- {n}" for n in licence_notes]
-    lines += ["", "## Usage", "",
-              "Install pecmae-hub from a clone of its repository (`pip install torch==2.13.0 -e .`), then:", "",
-              "```python", "from pecmae_hub import Autoencoder", "",
-              'ae = Autoencoder.from_pretrained("ORG/NAME")', 'z = ae.encode("song.wav")   # (n_chunks, D)', "```", ""]
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "Install pecmae-hub from a clone of its repository (`pip install torch==2.13.0 -e .`), then:",
+        "",
+        "```python",
+        "from pecmae_hub import Autoencoder",
+        "",
+        'ae = Autoencoder.from_pretrained("ORG/NAME")',
+        'z = ae.encode("song.wav")   # (n_chunks, D)',
+        "```",
+        "",
+    ]
     tags = ["pecmae", "audio", "music"]
     return card_text("\n" + "\n".join(lines), license=licence, tags=tags)
 
 
-def render_autoencoder_card(*, title: str, intro: str, config: Any, chunk_frames: int, sources: Sequence[Any],
-                            licence_notes: Sequence[str], notes: Sequence[str] = (),
-                            dropped: Mapping[str, int] | None = None) -> str:
+def render_autoencoder_card(
+    *,
+    title: str,
+    intro: str,
+    config: Any,
+    chunk_frames: int,
+    sources: Sequence[Any],
+    licence_notes: Sequence[str],
+    notes: Sequence[str] = (),
+    dropped: Mapping[str, int] | None = None,
+) -> str:
     """The ``README.md`` of an autoencoder folder (e.g. one made by ``pecmae convert``).
 
     ``config`` is its ``AutoencoderConfig``; ``sources`` are the files it was made from, each with
@@ -225,8 +281,16 @@ def render_autoencoder_card(*, title: str, intro: str, config: Any, chunk_frames
     what the conversion did. The front matter says ``license: other`` (the upstream licences apply).
     """
     cfg = config
-    lines = [f"# {title}", "", intro, "", "## Source files", "",
-             "| role | file | container | size (bytes) | sha256 |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {title}",
+        "",
+        intro,
+        "",
+        "## Source files",
+        "",
+        "| role | file | container | size (bytes) | sha256 |",
+        "|---|---|---|---|---|",
+    ]
     lines += [f"| {s.role} | `{s.name}` | {s.container} | {s.size} | `{s.sha256}` |" for s in sources]
     lines += ["", "## Licence notes", ""]
     lines += [f"- {text}" for text in licence_notes]
@@ -241,21 +305,29 @@ def render_autoencoder_card(*, title: str, intro: str, config: Any, chunk_frames
         f"- frame encoder: {cfg.frame_layers} ResiDual layers, {cfg.frame_heads} heads, FFN {cfg.ff_dim}",
     ]
     if cfg.cls_layers:
-        lines.append(f"- CLS encoder: {cfg.cls_layers} layers, {cfg.cls_heads} heads; "
-                     "z = the CLS output (never zeroed)")
+        lines.append(
+            f"- CLS encoder: {cfg.cls_layers} layers, {cfg.cls_heads} heads; z = the CLS output (never zeroed)"
+        )
     if cfg.denoiser_layers:
-        lines.append(f"- denoiser: {cfg.denoiser_layers} layers, {cfg.denoiser_heads} heads; "
-                     "v-diffusion, angle schedule")
+        lines.append(
+            f"- denoiser: {cfg.denoiser_layers} layers, {cfg.denoiser_heads} heads; v-diffusion, angle schedule"
+        )
     if notes or dropped:
         lines += ["", "## Conversion notes", ""]
         lines += [f"- {note}" for note in notes]
         lines += [f"- dropped {count} tensors: {what}" for what, count in sorted((dropped or {}).items())]
-    lines += ["", "## Usage", "", "```python", "from pecmae_hub import Autoencoder", "",
-              'ae = Autoencoder.from_pretrained("path/or/org-name")',
-              'z = ae.encode("song.wav")            # (n_chunks, D)']
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from pecmae_hub import Autoencoder",
+        "",
+        'ae = Autoencoder.from_pretrained("path/or/org-name")',
+        'z = ae.encode("song.wav")            # (n_chunks, D)',
+    ]
     if cfg.denoiser_layers:
         lines.append("audio = ae.decode(z[:1], steps=40, guidance=1.0, seed=0)  # 24 kHz")
     lines += ["```", ""]
     tags = ["pecmae", "audio", "music", "encodec", "encodecmae", "converted"]
     return card_text("\n" + "\n".join(lines), license="other", license_name="upstream-licences", tags=tags)
-

@@ -25,6 +25,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -203,12 +204,13 @@ def prefetch_audio(files: ModelFiles | None) -> bool:
         return False
     from huggingface_hub import snapshot_download
 
+    assert files.repo_id is not None  # files.is_hub
     prefix = f"{files.subfolder}/" if files.subfolder else ""
     try:
         snapshot_download(
             files.repo_id,
             revision=files.commit or files.revision,
-            cache_dir=files.cache_dir,
+            cache_dir=cast("str | Path | None", files.cache_dir),  # any PathLike works (it calls Path() on it)
             local_files_only=files._offline(),
             token=files.token,
             allow_patterns=[f"{prefix}prototypes/*", f"{prefix}{NEAREST_AUDIO_DIR}/*"],

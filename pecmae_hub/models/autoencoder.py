@@ -6,6 +6,7 @@ One class, two families of configuration:
 - ``frontend="mel"``: the embedded model's small stand-in (log-mel frames at 75 Hz, Griffin-Lim vocoder).
 A config with ``cls_layers=0`` is a frame encoder only (EnCodecMAE): z is then the mean of the frames.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +26,10 @@ from pecmae_hub.errors import ConfigError, InputShapeError
 from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
 from pecmae_hub.storage.pretrained import PretrainedMixin
 
+if TYPE_CHECKING:
+    from pecmae_hub.models.encodec import EncodecCodec
+    from pecmae_hub.models.melspec import MelCodec
+
 
 @dataclass
 class AutoencoderConfig(ModelConfig):
@@ -34,19 +39,19 @@ class AutoencoderConfig(ModelConfig):
     VERSION: ClassVar[int] = 2  # 2: model_type written; 1 had none
     OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"mel", "source"})
 
-    frontend: str = "encodec"      # "encodec" | "mel"
-    chunk_seconds: float = 4.0     # window = hop of the chunking (4 s or 10 s upstream)
-    signal_dim: int = 128          # EnCodec latent channels, or mel bins
+    frontend: str = "encodec"  # "encodec" | "mel"
+    chunk_seconds: float = 4.0  # window = hop of the chunking (4 s or 10 s upstream)
+    signal_dim: int = 128  # EnCodec latent channels, or mel bins
     model_dim: int = 768
     frame_layers: int = 10
     frame_heads: int = 12
     ff_dim: int = 4096
-    cls_layers: int = 2            # 0: frame encoder only (z = mean of frame embeddings)
+    cls_layers: int = 2  # 0: frame encoder only (z = mean of frame embeddings)
     cls_heads: int = 8
-    denoiser_layers: int = 8       # 0: no decoder
+    denoiser_layers: int = 8  # 0: no decoder
     denoiser_heads: int = 8
     mel: dict = field(default_factory=dict)  # MelCodec options (n_fft, fmin, fmax, offset, scale, griffin_lim_iters)
-    source: str = ""               # provenance, e.g. the upstream file it was converted from
+    source: str = ""  # provenance, e.g. the upstream file it was converted from
 
     def __post_init__(self):
         if self.frontend not in ("encodec", "mel"):
@@ -67,12 +72,12 @@ class AutoencoderConfig(ModelConfig):
 
     # Presets -------------------------------------------------------------------------------------
     @classmethod
-    def upstream(cls, chunk_seconds: float = 4.0) -> "AutoencoderConfig":
+    def upstream(cls, chunk_seconds: float = 4.0) -> AutoencoderConfig:
         """DiffTransformerAE2L8L1CLS-4s / -10s on top of EnCodecMAE-base."""
         return cls(chunk_seconds=chunk_seconds)
 
     @classmethod
-    def encodecmae(cls, size: str = "base") -> "AutoencoderConfig":
+    def encodecmae(cls, size: str = "base") -> AutoencoderConfig:
         """EnCodecMAE v1 frame encoder only (base: 768 × 10 layers, large: 1024 × 20 layers, 12 heads)."""
         dims = {"base": (768, 10), "large": (1024, 20)}
         if size not in dims:
@@ -81,11 +86,22 @@ class AutoencoderConfig(ModelConfig):
         return cls(model_dim=dim, frame_layers=layers, cls_layers=0, denoiser_layers=0)
 
     @classmethod
-    def tiny(cls, frontend: str = "mel", **overrides) -> "AutoencoderConfig":
+    def tiny(cls, frontend: str = "mel", **overrides) -> AutoencoderConfig:
         """A few-thousand-parameter model for tests."""
-        base = dict(frontend=frontend, chunk_seconds=1.0, signal_dim=128 if frontend == "encodec" else 16,
-                    model_dim=32, frame_layers=2, frame_heads=4, ff_dim=64, cls_layers=1, cls_heads=2,
-                    denoiser_layers=1, denoiser_heads=2, mel={"n_fft": 512} if frontend == "mel" else {})
+        base: dict[str, Any] = dict(
+            frontend=frontend,
+            chunk_seconds=1.0,
+            signal_dim=128 if frontend == "encodec" else 16,
+            model_dim=32,
+            frame_layers=2,
+            frame_heads=4,
+            ff_dim=64,
+            cls_layers=1,
+            cls_heads=2,
+            denoiser_layers=1,
+            denoiser_heads=2,
+            mel={"n_fft": 512} if frontend == "mel" else {},
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -99,12 +115,25 @@ class Autoencoder(PretrainedMixin, nn.Module):
 
     config_class = AutoencoderConfig
     config: AutoencoderConfig
+    codec: EncodecCodec | MelCodec
+    cls_encoder: CLSEncoder | None  # None: a frame encoder only (z = mean of the frames)
+    denoiser: Denoiser | None  # None: no decoder
     upstream_sources: dict[str, str] | None = None  # {source repo: commit} when loaded by upstream name
     precision = "fp32"  # set by pecmae_hub.models.precision.apply_precision
 
     @classmethod
-    def from_pretrained(cls, name_or_path, revision=None, cache_dir=None, local_files_only=False, *, token=None,
-                        force_download=False, device="cpu", precision: str = "fp32") -> Autoencoder:
+    def from_pretrained(
+        cls,
+        name_or_path,
+        revision=None,
+        cache_dir=None,
+        local_files_only=False,
+        *,
+        token=None,
+        force_download=False,
+        device="cpu",
+        precision: str = "fp32",
+    ) -> Autoencoder:
         """A folder, a Hub repo ``org/name`` in our format, or an upstream name (``"encodecmae-diffusion-4s"``,
         ``"encodecmae-diffusion-10s"``) downloaded from its authors' repos and converted once
         (:func:`pecmae_hub.convert.upstream.materialize`; ``revision`` may then be ``{repo_id: revision}``).
@@ -121,13 +150,25 @@ class Autoencoder(PretrainedMixin, nn.Module):
             from pecmae_hub.convert import upstream  # lazy: the one allowed models -> convert edge (docs/DEVELOPING.md)
 
             if name_or_path in upstream.UPSTREAM_MODELS:
-                name_or_path = upstream.materialize(name_or_path, revision=revision, cache_dir=cache_dir, token=token,
-                                                    local_files_only=local_files_only, force_download=force_download)
+                name_or_path = upstream.materialize(
+                    name_or_path,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    token=token,
+                    local_files_only=local_files_only,
+                    force_download=force_download,
+                )
                 sources = upstream.sources_of(name_or_path)
                 revision, force_download = None, False
-        model = super().from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
-                                        local_files_only=local_files_only, token=token,
-                                        force_download=force_download, device=device)
+        model = super().from_pretrained(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            force_download=force_download,
+            device=device,
+        )
         model.upstream_sources = sources
         return apply_precision(model, precision) if precision != "fp32" else model
 
@@ -142,11 +183,18 @@ class Autoencoder(PretrainedMixin, nn.Module):
             from pecmae_hub.models.melspec import MelCodec
 
             self.codec = MelCodec(n_mels=config.signal_dim, **config.mel)
-        self.frame_encoder = FrameEncoder(config.signal_dim, config.model_dim, config.frame_heads, config.frame_layers, config.ff_dim)
-        self.cls_encoder = CLSEncoder(config.model_dim, config.cls_heads, config.cls_layers, config.ff_dim) if config.cls_layers else None
+        self.frame_encoder = FrameEncoder(
+            config.signal_dim, config.model_dim, config.frame_heads, config.frame_layers, config.ff_dim
+        )
+        self.cls_encoder = (
+            CLSEncoder(config.model_dim, config.cls_heads, config.cls_layers, config.ff_dim)
+            if config.cls_layers
+            else None
+        )
         self.denoiser = (
             Denoiser(config.signal_dim, config.model_dim, config.denoiser_heads, config.denoiser_layers, config.ff_dim)
-            if config.denoiser_layers else None
+            if config.denoiser_layers
+            else None
         )
         self.eval()
 
@@ -191,7 +239,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
         gives the z of its unpadded self up to the last partial frame's receptive field.
         """
         features = self.codec.encode(batch)
-        b, t, _ = features.shape
+        _b, t, _ = features.shape
         mask = None
         if lengths is not None:
             valid = (lengths.to(features.device) + HOP_LENGTH - 1) // HOP_LENGTH
@@ -235,10 +283,12 @@ class Autoencoder(PretrainedMixin, nn.Module):
 
     # Decoding ------------------------------------------------------------------------------------
     def predict_v(self, x_noisy: torch.Tensor, sigma: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        assert self.denoiser is not None and self.cls_encoder is not None  # a denoiser needs a CLS encoder
         return self.denoiser(x_noisy, sigma, code, self.cls_encoder.pos_encoder)
 
-    def decode_latents(self, z, steps=40, guidance=1.0, seed=None, noise=None, progress=None,
-                       scheduler="upstream") -> torch.Tensor:
+    def decode_latents(
+        self, z, steps=40, guidance=1.0, seed=None, noise=None, progress=None, scheduler="upstream"
+    ) -> torch.Tensor:
         """Run the sampler: z (n, D) → generated signal (n, T, signal_dim) (EnCodec latents or mel frames).
 
         ``scheduler``: ``"upstream"`` (the exact v-diffusion sampler) or a diffusers scheduler name, dict or
@@ -264,13 +314,31 @@ class Autoencoder(PretrainedMixin, nn.Module):
             noise = torch.randn(shape, generator=gen)
         noise = torch.as_tensor(noise, dtype=torch.float32)
         if tuple(noise.shape) != shape:
-            raise InputShapeError(f"noise must have shape {shape} (n_chunks, frames, signal_dim), got {tuple(noise.shape)}")
+            raise InputShapeError(
+                f"noise must have shape {shape} (n_chunks, frames, signal_dim), got {tuple(noise.shape)}"
+            )
         with torch.inference_mode():
-            return sample(self.predict_v, z.to(self.device), noise.to(self.device), scheduler=scheduler, steps=steps,
-                          guidance=guidance, progress=progress)
+            return sample(
+                self.predict_v,
+                z.to(self.device),
+                noise.to(self.device),
+                scheduler=scheduler,
+                steps=steps,
+                guidance=guidance,
+                progress=progress,
+            )
 
-    def decode(self, z, steps: int = 40, guidance: float = 1.0, seed: int | None = None, noise=None,
-               crossfade_ms: float = 0.0, progress=None, scheduler="upstream") -> np.ndarray:
+    def decode(
+        self,
+        z,
+        steps: int = 40,
+        guidance: float = 1.0,
+        seed: int | None = None,
+        noise=None,
+        crossfade_ms: float = 0.0,
+        progress=None,
+        scheduler="upstream",
+    ) -> np.ndarray:
         """Sonify z (n_chunks, D) → float32 waveform at 24 kHz, one ``chunk_seconds`` chunk per row.
 
         Same ``seed`` (or the same ``noise`` of shape (n_chunks, T, signal_dim)) → same audio.

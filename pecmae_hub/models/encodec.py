@@ -14,9 +14,11 @@ Two implementations of the same network:
   the reference numbers to ~1e-6 relative; :meth:`EncodecCodec.set_compute_dtype` makes it compute in
   bfloat16 (CPUs with native bf16) or float16 (CUDA) instead, the documented low-precision option.
 """
+
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -53,22 +55,27 @@ def _param_stamp(params) -> tuple | None:
         return None
 
 
+def _cached_weights(module: nn.Module, build, dtype: torch.dtype = torch.float32):
+    """build()'s tensors cast to ``dtype``, cached on ``module`` and recomputed only when one of its parameters
+    changed (one entry per dtype)."""
+    params = tuple(module.parameters())
+    stamp = _param_stamp(params)
+    cache = module.__dict__.setdefault("_fast_cache", {})
+    hit = cache.get(dtype)
+    if stamp is not None and hit is not None and hit[0] == stamp:
+        return hit[1]
+    with torch.inference_mode(False), torch.no_grad():
+        value = tuple(t.to(dtype) for t in build())  # weight norm in fp32, then the cast
+    if stamp is not None:
+        cache[dtype] = (stamp, value)
+    return value
+
+
 class _CachedWeights:
-    """Mixin: ``_cached(build, dtype)`` returns build()'s tensors cast to ``dtype``, recomputed only when a
-    parameter changed (one entry per dtype)."""
+    """Mixin (of ``nn.Module`` subclasses): ``_cached(build, dtype)`` is :func:`_cached_weights` on ``self``."""
 
     def _cached(self, build, dtype: torch.dtype = torch.float32):
-        params = tuple(self.parameters())
-        stamp = _param_stamp(params)
-        cache = self.__dict__.setdefault("_fast_cache", {})
-        hit = cache.get(dtype)
-        if stamp is not None and hit is not None and hit[0] == stamp:
-            return hit[1]
-        with torch.inference_mode(False), torch.no_grad():
-            value = tuple(t.to(dtype) for t in build())  # weight norm in fp32, then the cast
-        if stamp is not None:
-            cache[dtype] = (stamp, value)
-        return value
+        return _cached_weights(cast(nn.Module, self), build, dtype)
 
 
 class _WNConv1d(_CachedWeights, nn.Module):
@@ -89,13 +96,17 @@ class _WNConv1d(_CachedWeights, nn.Module):
         """Fast-path weights in ``dtype``: for stride 1 (W (Cin·k, Cout) in im2col order c·k + j, bias,
         per-tap W (k, Cin, Cout)); for a strided conv with k = 2·stride, (W_a, W_b) (stride·Cin, Cout) in
         block order j·Cin + c, and the bias."""
+
         def build():
             w = self.weight()  # (Cout, Cin, k)
             cout, cin, k = w.shape
             s = self.stride
             if s == 1:  # im2col matrix and per-tap matrices (k, Cin, Cout)
-                return (w.reshape(cout, cin * k).t().contiguous(), self.bias.detach().clone(),
-                        w.permute(2, 1, 0).contiguous())
+                return (
+                    w.reshape(cout, cin * k).t().contiguous(),
+                    self.bias.detach().clone(),
+                    w.permute(2, 1, 0).contiguous(),
+                )
             wa = w[:, :, :s].permute(2, 1, 0).reshape(s * cin, cout).contiguous()
             wb = w[:, :, s:].permute(2, 1, 0).reshape(s * cin, cout).contiguous()
             return (wa, wb, self.bias.detach().clone())
@@ -120,9 +131,10 @@ class _WNConvTranspose1d(_CachedWeights, nn.Module):
     def gemm_weights(self, dtype: torch.dtype = torch.float32):
         """Fast-path weights in ``dtype`` for k = 2·stride: V_a, V_b (Cin, stride·Cout) in order j·Cout + o,
         tiled bias."""
+
         def build():
             w = self.weight()  # (Cin, Cout, k)
-            cin, cout, k = w.shape
+            cin, cout, _k = w.shape
             s = self.stride
             va = w[:, :, :s].permute(0, 2, 1).reshape(cin, s * cout).contiguous()
             vb = w[:, :, s:].permute(0, 2, 1).reshape(cin, s * cout).contiguous()
@@ -191,8 +203,8 @@ class SEANetResnetBlock(nn.Module):
 
     def summed_bias(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """shortcut bias + last conv bias (the fast path adds both outputs into one GEMM result)."""
-        return _CachedWeights._cached(self, lambda: (self.shortcut.conv.conv.bias + self.block[3].conv.conv.bias,),
-                                      dtype)[0]
+        last = cast(SConv1d, self.block[3])
+        return _cached_weights(self, lambda: (self.shortcut.conv.conv.bias + last.conv.conv.bias,), dtype)[0]
 
 
 class SLSTM(nn.Module):
@@ -207,7 +219,7 @@ class SLSTM(nn.Module):
 
     def flat_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """The LSTM's weights in ``dtype``, in ``torch.lstm`` order (for the low-precision fast path)."""
-        return _CachedWeights._cached(self, lambda: tuple(self.lstm._flat_weights), dtype)
+        return _cached_weights(self, lambda: tuple(self.lstm._flat_weights), dtype)
 
 
 def _use_fast(x: torch.Tensor) -> bool:

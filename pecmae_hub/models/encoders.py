@@ -3,6 +3,7 @@
 docs/architecture.md §5.2, §6.2–§6.5. The denoiser re-uses the CLS encoder's positional encoding (a quirk kept for
 weight compatibility), so it receives that module at call time instead of owning one.
 """
+
 from __future__ import annotations
 
 import torch

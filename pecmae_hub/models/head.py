@@ -6,6 +6,7 @@ mean absolute (``l1``) distance to its P = C·K prototypes, turns distances into
 exp(-d) and maps them to class logits with a linear layer initialised to the one-hot
 prototype -> class map. Prototype p belongs to class ``p // K``.
 """
+
 from __future__ import annotations
 
 import json
@@ -90,12 +91,14 @@ class PrototypeHeadConfig(ModelConfig):
             raise ConfigError(f"summarizer must be one of {SUMMARIZERS}, got {self.summarizer!r}")
         self.protos_per_class, self.embedding_dim = int(self.protos_per_class), int(self.embedding_dim)
         if self.protos_per_class < 1 or self.embedding_dim < 1:
-            raise ConfigError(f"protos_per_class and embedding_dim must be >= 1, got {self.protos_per_class}, "
-                              f"{self.embedding_dim}")
+            raise ConfigError(
+                f"protos_per_class and embedding_dim must be >= 1, got {self.protos_per_class}, {self.embedding_dim}"
+            )
         self.norm_mean, self.norm_std = float(self.norm_mean), float(self.norm_std)
         if not self.norm_std > 0 or not np.isfinite(self.norm_mean):
-            raise ConfigError(f"norm_std must be > 0 and norm_mean finite, got mean={self.norm_mean}, "
-                              f"std={self.norm_std}")
+            raise ConfigError(
+                f"norm_std must be > 0 and norm_mean finite, got mean={self.norm_mean}, std={self.norm_std}"
+            )
         self.temperature = float(self.temperature)
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
@@ -200,6 +203,7 @@ class PrototypeHead(PretrainedMixin, nn.Module):
         and post-norm order are those of ``nn.TransformerEncoderLayer`` (docs/architecture.md §8.2); the attention
         dropout zeroes or rescales the single weight per prototype.
         """
+        assert self.time_summarizer is not None  # only called when there is one
         layer = self.time_summarizer.layers[0]
         attn, dim, train = layer.self_attn, self.embedding_dim, self.training
         v = F.linear(x, attn.in_proj_weight[2 * dim :], attn.in_proj_bias[2 * dim :])

@@ -5,6 +5,7 @@ with T = ceil(L / 320); ``decode`` (B, T, n_mels) → (B, 320·T)), so the autoe
 for both configurations. Features are ``(log(mel + 1e-5) − offset) / scale`` so that the diffusion
 model sees values of roughly unit variance.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,15 +35,29 @@ def mel_filterbank(n_fft: int, n_mels: int, fmin: float, fmax: float, sr: int = 
     rising = (freqs[None, :] - lower) / (center - lower)
     falling = (upper - freqs[None, :]) / (upper - center)
     fb = np.maximum(0.0, np.minimum(rising, falling))
-    fb *= (2.0 / (upper - lower))
+    fb *= 2.0 / (upper - lower)
     return fb.astype(np.float32)
 
 
 class MelCodec(nn.Module):
     """Log-mel analysis (hop 320 at 24 kHz) and Griffin-Lim synthesis with torch.stft/istft."""
 
-    def __init__(self, n_mels=128, n_fft=1024, fmin=0.0, fmax=12000.0, offset=-5.0, scale=2.5, griffin_lim_iters=48,
-                 momentum=0.99):
+    # buffers registered in __init__
+    filterbank: torch.Tensor
+    inverse: torch.Tensor
+    window: torch.Tensor
+
+    def __init__(
+        self,
+        n_mels=128,
+        n_fft=1024,
+        fmin=0.0,
+        fmax=12000.0,
+        offset=-5.0,
+        scale=2.5,
+        griffin_lim_iters=48,
+        momentum=0.99,
+    ):
         super().__init__()
         self.signal_dim = n_mels
         self.n_fft, self.offset, self.scale, self.iters = n_fft, offset, scale, griffin_lim_iters

@@ -1,4 +1,5 @@
 """Temporarily switching a module's train/eval mode."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator

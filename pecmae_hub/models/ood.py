@@ -22,6 +22,7 @@ Stored next to the head as ``ood.safetensors`` (``means`` (C, D) and ``whitening
 aggregation, how it was calibrated). A head folder without them has no scorer:
 :meth:`OODScorer.load` returns None.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,14 +63,26 @@ class OODScorer(nn.Module):
     It is an ``nn.Module`` (buffers only) so that ``.to(device)`` follows the head.
     """
 
-    def __init__(self, means: torch.Tensor, whitening: torch.Tensor,
-                 thresholds: Sequence[float] | float | None = None, aggregation: str = "mean-embedding",
-                 labels: Sequence[str] | None = None, calibration: dict[str, Any] | None = None):
+    # buffers registered in __init__
+    means: torch.Tensor
+    whitening: torch.Tensor
+
+    def __init__(
+        self,
+        means: torch.Tensor,
+        whitening: torch.Tensor,
+        thresholds: Sequence[float] | float | None = None,
+        aggregation: str = "mean-embedding",
+        labels: Sequence[str] | None = None,
+        calibration: dict[str, Any] | None = None,
+    ):
         super().__init__()
         means, whitening = torch.as_tensor(means, dtype=torch.float32), torch.as_tensor(whitening, dtype=torch.float32)
         if means.ndim != 2 or whitening.ndim != 2 or whitening.shape != (means.shape[1], means.shape[1]):
-            raise InputShapeError(f"OODScorer needs means (C, D) and whitening (D, D), got {tuple(means.shape)} "
-                                  f"and {tuple(whitening.shape)}")
+            raise InputShapeError(
+                f"OODScorer needs means (C, D) and whitening (D, D), got {tuple(means.shape)} "
+                f"and {tuple(whitening.shape)}"
+            )
         if not (torch.isfinite(means).all() and torch.isfinite(whitening).all()):
             raise CheckpointError("OODScorer statistics contain NaN or infinite values")
         if aggregation not in AGGREGATIONS:
@@ -119,8 +132,10 @@ class OODScorer(nn.Module):
         return self._thresholds[min(max(round(float(n_chunks)), 1), len(self._thresholds)) - 1]
 
     def extra_repr(self) -> str:
-        return (f"classes={self.num_classes}, dim={self.embedding_dim}, thresholds={self._thresholds}, "
-                f"aggregation={self.aggregation!r}")
+        return (
+            f"classes={self.num_classes}, dim={self.embedding_dim}, thresholds={self._thresholds}, "
+            f"aggregation={self.aggregation!r}"
+        )
 
     # ---- scoring -----------------------------------------------------------------------------
     def _flat(self, z) -> torch.Tensor:
@@ -130,16 +145,18 @@ class OODScorer(nn.Module):
         if z.ndim == 1:
             z = z[None]
         if z.ndim != 2 or z.shape[1] != self.embedding_dim or z.shape[0] == 0:
-            raise InputShapeError(f"OODScorer expects z of shape (B, {self.embedding_dim}) or "
-                                  f"(B, 1, {self.embedding_dim}) with B >= 1, got {tuple(z.shape)}")
+            raise InputShapeError(
+                f"OODScorer expects z of shape (B, {self.embedding_dim}) or "
+                f"(B, 1, {self.embedding_dim}) with B >= 1, got {tuple(z.shape)}"
+            )
         return z.to(device=self.means.device, dtype=torch.float32)
 
     @torch.no_grad()
     def class_scores(self, z) -> torch.Tensor:
         """(B, C) squared Mahalanobis distance of every embedding to every class mean, divided by D."""
-        zw = self._flat(z) @ self.whitening                     # (B, D)
-        mw = self.means @ self.whitening                        # (C, D)
-        d = (zw[:, None, :] - mw[None, :, :]).pow(2).sum(-1)    # (B, C), no cancellation
+        zw = self._flat(z) @ self.whitening  # (B, D)
+        mw = self.means @ self.whitening  # (C, D)
+        d = (zw[:, None, :] - mw[None, :, :]).pow(2).sum(-1)  # (B, C), no cancellation
         return d / self.embedding_dim
 
     def score(self, z) -> torch.Tensor:
@@ -147,8 +164,11 @@ class OODScorer(nn.Module):
         return self.class_scores(z).min(dim=1).values
 
     def _weights(self, n: int, weights) -> torch.Tensor:
-        w = torch.ones(n, dtype=torch.float64) if weights is None else \
-            torch.as_tensor(weights, dtype=torch.float64).reshape(-1).cpu()
+        w = (
+            torch.ones(n, dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64).reshape(-1).cpu()
+        )
         if w.shape != (n,) or not bool((w >= 0).all()) or not float(w.sum()) > 0:
             raise InputShapeError(f"OOD chunk weights must be {n} non-negative numbers with a positive sum")
         return w
@@ -193,12 +213,18 @@ class OODScorer(nn.Module):
     # ---- files -------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         """The ``ood.json`` content."""
-        return {"method": OOD_METHOD, "version": OOD_VERSION, "thresholds": self._thresholds,
-                "aggregation": self.aggregation, "embedding_dim": self.embedding_dim,
-                "num_classes": self.num_classes, "labels": self.labels,
-                "score": "min over classes c of (z - mu_c)^T Sigma^-1 (z - mu_c) / D on raw z; track score per "
-                         "'aggregation'; in domain when track score <= thresholds[min(n_chunks, len) - 1]",
-                "calibration": self.calibration}
+        return {
+            "method": OOD_METHOD,
+            "version": OOD_VERSION,
+            "thresholds": self._thresholds,
+            "aggregation": self.aggregation,
+            "embedding_dim": self.embedding_dim,
+            "num_classes": self.num_classes,
+            "labels": self.labels,
+            "score": "min over classes c of (z - mu_c)^T Sigma^-1 (z - mu_c) / D on raw z; track score per "
+            "'aggregation'; in domain when track score <= thresholds[min(n_chunks, len) - 1]",
+            "calibration": self.calibration,
+        }
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``ood.safetensors`` + ``ood.json`` into ``folder`` (created if needed); returns the folder."""
@@ -206,10 +232,14 @@ class OODScorer(nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {"means": self.means.detach().cpu().contiguous().clone(),
-                 "whitening": self.whitening.detach().cpu().contiguous().clone()}
-        atomic_write(folder / OOD_WEIGHTS_NAME,
-                     lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "method": OOD_METHOD}))
+        state = {
+            "means": self.means.detach().cpu().contiguous().clone(),
+            "whitening": self.whitening.detach().cpu().contiguous().clone(),
+        }
+        atomic_write(
+            folder / OOD_WEIGHTS_NAME,
+            lambda tmp: save_file(state, str(tmp), metadata={"format": "pt", "method": OOD_METHOD}),
+        )
         atomic_write_text(folder / OOD_CONFIG_NAME, json.dumps(self.config_dict(), indent=1, sort_keys=True) + "\n")
         return folder
 
@@ -238,9 +268,11 @@ class OODScorer(nn.Module):
             weights = path
             config = Path(config) if config is not None else path.with_name(OOD_CONFIG_NAME)
         if not weights.is_file() or not config.is_file():
-            raise CheckpointError(f"OOD scorer incomplete: {OOD_WEIGHTS_NAME} and {OOD_CONFIG_NAME} belong together "
-                                  f"(weights found: {weights.is_file()} at {weights}; "
-                                  f"config found: {config.is_file()} at {config})")
+            raise CheckpointError(
+                f"OOD scorer incomplete: {OOD_WEIGHTS_NAME} and {OOD_CONFIG_NAME} belong together "
+                f"(weights found: {weights.is_file()} at {weights}; "
+                f"config found: {config.is_file()} at {config})"
+            )
         try:
             data = json.loads(config.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -249,8 +281,10 @@ class OODScorer(nn.Module):
             found = data.get("method") if isinstance(data, dict) else data
             raise ConfigError(f"{config}: unknown OOD method {found!r} (this pecmae-hub knows {OOD_METHOD!r})")
         if int(data.get("version", 0)) > OOD_VERSION:
-            raise ConfigError(f"{config} has OOD format version {data.get('version')}, newer than this "
-                              f"pecmae-hub reads ({OOD_VERSION}): upgrade pecmae-hub")
+            raise ConfigError(
+                f"{config} has OOD format version {data.get('version')}, newer than this "
+                f"pecmae-hub reads ({OOD_VERSION}): upgrade pecmae-hub"
+            )
         from safetensors.torch import load_file
 
         try:
@@ -260,13 +294,24 @@ class OODScorer(nn.Module):
         if set(state) != {"means", "whitening"}:
             raise CheckpointError(f"{weights} must hold exactly 'means' and 'whitening', has {sorted(state)}")
         means, whitening = state["means"], state["whitening"]
-        if (means.ndim != 2 or tuple(means.shape) != (data.get("num_classes"), data.get("embedding_dim"))
-                or tuple(whitening.shape) != (means.shape[1],) * 2):
-            raise CheckpointError(f"{weights}: tensors means {tuple(means.shape)}, whitening {tuple(whitening.shape)} "
-                                  f"do not fit {config.name} "
-                                  f"(C={data.get('num_classes')}, D={data.get('embedding_dim')})")
+        if (
+            means.ndim != 2
+            or tuple(means.shape) != (data.get("num_classes"), data.get("embedding_dim"))
+            or tuple(whitening.shape) != (means.shape[1],) * 2
+        ):
+            raise CheckpointError(
+                f"{weights}: tensors means {tuple(means.shape)}, whitening {tuple(whitening.shape)} "
+                f"do not fit {config.name} "
+                f"(C={data.get('num_classes')}, D={data.get('embedding_dim')})"
+            )
         try:
-            return cls(means, whitening, data.get("thresholds"), data.get("aggregation", "mean-embedding"),
-                       data.get("labels"), data.get("calibration"))
+            return cls(
+                means,
+                whitening,
+                data.get("thresholds"),
+                data.get("aggregation", "mean-embedding"),
+                data.get("labels"),
+                data.get("calibration"),
+            )
         except (ConfigError, InputShapeError) as exc:
             raise CheckpointError(f"OOD scorer in {weights.parent}: {exc}") from None

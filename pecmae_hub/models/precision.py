@@ -17,10 +17,12 @@ parameter changes), so ``state_dict``/``save_pretrained`` are unaffected and ``a
 "fp32")`` restores the exact path. Every mode returns float32 tensors. Autograd always takes the fp32
 path. Measured fidelity and speed: ``python bench/autoencoder.py``.
 """
+
 from __future__ import annotations
 
 import functools
 import warnings
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ from pecmae_hub.errors import ConfigError
 
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_M = TypeVar("_M", bound=nn.Module)
 _MIN_INT8_FEATURES = 64  # tiny layers (the denoiser's Linear(1 -> D) time embedding) gain nothing from int8
 
 
@@ -103,8 +106,12 @@ class Int8DynamicLinear(nn.Linear):
         return value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32
-                or self.weight.device.type != "cpu"):
+        if (
+            torch.is_grad_enabled()
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or self.weight.device.type != "cpu"
+        ):
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
@@ -141,11 +148,11 @@ def _transformers(model) -> list[nn.Module]:
 def _reset(model) -> None:
     for module in model.modules():
         if isinstance(module, Int8DynamicLinear):
-            module.__class__ = nn.Linear
+            cast(nn.Module, module).__class__ = nn.Linear
             module.__dict__.pop("_int8_cache", None)
         if isinstance(module.__dict__.get("forward"), _CastForward):
             del module.forward
-    codec = getattr(model, "codec", None)
+    codec: Any = getattr(model, "codec", None)
     if hasattr(codec, "set_compute_dtype"):
         codec.set_compute_dtype(torch.float32)
 
@@ -164,7 +171,7 @@ def check_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
-def apply_precision(model: nn.Module, precision: str = "fp32") -> nn.Module:
+def apply_precision(model: _M, precision: str = "fp32") -> _M:
     """Switch ``model`` (an Autoencoder, in place) to ``precision``; returns it. See the module docstring.
 
     Call it after moving the model to its device. ``model.precision`` records the mode.
@@ -172,7 +179,7 @@ def apply_precision(model: nn.Module, precision: str = "fp32") -> nn.Module:
     device = next(model.parameters()).device
     check_precision(precision, device)
     _reset(model)
-    codec = getattr(model, "codec", None)
+    codec: Any = getattr(model, "codec", None)
     if precision == "int8":
         for part in _transformers(model):
             for module in part.modules():
@@ -186,5 +193,5 @@ def apply_precision(model: nn.Module, precision: str = "fp32") -> nn.Module:
             part.forward = _CastForward(part.forward, device.type, dtype)
         if hasattr(codec, "set_compute_dtype"):
             codec.set_compute_dtype(dtype)
-    model.precision = precision
+    cast(Any, model).precision = precision  # a plain attribute (nn.Module's __setattr__ stub expects tensors)
     return model

@@ -14,7 +14,10 @@ low-precision option). Tensors are (B, L, C):
   the last-level cache and under glibc's mmap threshold, which a batch does not; the LSTM and its
   neighbours run on the whole batch.
 """
+
 from __future__ import annotations
+
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +53,7 @@ def _pad_cl(x: torch.Tensor, left: int, right: int, elu: bool) -> torch.Tensor:
     out = x.new_empty(b, left + length + right, c)
     mid = out[:, left : left + length]
     if elu:
-        torch._C._nn.elu(x, 1.0, 1, 1, out=mid)
+        torch._C._nn.elu(x, 1.0, 1, 1, out=mid)  # type: ignore[call-arg]  # the stub lacks the out= overload
     else:
         mid.copy_(x)
     if left:
@@ -107,12 +110,13 @@ def _convtr_cl(conv: SConvTranspose1d, x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     out = torch.addmm(bias, x.view(b * t, cin), va).view(b, t, -1)  # block t ← x[t] · first half of the kernel
     if t > 1:
-        _mm_acc(out[:, 1:], x[:, :-1], vb)                            # block t ← x[t−1] · second half
-    return out.view(b, t * conv.stride, -1)                          # the last half-block is trimmed
+        _mm_acc(out[:, 1:], x[:, :-1], vb)  # block t ← x[t−1] · second half
+    return out.view(b, t * conv.stride, -1)  # the last half-block is trimmed
 
 
 def _resblock_cl(block: SEANetResnetBlock, x: torch.Tensor) -> torch.Tensor:
-    conv1, conv2, shortcut = block.block[1], block.block[3], block.shortcut
+    conv1, conv2 = cast(SConv1d, block.block[1]), cast(SConv1d, block.block[3])
+    shortcut = block.shortcut
     if not (conv2.kernel == 1 and shortcut.kernel == 1 and _fast_ok(conv1)):
         return _reference(block, x)
     b, length, c = x.shape
@@ -121,8 +125,8 @@ def _resblock_cl(block: SEANetResnetBlock, x: torch.Tensor) -> torch.Tensor:
     w2 = conv2.conv.conv.gemm_weights(x.dtype)[0]
     ws = shortcut.conv.conv.gemm_weights(x.dtype)[0]
     bias = block.summed_bias(x.dtype)
-    out = torch.addmm(bias, x.reshape(b * length, c), ws)        # shortcut(x) + both biases ...
-    out.addmm_(h.reshape(b * length, -1), w2)                    # ... + conv2(ELU(conv1(ELU(x))))
+    out = torch.addmm(bias, x.reshape(b * length, c), ws)  # shortcut(x) + both biases ...
+    out.addmm_(h.reshape(b * length, -1), w2)  # ... + conv2(ELU(conv1(ELU(x))))
     return out.view(b, length, c)
 
 
@@ -158,8 +162,9 @@ def _lstm_cl(module: SLSTM, x: torch.Tensor) -> torch.Tensor:
         else:
             lstm = module.lstm
             h0 = x.new_zeros(lstm.num_layers, x.shape[0], lstm.hidden_size)
-            y, _, _ = torch.lstm(xt, (h0, h0), module.flat_weights(x.dtype), lstm.bias, lstm.num_layers, 0.0, False,
-                                 False, False)
+            y, _, _ = torch.lstm(
+                xt, (h0, h0), module.flat_weights(x.dtype), lstm.bias, lstm.num_layers, 0.0, False, False, False
+            )
     y += xt
     return y.transpose(0, 1)
 

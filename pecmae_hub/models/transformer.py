@@ -13,9 +13,11 @@ flash kernel on CPU (a strided last axis silently falls back to the slow "math" 
 is cached per (length, device, dtype); :meth:`TransformerEncoder.forward_first` computes only the
 first token's output in the last layer (all the CLS encoder needs).
 """
+
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +53,9 @@ class SinusoidalPositionalEmbedding(nn.Module):
 
     def _build(self, length: int, device) -> torch.Tensor:
         position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-        omega = torch.exp(torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.dim))
+        omega = torch.exp(
+            torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.dim)
+        )
         pe = torch.zeros(length, self.dim, device=device, dtype=torch.float32)
         pe[:, 0::2] = torch.sin(position * omega)
         pe[:, 1::2] = torch.cos(position * omega[: self.dim // 2])
@@ -84,8 +88,9 @@ class MultiHeadAttention(nn.Module):
         # head axis contiguous (B, H, T, d_h) so that SDPA can use its fused kernel
         return t.view(b, n, self.head_dim, self.heads).permute(0, 3, 1, 2).contiguous()
 
-    def attend(self, query: torch.Tensor, context: torch.Tensor,
-               key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def attend(
+        self, query: torch.Tensor, context: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Attention of the ``query`` tokens (B, Tq, D) over all ``context`` tokens (B, T, D)."""
         b, n, _ = query.shape
         q, k, v = self._split(self.wq(query)), self._split(self.wk(context)), self._split(self.wv(context))
@@ -159,5 +164,6 @@ class TransformerEncoder(nn.Module):
         a = b = x
         for layer in self.encoder_layers[:-1]:
             a, b = layer(a, b, self.ff_layer, key_padding_mask)
-        a, b = self.encoder_layers[-1].forward_first(a, b, self.ff_layer, key_padding_mask)
+        last = cast(ResiDualLayer, self.encoder_layers[-1])
+        a, b = last.forward_first(a, b, self.ff_layer, key_padding_mask)
         return (a + self.final_norm(b))[:, 0]

@@ -16,6 +16,7 @@ diffusers is imported only when one of its schedulers is used (importing it take
 state between steps, so :func:`sample` always runs a fresh instance. ``bench/sonify.py`` measures speed and
 fidelity of each against the exact sampler.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,11 @@ from pecmae_hub.sampling.v_diffusion import sample_v_diffusion
 
 UPSTREAM = "upstream"
 #: scheduler name → diffusers class name ("upstream" is our own sampler)
-DIFFUSERS_CLASSES = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler",
-                     "unipc": "UniPCMultistepScheduler"}
+DIFFUSERS_CLASSES = {
+    "ddim": "DDIMScheduler",
+    "dpmsolver++": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
 SCHEDULERS = (UPSTREAM, *DIFFUSERS_CLASSES)
 NUM_TRAIN_TIMESTEPS = 1000
 #: ᾱ at t = 999 (s = 1); the smallest clamp whose betas survive diffusers' float32 cast is ~1.5e-13
@@ -45,7 +49,7 @@ ALPHA_BAR_MIN = 1e-12
 DEFAULT_SCHEDULER = "unipc"
 RECOMMENDED_STEPS = {UPSTREAM: 40, "ddim": 40, "dpmsolver++": 25, "unipc": 14}
 CONFIG_NAME = "scheduler_config.json"  # diffusers' own file name (``save_config``)
-SAMPLER_NAME = "sampler.json"          # {"name": ...}: which sampler, "upstream" included
+SAMPLER_NAME = "sampler.json"  # {"name": ...}: which sampler, "upstream" included
 
 SchedulerSpec = Any  # a name, a dict from scheduler_to_dict, or a diffusers scheduler instance
 
@@ -63,15 +67,26 @@ def default_options(name: str) -> dict[str, Any]:
     name = check_name(name)
     if name == UPSTREAM:
         return {}
-    common = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, trained_betas=angle_betas(),
-                  prediction_type="v_prediction", timestep_spacing="trailing", steps_offset=0)
+    common = dict(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        trained_betas=angle_betas(),
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        steps_offset=0,
+    )
     if name == "ddim":
         return {**common, "clip_sample": False, "set_alpha_to_one": True, "thresholding": False}
-    multistep = dict(solver_order=2, lower_order_final=True, final_sigmas_type="zero", thresholding=False,
-                     use_karras_sigmas=False)
+    multistep = dict(
+        solver_order=2, lower_order_final=True, final_sigmas_type="zero", thresholding=False, use_karras_sigmas=False
+    )
     if name == "dpmsolver++":
-        return {**common, **multistep, "algorithm_type": "dpmsolver++", "solver_type": "midpoint",
-                "euler_at_final": False}
+        return {
+            **common,
+            **multistep,
+            "algorithm_type": "dpmsolver++",
+            "solver_type": "midpoint",
+            "euler_at_final": False,
+        }
     return {**common, **multistep, "solver_type": "bh2", "predict_x0": True}
 
 
@@ -95,11 +110,16 @@ def check_steps(steps, scheduler: SchedulerSpec = UPSTREAM) -> int:
     if isinstance(steps, bool) or not integral:
         raise ConfigError(f"steps must be an integer, got {steps!r}")
     steps = int(steps)
-    high = NUM_TRAIN_TIMESTEPS if _is_upstream(scheduler) else int(
-        getattr(getattr(scheduler, "config", None), "num_train_timesteps", NUM_TRAIN_TIMESTEPS))
+    high = (
+        NUM_TRAIN_TIMESTEPS
+        if _is_upstream(scheduler)
+        else int(getattr(getattr(scheduler, "config", None), "num_train_timesteps", NUM_TRAIN_TIMESTEPS))
+    )
     if not 1 <= steps <= high:
-        raise ConfigError(f"steps must be in 1..{high}, got {steps} (the default sampler needs "
-                          f"{RECOMMENDED_STEPS[DEFAULT_SCHEDULER]}; more than ~200 rarely changes the sound)")
+        raise ConfigError(
+            f"steps must be in 1..{high}, got {steps} (the default sampler needs "
+            f"{RECOMMENDED_STEPS[DEFAULT_SCHEDULER]}; more than ~200 rarely changes the sound)"
+        )
     return steps
 
 
@@ -119,8 +139,10 @@ def _name_of(scheduler) -> str:
     for name, cls_name in DIFFUSERS_CLASSES.items():
         if type(scheduler).__name__ == cls_name:
             return name
-    raise ConfigError(f"unsupported scheduler class {type(scheduler).__name__}; use one of "
-                      f"{', '.join(DIFFUSERS_CLASSES.values())} (names {', '.join(SCHEDULERS)})")
+    raise ConfigError(
+        f"unsupported scheduler class {type(scheduler).__name__}; use one of "
+        f"{', '.join(DIFFUSERS_CLASSES.values())} (names {', '.join(SCHEDULERS)})"
+    )
 
 
 def make_scheduler(name: str, steps: int | None = None, **options):
@@ -150,8 +172,9 @@ def _fresh(spec: SchedulerSpec):
     if hasattr(spec, "config") and hasattr(spec, "step"):
         _name_of(spec)
         return type(spec).from_config(spec.config)
-    raise ConfigError(f"scheduler must be a name ({', '.join(SCHEDULERS)}), a dict or a diffusers scheduler, "
-                      f"got {spec!r}")
+    raise ConfigError(
+        f"scheduler must be a name ({', '.join(SCHEDULERS)}), a dict or a diffusers scheduler, got {spec!r}"
+    )
 
 
 def _set_steps(scheduler, steps: int, device: torch.device | str | None = None) -> None:
@@ -293,6 +316,8 @@ def load_scheduler(folder: str | os.PathLike):
     class_name = json.loads((folder / CONFIG_NAME).read_text()).get("_class_name")
     by_class = {v: k for k, v in DIFFUSERS_CLASSES.items()}
     if class_name not in by_class or (name is not None and by_class[class_name] != name):
-        raise ConfigError(f"{folder / CONFIG_NAME} holds {class_name!r}, expected "
-                          f"{DIFFUSERS_CLASSES.get(name or '', ' or '.join(DIFFUSERS_CLASSES.values()))}")
+        raise ConfigError(
+            f"{folder / CONFIG_NAME} holds {class_name!r}, expected "
+            f"{DIFFUSERS_CLASSES.get(name or '', ' or '.join(DIFFUSERS_CLASSES.values()))}"
+        )
     return _diffusers_class(by_class[class_name]).from_pretrained(folder)

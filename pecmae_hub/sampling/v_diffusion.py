@@ -1,8 +1,9 @@
 """Diffusion sampling apart from the models: the continuous angle schedule and the v-diffusion sampler."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -223,9 +223,10 @@ def _check_manifest(path: Path, manifest: dict) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text()).get("autoencoder", {})
-    if old.get("fingerprint", old.get("config_hash")) != manifest["autoencoder"]["fingerprint"] or old.get(
-        "precision", "fp32"
-    ) != manifest["autoencoder"]["precision"]:
+    if (
+        old.get("fingerprint", old.get("config_hash")) != manifest["autoencoder"]["fingerprint"]
+        or old.get("precision", "fp32") != manifest["autoencoder"]["precision"]
+    ):
         raise ConfigError(
             f"{path.parent} already holds features of another autoencoder or precision ({old}); "
             "features of different models must not be mixed: choose a new output folder"

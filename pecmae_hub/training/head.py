@@ -7,6 +7,7 @@ OneCycleLR, fp16 AMP on CUDA only, device placement and multi-GPU via Hugging Fa
 (the batch size is per process). Model selection: best validation track accuracy (ties: lower
 validation class loss), evaluated every ``eval_every`` steps and at the end.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,17 @@ from pecmae_hub.training.ood import DEFAULT_QUANTILE, calibrate_ood
 
 log = logging.getLogger(__name__)
 
-_PAPER = dict(alpha=0.75, temperature=0.1, batch_size=256, max_lr=1e-3, total_steps=150_000, summarizer="transformer",
-              distance="l2", proto_loss_samples="class", init="kmeans-centers")
+_PAPER = dict(
+    alpha=0.75,
+    temperature=0.1,
+    batch_size=256,
+    max_lr=1e-3,
+    total_steps=150_000,
+    summarizer="transformer",
+    distance="l2",
+    proto_loss_samples="class",
+    init="kmeans-centers",
+)
 PRESETS = {"gtzan": dict(_PAPER, protos_per_class=5), "medley-solos-db": dict(_PAPER, protos_per_class=20)}
 
 
@@ -64,7 +74,7 @@ class TrainConfig:
     autoencoder: AutoencoderRef | None = None
 
     @classmethod
-    def from_preset(cls, name: str | None, **overrides) -> "TrainConfig":
+    def from_preset(cls, name: str | None, **overrides) -> TrainConfig:
         """The preset's values (``gtzan``, ``medley-solos-db``) with ``overrides`` (None values ignored) on top."""
         if name is not None and name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
@@ -107,9 +117,14 @@ def _plain_step_ok(accelerator, optimizer) -> bool:
     gradient accumulation. Then the step calls autograd and the optimizer directly (same maths)."""
     from accelerate.utils import DistributedType
 
-    return (accelerator.distributed_type == DistributedType.NO and accelerator.num_processes == 1
-            and getattr(accelerator, "scaler", None) is None and not accelerator.native_amp
-            and accelerator.gradient_accumulation_steps == 1 and hasattr(optimizer, "optimizer"))
+    return (
+        accelerator.distributed_type == DistributedType.NO
+        and accelerator.num_processes == 1
+        and getattr(accelerator, "scaler", None) is None
+        and not accelerator.native_amp
+        and accelerator.gradient_accumulation_steps == 1
+        and hasattr(optimizer, "optimizer")
+    )
 
 
 def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig):
@@ -170,7 +185,9 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.state import AcceleratorState
 
     if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r} (use CUDA_VISIBLE_DEVICES to pick a GPU)")
+        raise ConfigError(
+            f"device must be auto, cpu or cuda, got {cfg.device!r} (use CUDA_VISIBLE_DEVICES to pick a GPU)"
+        )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
     cuda = cfg.device != "cpu" and torch.cuda.is_available()
@@ -197,8 +214,14 @@ class _Validator:
         return float((pred == np.asarray(self.labels)).mean()), loss
 
 
-def train_head(train_set: FeatureSet, val_set: FeatureSet | None, test_set: FeatureSet | None = None,
-               config: TrainConfig | None = None, out_dir=None, progress: bool = True):
+def train_head(
+    train_set: FeatureSet,
+    val_set: FeatureSet | None,
+    test_set: FeatureSet | None = None,
+    config: TrainConfig | None = None,
+    out_dir=None,
+    progress: bool = True,
+):
     """Train a head on in-memory feature sets; returns ``(head, metrics)`` (head on CPU, eval mode).
 
     With ``out_dir`` writes the Hub-ready folder: config.json + model.safetensors, metrics.json,
@@ -232,8 +255,17 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
     set_seed(cfg.seed)
     x, y, _ = train_set.chunks()
     mu, sd = compute_norm_stats(x)
-    head = PrototypeHead(names, x.shape[1], cfg.protos_per_class, cfg.distance, cfg.summarizer, mu, sd,
-                         AutoencoderRef.from_dict(cfg.autoencoder), temperature=cfg.temperature)
+    head = PrototypeHead(
+        names,
+        x.shape[1],
+        cfg.protos_per_class,
+        cfg.distance,
+        cfg.summarizer,
+        mu,
+        sd,
+        AutoencoderRef.from_dict(cfg.autoencoder),
+        temperature=cfg.temperature,
+    )
     head.init_prototypes(x, y, cfg.init, seed=cfg.seed)
     for fs in (val_set, test_set):
         if fs is not None and fs.embedding_dim != head.embedding_dim:
@@ -241,8 +273,13 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
                 f"validation/test features have D={fs.embedding_dim}, training features D={head.embedding_dim}"
             )
 
-    loader = torch.utils.data.DataLoader(_Chunks(x, y), batch_size=cfg.batch_size, shuffle=True, collate_fn=_identity,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(
+        _Chunks(x, y),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=_identity,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     optimizer = make_optimizer(head, cfg)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=cfg.total_steps)
     model, optimizer, loader = accelerator.prepare(head, optimizer, loader)
@@ -250,7 +287,9 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
 
     log_rows, best, best_state, best_step = [], None, None, cfg.total_steps
     sums, n_sum, val_acc = torch.zeros(3, device=accelerator.device), 0, float("nan")
-    bar = tqdm(total=cfg.total_steps, disable=not progress or not accelerator.is_main_process, desc="train", unit="step")
+    bar = tqdm(
+        total=cfg.total_steps, disable=not progress or not accelerator.is_main_process, desc="train", unit="step"
+    )
     batches = iter(loader)
     model.train()
     t_loop = time.time()
@@ -271,9 +310,18 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
                 best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
         if evaluated or step % cfg.log_every == 0 or step == cfg.total_steps:
             loss, lp, lc = (sums / n_sum).tolist()
-            log_rows.append({"step": step, "lr": scheduler.get_last_lr()[0], "loss": loss, "proto_loss": lp,
-                             "class_loss": lc, "val_accuracy": val_acc if evaluated else "",
-                             "val_class_loss": val_loss if evaluated else "", "elapsed_s": round(time.time() - t0, 3)})
+            log_rows.append(
+                {
+                    "step": step,
+                    "lr": scheduler.get_last_lr()[0],
+                    "loss": loss,
+                    "proto_loss": lp,
+                    "class_loss": lc,
+                    "val_accuracy": val_acc if evaluated else "",
+                    "val_class_loss": val_loss if evaluated else "",
+                    "elapsed_s": round(time.time() - t0, 3),
+                }
+            )
             sums, n_sum = torch.zeros_like(sums), 0
             bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{val_acc:.3f}")
         bar.update(1)
@@ -305,16 +353,29 @@ def _final_metrics(head, train_set, val_set, test_set, cfg, best_step, wall) -> 
         x, _, t = fs.chunks()
         pred = mean_by_track(chunk_logits(head, x), t, len(fs)).argmax(1)
         m = classification_metrics(fs.labels, pred, head.labels)
-        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "n_tracks": len(fs), "n_chunks": fs.n_chunks,
-                "missing_tracks": len(fs.missing), "per_class": m["per_class"]}
+        return {
+            "accuracy": m["accuracy"],
+            "macro_f1": m["macro_f1"],
+            "n_tracks": len(fs),
+            "n_chunks": fs.n_chunks,
+            "missing_tracks": len(fs.missing),
+            "per_class": m["per_class"],
+        }
 
     return {
-        "preset": cfg.preset, "seed": cfg.seed, "labels": head.labels, "steps": cfg.total_steps, "best_step": best_step,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "labels": head.labels,
+        "steps": cfg.total_steps,
+        "best_step": best_step,
         "selection": "best validation track accuracy" if val_set is not None else "final weights",
         "train": {"n_tracks": len(train_set), "n_chunks": train_set.n_chunks, "missing_tracks": len(train_set.missing)},
-        "val": scores(val_set), "test": scores(test_set),
-        "norm_mean": head.config.norm_mean, "norm_std": head.config.norm_std,
-        "config": dataclasses.asdict(cfg), "wall_seconds": round(wall, 2),
+        "val": scores(val_set),
+        "test": scores(test_set),
+        "norm_mean": head.config.norm_mean,
+        "norm_std": head.config.norm_std,
+        "config": dataclasses.asdict(cfg),
+        "wall_seconds": round(wall, 2),
     }
 
 
