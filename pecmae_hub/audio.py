@@ -210,11 +210,11 @@ def load_audio(
             scale (peak above :data:`MAX_FLOAT_PEAK`), an unsupported dtype, a missing or insane ``sr``
             (outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``), audio longer than ``max_seconds`` (None: no limit).
     """
-    if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
-        name = check_audio_source(audio, name)
     if isinstance(audio, (str, os.PathLike)):
+        name = check_audio_source(audio, name)
         data, sr = _read_file(os.fspath(audio), name, max_seconds)
     elif isinstance(audio, (bytes, bytearray)):
+        name = check_audio_source(audio, name)
         data, sr = _read_file(io.BytesIO(audio), name, max_seconds)
     elif isinstance(audio, np.ndarray) or _is_tensor(audio):
         name = name or "<array>"

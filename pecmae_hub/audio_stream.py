@@ -119,11 +119,11 @@ def stream_audio(audio, *, name: str | None = None, max_seconds: float | None = 
     Raises:
         AudioError: as :func:`~pecmae_hub.audio.load_audio` (raised when the offending block is reached).
     """
-    if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
-        name = check_audio_source(audio, name)
     if isinstance(audio, (str, os.PathLike)):
+        name = check_audio_source(audio, name)
         source = os.fspath(audio)
     elif isinstance(audio, (bytes, bytearray)):
+        name = check_audio_source(audio, name)
         source = io.BytesIO(audio)
     else:
         raise AudioError(f"stream_audio reads files and bytes, got {type(audio).__name__}")
