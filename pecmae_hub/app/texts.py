@@ -45,7 +45,7 @@ def summary_text(prediction, chunk_seconds: float | None = None) -> str:
     text = _headline(prediction, chunk_seconds)
     if prediction.in_domain is False:
         text = (
-            "**⚠ This audio is unlike anything this model was trained on** (out-of-domain score "
+            "**⚠ This audio is unlike the audio this model was trained on** (out-of-domain score "
             f"{prediction.ood_score:.2f}): it still answers with the closest of its classes, so treat the label "
             "below as a guess, not a recognition.\n\n" + text
         )

@@ -395,7 +395,7 @@ def test_headline_warns_when_the_audio_is_unlike_the_training_data():
         duration=1.5,
     )
     odd = summary_text(Prediction(**base, ood_score=3.2, in_domain=False))
-    assert odd.startswith("**⚠ This audio is unlike anything this model was trained on** (out-of-domain score 3.20)")
+    assert odd.startswith("**⚠ This audio is unlike the audio this model was trained on** (out-of-domain score 3.20)")
     assert "violin" in odd
     assert "unlike" not in summary_text(Prediction(**base, ood_score=0.9, in_domain=True))
     assert "unlike" not in summary_text(Prediction(**base))  # a model without a scorer says nothing
