@@ -51,16 +51,7 @@ def run_classify(args: argparse.Namespace) -> int:
         for note in results.repairs:
             print(f"pecmae classify: repaired {out}: {note}", file=sys.stderr)
         todo = results.pending(inputs)
-        from pecmae_hub.pipeline import PECMAE
-
-        model = PECMAE.from_pretrained(
-            args.model,
-            revision=args.revision,
-            cache_dir=args.cache_dir,
-            local_files_only=args.offline,
-            device=args.device,
-            precision=args.precision,
-        )
+        model = _load_model(args)
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
         from tqdm.auto import tqdm
 
@@ -91,7 +82,6 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_sonify(args: argparse.Namespace) -> int:
     from pecmae_hub.audio import SAMPLE_RATE, output_audio_format, write_audio
     from pecmae_hub.batch.results import check_output_file
-    from pecmae_hub.pipeline import PECMAE
     from pecmae_hub.prototype_audio import check_render_settings
     from pecmae_hub.storage.atomic import atomic_path
 
@@ -100,14 +90,7 @@ def run_sonify(args: argparse.Namespace) -> int:
     output_audio_format(args.out)  # a format soundfile cannot write fails now, not after decoding
     check_output_file(args.out)
     _check_common(args)
-    model = PECMAE.from_pretrained(
-        args.model,
-        revision=args.revision,
-        cache_dir=args.cache_dir,
-        local_files_only=args.offline,
-        device=args.device,
-        precision=args.precision,
-    )
+    model = _load_model(args)
     p = model.prototype_index(args.prototype)
     label, k = model.head.prototype_name(p)
     steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
@@ -166,6 +149,20 @@ def run_push(args: argparse.Namespace) -> int:
 
     print(f"pushed {args.dir} to {constants.ENDPOINT}/{args.repo_id}/tree/{args.revision or 'main'} (commit {sha})")
     return 0
+
+
+def _load_model(args: argparse.Namespace):
+    """The model named by the options of :func:`_model_args`."""
+    from pecmae_hub.pipeline import PECMAE
+
+    return PECMAE.from_pretrained(
+        args.model,
+        revision=args.revision,
+        cache_dir=args.cache_dir,
+        local_files_only=args.offline,
+        device=args.device,
+        precision=args.precision,
+    )
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
