@@ -2,7 +2,7 @@
 
 Public API (imported lazily so ``import pecmae_hub`` stays cheap)::
 
-    from pecmae_hub import PECMAE, Autoencoder, AutoencoderConfig, PrototypeHead
+    from pecmae_hub import PECMAE, Autoencoder, AutoencoderConfig, PrototypeHead, MelVocoder
 """
 
 from importlib import import_module
@@ -26,6 +26,8 @@ _LAZY = {
     "Autoencoder": "pecmae_hub.models.autoencoder",
     "AutoencoderConfig": "pecmae_hub.models.autoencoder",
     "PrototypeHead": "pecmae_hub.models.head",
+    "MelVocoder": "pecmae_hub.models.vocoder",
+    "VocoderConfig": "pecmae_hub.models.vocoder",
     "load_audio": "pecmae_hub.audio",
 }
 

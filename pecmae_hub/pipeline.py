@@ -48,6 +48,7 @@ from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 from pecmae_hub.models.precision import apply_precision, check_precision
 from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
 from pecmae_hub.prototype_audio import PrototypeAudio
+from pecmae_hub.render_index import prototypes_digest
 from pecmae_hub.sampling.schedulers import (
     SchedulerSpec,
 )
@@ -89,8 +90,10 @@ class PECMAE(PrototypeAudio):
         self.autoencoder_source = autoencoder_source
         self._files = files
         self._index = False  # prototypes/index.json; False: not looked up yet
-        self._sonified: dict[tuple, np.ndarray] = {}
+        self._sonified: dict[str, np.ndarray] = {}  # render key → audio
         self._nearest_audio = False  # nearest/index.json; False: not looked up yet
+        # what the files' renders were made from (format-1 render indexes carry no per-render key)
+        self._loaded_prototypes = prototypes_digest(head.effective_prototypes()) if files is not None else None
 
     @property
     def labels(self) -> list[str]:
@@ -186,7 +189,7 @@ class PECMAE(PrototypeAudio):
             autoencoder_source=source,
             ood=ood,
         )  # checks the embedding sizes
-        if spec.fingerprint and spec.fingerprint != autoencoder.fingerprint():
+        if not autoencoder.matches_fingerprint(spec.fingerprint):
             raise ConfigError(
                 f"head {files.describe()} was trained with autoencoder fingerprint {spec.fingerprint} but the "
                 f"autoencoder loaded ({source}) has {autoencoder.fingerprint()}"
@@ -281,6 +284,7 @@ class PECMAE(PrototypeAudio):
         guidance: float = 1.0,
         seed: int = 0,
         scheduler: SchedulerSpec = "upstream",
+        vocoder: str | None = None,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
         repo_id: str | None = None,
@@ -288,10 +292,12 @@ class PECMAE(PrototypeAudio):
         """Write the model folder: head config + weights, autoencoder reference (or ``autoencoder/``),
         ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
 
-        Existing pre-renders are copied as they are; ``render=True`` renders them with the given settings
-        when there are none. ``autoencoder_repo_id`` references a Hub autoencoder instead of shipping it; an
-        autoencoder loaded by upstream name (``autoencoder_ref.name``) is referenced by that name and its source
-        commits, so users get it from its authors' repos. Set ``autoencoder_ref = AutoencoderRef()`` to ship it.
+        Existing pre-renders are copied when they are still the audio of these prototypes through this decoder
+        (their render keys match, :mod:`pecmae_hub.render_index`; stale ones are dropped); ``render=True``
+        renders them with the given settings when none are left. ``autoencoder_repo_id`` references a Hub
+        autoencoder instead of shipping it; an autoencoder loaded by upstream name (``autoencoder_ref.name``)
+        is referenced by that name and its source commits, so users get it from its authors' repos. Set
+        ``autoencoder_ref = AutoencoderRef()`` to ship it.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -317,7 +323,9 @@ class PECMAE(PrototypeAudio):
         index = self._copy_renders(folder)
         self._copy_nearest_audio(folder)
         if render and index is None:
-            index = self.render_prototypes(folder, steps, guidance, seed, progress=True, scheduler=scheduler)
+            index = self.render_prototypes(
+                folder, steps, guidance, seed, progress=True, scheduler=scheduler, vocoder=vocoder
+            )
         card = render_model_card(
             model_name=self.name,
             labels=self.labels,
@@ -347,6 +355,7 @@ class PECMAE(PrototypeAudio):
         guidance: float = 1.0,
         seed: int = 0,
         scheduler: SchedulerSpec = "upstream",
+        vocoder: str | None = None,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
     ) -> str:
@@ -360,6 +369,7 @@ class PECMAE(PrototypeAudio):
                 guidance=guidance,
                 seed=seed,
                 scheduler=scheduler,
+                vocoder=vocoder,
                 repo_id=repo_id,
                 autoencoder_repo_id=autoencoder_repo_id,
                 autoencoder_revision=autoencoder_revision,

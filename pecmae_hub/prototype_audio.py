@@ -19,6 +19,17 @@ from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.hub.files import inside_path
 from pecmae_hub.hub.registry import PROTOTYPES_DIR
+from pecmae_hub.loudness import TARGET_LUFS, LevelChange
+from pecmae_hub.models.synthesis import resolve_vocoder
+from pecmae_hub.render_index import (
+    build_index,
+    entry_for,
+    index_settings,
+    legacy_entry_valid,
+    prototypes_digest,
+    render_key,
+    settings_record,
+)
 from pecmae_hub.sampling.schedulers import (
     DEFAULT_SCHEDULER,
     SchedulerSpec,
@@ -42,8 +53,9 @@ class PrototypeAudio:
     autoencoder: Autoencoder
     _files: ModelFiles | None
     _index: dict | Literal[False] | None  # prototypes/index.json; False: not looked up yet
-    _sonified: dict[tuple, np.ndarray]
+    _sonified: dict[str, np.ndarray]  # render key → audio
     _nearest_audio: dict | Literal[False] | None  # nearest/index.json; False: not looked up yet
+    _loaded_prototypes: str | None  # prototypes_digest of the prototypes as loaded from the files
 
     if TYPE_CHECKING:
 
@@ -80,35 +92,64 @@ class PrototypeAudio:
         return self._index
 
     def prototype_audio_path(
-        self, prototype, steps: int = 40, guidance: float = 1.0, seed: int = 0, scheduler: SchedulerSpec = "upstream"
+        self,
+        prototype,
+        steps: int = 40,
+        guidance: float = 1.0,
+        seed: int = 0,
+        scheduler: SchedulerSpec = "upstream",
+        vocoder: str | None = None,
+        loudness: float | None = TARGET_LUFS,
     ) -> Path | None:
-        """The pre-rendered WAV of ``prototype`` when one exists for exactly these settings (sampler included;
-        an index without ``scheduler`` was rendered with the exact ``"upstream"`` sampler), else None."""
+        """The pre-rendered WAV of ``prototype`` when one was rendered from exactly this prototype, decoder and
+        settings (its render key matches, :mod:`pecmae_hub.render_index`), else None."""
         p, index = self.prototype_index(prototype), self._render_index()
-        wanted = (steps, float(guidance), seed)
-        if not index or (index.get("steps"), float(index.get("guidance", -1)), index.get("seed")) != wanted:
-            return None
-        if scheduler_to_dict(index.get("scheduler", {"name": "upstream"})) != scheduler_to_dict(scheduler):
-            return None
-        if index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
+        entry = entry_for(index, p)
+        if entry is None or not self._entry_valid(index, entry, p, steps, guidance, seed, scheduler, vocoder, loudness):
             return None
         assert self._files is not None  # the index was read from the model's files
-        entry = next((e for e in index.get("prototypes", []) if int(e["index"]) == p), None)
         try:
-            return None if entry is None else self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}", required=False)
+            return self._files.get(f"{PROTOTYPES_DIR}/{entry['file']}", required=False)
         except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
             return None
 
+    def _settings(self, steps, guidance, seed, scheduler, vocoder, loudness) -> dict:
+        return settings_record(steps, guidance, seed, scheduler, resolve_vocoder(self.autoencoder, vocoder), loudness)
+
+    def _entry_valid(self, index, entry, p, steps, guidance, seed, scheduler, vocoder, loudness) -> bool:
+        wanted = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
+        if "key" in entry:
+            return entry["key"] == render_key(self.head.effective_prototypes()[p], self.autoencoder, wanted)
+        unchanged = prototypes_digest(self.head.effective_prototypes()) == self._loaded_prototypes
+        return index_settings(index) == wanted and legacy_entry_valid(index, self.autoencoder, unchanged)
+
     def _decode(
-        self, p: int, steps: int, guidance: float, seed: int, progress=None, scheduler: SchedulerSpec = "upstream"
-    ) -> np.ndarray:
+        self,
+        p: int,
+        steps: int,
+        guidance: float,
+        seed: int,
+        progress=None,
+        scheduler: SchedulerSpec = "upstream",
+        vocoder: str | None = None,
+        loudness: float | None = TARGET_LUFS,
+    ) -> tuple[np.ndarray, LevelChange | None]:
         # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
         ae = self.autoencoder
         gen = torch.Generator().manual_seed(int(seed))
         noise = torch.randn((1, ae.chunk_frames, ae.config.signal_dim), generator=gen)
         z = self.head.effective_prototypes()[p : p + 1]
-        wav = ae.decode(z, steps=steps, guidance=guidance, noise=noise, progress=progress, scheduler=scheduler)
-        return np.asarray(wav, dtype=np.float32)
+        wav, level = ae.decode_with_level(
+            z,
+            steps=steps,
+            guidance=guidance,
+            noise=noise,
+            progress=progress,
+            scheduler=scheduler,
+            vocoder=vocoder,
+            loudness=loudness,
+        )
+        return np.asarray(wav, dtype=np.float32), level
 
     def render_settings_for(
         self, steps: int | None = None, scheduler: SchedulerSpec | None = None
@@ -135,33 +176,40 @@ class PrototypeAudio:
         seed: int = 0,
         progress=None,
         scheduler: SchedulerSpec | None = None,
+        vocoder: str | None = None,
+        loudness: float | None = TARGET_LUFS,
     ) -> np.ndarray:
-        """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when its settings
-        match, else ``autoencoder.decode`` of the effective prototype (same seed → same audio).
+        """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when it was rendered from
+        this prototype with these settings, else ``autoencoder.decode`` of the effective prototype (same seed →
+        same audio).
 
         ``scheduler``: ``"upstream"`` (the exact sampler), ``"unipc"``, ``"dpmsolver++"`` or ``"ddim"``
         (:mod:`pecmae_hub.sampling.schedulers`); ``None`` and ``steps=None`` pick :meth:`render_settings_for`.
+        ``vocoder``: ``None`` (the model's own: its neural vocoder when it has one), ``"vocos"`` or
+        ``"griffin-lim"``. ``loudness``: LUFS target (true peak ≤ -1 dBFS), or ``None`` for the decoder's own
+        level (never beyond ±1).
 
         ``progress(i, n)`` is called after each of the n diffusion steps of a decode (not for a
         pre-rendered or already decoded prototype, which needs no steps).
 
         Raises:
-            ConfigError: an unknown prototype, or settings outside :func:`check_render_settings`
-                (checked before any work).
+            ConfigError: an unknown prototype, sampler or vocoder, or settings outside
+                :func:`check_render_settings` (checked before any work).
         """
         steps, scheduler = self.render_settings_for(steps, scheduler)
         steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
         p = self.prototype_index(prototype)
-        key = (p, steps, guidance, seed, json.dumps(scheduler_to_dict(scheduler), sort_keys=True))
+        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
+        key = render_key(self.head.effective_prototypes()[p], self.autoencoder, settings)
         if key not in self._sonified:
-            path = self.prototype_audio_path(p, steps, guidance, seed, scheduler)
+            path = self.prototype_audio_path(p, steps, guidance, seed, scheduler, vocoder, loudness)
             if path is not None:
                 import soundfile as sf
 
                 wav, file_sr = sf.read(str(path), dtype="float32")
                 self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
             else:
-                self._sonified[key] = self._decode(p, steps, guidance, seed, progress, scheduler)
+                self._sonified[key] = self._decode(p, steps, guidance, seed, progress, scheduler, vocoder, loudness)[0]
         return self._sonified[key].copy()
 
     def nearest_audio_path(self, prototype, rank: int = 0) -> Path | None:
@@ -192,30 +240,29 @@ class PrototypeAudio:
         seed: int = 0,
         progress: bool = False,
         scheduler: SchedulerSpec = "upstream",
+        vocoder: str | None = None,
+        loudness: float | None = TARGET_LUFS,
     ) -> dict:
         """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
-        ``index.json`` recording the settings (sampler included); returns the index."""
+        ``index.json`` recording the settings, each render's key and its loudness normalisation; returns
+        the index (:mod:`pecmae_hub.render_index`)."""
         from tqdm.auto import tqdm
 
         steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
+        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
+        prototypes = self.head.effective_prototypes()
         out = Path(folder) / PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
         entries = []
         for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
             label, k = self.head.prototype_name(p)
             name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
-            write_wav(out / name, self._decode(p, steps, guidance, seed, scheduler=scheduler))
-            entries.append({"index": p, "label": label, "k": k, "file": name})
-        index = {
-            "version": 1,
-            "sample_rate": SAMPLE_RATE,
-            "steps": int(steps),
-            "guidance": float(guidance),
-            "seed": int(seed),
-            "scheduler": scheduler_to_dict(scheduler),
-            "autoencoder_fingerprint": self.autoencoder.fingerprint(),
-            "prototypes": entries,
-        }
+            wav, level = self._decode(p, steps, guidance, seed, None, scheduler, vocoder, loudness)
+            write_wav(out / name, wav)
+            entry = {"index": p, "label": label, "k": k, "file": name}
+            entry["key"] = render_key(prototypes[p], self.autoencoder, settings)
+            entries.append({**entry, **(level.to_dict() if level is not None else {})})
+        index = build_index(self.autoencoder, settings, entries)
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         if self._files is not None and self._files.folder is not None:
             self._index, self._sonified = False, {}  # it may have been our own folder: look again
@@ -239,20 +286,36 @@ class PrototypeAudio:
         (folder / NEAREST_AUDIO_INDEX).write_text(json.dumps(index, indent=1) + "\n")
 
     def _copy_renders(self, folder: Path) -> dict | None:
+        """Carry over the pre-rendered WAVs that are still the audio of this model's prototypes (their render
+        key matches now; format-1 renders only for the prototypes they were loaded with), upgrading the index
+        to the keyed format. Returns the new index, or None when no render is valid any more."""
         index = self._render_index()
-        if not index or index.get("autoencoder_fingerprint") not in (None, self.autoencoder.fingerprint()):
+        if not index:
             return None
+        settings = index_settings(index)
+        prototypes = self.head.effective_prototypes()
+        unchanged = prototypes_digest(prototypes) == self._loaded_prototypes
         assert self._files is not None  # the index was read from the model's files
-        dest = folder / PROTOTYPES_DIR
-        dest.mkdir(parents=True, exist_ok=True)
+        entries = []
         for entry in index.get("prototypes", []):
+            p = int(entry["index"])
+            if not 0 <= p < len(prototypes):
+                continue
+            key = render_key(prototypes[p], self.autoencoder, settings)
+            if entry.get("key", key if legacy_entry_valid(index, self.autoencoder, unchanged) else None) != key:
+                continue  # rendered from other prototypes or another decoder: stale
             name = inside_path(entry["file"], f"{PROTOTYPES_DIR}/index.json")
             src = self._files.get(f"{PROTOTYPES_DIR}/{name}")
-            if src.resolve() != (dest / name).resolve():
-                (dest / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest / name)
-        (dest / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-        return index
+            dest = folder / PROTOTYPES_DIR / name
+            if src.resolve() != dest.resolve():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest)
+            entries.append({**entry, "key": key})
+        if not entries:
+            return None
+        new_index = build_index(self.autoencoder, settings, entries)
+        (folder / PROTOTYPES_DIR / "index.json").write_text(json.dumps(new_index, indent=1) + "\n")
+        return new_index
 
 
 def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "upstream") -> tuple[int, float, int]:

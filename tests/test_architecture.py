@@ -37,7 +37,7 @@ PACKAGE = "pecmae_hub"
 
 #: leaf modules and leaf subpackages (``storage``, ``sampling``): they import only each other
 LEAF_MODULES = frozenset(
-    {"errors", "audio", "audio_stream", "configuration", "devices", "extras", "storage", "sampling"}
+    {"errors", "audio", "audio_stream", "configuration", "devices", "extras", "loudness", "storage", "sampling"}
 )
 SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "app", "cli"})
 
@@ -75,7 +75,7 @@ def layer_of(module: str) -> str | None:
         return "main"
     if head in LEAF_MODULES:
         return "leaf"
-    if head in ("pipeline", "prediction", "prototype_audio", "batch"):
+    if head in ("pipeline", "prediction", "prototype_audio", "render_index", "batch"):
         return "pipeline"
     if head in SUBPACKAGE_LAYERS:
         return head

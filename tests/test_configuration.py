@@ -147,5 +147,5 @@ def test_shipped_model_is_in_the_current_format_and_loads_without_warnings(tmp_p
     assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
     # the head's fingerprint of its autoencoder survived the format change
     head = PrototypeHead.from_pretrained(SHIPPED)
-    assert head.config.autoencoder.fingerprint == Autoencoder.from_pretrained(SHIPPED / "autoencoder").fingerprint()
+    assert Autoencoder.from_pretrained(SHIPPED / "autoencoder").matches_fingerprint(head.config.autoencoder.fingerprint)
     shutil.rmtree(tmp_path, ignore_errors=True)

@@ -124,8 +124,8 @@ def test_sonify_prerendered_vs_decoder(tiny_model_dir, monkeypatch):
     index = json.loads((tiny_model_dir / "prototypes" / "index.json").read_text())
     assert (index["steps"], index["guidance"], index["seed"]) == (2, 1.0, 0) and len(index["prototypes"]) == 6
     calls = []
-    real_decode = model.autoencoder.decode
-    monkeypatch.setattr(model.autoencoder, "decode", lambda *a, **k: calls.append(k) or real_decode(*a, **k))
+    real_decode = model.autoencoder.decode_with_level
+    monkeypatch.setattr(model.autoencoder, "decode_with_level", lambda *a, **k: calls.append(k) or real_decode(*a, **k))
     path = model.prototype_audio_path(("piano", 1), steps=2)
     assert path is not None and path.name == "p003_piano_1.wav"
     rendered = model.sonify(("piano", 1), steps=2, guidance=1.0, seed=0)
@@ -133,7 +133,7 @@ def test_sonify_prerendered_vs_decoder(tiny_model_dir, monkeypatch):
     assert np.array_equal(model.sonify("piano:1", steps=2), rendered) and np.array_equal(
         model.sonify(3, steps=2), rendered
     )
-    decoded = model._decode(3, 2, 1.0, 0)  # what the decoder gives for the same settings
+    decoded, _ = model._decode(3, 2, 1.0, 0)  # what the decoder gives for the same settings
     assert len(calls) == 1
     np.testing.assert_allclose(rendered, np.clip(decoded, -1, 1), atol=1.5 / 32767)
     other = model.sonify(3, steps=3)  # no pre-render for these settings: decoded

@@ -82,6 +82,7 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_sonify(args: argparse.Namespace) -> int:
     from pecmae_hub.audio import SAMPLE_RATE, output_audio_format, write_audio
     from pecmae_hub.batch.results import check_output_file
+    from pecmae_hub.models.synthesis import resolve_vocoder
     from pecmae_hub.prototype_audio import check_render_settings
     from pecmae_hub.storage.atomic import atomic_path
 
@@ -95,7 +96,7 @@ def run_sonify(args: argparse.Namespace) -> int:
     label, k = model.head.prototype_name(p)
     steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
     steps, guidance, seed = check_render_settings(steps, args.guidance, args.seed, scheduler)
-    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler) is not None
+    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler, args.vocoder) is not None
     from tqdm.auto import tqdm
 
     # one tick per diffusion step (a pre-rendered prototype needs none); hidden when stderr is not a terminal
@@ -108,6 +109,7 @@ def run_sonify(args: argparse.Namespace) -> int:
             guidance=guidance,
             seed=seed,
             scheduler=scheduler,
+            vocoder=args.vocoder,
             progress=lambda i, n: bar.update(i - bar.n),
         )
     with atomic_path(args.out) as tmp:
@@ -115,7 +117,8 @@ def run_sonify(args: argparse.Namespace) -> int:
     name = scheduler if isinstance(scheduler, str) else scheduler.get("name")
     print(
         f"wrote {args.out}: prototype {p} ({label}:{k}), {len(wav) / SAMPLE_RATE:.2f} s, "
-        f"{'pre-rendered' if rendered else 'decoded'} ({name}, {steps} steps)"
+        f"{'pre-rendered' if rendered else 'decoded'} ({name}, {steps} steps, "
+        f"{resolve_vocoder(model.autoencoder, args.vocoder)} vocoder)"
     )
     return 0
 
@@ -143,6 +146,7 @@ def run_push(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         seed=args.seed,
         scheduler=args.scheduler or "upstream",
+        vocoder=args.vocoder,
         autoencoder_repo_id=args.autoencoder_repo,
     )
     from huggingface_hub import constants
@@ -197,7 +201,17 @@ def _render_args(p: argparse.ArgumentParser) -> None:
         help="diffusion steps, 1..1000 (default: the pre-renders' steps, else unipc 14, upstream 40)",
     )
     p.add_argument(
-        "--guidance", type=float, default=1.0, help="classifier-free guidance, 1.0 = none (default %(default)s)"
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance weight w, v = v_cond + w (v_cond - v_uncond); 0 = none (default %(default)s)",
+    )
+    p.add_argument(
+        "--vocoder",
+        default=None,
+        choices=("vocos", "griffin-lim"),
+        help="mel models: vocos (the neural vocoder, their default when they ship one) or griffin-lim "
+        "(the classic phase reconstruction, for reproducing older renders)",
     )
     p.add_argument("--seed", type=int, default=0, help="noise seed, >= 0; same seed, same audio (default %(default)s)")
 

@@ -48,6 +48,10 @@ def _run_gm_solos(args) -> int:
         sonify_steps=args.sonify_steps,
         out=args.out,
         ae_init=args.ae_init,
+        vocoder_steps=args.vocoder_steps,
+        decoder_steps=args.decoder_steps,
+        time_budget_s=args.time_budget,
+        from_model=args.from_model,
     )
     try:
         run_recipe(cfg, args.stage or None)
@@ -114,6 +118,26 @@ def _gm_solos_parser(sub) -> None:
     p.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     p.add_argument("--head-steps", type=int, default=3000)
     p.add_argument("--protos-per-class", type=int, default=3)
+    p.add_argument("--vocoder-steps", type=int, default=6000, help="neural vocoder training steps (vocoder stage)")
+    p.add_argument(
+        "--decoder-steps",
+        type=int,
+        default=3000,
+        help="diffusion decoder training steps, encoder frozen (decoder stage)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds for the vocoder and decoder stages; stop (resumable, exit code 3) when spent",
+    )
+    p.add_argument(
+        "--from-model",
+        default=None,
+        metavar="FOLDER",
+        help="start from a finished model (its autoencoder and head), e.g. checkpoints/gm-solos, and run the "
+        "vocoder, decoder and package stages on it",
+    )
     p.add_argument("--sonify-steps", type=int, default=40)
     p.add_argument("--out", default="checkpoints/gm-solos", help="where the finished model folder goes")
     p.set_defaults(func=_run_gm_solos)

@@ -141,17 +141,41 @@ for proto in prediction.top_prototypes:   # the prototypes that drove the decisi
 
 ## Listening to the prototypes
 
-`prototypes/` holds one WAV per prototype (`p<index>_<class>_<k>.wav`, 24 kHz), rendered with
-{settings.get("steps", 40)} diffusion steps, guidance {settings.get("guidance", 1.0)} and seed {settings.get("seed", 0)}
+`prototypes/` holds one WAV per prototype (`p<index>_<class>_<k>.wav`, 24 kHz), {_render_description(settings)}
 (see `prototypes/index.json`). Other settings are decoded on the fly:
-
+{_sonification_note(info)}
 ```python
-audio = model.sonify(("{labels[0]}", 0), steps=40, guidance=1.0, seed=0)   # float32, 24 kHz
+audio = model.sonify(("{labels[0]}", 0))   # float32, 24 kHz; the pre-rendered WAV when the settings match
 ```
 
 or `pecmae sonify --model {ref} --prototype {labels[0]}:0 --out prototype.wav`.
 """
     return card_text(body, **metadata)
+
+
+def _render_description(settings: dict) -> str:
+    """How the shipped prototype WAVs were made, in words (sampler, steps, guidance, seed, vocoder, level)."""
+    sampler = (settings.get("scheduler") or {"name": "upstream"}).get("name", "upstream")
+    words = (
+        f"rendered with the {'exact' if sampler == 'upstream' else sampler} sampler at {settings.get('steps', 40)} "
+        f"diffusion steps, guidance {settings.get('guidance', 1.0)} and seed {settings.get('seed', 0)}"
+    )
+    if settings.get("vocoder"):
+        words += f", the {settings['vocoder']} vocoder"
+    if settings.get("loudness_lufs") is not None:
+        words += f", normalised to {settings['loudness_lufs']:g} LUFS with true peaks at or under -1 dBFS"
+    return words
+
+
+def sonification_note(info: dict) -> str | None:
+    """The model's one-line note on what its decoder reproduces and what it cannot (``info``), or None."""
+    note = info.get("sonification_note")
+    return str(note) if note else None
+
+
+def _sonification_note(info: dict) -> str:
+    note = sonification_note(info)
+    return f"\n> **What you hear.** {note}\n" if note else ""
 
 
 def _pct(value) -> str:

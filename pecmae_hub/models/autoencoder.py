@@ -12,98 +12,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from pecmae_hub.audio import HOP_LENGTH, SAMPLE_RATE, AudioInput, chunk_bounds, load_audio
-from pecmae_hub.configuration import ModelConfig
 from pecmae_hub.errors import ConfigError, InputShapeError
+from pecmae_hub.loudness import TARGET_LUFS, LevelChange, limit_peak, normalize_loudness
+from pecmae_hub.models.autoencoder_config import AutoencoderConfig, build_denoiser
 from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
+from pecmae_hub.models.synthesis import VOCOS, join_chunks, resolve_vocoder
 from pecmae_hub.storage.pretrained import PretrainedMixin
 
 if TYPE_CHECKING:
+    from pecmae_hub.models.adaln_denoiser import AdaLNDenoiser
     from pecmae_hub.models.encodec import EncodecCodec
     from pecmae_hub.models.melspec import MelCodec
-
-
-@dataclass
-class AutoencoderConfig(ModelConfig):
-    """Dimensions and options of an :class:`Autoencoder`, stored as ``config.json`` next to the weights."""
-
-    MODEL_TYPE: ClassVar[str] = "pecmae-autoencoder"
-    VERSION: ClassVar[int] = 2  # 2: model_type written; 1 had none
-    OPTIONAL_IN_FILE: ClassVar[frozenset[str]] = frozenset({"mel", "source"})
-
-    frontend: str = "encodec"  # "encodec" | "mel"
-    chunk_seconds: float = 4.0  # window = hop of the chunking (4 s or 10 s upstream)
-    signal_dim: int = 128  # EnCodec latent channels, or mel bins
-    model_dim: int = 768
-    frame_layers: int = 10
-    frame_heads: int = 12
-    ff_dim: int = 4096
-    cls_layers: int = 2  # 0: frame encoder only (z = mean of frame embeddings)
-    cls_heads: int = 8
-    denoiser_layers: int = 8  # 0: no decoder
-    denoiser_heads: int = 8
-    mel: dict = field(default_factory=dict)  # MelCodec options (n_fft, fmin, fmax, offset, scale, griffin_lim_iters)
-    source: str = ""  # provenance, e.g. the upstream file it was converted from
-
-    def __post_init__(self):
-        if self.frontend not in ("encodec", "mel"):
-            raise ConfigError(f"frontend must be 'encodec' or 'mel', got {self.frontend!r}")
-        if self.frontend == "encodec" and self.signal_dim != 128:
-            raise ConfigError(f"the EnCodec front end gives 128-d latents; signal_dim={self.signal_dim} is impossible")
-        if not self.chunk_seconds > 0:
-            raise ConfigError(f"chunk_seconds must be positive, got {self.chunk_seconds}")
-        for name in ("signal_dim", "model_dim", "frame_layers", "frame_heads", "ff_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.denoiser_layers and not self.cls_layers:
-            raise ConfigError("a denoiser needs a CLS encoder (cls_layers > 0) to condition on")
-
-    def architecture(self) -> dict[str, Any]:
-        """The fields that define the network (provenance left out): what the fingerprint hashes."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("model_type", "version", "source")}
-
-    # Presets -------------------------------------------------------------------------------------
-    @classmethod
-    def upstream(cls, chunk_seconds: float = 4.0) -> AutoencoderConfig:
-        """DiffTransformerAE2L8L1CLS-4s / -10s on top of EnCodecMAE-base."""
-        return cls(chunk_seconds=chunk_seconds)
-
-    @classmethod
-    def encodecmae(cls, size: str = "base") -> AutoencoderConfig:
-        """EnCodecMAE v1 frame encoder only (base: 768 × 10 layers, large: 1024 × 20 layers, 12 heads)."""
-        dims = {"base": (768, 10), "large": (1024, 20)}
-        if size not in dims:
-            raise ConfigError(f"EnCodecMAE size must be one of {sorted(dims)}, got {size!r}")
-        dim, layers = dims[size]
-        return cls(model_dim=dim, frame_layers=layers, cls_layers=0, denoiser_layers=0)
-
-    @classmethod
-    def tiny(cls, frontend: str = "mel", **overrides) -> AutoencoderConfig:
-        """A few-thousand-parameter model for tests."""
-        base: dict[str, Any] = dict(
-            frontend=frontend,
-            chunk_seconds=1.0,
-            signal_dim=128 if frontend == "encodec" else 16,
-            model_dim=32,
-            frame_layers=2,
-            frame_heads=4,
-            ff_dim=64,
-            cls_layers=1,
-            cls_heads=2,
-            denoiser_layers=1,
-            denoiser_heads=2,
-            mel={"n_fft": 512} if frontend == "mel" else {},
-        )
-        base.update(overrides)
-        return cls(**base)
+    from pecmae_hub.models.vocoder import MelVocoder
 
 
 class Autoencoder(PretrainedMixin, nn.Module):
@@ -117,9 +45,11 @@ class Autoencoder(PretrainedMixin, nn.Module):
     config: AutoencoderConfig
     codec: EncodecCodec | MelCodec
     cls_encoder: CLSEncoder | None  # None: a frame encoder only (z = mean of the frames)
-    denoiser: Denoiser | None  # None: no decoder
+    denoiser: Denoiser | AdaLNDenoiser | None  # None: no decoder
+    vocoder: MelVocoder | None  # the mel family's neural vocoder, None: Griffin-Lim (or EnCodec's decoder)
     upstream_sources: dict[str, str] | None = None  # {source repo: commit} when loaded by upstream name
     precision = "fp32"  # set by pecmae_hub.models.precision.apply_precision
+    _decoder_hash: tuple | None = None  # (weights' identity, hash) cache of decoder_fingerprint()
 
     @classmethod
     def from_pretrained(
@@ -191,12 +121,52 @@ class Autoencoder(PretrainedMixin, nn.Module):
             if config.cls_layers
             else None
         )
-        self.denoiser = (
-            Denoiser(config.signal_dim, config.model_dim, config.denoiser_heads, config.denoiser_layers, config.ff_dim)
-            if config.denoiser_layers
-            else None
-        )
+        self.denoiser = build_denoiser(config) if config.denoiser_layers else None
+        self.vocoder = None
+        if config.vocoder:
+            from pecmae_hub.models.vocoder import MelVocoder, VocoderConfig
+
+            self.vocoder = MelVocoder(VocoderConfig.from_dict(config.vocoder, source="autoencoder config 'vocoder'"))
         self.eval()
+
+    def attach_vocoder(self, vocoder: MelVocoder | None) -> Autoencoder:
+        """Make ``vocoder`` this model's neural vocoder (saved with it: config section ``vocoder`` and
+        ``vocoder.*`` weights), or remove it with None (Griffin-Lim only). Returns ``self``.
+
+        Raises:
+            ConfigError: an EnCodec model, or a vocoder trained on other mel features than this model's.
+        """
+        import dataclasses
+
+        if vocoder is not None:
+            if self.config.frontend != "mel":
+                raise ConfigError("a neural vocoder is for the 'mel' front end; EnCodec decodes its own latents")
+            ours = {k: v for k, v in self.config.mel.items() if k != "griffin_lim_iters"}
+            theirs = {k: v for k, v in vocoder.config.mel.items() if k != "griffin_lim_iters"}
+            if vocoder.config.n_mels != self.config.signal_dim or (theirs and theirs != ours):
+                raise ConfigError(
+                    f"this vocoder was trained on {vocoder.config.n_mels}-band mel features {theirs or ''} but the "
+                    f"autoencoder makes {self.config.signal_dim}-band ones {ours}: train a vocoder for this model"
+                )
+        self.config = dataclasses.replace(self.config, vocoder=vocoder.config.to_dict() if vocoder else {})
+        self.vocoder = None if vocoder is None else vocoder.to(self.device).eval()
+        return self
+
+    def state_for_saving(self) -> dict[str, torch.Tensor]:
+        """The state dict, with the decoder's and vocoder's tensors in ``config.decoder_dtype``. For float16
+        they are first rounded in place, so that the model in memory is the one that will load back (and
+        its renders keep their keys); the encoder is always stored exactly (z never changes)."""
+        state = self.state_dict()
+        if self.config.decoder_dtype == "float16":
+            with torch.no_grad():
+                for module in (self.denoiser, self.vocoder):
+                    for param in module.parameters() if module is not None else ():
+                        param.copy_(param.half().float())
+            state = {
+                k: v.half() if k.startswith(("denoiser.", "vocoder.")) and v.is_floating_point() else v
+                for k, v in self.state_dict().items()
+            }
+        return state
 
     # Properties ----------------------------------------------------------------------------------
     @property
@@ -220,16 +190,56 @@ class Autoencoder(PretrainedMixin, nn.Module):
         return next(self.parameters()).device
 
     @property
+    def signal_range(self) -> tuple[float, float] | None:
+        """Bounds of the decoder's signal (mel front end: log floor to full scale), which sampling clips each
+        step's x̂0 to (:func:`pecmae_hub.sampling.v_diffusion.clip_v`); None for EnCodec latents (unbounded)."""
+        return getattr(self.codec, "signal_range", None)
+
+    @property
     def can_decode(self) -> bool:
         return self.denoiser is not None
 
     def fingerprint(self) -> str:
-        """Short hash of the architecture config (provenance fields excluded).
+        """Short hash of what decides z: the encoder's architecture (:meth:`AutoencoderConfig.encoder_architecture`;
+        the decoder and vocoder are left out, docs/architecture.md §13).
 
         The one identity used everywhere z is stored or compared: extraction manifests, a head's
-        ``autoencoder.fingerprint`` and the render index of pre-rendered prototypes.
+        ``autoencoder.fingerprint`` and results files. Re-training or replacing the decoder keeps it.
         """
-        return hashlib.sha256(json.dumps(self.config.architecture(), sort_keys=True).encode()).hexdigest()[:16]
+        return _hash(self.config.encoder_architecture())
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint under the earlier rule (the whole architecture), as older files store it."""
+        return _hash(self.config.legacy_architecture())
+
+    def decoder_fingerprint(self) -> str:
+        """Short hash of everything between z and audio: the decoder and vocoder configs and weights, and the
+        precision they run at. Pre-rendered prototype audio is keyed on it (with the prototypes themselves and
+        the sampler settings), so a re-trained decoder never plays stale renders. Cached until a weight changes.
+        """
+        modules = [m for m in (self.denoiser, self.vocoder) if m is not None]
+        params = [t for m in modules for t in m.state_dict().values()]
+        key = (self.precision, tuple((t.data_ptr(), t._version) for t in params))
+        if self._decoder_hash is None or self._decoder_hash[0] != key:
+            digest = hashlib.sha256(
+                json.dumps(
+                    {k: v for k, v in self.config.architecture().items() if k in self.config.DECODER_FIELDS}
+                    | {
+                        "griffin_lim_iters": self.config.mel.get("griffin_lim_iters"),
+                        "precision": self.precision,
+                        "x0_range": self.signal_range,
+                    },
+                    sort_keys=True,
+                ).encode()
+            )
+            for t in params:
+                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            self._decoder_hash = (key, digest.hexdigest()[:16])
+        return self._decoder_hash[1]
+
+    def matches_fingerprint(self, stored: str | None) -> bool:
+        """Whether a stored fingerprint names this autoencoder's z (either rule; None: nothing stored)."""
+        return stored is None or stored in (self.fingerprint(), self.legacy_fingerprint())
 
     # Encoding ------------------------------------------------------------------------------------
     def encode_chunks(self, batch: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,6 +303,8 @@ class Autoencoder(PretrainedMixin, nn.Module):
 
         ``scheduler``: ``"upstream"`` (the exact v-diffusion sampler) or a diffusers scheduler name, dict or
         instance (``"ddim"``, ``"dpmsolver++"``, ``"unipc"``; see :mod:`pecmae_hub.sampling.schedulers`).
+        Every step's x̂0 is kept within :attr:`signal_range` (mel models; EnCodec latents are left free, as
+        upstream).
         """
         from pecmae_hub.sampling.schedulers import check_steps, sample
 
@@ -326,6 +338,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
                 steps=steps,
                 guidance=guidance,
                 progress=progress,
+                x0_range=self.signal_range,
             )
 
     def decode(
@@ -338,38 +351,62 @@ class Autoencoder(PretrainedMixin, nn.Module):
         crossfade_ms: float = 0.0,
         progress=None,
         scheduler="upstream",
+        vocoder: str | None = None,
+        loudness: float | None = TARGET_LUFS,
     ) -> np.ndarray:
         """Sonify z (n_chunks, D) → float32 waveform at 24 kHz, one ``chunk_seconds`` chunk per row.
 
         Same ``seed`` (or the same ``noise`` of shape (n_chunks, T, signal_dim)) → same audio.
         Chunks are joined end to end (fixing upstream's self-add, docs/architecture.md §12.20); ``crossfade_ms`` > 0
         overlaps consecutive chunks by that much with a linear cross-fade. ``scheduler`` as in
-        :meth:`decode_latents` (``"upstream"``: the exact sampler).
+        :meth:`decode_latents` (``"upstream"``: the exact sampler). ``vocoder`` as in :meth:`synthesize`.
+
+        ``loudness``: the result is normalised to this many LUFS (ITU-R BS.1770) under a true-peak ceiling of
+        -1 dBFS (:func:`pecmae_hub.loudness.normalize_loudness`); ``None`` keeps the decoder's own level, scaled
+        down only if a sample would pass full scale. Either way no sample lies beyond ±1.
         """
+        return self.decode_with_level(
+            z, steps, guidance, seed, noise, crossfade_ms, progress, scheduler, vocoder, loudness
+        )[0]
+
+    def decode_with_level(
+        self,
+        z,
+        steps: int = 40,
+        guidance: float = 1.0,
+        seed: int | None = None,
+        noise=None,
+        crossfade_ms: float = 0.0,
+        progress=None,
+        scheduler="upstream",
+        vocoder: str | None = None,
+        loudness: float | None = TARGET_LUFS,
+    ) -> tuple[np.ndarray, LevelChange | None]:
+        """:meth:`decode` and the :class:`~pecmae_hub.loudness.LevelChange` it applied (None when
+        ``loudness`` is None), for callers that record the gain (the prototype renders' ``index.json``)."""
         latents = self.decode_latents(z, steps, guidance, seed, noise, progress, scheduler)
+        wav = join_chunks(list(self.synthesize(latents, vocoder)), int(round(crossfade_ms * SAMPLE_RATE / 1000)))
+        if loudness is None:
+            return limit_peak(wav), None
+        return normalize_loudness(wav, target_lufs=loudness)
+
+    def synthesize(self, latents: torch.Tensor, vocoder: str | None = None) -> np.ndarray:
+        """Decoder output (n, T, signal_dim) → audio (n, chunk_samples), float32, at the vocoder's own level.
+
+        ``vocoder`` (mel front end): ``"vocos"`` (the neural vocoder shipped with the model), ``"griffin-lim"``
+        (the classic phase reconstruction, kept for reproducibility) or ``None`` for the model's default (its
+        neural vocoder when it has one). The EnCodec front end always uses EnCodec's own decoder.
+        """
+        name = resolve_vocoder(self, vocoder)
         with torch.inference_mode():
-            # a chunk is chunk_samples long; the vocoder gives whole frames (ceil), so trim the tail
-            chunks = self.codec.decode(latents)[:, : self.chunk_samples].float().cpu().numpy()
-        return join_chunks(list(chunks), int(round(crossfade_ms * SAMPLE_RATE / 1000)))
+            signal = torch.as_tensor(latents).to(self.device)
+            audio = self.vocoder(signal) if name == VOCOS else self.codec.decode(signal)  # type: ignore[misc]
+            # a chunk is chunk_samples long; the vocoders give whole frames (ceil), so trim the tail
+            return audio[:, : self.chunk_samples].float().cpu().numpy()
 
 
-def join_chunks(chunks: list[np.ndarray], overlap: int = 0) -> np.ndarray:
-    """Concatenate chunks; with ``overlap`` > 0 neighbours overlap-add under a linear cross-fade."""
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    if overlap <= 0 or len(chunks) == 1:
-        return np.concatenate(chunks).astype(np.float32)
-    overlap = min(overlap, min(len(c) for c in chunks) // 2)
-    total = sum(len(c) for c in chunks) - overlap * (len(chunks) - 1)
-    out = np.zeros(total, dtype=np.float32)
-    fade_in = np.linspace(0.0, 1.0, overlap, dtype=np.float32)
-    pos = 0
-    for i, chunk in enumerate(chunks):
-        chunk = chunk.astype(np.float32).copy()
-        if i > 0:
-            chunk[:overlap] *= fade_in
-        if i < len(chunks) - 1:
-            chunk[len(chunk) - overlap :] *= fade_in[::-1]
-        out[pos : pos + len(chunk)] += chunk
-        pos += len(chunk) - overlap
-    return out
+def _hash(architecture: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(architecture, sort_keys=True).encode()).hexdigest()[:16]
+
+
+__all__ = ["Autoencoder", "AutoencoderConfig", "build_denoiser", "join_chunks"]

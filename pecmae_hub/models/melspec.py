@@ -67,6 +67,14 @@ class MelCodec(nn.Module):
         self.register_buffer("inverse", torch.linalg.pinv(fb), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
+    @property
+    def signal_range(self) -> tuple[float, float]:
+        """The values a feature can take: the log floor (digital silence) and the level of the loudest band a
+        full-scale signal can produce (an STFT bin of |x| ≤ 1 is at most Σ window; a band sums its bins)."""
+        low = (math.log(LOG_FLOOR) - self.offset) / self.scale
+        peak_power = float(self.window.sum()) ** 2 * float(self.filterbank.sum(dim=1).max())
+        return low, (math.log(peak_power + LOG_FLOOR) - self.offset) / self.scale
+
     def _stft(self, wav: torch.Tensor) -> torch.Tensor:
         return torch.stft(wav, self.n_fft, HOP_LENGTH, window=self.window, center=True, return_complex=True)
 

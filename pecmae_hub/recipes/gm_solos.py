@@ -1,9 +1,14 @@
 """The embedded default model's training recipe, one resumable stage after another.
 
 ``pecmae recipe gm-solos --work runs/gm-solos`` runs: data (render GM-Solos) → autoencoder (train the
-mel-front-end autoencoder: v-diffusion + contrastive terms, see ``ae_training``) → extract (z per clip)
-→ head (prototype head, K=3) → evaluate → package (sonify every prototype, model card, copy to
-``checkpoints/gm-solos``).
+mel-front-end autoencoder: v-diffusion + contrastive terms, see ``training.autoencoder``) → extract (z per
+clip) → head (prototype head, K=3) → evaluate → vocoder (the neural mel vocoder, ``training.vocoder``) →
+decoder (a larger diffusion decoder re-trained with the encoder frozen, ``training.decoder``) → package
+(sonify every prototype, model card, copy to ``checkpoints/gm-solos``).
+
+``--from-model FOLDER`` starts from a finished model instead (its autoencoder and head are copied into the
+work folder once), so the vocoder and decoder stages can be re-run on the shipped model without
+re-training what z and the classifier are.
 Each stage skips work already done, so an interrupted run continues where it stopped.
 
 Splits: the three training banks' clips with index < ``val_from`` train, the rest validate (held-out
@@ -26,8 +31,19 @@ from pecmae_hub.errors import DatasetError, IncompleteRunError
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.storage.atomic import atomic_write_text
 
-STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "package")
+STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "vocoder", "decoder", "package")
 TEST_BANK = TEST_BANKS[0]
+
+
+#: the decoder of the shipped model (``decoder`` stage): adaLN transformer, 256-d, 6 layers, 2 frames per token
+DECODER = {
+    "denoiser_type": "adaln",
+    "denoiser_dim": 256,
+    "denoiser_layers": 6,
+    "denoiser_heads": 4,
+    "denoiser_ff_dim": 1024,
+    "denoiser_patch": 2,
+}
 
 
 def gm_solos_autoencoder_config() -> AutoencoderConfig:
@@ -66,8 +82,17 @@ class RecipeConfig:
     head_steps: int = 3000
     head_alpha: float = 0.25  # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
     protos_per_class: int = 3
+    vocoder_steps: int = 6000
+    vocoder_batch_size: int = 16
+    vocoder: dict = field(default_factory=dict)  # VocoderConfig overrides (tests use tiny ones)
+    decoder_steps: int = 3000
+    decoder_batch_size: int = 32
+    decoder: dict = field(default_factory=lambda: dict(DECODER))  # denoiser fields of the re-trained decoder
+    time_budget_s: float | None = None  # vocoder/decoder stages: stop (resumable) when spent
     sonify_steps: int = 40
     sonify_guidance: float = 1.0
+    sonify_scheduler: str = "upstream"
+    from_model: str | None = None  # start from this finished model folder (autoencoder + head)
     out: str = "checkpoints/gm-solos"
     autoencoder: dict = field(default_factory=dict)  # AutoencoderConfig overrides (tests use tiny ones)
 
@@ -96,7 +121,7 @@ def stage_data(cfg: RecipeConfig) -> None:
     generate_dataset(cfg.data_dir, [TEST_BANK], cfg.n_test_per_class, seed=cfg.seed, split_name="test", workers=2)
 
 
-def _load_clips(cfg: RecipeConfig, split: str, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_clips(cfg: RecipeConfig, split: str, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The split's clips zero-padded/cut to ``samples`` (N, samples) and their class ids (N,)."""
     from pecmae_hub.audio import load_audio
     from pecmae_hub.data.gm_solos.render import LABELS
@@ -122,7 +147,7 @@ def stage_autoencoder(cfg: RecipeConfig) -> Path:
     if cfg.ae_init and not (out / "checkpoint.pt").exists():
         ae = Autoencoder.from_pretrained(cfg.ae_init)
         ae.config = dataclasses.replace(ae.config, source=config.source)
-    clips, labels = _load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
+    clips, labels = load_clips(cfg, "train", int(3.0 * 24_000))  # whole clips; training crops chunks at random
     train_cfg = AETrainConfig(
         steps=cfg.ae_steps,
         batch_size=cfg.ae_batch_size,
@@ -203,6 +228,10 @@ def stage_evaluate(cfg: RecipeConfig) -> dict:
     return report
 
 
+def trained_autoencoder_dir(cfg: RecipeConfig) -> Path:
+    return Path(cfg.work) / "autoencoder" / "model"
+
+
 def stage_package(cfg: RecipeConfig) -> Path:
     """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card."""
     from pecmae_hub.pipeline import PECMAE
@@ -212,7 +241,14 @@ def stage_package(cfg: RecipeConfig) -> Path:
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(work / "head", staging)
-    shutil.copytree(work / "autoencoder" / "model", staging / "autoencoder")
+    decoder, vocoder = work / "decoder" / "model", work / "vocoder" / "model"
+    autoencoder = Autoencoder.from_pretrained(decoder if decoder.exists() else trained_autoencoder_dir(cfg))
+    if vocoder.exists():
+        from pecmae_hub.models.vocoder import MelVocoder
+
+        autoencoder.attach_vocoder(MelVocoder.from_pretrained(vocoder))
+    autoencoder.config = dataclasses.replace(autoencoder.config, source=gm_solos_autoencoder_config().source)
+    autoencoder.save_pretrained(staging / "autoencoder")
     summary = work / "evaluation" / "summary.json"
     if summary.exists():
         shutil.copy(summary, staging / "evaluation.json")
@@ -250,8 +286,12 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
     """Run the named stages (all by default) in order.
 
     Raises:
-        IncompleteRunError: the autoencoder stage spent its time budget; running again continues it.
+        IncompleteRunError: a training stage spent its time budget; running again continues it.
     """
+    from pecmae_hub.recipes.gm_solos_sound import stage_decoder, stage_vocoder, start_from_model
+
+    if cfg.from_model:
+        start_from_model(cfg)
     for stage in stages or STAGES:
         print(f"== recipe stage: {stage} ==", flush=True)
         {
@@ -260,5 +300,7 @@ def run_recipe(cfg: RecipeConfig, stages: list[str] | None = None) -> None:
             "extract": stage_extract,
             "head": stage_head,
             "evaluate": stage_evaluate,
+            "vocoder": stage_vocoder,
+            "decoder": stage_decoder,
             "package": stage_package,
         }[stage](cfg)

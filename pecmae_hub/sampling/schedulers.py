@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from pecmae_hub.errors import ConfigError
-from pecmae_hub.sampling.v_diffusion import sample_v_diffusion
+from pecmae_hub.sampling.v_diffusion import clip_v, sample_v_diffusion
 
 UPSTREAM = "upstream"
 #: scheduler name → diffusers class name ("upstream" is our own sampler)
@@ -218,18 +218,20 @@ def sample(
     steps: int = 40,
     guidance: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
+    x0_range: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """Generate x̂0 from ``noise`` conditioned on ``code`` with the sampler ``scheduler``.
 
     ``scheduler`` is a name from :data:`SCHEDULERS`, a dict from :func:`scheduler_to_dict`, or a diffusers
     scheduler (copied: every call runs a fresh instance). ``"upstream"`` is :func:`sample_v_diffusion`
     itself (bit-identical). ``predict_v(x, s, code)`` as there; ``guidance`` w as there (0 skips the
-    unconditional branch); ``progress(i, n)`` is called after each of the n steps.
+    unconditional branch); ``progress(i, n)`` is called after each of the n steps; ``x0_range`` clips every
+    step's x̂0 (:func:`~pecmae_hub.sampling.v_diffusion.clip_v`).
     """
     steps = check_steps(steps, scheduler)
     sched = _fresh(scheduler)
     if isinstance(sched, str):
-        return sample_v_diffusion(predict_v, code, noise, steps, guidance, progress)
+        return sample_v_diffusion(predict_v, code, noise, steps, guidance, progress, x0_range)
     steps = check_steps(steps, sched)
     _set_steps(sched, steps, noise.device)
     angles = model_angles(sched).to(noise.device)
@@ -237,6 +239,8 @@ def sample(
     x = noise * sched.init_noise_sigma
     for i, t in enumerate(sched.timesteps):
         v = _guided_v(predict_v, sched.scale_model_input(x, t), angles[i].expand(x.shape[0]), code, guidance)
+        if x0_range is not None:
+            v = clip_v(v, x, angles[i], x0_range)
         out = sched.step(v, t, x)
         last_x0 = getattr(out, "pred_original_sample", None) if i == n - 1 else None
         x = out.prev_sample if last_x0 is None else last_x0  # DDIM: its x̂0 is the step to ᾱ = 1 (σ = 0)

@@ -162,14 +162,21 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict[str, torch.Tenso
     module.load_state_dict(state, strict=True)
 
 
-def save_folder(module: torch.nn.Module, config: dict[str, Any], folder: str | os.PathLike) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (tensors made contiguous and unshared)."""
+def save_folder(
+    module: torch.nn.Module,
+    config: dict[str, Any],
+    folder: str | os.PathLike,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (tensors made contiguous and unshared); ``state``
+    replaces ``module.state_dict()`` (e.g. some tensors stored in a smaller dtype)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    source = module.state_dict() if state is None else state
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in source.items()}
     atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     return folder
 
@@ -206,9 +213,13 @@ class PretrainedMixin:
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write ``config.json`` (versioned), ``model.safetensors`` and their ``checksums.json`` to ``folder``."""
-        folder = save_folder(self, self.config.to_dict(), folder)  # type: ignore[arg-type]
+        folder = save_folder(self, self.config.to_dict(), folder, self.state_for_saving())  # type: ignore[arg-type]
         write_checksums(folder, [CONFIG_NAME, WEIGHTS_NAME])
         return folder
+
+    def state_for_saving(self) -> dict[str, torch.Tensor] | None:
+        """The tensors ``save_pretrained`` writes; None: the module's state dict as it is."""
+        return None
 
     @classmethod
     def from_pretrained(

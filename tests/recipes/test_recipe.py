@@ -38,6 +38,12 @@ def finished_run(tmp_path_factory):
         sonify_steps=2,
         out=str(work / "final"),
         autoencoder=TINY_AE,
+        vocoder_steps=2,
+        vocoder_batch_size=2,
+        vocoder=dict(dim=16, intermediate_dim=32, layers=1, n_fft=640),
+        decoder_steps=2,
+        decoder_batch_size=2,
+        decoder=dict(denoiser_type="adaln", denoiser_dim=32, denoiser_layers=1, denoiser_heads=2, denoiser_patch=2),
     )
     recipe.run_recipe(cfg)
     return cfg
@@ -50,6 +56,8 @@ def test_every_stage_leaves_its_artefacts(finished_run):
     splits = recipe._split_rows(finished_run)
     assert [len(splits[s]) for s in ("train", "val", "test")] == [8 * 3 * 2, 8 * 3 * 1, 8]
     assert (work / "autoencoder" / "model" / "model.safetensors").is_file()
+    assert (work / "vocoder" / "model" / "model.safetensors").is_file()
+    assert (work / "decoder" / "model" / "model.safetensors").is_file()
     assert len(list((work / "features").rglob("*.npy"))) == len(rows)
     metrics = json.loads((work / "head" / "metrics.json").read_text())
     assert metrics  # written by the head stage
@@ -67,6 +75,10 @@ def test_packaged_model_loads_and_classifies(finished_run):
     assert "pipeline_tag: audio-classification" in card
     model = PECMAE.from_pretrained(out)
     assert model.labels == list(LABELS)
+    # the package stage ships the re-trained decoder and the neural vocoder, and renders through them
+    assert model.autoencoder.config.denoiser_type == "adaln" and model.autoencoder.vocoder is not None
+    index = json.loads((out / "prototypes" / "index.json").read_text())
+    assert index["vocoder"] == "vocos" and all("gain_db" in e for e in index["prototypes"])
     pred = model.classify(np.random.default_rng(0).normal(0, 0.1, 24_000 * 4).astype(np.float32), sr=24_000)
     assert pred.label in LABELS
     assert len(pred.chunk_labels) == 3  # 4 s in 1.5 s chunks: 1.5 + 1.5 + 1.0

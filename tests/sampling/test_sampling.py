@@ -110,7 +110,7 @@ def test_autoencoder_decode_with_schedulers(one_thread):
     z = torch.randn(2, ae.embedding_dim, generator=torch.Generator().manual_seed(0))
     noise = torch.randn(2, ae.chunk_frames, ae.config.signal_dim, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        exact = sample_v_diffusion(ae.predict_v, z, noise, 4, 1.0)
+        exact = sample_v_diffusion(ae.predict_v, z, noise, 4, 1.0, x0_range=ae.signal_range)
     assert torch.equal(ae.decode_latents(z, 4, noise=noise), exact)
     assert torch.equal(ae.decode_latents(z, 4, noise=noise, scheduler="upstream"), exact)
     for name in DIFFUSERS:
@@ -121,6 +121,26 @@ def test_autoencoder_decode_with_schedulers(one_thread):
         assert calls == [(i, 4) for i in range(1, 5)]
     wav = ae.decode(z[:1], steps=3, seed=0, scheduler="unipc")
     assert wav.shape == (ae.chunk_samples,) and bool(torch.isfinite(torch.from_numpy(wav)).all())
+
+
+def test_x0_clipping_keeps_every_sampler_inside_the_signal_range(one_thread):
+    """A predictor that overshoots (x̂0 far outside the range) yields samples within the range with clipping,
+    for the exact sampler and the diffusers schedulers alike; without it, outside."""
+    from pecmae_hub.sampling.v_diffusion import clip_v
+
+    def overshooting(x, s, code):
+        return -10.0 * torch.ones_like(x)  # at s = 1 this means x̂0 = +10
+
+    noise = torch.randn(1, 6, 4, generator=torch.Generator().manual_seed(0))
+    code = torch.zeros(1, 3)
+    for name in ("upstream", *DIFFUSERS):
+        free = sample(overshooting, code, noise, scheduler=name, steps=4, guidance=0.0)
+        clipped = sample(overshooting, code, noise, scheduler=name, steps=4, guidance=0.0, x0_range=(-1.0, 2.0))
+        assert free.max() > 5.0, name
+        assert clipped.min() >= -1.0 - 1e-4 and clipped.max() <= 2.0 + 1e-4, name
+    # clip_v leaves a prediction whose x̂0 is already inside untouched
+    x, v = torch.zeros(2, 3), torch.full((2, 3), 0.5)
+    assert torch.allclose(clip_v(v, x, torch.tensor(0.5), (-1.0, 1.0)), v)
 
 
 def test_instances_are_copied_not_mutated():

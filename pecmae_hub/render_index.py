@@ -1,0 +1,96 @@
+"""``prototypes/index.json``: which pre-rendered WAV is the audio of which prototype, and for what settings.
+
+A render is valid only for the exact prototype vector it was decoded from, the exact decoder (denoiser and
+vocoder weights, precision) and the exact sampler settings. Each entry therefore carries a **render key**:
+a hash of the prototype's float32 values, :meth:`Autoencoder.decoder_fingerprint`, the steps, guidance,
+seed, sampler, vocoder and loudness target. A pre-rendered WAV is played, or copied into a re-saved model,
+only when its key equals the key computed now; a head whose prototypes changed, or a re-trained decoder,
+never plays the old sound. Each entry also records the loudness normalisation applied (gain, loudness,
+true peak).
+
+Format 1 (pecmae-hub before render keys) has no keys: its renders are trusted only for the prototypes and
+autoencoder of the folder they ship in (see :func:`legacy_entry_valid`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from pecmae_hub.audio import SAMPLE_RATE
+from pecmae_hub.sampling.schedulers import SchedulerSpec, scheduler_to_dict
+
+if TYPE_CHECKING:
+    from pecmae_hub.models.autoencoder import Autoencoder
+
+INDEX_VERSION = 2
+
+
+def prototypes_digest(prototypes: torch.Tensor) -> str:
+    """SHA-256 (hex) of (P, D) prototypes as float32 values: the identity of what is sonified."""
+    return hashlib.sha256(prototypes.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def settings_record(
+    steps: int, guidance: float, seed: int, scheduler: SchedulerSpec, vocoder: str, loudness: float | None
+) -> dict[str, Any]:
+    """The sampler/vocoder/level settings as stored in the index (and hashed into the keys)."""
+    return {
+        "steps": int(steps),
+        "guidance": float(guidance),
+        "seed": int(seed),
+        "scheduler": scheduler_to_dict(scheduler),
+        "vocoder": vocoder,
+        "loudness_lufs": None if loudness is None else float(loudness),
+    }
+
+
+def render_key(prototype: torch.Tensor, ae: Autoencoder, settings: dict[str, Any]) -> str:
+    """The key of one prototype's render: prototype values × decoder identity × settings."""
+    payload = {
+        "prototype": prototypes_digest(prototype.reshape(1, -1)),
+        "decoder": ae.decoder_fingerprint(),
+        "sample_rate": SAMPLE_RATE,
+        **settings,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def build_index(ae: Autoencoder, settings: dict[str, Any], entries: list[dict]) -> dict[str, Any]:
+    """The whole ``index.json`` (entries already carry their ``key`` and level record)."""
+    return {
+        "version": INDEX_VERSION,
+        "sample_rate": SAMPLE_RATE,
+        **settings,
+        "autoencoder_fingerprint": ae.fingerprint(),
+        "decoder_fingerprint": ae.decoder_fingerprint(),
+        "prototypes": entries,
+    }
+
+
+def index_settings(index: dict) -> dict[str, Any]:
+    """The settings an index was rendered with (format 1: exact sampler, Griffin-Lim, no normalisation)."""
+    return settings_record(
+        index.get("steps", 40),
+        float(index.get("guidance", 1.0)),
+        index.get("seed", 0),
+        index.get("scheduler", {"name": "upstream"}),
+        index.get("vocoder", "griffin-lim"),
+        index.get("loudness_lufs"),
+    )
+
+
+def entry_for(index: dict | None, p: int) -> dict | None:
+    """The entry of prototype ``p`` in ``index``, or None."""
+    if not index:
+        return None
+    return next((e for e in index.get("prototypes", []) if int(e.get("index", -1)) == p), None)
+
+
+def legacy_entry_valid(index: dict, ae: Autoencoder, unchanged_since_load: bool) -> bool:
+    """Whether a format-1 index (no render keys) may be trusted: only for the folder's own prototypes
+    (``unchanged_since_load``) and an autoencoder whose fingerprint it names."""
+    return unchanged_since_load and ae.matches_fingerprint(index.get("autoencoder_fingerprint"))
