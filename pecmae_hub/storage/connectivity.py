@@ -10,8 +10,9 @@ answers costs minutes per file. The package instead:
   :data:`PROBE_TTL` seconds per endpoint, so a burst of downloads costs one probe, and a Hub that comes
   back is noticed soon after;
 - asks for a file's metadata itself, with :data:`HUB_ETAG_TIMEOUT` and no retries, before a file that is
-  not cached is downloaded (:func:`hub_preflight`), so the download never enters ``huggingface_hub``'s
-  retry loop on a silent Hub; a Hub that does not answer then is remembered as unreachable;
+  not cached is downloaded (:func:`hub_preflight`; once per :data:`PROBE_TTL` seconds and endpoint while
+  the Hub keeps answering), so a download does not enter ``huggingface_hub``'s retry loop on a silent
+  Hub; a Hub that does not answer then is remembered as unreachable;
 - passes :data:`HUB_ETAG_TIMEOUT` to every download (``etag_timeout``; ``$HF_HUB_ETAG_TIMEOUT`` still wins,
   as in ``huggingface_hub``); the read timeout of a download in progress is ``huggingface_hub``'s
   ``$HF_HUB_DOWNLOAD_TIMEOUT`` (10 s between two received bytes).
@@ -37,6 +38,7 @@ HUB_ETAG_TIMEOUT = 5.0  # seconds for the Hub to answer a file's metadata reques
 
 # endpoint -> (monotonic time of the probe, reachable)
 _probe_cache: dict[str, tuple[float, bool]] = {}
+_answered: dict[str, float] = {}  # endpoint -> monotonic time a metadata request was last answered
 _lock = threading.Lock()
 
 
@@ -62,11 +64,14 @@ def clear_probe_cache() -> None:
     """Forget every probe result (the next :func:`hub_reachable` call probes again)."""
     with _lock:
         _probe_cache.clear()
+        _answered.clear()
 
 
 def _remember(endpoint: str, ok: bool) -> None:
     with _lock:
         _probe_cache[endpoint] = (time.monotonic(), ok)
+        if not ok:
+            _answered.pop(endpoint, None)
 
 
 def _probe(endpoint: str, timeout: float) -> bool:
@@ -125,21 +130,27 @@ def hub_preflight(repo_id: str, filename: str, revision: str | None, token: str 
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
+    endpoint = hub_endpoint()
+    with _lock:
+        if time.monotonic() - _answered.get(endpoint, -PROBE_TTL) < PROBE_TTL:
+            return  # it answered a moment ago
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), token=token, timeout=HUB_ETAG_TIMEOUT)
-    except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError, hf_errors.EntryNotFoundError):
-        raise
-    except hf_errors.HfHubHTTPError as exc:
+    except hf_errors.HfHubHTTPError as exc:  # an HTTP answer: a missing repo, revision or file, a gated repo ...
         status = getattr(getattr(exc, "response", None), "status_code", 0) or 0
         if status >= 500:
-            _remember(hub_endpoint(), False)
-            raise HubNotAnswering(f"the Hub ({hub_endpoint()}) answered HTTP {status}") from None
+            _remember(endpoint, False)
+            raise HubNotAnswering(f"the Hub ({endpoint}) answered HTTP {status}") from None
+        with _lock:
+            _answered[endpoint] = time.monotonic()
         raise
     except Exception as exc:  # timeouts, refused or reset connections
-        _remember(hub_endpoint(), False)
+        _remember(endpoint, False)
         raise HubNotAnswering(
-            f"the Hub ({hub_endpoint()}) did not answer within {HUB_ETAG_TIMEOUT:g} s ({type(exc).__name__})"
+            f"the Hub ({endpoint}) did not answer within {HUB_ETAG_TIMEOUT:g} s ({type(exc).__name__})"
         ) from None
+    with _lock:
+        _answered[endpoint] = time.monotonic()
 
 
 def describe_unreachable(endpoint: str | None = None) -> str:
