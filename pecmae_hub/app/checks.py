@@ -186,7 +186,7 @@ def settings_problems(steps, guidance, seed, scheduler=None) -> dict[str, str]:
         if isinstance(seed, bool) or not (float(seed) == int(seed) and 0 <= int(seed) <= MAX_SEED):
             raise ValueError
     except (TypeError, ValueError, OverflowError):
-        problems["seed"] = f"Bad settings: the seed must be a whole number from 0 to {MAX_SEED}."
+        problems["seed"] = f"Bad settings: the seed must be a whole number, 0 or more (at most {MAX_SEED})."
     return problems
 
 
