@@ -10,8 +10,13 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no outbound calls
 
 from pecmae_hub.app.ui import build_app, launch_options
+from pecmae_hub.errors import PecmaeError
 
-demo = build_app()
+try:
+    options = launch_options()
+    demo = build_app()
+except PecmaeError as exc:  # e.g. PECMAE_MAX_SECONDS=abc: one line, no traceback
+    raise SystemExit(f"pecmae app: error: {exc}") from None
 
 if __name__ == "__main__":
-    demo.launch(**launch_options())
+    demo.launch(**options)

@@ -9,7 +9,6 @@ so finding and decoding files stays light.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import sys
@@ -30,8 +29,12 @@ HOP_LENGTH = 320
 FRAME_RATE = SAMPLE_RATE // HOP_LENGTH  # 75 frames per second
 
 #: suffixes (lower case) of the files :func:`load_audio` decodes with libsndfile; every command that
-#: looks for audio in a folder uses this list. m4a/aac are absent: libsndfile cannot decode them.
+#: looks for audio in a folder uses this list.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
+#: audio formats libsndfile cannot decode (AAC/ALAC in MP4, WMA ...): a folder's files of these types are
+#: listed as inputs so that each is reported as unsupported (:func:`unsupported_format_error`), never skipped
+#: without a word
+UNSUPPORTED_AUDIO_EXTENSIONS = (".m4a", ".aac", ".mp4", ".m4b", ".alac", ".wma", ".ac3", ".amr")
 
 AudioInput = Union[str, os.PathLike, bytes, np.ndarray, "torch.Tensor"]
 
@@ -63,6 +66,12 @@ MAX_FLOAT_PEAK = 2.0
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 #: longest input :func:`load_audio` accepts by default (seconds); pass ``max_seconds`` to change it
 MAX_SECONDS = 3600.0
+#: shortest input a model classifies (seconds): shorter clips hold too little sound for a 1.5-4 s chunk
+#: model, and would get a made-up answer (see :func:`check_min_duration`)
+MIN_SECONDS = 0.25
+#: most channels a file may have (Vorbis and Opus stop at 255; more is a malformed or hostile file).
+#: Files are decoded in blocks of bounded size whatever their channel count (pecmae_hub.audio_stream)
+MAX_CHANNELS = 256
 #: level (RMS, DC offset removed) under which a chunk counts as silent: digital silence, dither, hiss of a
 #: muted input. One definition for the library, the command line and the app (:func:`is_silent`).
 SILENCE_DBFS = -70.0
@@ -90,6 +99,43 @@ def check_sample_rate(sr: object, name: str = "<array>") -> int:
             "(is it the rate of the samples, e.g. 44100 or 24000?)"
         )
     return int(sr)
+
+
+def check_channels(channels: object, name: str) -> int:
+    """``channels`` of a file header as an int in ``1..MAX_CHANNELS``, or :class:`AudioError`."""
+    if not isinstance(channels, (int, np.integer)) or not 1 <= int(channels) <= MAX_CHANNELS:
+        raise AudioError(
+            f"{name} declares {channels} audio channels; at most {MAX_CHANNELS} are accepted "
+            "(is the file damaged?): mix it down to mono or stereo first"
+        )
+    return int(channels)
+
+
+def check_samples(data: np.ndarray, name: str) -> None:
+    """:class:`AudioError` when float samples hold NaN/inf or lie on the wrong scale (peak above 2)."""
+    if not data.size:
+        return
+    high, low = float(np.max(data)), float(np.min(data))  # no temporary array as large as the data
+    if not (math.isfinite(high) and math.isfinite(low)):
+        raise AudioError(f"audio contains NaN or infinite samples: {name}")
+    peak = max(high, -low)
+    if peak > MAX_FLOAT_PEAK:
+        raise AudioError(
+            f"samples of {name} reach {peak:g}, but audio samples must lie in [-1, 1]: the scale is wrong. "
+            "For int16 PCM values stored as floats, divide int16 samples by 32768 (or pass the int16 array "
+            "itself, which is scaled for you)"
+        )
+
+
+def check_min_duration(n_samples: int, sr: int, name: str, min_seconds: float = MIN_SECONDS) -> float:
+    """Seconds of ``n_samples`` at ``sr``; :class:`AudioError` when shorter than ``min_seconds``."""
+    seconds = n_samples / sr
+    if seconds < min_seconds:
+        raise AudioError(
+            f"{name} is only {seconds * 1000:.3g} ms long ({n_samples} samples at {sr} Hz); at least "
+            f"{min_seconds:g} s of audio is needed to classify it"
+        )
+    return seconds
 
 
 def check_duration(n_samples: int, sr: int, name: str, max_seconds: float | None = MAX_SECONDS) -> float:
@@ -124,22 +170,6 @@ def silence_error(name: str) -> AudioError:
     return AudioError(f"{name} is silent (no chunk louder than {SILENCE_DBFS:g} dBFS): there is nothing to classify")
 
 
-def _read_file(source, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
-    import soundfile as sf
-
-    try:
-        with sf.SoundFile(source) as f:  # the header first: rate and length are checked before decoding
-            sr = check_sample_rate(f.samplerate, name)
-            if f.frames > 0:
-                check_duration(f.frames, sr, name, max_seconds)
-            data = f.read(dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError ...
-        raise AudioError(f"cannot decode audio {name}: {exc}") from None
-    return data.T, sr  # (channels, samples)
-
-
 def _array_samples(audio, name: str) -> np.ndarray:
     """A numpy/torch array as float32 ``(channels, samples)``; ints are scaled by their type's range."""
     if _is_tensor(audio):
@@ -168,6 +198,7 @@ def _array_samples(audio, name: str) -> np.ndarray:
     if np.issubdtype(data.dtype, np.floating):
         return data.astype(np.float32, copy=False)
     if np.issubdtype(data.dtype, np.signedinteger):  # PCM: full scale is 2^(bits-1), as libsndfile reads it
+        _check_int_width(data, name)
         return (data.astype(np.float64) / float(-np.iinfo(data.dtype).min)).astype(np.float32)
     if np.issubdtype(data.dtype, np.unsignedinteger):  # offset-binary PCM (8-bit WAV)
         half = float(np.iinfo(data.dtype).max // 2 + 1)
@@ -175,6 +206,34 @@ def _array_samples(audio, name: str) -> np.ndarray:
     kind = "complex" if np.issubdtype(data.dtype, np.complexfloating) else "not numbers"
     raise AudioError(
         f"audio array must hold real samples (float, or int PCM), got dtype {data.dtype} ({kind}) for {name}"
+    )
+
+
+def _check_int_width(data: np.ndarray, name: str) -> None:
+    """Refuse an int32/int64 array that is near-silence as PCM of its own width (below :data:`SILENCE_DBFS`)
+    but not silent: it almost surely holds narrower samples (16-bit values in an int64 built from a list)."""
+    if data.dtype.itemsize < 4 or data.size == 0:
+        return
+    peak = int(np.max(np.abs(data.astype(np.int64, copy=False)), initial=0))
+    bits = data.dtype.itemsize * 8
+    if 0 < peak < SILENCE_RMS * 2 ** (bits - 1):
+        width = next(b for b in (16, 24, 32) if peak <= 2 ** (b - 1))
+        fix = {16: "audio.astype(np.int16)", 24: "audio / 8388608.0 (as float)", 32: "audio.astype(np.int32)"}
+        raise AudioError(
+            f"audio array {name} is {data.dtype} but its samples all fit in {width} bits (peak {peak}): as "
+            f"{bits}-bit PCM that is below {SILENCE_DBFS:g} dBFS. If these are {width}-bit samples pass "
+            f"{fix[width]}"
+        )
+
+
+def unsupported_format_error(path: str | os.PathLike, name: str | None = None) -> AudioError | None:
+    """The error for a file whose type libsndfile cannot decode (:data:`UNSUPPORTED_AUDIO_EXTENSIONS`), or None."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in UNSUPPORTED_AUDIO_EXTENSIONS:
+        return None
+    return AudioError(
+        f"{name or os.fspath(path)}: {suffix} files (AAC, ALAC, WMA ...) are not supported; convert it first, e.g. "
+        f"`ffmpeg -i INPUT{suffix} OUTPUT.flac` (supported: {', '.join(AUDIO_EXTENSIONS)})"
     )
 
 
@@ -190,6 +249,9 @@ def check_audio_source(audio, name: str | None = None) -> str:
         raise AudioError(f"audio file not found: {path}")
     if os.path.getsize(path) == 0:
         raise AudioError(f"audio file is empty (0 bytes): {path}")
+    unsupported = unsupported_format_error(path, name)
+    if unsupported is not None:
+        raise unsupported
     return name or path
 
 
@@ -203,20 +265,24 @@ def load_audio(
     ``(channels, samples)`` or ``(samples, channels)`` (the shorter axis is taken as channels); float
     arrays (float16/bfloat16 too) hold samples in [-1, 1], int arrays PCM values scaled by their type's
     range (int16 by 32768). Channels are averaged (as ``librosa.load(mono=True)`` upstream); no loudness
-    normalisation. The sample rate and the length it implies are checked before any decoding or resampling.
+    normalisation. The sample rate, channel count and the length they imply are checked before any decoding
+    or resampling. Files are decoded in blocks of bounded size and mixed down while reading
+    (:func:`pecmae_hub.audio_stream.decode_file`): peak memory is the 24 kHz mono result plus one block,
+    whatever the file's channel count and rate.
 
     Raises:
-        AudioError: unreadable/empty file, zero-length audio, NaN/inf samples, float samples on the wrong
-            scale (peak above :data:`MAX_FLOAT_PEAK`), an unsupported dtype, a missing or insane ``sr``
-            (outside ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``), audio longer than ``max_seconds`` (None: no limit).
+        AudioError: unreadable/empty file, an unsupported format (m4a, aac ...), zero-length audio, NaN/inf
+            samples, float samples on the wrong scale (peak above :data:`MAX_FLOAT_PEAK`), an unsupported dtype,
+            int32/int64 samples that hold 16-bit values, a missing or insane ``sr`` (outside
+            ``MIN_SAMPLE_RATE..MAX_SAMPLE_RATE``), more than :data:`MAX_CHANNELS` channels, audio longer than
+            ``max_seconds`` (None: no limit).
     """
-    if isinstance(audio, (str, os.PathLike)):
-        name = check_audio_source(audio, name)
-        data, sr = _read_file(os.fspath(audio), name, max_seconds)
-    elif isinstance(audio, (bytes, bytearray)):
-        name = check_audio_source(audio, name)
-        data, sr = _read_file(io.BytesIO(audio), name, max_seconds)
-    elif isinstance(audio, np.ndarray) or _is_tensor(audio):
+    if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
+        # decoded in blocks of bounded size, mixed down and resampled while reading (pecmae_hub.audio_stream)
+        from pecmae_hub.audio_stream import decode_file
+
+        return np.ascontiguousarray(decode_file(audio, name=name, max_seconds=max_seconds), dtype=np.float32)
+    if isinstance(audio, np.ndarray) or _is_tensor(audio):
         name = name or "<array>"
         sr = check_sample_rate(sr, name)
         if audio.ndim in (1, 2):  # the length it implies, before converting anything
@@ -230,15 +296,7 @@ def load_audio(
     if data.size == 0 or data.shape[-1] == 0:
         raise AudioError(f"audio has zero length: {name}")
     check_duration(data.shape[-1], sr, name, max_seconds)
-    if not np.isfinite(data).all():
-        raise AudioError(f"audio contains NaN or infinite samples: {name}")
-    peak = float(np.max(np.abs(data)))
-    if peak > MAX_FLOAT_PEAK:
-        raise AudioError(
-            f"samples of {name} reach {peak:g}, but audio samples must lie in [-1, 1]: the scale is wrong. "
-            "For int16 PCM values stored as floats, divide int16 samples by 32768 (or pass the int16 array "
-            "itself, which is scaled for you)"
-        )
+    check_samples(data, name)
     mono = data.mean(axis=0)
     return np.ascontiguousarray(resample(mono, sr), dtype=np.float32)
 
@@ -353,7 +411,14 @@ def read_list_file(path: str | os.PathLike) -> list[AudioFile]:
     """
     base = Path(path).parent.resolve()
     out = []
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"{path} is not a list file (one audio path per line, UTF-8 text) nor audio of a supported type "
+            f"({', '.join(AUDIO_EXTENSIONS)})"
+        ) from None
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -364,7 +429,9 @@ def read_list_file(path: str | os.PathLike) -> list[AudioFile]:
 
 
 def _folder(folder: Path) -> list[AudioFile]:
-    return [AudioFile(str(p), p.relative_to(folder).as_posix()) for p in find_audio_files(folder)]
+    # files of unsupported audio types are listed too, so that each is reported (load_audio refuses them by name)
+    found = find_audio_files(folder, AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO_EXTENSIONS)
+    return [AudioFile(str(p), p.relative_to(folder).as_posix()) for p in found]
 
 
 def file_key(path: str | os.PathLike) -> str:
@@ -390,9 +457,11 @@ def unique_files(files: Iterable[AudioFile]) -> list[AudioFile]:
 def collect_audio_files(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list[AudioFile]:
     """The tracks of ``inputs``: one folder, list file or audio file, or a sequence of folders and files.
 
-    - a folder is searched recursively for :data:`AUDIO_EXTENSIONS` (any case); hidden files
-      (``.name``, e.g. macOS ``._song.wav``) are skipped; files come sorted by path;
-    - a single path that is a file with another extension is a list file (:func:`read_list_file`);
+    - a folder is searched recursively for :data:`AUDIO_EXTENSIONS` (any case), and for
+      :data:`UNSUPPORTED_AUDIO_EXTENSIONS`, so that those are reported as unsupported instead of skipped;
+      hidden files (``.name``, e.g. macOS ``._song.wav``) are skipped; files come sorted by path;
+    - a single path (or a sequence of one) that is a file with another extension is a list file
+      (:func:`read_list_file`);
     - a file in a sequence is kept as given, whatever its extension and even when it is missing, so
       that the caller can report each failure; a single path must exist;
     - one file under several spellings (``a.wav``, ``./a.wav``, a symlink) is one track, listed under
@@ -405,7 +474,7 @@ def collect_audio_files(inputs: str | os.PathLike | Sequence[str | os.PathLike])
         src = Path(inputs)
         if src.is_dir():
             files = _folder(src)
-        elif src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS:
+        elif src.is_file() and src.suffix.lower() in AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO_EXTENSIONS:
             files = [AudioFile(os.fspath(inputs), src.name)]
         elif src.is_file():
             files = read_list_file(src)
@@ -413,6 +482,13 @@ def collect_audio_files(inputs: str | os.PathLike | Sequence[str | os.PathLike])
             raise DatasetError(f"input not found: {src} (give an audio folder, a list file or an audio file)")
     else:
         inputs = list(inputs)
+        only = Path(inputs[0]) if len(inputs) == 1 else None
+        if (
+            only is not None
+            and only.is_file()
+            and only.suffix.lower() not in AUDIO_EXTENSIONS + UNSUPPORTED_AUDIO_EXTENSIONS
+        ):
+            return collect_audio_files(inputs[0])  # `pecmae classify LIST.txt`: one list file, as documented
         files = []
         for item in inputs:
             p = Path(item)

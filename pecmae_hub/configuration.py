@@ -16,6 +16,7 @@ config. Reading a file is strict where a silent default would change the model:
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -58,7 +59,7 @@ class ModelConfig:
         version = data.pop("version", None)
         try:
             version = int(version) if version is not None else 1
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{source}: version must be an integer, got {version!r}") from None
         if version > cls.VERSION:
             raise ConfigError(
@@ -89,7 +90,9 @@ class ModelConfig:
             )
         try:
             return cls(**data)
-        except TypeError as exc:
+        except ConfigError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"{source}: invalid {cls.MODEL_TYPE} config: {exc}") from None
 
 
@@ -113,8 +116,25 @@ class AutoencoderRef:
         given = [k for k in ("path", "repo_id", "name") if getattr(self, k)]
         if len(given) > 1:
             raise ConfigError(f"an autoencoder reference names one of path, repo_id or name, not {given}: {self}")
-        if self.path is not None and (self.path.startswith("/") or ".." in self.path.replace("\\", "/").split("/")):
-            raise ConfigError(f"autoencoder path {self.path!r} must be a folder inside the model folder")
+        # a reference comes from a model's config.json, i.e. from whoever published the model: it may name a
+        # Hub repo, a known upstream model or a folder inside the model, never a place on the loading machine
+        for key in ("path", "repo_id", "name", "revision"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"autoencoder {key} must be a string, got {type(value).__name__}")
+        if self.path is not None and not _is_inside_path(self.path):
+            raise ConfigError(f"autoencoder path {self.path!r} must be a folder inside the model folder (relative)")
+        if self.repo_id is not None and not is_repo_id(self.repo_id):
+            raise ConfigError(f"autoencoder repo_id {self.repo_id!r} is not a Hub repo id of the form 'org/name'")
+        if self.name is not None and not _UPSTREAM_NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"autoencoder name {self.name!r} is not an upstream model name (e.g. 'encodecmae-diffusion-4s')"
+            )
+        if self.sources is not None and (
+            not isinstance(self.sources, dict)
+            or not all(is_repo_id(k) and isinstance(v, str) for k, v in self.sources.items())
+        ):
+            raise ConfigError(f"autoencoder sources must map Hub repo ids to commits, got {self.sources!r}")
 
     @property
     def is_set(self) -> bool:
@@ -140,6 +160,21 @@ class AutoencoderRef:
         if unknown:
             raise ConfigError(f"{source}: unknown autoencoder reference fields {unknown} (known: {sorted(names)})")
         return cls(**data)
+
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+_UPSTREAM_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}")
+
+
+def is_repo_id(text: str) -> bool:
+    """``org/name`` as the Hub spells repo ids (no ``..``/``--``, no path of this machine)."""
+    return bool(_REPO_ID.fullmatch(text)) and ".." not in text and "--" not in text
+
+
+def _is_inside_path(text: str) -> bool:
+    """A relative path that stays inside its folder: no root, drive, home (``~``), ``..`` or empty part list."""
+    parts = [p for p in text.replace("\\", "/").split("/") if p not in ("", ".")]
+    return bool(parts) and not text.startswith(("/", "\\", "~")) and ":" not in text and ".." not in parts
 
 
 def _plain(value: Any) -> Any:

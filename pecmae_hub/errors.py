@@ -39,3 +39,11 @@ class IncompleteRunError(PecmaeError, RuntimeError):
 
 class MissingDependencyError(PecmaeError, ImportError):
     """An optional package that a feature needs is not installed; the message names the extra to install."""
+
+
+class NumericalError(PecmaeError, ArithmeticError):
+    """A computation that gave NaN or infinite values (e.g. weights that overflow): no answer is made up."""
+
+
+class OutputError(PecmaeError, OSError):
+    """A result or model file that cannot be written (disk full, quota, read-only): nothing half-written is kept."""

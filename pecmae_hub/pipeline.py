@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +25,7 @@ from pecmae_hub.audio import (
     MAX_SECONDS,
     SAMPLE_RATE,
     AudioInput,
+    check_min_duration,
     chunk_bounds,
     load_audio,
     silence_error,
@@ -31,7 +33,7 @@ from pecmae_hub.audio import (
 )
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.devices import resolve_device
-from pecmae_hub.errors import ConfigError, ModelNotFoundError, PecmaeError
+from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError, NumericalError, PecmaeError
 from pecmae_hub.hub.cards import render_model_card
 from pecmae_hub.hub.files import ModelFiles, load_autoencoder
 from pecmae_hub.hub.publish import push_folder
@@ -39,6 +41,7 @@ from pecmae_hub.hub.registry import (
     DEFAULT_MODEL,
     INFO_NAME,
     METRICS_NAME,
+    PROTOTYPES_DIR,
     REGISTRY,
     resolve_model,
 )
@@ -52,8 +55,9 @@ from pecmae_hub.render_index import prototypes_digest
 from pecmae_hub.sampling.schedulers import (
     SchedulerSpec,
 )
-from pecmae_hub.storage.integrity import write_checksums
-from pecmae_hub.storage.pretrained import WEIGHTS_NAME, save_folder
+from pecmae_hub.storage.atomic import refuse_links
+from pecmae_hub.storage.integrity import CHECKSUMS_NAME, write_checksums
+from pecmae_hub.storage.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_folder
 
 
 class PECMAE(PrototypeAudio):
@@ -127,6 +131,7 @@ class PECMAE(PrototypeAudio):
         token: str | bool | None = None,
         force_download: bool = False,
         precision: str = "fp32",
+        verify: bool = True,
     ) -> PECMAE:
         """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
 
@@ -134,18 +139,24 @@ class PECMAE(PrototypeAudio):
         about 2.3-2.5x faster encoding, z cosine >= 0.999 to fp32), ``"bf16"`` / ``"fp16"`` (CUDA); see
         :mod:`pecmae_hub.models.precision`.
         ``revision`` (branch, tag or commit) applies to Hub repos; ``cache_dir``, ``token`` and
-        ``force_download`` are passed to ``huggingface_hub``. Offline (``local_files_only=True``
-        or ``HF_HUB_OFFLINE=1``) the Hugging Face cache alone is used. The autoencoder named by the
-        head's config is loaded once per process and shared; pass ``autoencoder`` to use one directly.
+        ``force_download`` are passed to ``huggingface_hub``. Every file is verified before it is used: a
+        folder's against its ``checksums.json`` (which every folder pecmae-hub writes carries), a Hub file
+        against the digest the Hub records; ``verify=False`` loads an old or third-party folder without
+        ``checksums.json``, with a warning. Weights that hold NaN or infinite values are refused. Offline
+        (``local_files_only=True`` or ``HF_HUB_OFFLINE=1``) the Hugging Face cache alone is used. The
+        autoencoder named by the head's config is loaded once per process and shared; pass ``autoencoder`` to
+        use one directly.
 
         Raises:
             ModelNotFoundError: unknown name, missing repo/revision/file, or not cached while offline.
-            ConfigError: a head that does not fit its autoencoder.
+            ConfigError: a head that does not fit its autoencoder, an autoencoder reference that is not a Hub
+                repo id, an upstream name or a folder inside the model.
+            CheckpointError: a file that cannot be verified or read, weights that are not finite numbers.
         """
         text = os.fspath(name_or_repo_or_folder)
         kind, where, rev = resolve_model(text, revision)
         if kind == "folder":
-            files = ModelFiles(folder=where)
+            files = ModelFiles(folder=where, verify=verify)
         else:
             files = ModelFiles(
                 repo_id=str(where),  # a repo id (str) for "hub"
@@ -154,6 +165,7 @@ class PECMAE(PrototypeAudio):
                 local_files_only=local_files_only,
                 token=token,
                 force_download=force_download,
+                verify=verify,
             )
         try:
             head_dir = files.local_dir()  # config.json first: it also fixes the commit of a Hub repo
@@ -166,7 +178,7 @@ class PECMAE(PrototypeAudio):
             raise
         dev = resolve_device(device)
         check_precision(precision, dev)  # before any download
-        head = PrototypeHead.from_pretrained(head_dir).to(dev)
+        head = PrototypeHead.from_pretrained(head_dir, verify=verify).to(dev)
         spec = head.config.autoencoder
         if autoencoder is None:
             autoencoder, ref, source = load_autoencoder(spec, files, device=dev, precision=precision)
@@ -175,7 +187,14 @@ class PECMAE(PrototypeAudio):
                 apply_precision(autoencoder.to(dev), precision)
             ref, source = (spec if spec.repo_id or spec.name else AutoencoderRef()), "given"
         info = files.json(INFO_NAME, required=False) or {}
-        ood = OODScorer.load(files.get(OOD_WEIGHTS_NAME, required=False), files.get(OOD_CONFIG_NAME, required=False))
+        try:
+            ood = OODScorer.load(
+                files.get(OOD_WEIGHTS_NAME, required=False), files.get(OOD_CONFIG_NAME, required=False)
+            )
+        except (TypeError, ValueError, OverflowError) as exc:  # a field of ood.json of the wrong type
+            if isinstance(exc, PecmaeError):
+                raise
+            raise CheckpointError(f"{OOD_CONFIG_NAME} of {files.describe()} is malformed: {exc}") from None
         name = info.get("name") or (str(where).split("/")[-1] if kind == "hub" else Path(where).name)
         model = cls(
             autoencoder,
@@ -218,8 +237,15 @@ class PECMAE(PrototypeAudio):
         No answer is made up: an input with no audible chunk (digital silence or near-silence, see
         :func:`pecmae_hub.audio.is_silent`) is an ``AudioError``; silent chunks inside a track are
         left out of the decision and flagged in ``Prediction.chunk_silent``. Inputs longer than
-        ``max_seconds`` (None: no limit) are refused before any decoding or resampling.
+        ``max_seconds`` (None: no limit) are refused before any decoding or resampling, and so are inputs
+        shorter than :data:`~pecmae_hub.audio.MIN_SECONDS`. Scores that are not finite numbers (NaN/inf, from
+        weights that overflow) are a :class:`~pecmae_hub.errors.NumericalError`, never an answer.
+
+        Raises:
+            ConfigError: ``top_k`` that is not a whole number >= 0, ``max_seconds`` that is not a positive
+                number or None (checked before any input is read).
         """
+        _check_classify_options(top_k, max_seconds)
         if isinstance(audio, (list, tuple)):
             return [self._classify_or_failure(a, sr, top_k, max_seconds) for a in audio]
         return self._classify_one(audio, sr, top_k, max_seconds)
@@ -234,6 +260,7 @@ class PECMAE(PrototypeAudio):
     def _classify_one(self, audio, sr, top_k, max_seconds=MAX_SECONDS) -> Prediction:
         source = _source_name(audio)
         wav = load_audio(audio, sr, name=source, max_seconds=max_seconds)
+        check_min_duration(len(wav), SAMPLE_RATE, source)
         silent = silent_chunks(wav, self.autoencoder.chunk_samples)
         if all(silent):
             raise silence_error(source)
@@ -250,6 +277,7 @@ class PECMAE(PrototypeAudio):
         if self.ood is not None:  # audible chunks, weighted by their length (a short last chunk counts in part)
             weights = torch.tensor([float(e - s) for s, e in bounds]) * audible
             ood_score, in_domain = self.ood.assess(z, weights=weights)
+        _check_finite_outputs(source, self.name, mean, scores, sims, contrib, ood_score)
         pred = Prediction(
             source=source,
             label=labels[int(mean.argmax())],
@@ -301,6 +329,14 @@ class PECMAE(PrototypeAudio):
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        from pecmae_hub.hub.nearest_audio import NEAREST_AUDIO_DIR
+
+        refuse_links(  # nothing is written through a link that a target folder holds (it could lead anywhere)
+            folder,
+            [CONFIG_NAME, WEIGHTS_NAME, NEAREST_NAME, METRICS_NAME, INFO_NAME, "README.md", CHECKSUMS_NAME]
+            + [OOD_WEIGHTS_NAME, OOD_CONFIG_NAME],
+            trees=["autoencoder", PROTOTYPES_DIR, NEAREST_AUDIO_DIR],
+        )
         ae = self.autoencoder
         if autoencoder_repo_id:
             spec = AutoencoderRef(repo_id=autoencoder_repo_id, revision=autoencoder_revision)
@@ -376,6 +412,32 @@ class PECMAE(PrototypeAudio):
             )
             return push_folder(
                 tmp, repo_id, private=private, revision=revision, token=token, commit_message=commit_message
+            )
+
+
+def _check_classify_options(top_k, max_seconds) -> None:
+    """:class:`ConfigError` for a ``top_k`` or ``max_seconds`` of the wrong type or range (before any work)."""
+    if isinstance(top_k, (bool, np.bool_)) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ConfigError(f"top_k must be a whole number, 0 or more, got {top_k!r}")
+    if max_seconds is None:
+        return
+    if (
+        isinstance(max_seconds, (bool, np.bool_))
+        or not isinstance(max_seconds, (int, float, np.integer, np.floating))
+        or not max_seconds > 0  # NaN too
+    ):
+        raise ConfigError(f"max_seconds must be a positive number of seconds (or None: no limit), got {max_seconds!r}")
+
+
+def _check_finite_outputs(source: str, model: str, *outputs) -> None:
+    """:class:`NumericalError` when a score, similarity, contribution or the OOD score is NaN or infinite."""
+    for value in outputs:
+        if value is None:
+            continue
+        if not (math.isfinite(value) if isinstance(value, float) else bool(torch.isfinite(value).all())):
+            raise NumericalError(
+                f"model {model!r} computed scores that are not finite numbers (NaN or infinite) for {source}: "
+                "its weights are damaged or overflow, so no answer is given"
             )
 
 

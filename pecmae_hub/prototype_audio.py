@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
-from pecmae_hub.errors import ConfigError, ModelNotFoundError
+from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
 from pecmae_hub.hub.files import inside_path
 from pecmae_hub.hub.registry import PROTOTYPES_DIR
 from pecmae_hub.loudness import TARGET_LUFS, LevelChange
@@ -37,6 +37,8 @@ from pecmae_hub.sampling.schedulers import (
     recommended_steps,
     scheduler_to_dict,
 )
+from pecmae_hub.storage.atomic import refuse_links
+from pecmae_hub.storage.integrity import CHECKSUMS_NAME, update_checksums
 
 if TYPE_CHECKING:
     from pecmae_hub.hub.files import ModelFiles
@@ -206,7 +208,10 @@ class PrototypeAudio:
             if path is not None:
                 import soundfile as sf
 
-                wav, file_sr = sf.read(str(path), dtype="float32")
+                try:
+                    wav, file_sr = sf.read(str(path), dtype="float32")
+                except Exception as exc:  # soundfile's LibsndfileError, RuntimeError ...
+                    raise CheckpointError(f"pre-rendered prototype audio {path.name} is not readable: {exc}") from None
                 self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
             else:
                 self._sonified[key] = self._decode(p, steps, guidance, seed, progress, scheduler, vocoder, loudness)[0]
@@ -251,6 +256,7 @@ class PrototypeAudio:
         steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
         settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
         prototypes = self.head.effective_prototypes()
+        refuse_links(folder, [PROTOTYPES_DIR, CHECKSUMS_NAME], trees=[PROTOTYPES_DIR])
         out = Path(folder) / PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
         entries = []
@@ -264,6 +270,8 @@ class PrototypeAudio:
             entries.append({**entry, **(level.to_dict() if level is not None else {})})
         index = build_index(self.autoencoder, settings, entries)
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        # the folder's checksums.json lists what was just written (a saved model stays verifiable)
+        update_checksums(folder, [f"{PROTOTYPES_DIR}/{e['file']}" for e in entries] + [f"{PROTOTYPES_DIR}/index.json"])
         if self._files is not None and self._files.folder is not None:
             self._index, self._sonified = False, {}  # it may have been our own folder: look again
         return index
@@ -318,6 +326,10 @@ class PrototypeAudio:
         return new_index
 
 
+#: largest noise seed (torch generators take 64-bit seeds; one more bit keeps it a signed int64)
+MAX_SEED = 2**63 - 1
+
+
 def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "upstream") -> tuple[int, float, int]:
     """``(steps, guidance, seed)`` as (int, float, int), or :class:`ConfigError` naming the bad one.
 
@@ -330,7 +342,7 @@ def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "ups
         if (
             isinstance(value, (bool, np.bool_))
             or not isinstance(value, (int, float, np.integer, np.floating))
-            or not np.isfinite(value)
+            or (isinstance(value, (float, np.floating)) and not np.isfinite(value))  # a huge int is no float
             or int(value) != value
         ):
             raise ConfigError(f"{what} must be a whole number, got {value!r}")
@@ -344,6 +356,6 @@ def check_render_settings(steps, guidance, seed, scheduler: SchedulerSpec = "ups
     ):
         raise ConfigError(f"guidance must be a finite number (1.0: no guidance), got {guidance!r}")
     seed = whole(seed, "seed")
-    if not 0 <= seed < 2**63:
+    if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"seed must be in 0..2**63-1, got {seed}")
     return steps, float(guidance), seed

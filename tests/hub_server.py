@@ -4,6 +4,7 @@ It implements the parts of the Hub API that ``huggingface_hub`` 2.4 calls for ``
 ``snapshot_download``, ``repo_info``, ``list_repo_tree``, ``create_repo``, ``create_branch``,
 ``create_tag``, ``upload_folder`` and ``create_commit``:
 
+- ``HEAD /``: 200 (the reachability probe of ``pecmae_hub.storage.connectivity``; not logged);
 - ``HEAD/GET /{repo}/resolve/{rev}/{path}``: ``X-Repo-Commit``, ``ETag`` (git blob sha1; for LFS-like
   files the sha256 plus ``X-Linked-Etag``/``X-Linked-Size``), ``Content-Length``, ``Range``;
 - errors the way the Hub signals them: ``X-Error-Code: RepoNotFound`` (401), ``RevisionNotFound``
@@ -228,6 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         body = self._read_body()
         split = urlsplit(self.path)
+        if method == "HEAD" and split.path == "/":  # the reachability probe: answered, not an API call to log
+            return self._send(200, b"", {"Content-Type": "text/html"}, head_only=True)
         self.hub.requests.append((method, split.path))
         query = {k: v[-1] for k, v in parse_qs(split.query).items()}
         parts = [unquote(p) for p in split.path.split("/")[1:]]

@@ -184,12 +184,13 @@ def test_collect_audio_files_folder_list_sequence_and_spellings(tmp_path, monkey
     assert [(Path(f.path).relative_to(root).as_posix(), f.relpath) for f in found] == [
         ("b.WAV", "b.WAV"),
         ("sub/a.flac", "sub/a.flac"),
-    ]  # hidden, non-audio and m4a files skipped
+        ("sub/c.m4a", "sub/c.m4a"),
+    ]  # hidden and non-audio files skipped; m4a listed, to be reported as unsupported (load_audio refuses it)
     monkeypatch.chdir(tmp_path)
     (root / "link.wav").symlink_to(root / "b.WAV")
     listed = collect_audio_files(["music/b.WAV", "./music/b.WAV", str(root / "link.wav"), "missing.wav", "music/sub"])
-    assert [f.path for f in listed] == ["music/b.WAV", "missing.wav", "music/sub/a.flac"]
-    assert [f.relpath for f in listed] == ["music/b.WAV", "missing.wav", "a.flac"]
+    assert [f.path for f in listed] == ["music/b.WAV", "missing.wav", "music/sub/a.flac", "music/sub/c.m4a"]
+    assert [f.relpath for f in listed] == ["music/b.WAV", "missing.wav", "a.flac", "c.m4a"]
     (tmp_path / "list.txt").write_text("# tracks\nmusic/b.WAV\n\nmusic/sub/a.flac\nmusic/./b.WAV\n")
     assert [f.relpath for f in collect_audio_files(tmp_path / "list.txt")] == ["music/b.WAV", "music/sub/a.flac"]
     assert collect_audio_files(root / "b.WAV") == [(str(root / "b.WAV"), "b.WAV")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -21,8 +22,9 @@ import numpy as np
 
 from pecmae_hub.app.access import scrub_paths
 from pecmae_hub.app.settings import format_seconds
-from pecmae_hub.audio import SAMPLE_RATE, load_audio, silence_error, silent_chunks
+from pecmae_hub.audio import MIN_SECONDS, SAMPLE_RATE, load_audio, silence_error, silent_chunks
 from pecmae_hub.errors import AudioError
+from pecmae_hub.prototype_audio import MAX_SEED
 
 log = logging.getLogger(__name__)
 MAX_STEPS, MAX_GUIDANCE = 200, 20.0  # the Prototypes tab's limits (the library allows more steps)
@@ -125,6 +127,11 @@ class AudioInputs:
                 ) from None
             raise user_error("Unusable audio", detail) from None
         self.check_length(len(wav) / SAMPLE_RATE)
+        if len(wav) < MIN_SECONDS * SAMPLE_RATE:  # the library's minimum (pecmae_hub.audio.check_min_duration)
+            raise user_error(
+                "Audio too short",
+                f"the clip is {len(wav) / SAMPLE_RATE * 1000:.3g} ms long; at least {MIN_SECONDS:g} s is needed.",
+            )
         # the library's definition of silence: the same inputs are refused by the API and the CLI
         if chunk_samples and all(silent_chunks(wav, chunk_samples)):
             raise user_error("Silent audio", f"{silence_error(repr(path.name))}.")
@@ -138,6 +145,22 @@ class AudioInputs:
                 f"the clip is {format_seconds(round(seconds, 1))} long and this app "
                 f"accepts up to {format_seconds(self.max_seconds)}. Trim it and try again.",
             )
+
+
+def prune_files(folder: str | os.PathLike, age: float) -> int:
+    """Delete the files under ``folder`` last modified more than ``age`` seconds ago (the app's result files,
+    which Gradio's ``delete_cache`` does not know about); returns how many were deleted."""
+    deadline, removed = time.time() - age, 0
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(base, name)
+            try:
+                if os.lstat(path).st_mtime < deadline:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:  # removed meanwhile by another request
+                continue
+    return removed
 
 
 #: the samplers the Prototypes tab offers (pecmae_hub.sampling.schedulers names)
@@ -160,10 +183,10 @@ def settings_problems(steps, guidance, seed, scheduler=None) -> dict[str, str]:
     except (TypeError, ValueError):
         problems["guidance"] = f"Bad settings: guidance must be between 0 and {MAX_GUIDANCE:g} (1 = none)."
     try:
-        if not (float(seed) == int(seed) and int(seed) >= 0):
+        if isinstance(seed, bool) or not (float(seed) == int(seed) and 0 <= int(seed) <= MAX_SEED):
             raise ValueError
-    except (TypeError, ValueError):
-        problems["seed"] = "Bad settings: the seed must be a whole number, 0 or more."
+    except (TypeError, ValueError, OverflowError):
+        problems["seed"] = f"Bad settings: the seed must be a whole number, 0 or more (at most {MAX_SEED})."
     return problems
 
 

@@ -24,7 +24,15 @@ import gradio as gr
 import numpy as np
 
 from pecmae_hub.app import settings as cfg
-from pecmae_hub.app.checks import AudioInputs, ok, refuse, render_settings, settings_problems, user_error
+from pecmae_hub.app.checks import (
+    AudioInputs,
+    ok,
+    prune_files,
+    refuse,
+    render_settings,
+    settings_problems,
+    user_error,
+)
 from pecmae_hub.app.models import ModelManager, ModelUnavailable
 from pecmae_hub.app.plots import explanation_html, ranked_classes, segments, similarity_html
 from pecmae_hub.app.texts import (
@@ -378,6 +386,7 @@ class Handlers:
             raise gr.Error(f"Sonification failed: {exc}", title="Sonification failed") from None
         path = _OUT_DIR / "sonified" / f"{_slug(model.name)}_p{p:03d}_{scheduler}_s{steps}_g{guidance:g}_seed{seed}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
+        prune_files(path.parent, self.settings.file_ttl)  # one file per setting tried: bounded by their lifetime
         write_wav(path, wav)
         caption = (
             f"**{label} · prototype #{k}** (p{p}) — {scheduler} sampler, {steps} steps, guidance {guidance:g}, "

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from pecmae_hub.app.access import ModelPolicy, display_name, scrub_paths
+from pecmae_hub.app.settings import MAX_CONCURRENT_LOADS
 from pecmae_hub.errors import ModelNotFoundError, PecmaeError
 from pecmae_hub.hub.nearest_audio import prefetch_audio
 from pecmae_hub.hub.registry import DEFAULT_MODEL, REGISTRY, registry_repo_id, resolve_model
@@ -49,7 +50,8 @@ def describe_model(name: str) -> str:
 
 
 class ModelManager:
-    """Loads PECMAE models by name and keeps them in memory; thread-safe.
+    """Loads PECMAE models by name and keeps them in memory; thread-safe. A model already in memory is
+    returned at once, whatever is loading meanwhile (locks per name, not one global lock).
 
     Args:
         default: the model loaded at start-up and kept resident.
@@ -58,12 +60,20 @@ class ModelManager:
         policy: which names clients may load (default: :meth:`ModelPolicy.from_env` for ``default``).
     """
 
-    def __init__(self, default: str, device: str = "auto", max_loaded: int = 2, policy: ModelPolicy | None = None):
+    def __init__(
+        self,
+        default: str,
+        device: str = "auto",
+        max_loaded: int = 2,
+        policy: ModelPolicy | None = None,
+        max_concurrent_loads: int = MAX_CONCURRENT_LOADS,
+    ):
         self.default, self.device, self.max_loaded = str(default), device, max_loaded
         self.policy = policy or ModelPolicy.from_env(self.default)
         self._models: OrderedDict[str, object] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()  # held only to look up or store: never during a load
+        self._loading: dict[str, threading.Lock] = {}  # one lock per name: a slow load blocks only its own name
+        self._load_slots = threading.BoundedSemaphore(max_concurrent_loads)
 
     def choices(self) -> list[tuple[str, str]]:
         """``(label, value)`` pairs for the model selector: the default first, then the other allowed names
@@ -104,7 +114,8 @@ class ModelManager:
             with self._lock:
                 if name in self._models:
                     return self._models[name]
-            model = self._load(name)
+            with self._load_slots:  # at most a few loads at once; a model in memory never waits here
+                model = self._load(name)
             with self._lock:
                 self._models[name] = model
                 others = [n for n in self._models if n != self.default]

@@ -5,6 +5,7 @@
 | ``PECMAE_MODEL`` | ``gm-solos`` | model loaded at start: short name, Hub repo id or local folder |
 | ``PECMAE_MAX_SECONDS`` | ``600`` | longest audio accepted by ``/classify`` (seconds) |
 | ``PECMAE_MAX_UPLOAD_MB`` | ``128`` | largest upload accepted (MB); larger ones are refused by Gradio and deleted |
+| ``PECMAE_FILE_TTL`` | ``3600`` | seconds an upload or a result file is kept on the server (then deleted) |
 | ``PECMAE_ALLOWED_MODELS`` | embedded models | what ``/load_model`` may load besides ``PECMAE_MODEL``: |
 |   |   | comma-separated registry names, Hub repo ids, patterns (``org/*``), ``registry`` (all of them) |
 | ``PECMAE_MODEL_DIRS`` | none | ``os.pathsep``-separated folders whose model folders ``/load_model`` may load |
@@ -21,6 +22,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pecmae_hub.errors import ConfigError
+
 PACKAGE = Path(__file__).resolve().parents[1]
 # the example clips: inside the installed package (the wheel ships them), else the repository's examples/
 EXAMPLES_DIR = next(
@@ -35,6 +38,8 @@ SONIFY_CONCURRENCY = 1  # simultaneous diffusion decodes
 SONIFY_GPU_SECONDS = 120  # ZeroGPU time slot asked for one re-sonification
 CLASSIFY_GPU_SECONDS = 60  # ZeroGPU time slot asked for one classification (10 min of audio)
 DEFAULT_MAX_UPLOAD_MB = 128.0  # 10 min of 44.1 kHz stereo 16-bit WAV is ~106 MB
+DEFAULT_FILE_TTL = 3600.0  # uploads (bare /gradio_api/upload calls too) and result files live this long
+MAX_CONCURRENT_LOADS = 2  # models loaded (read, downloaded) at once; models in memory never wait for them
 # silence: pecmae_hub.audio.is_silent / SILENCE_DBFS, the one definition shared with the library and CLI
 
 
@@ -45,9 +50,9 @@ def _float_env(name: str, default: float) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"${name} must be a number, got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"${name} must be positive, got {value}")
+        raise ConfigError(f"${name} must be a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"${name} must be a positive number, got {text!r}")
     return value
 
 
@@ -69,6 +74,7 @@ class AppSettings:
     prewarm: bool = True
     top_prototypes: int = TOP_PROTOTYPES
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    file_ttl: float = DEFAULT_FILE_TTL
     allowed_models: str | tuple[str, ...] | None = None  # None: $PECMAE_ALLOWED_MODELS (see pecmae_hub.app.access)
     model_dirs: str | tuple[str, ...] | None = None  # None: $PECMAE_MODEL_DIRS
 
@@ -76,6 +82,15 @@ class AppSettings:
     def max_upload_bytes(self) -> int:
         """``max_upload_mb`` in bytes, as Gradio's ``launch(max_file_size=...)`` takes it."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def delete_cache(self) -> tuple[int, int]:
+        """Gradio's ``Blocks(delete_cache=(frequency, age))``: every ``frequency`` seconds, the files of this app
+        older than ``file_ttl`` (uploads, bare ``/gradio_api/upload`` calls included, and result files) are
+        deleted, so a file lives at most ``file_ttl`` + ``frequency`` seconds (``frequency`` = a quarter of the
+        lifetime, 1 s to 10 min)."""
+        age = max(1, round(self.file_ttl))
+        return max(1, min(600, age // 4)), age
 
     @classmethod
     def from_env(cls, **overrides) -> AppSettings:
@@ -87,11 +102,16 @@ class AppSettings:
             examples_dir=Path(os.environ.get("PECMAE_EXAMPLES_DIR", "").strip() or EXAMPLES_DIR),
             prewarm=_flag_env("PECMAE_PREWARM", True),
             max_upload_mb=_float_env("PECMAE_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB),
+            file_ttl=_float_env("PECMAE_FILE_TTL", DEFAULT_FILE_TTL),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("max_seconds", "max_upload_mb"):
-            if float(values[key]) <= 0:
-                raise ValueError(f"{key} must be positive, got {values[key]}")
+        for key in ("max_seconds", "max_upload_mb", "file_ttl"):
+            try:
+                ok = 0 < float(values[key]) < float("inf")
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ConfigError(f"{key} must be a positive number, got {values[key]!r}")
         return cls(**values)
 
     def example_clips(self) -> list[Path]:
@@ -112,8 +132,8 @@ def server_port() -> int | None:
     text = os.environ.get("GRADIO_SERVER_PORT", "").strip()
     if not text:
         return None
-    if not text.isdigit():
-        raise ValueError(f"$GRADIO_SERVER_PORT must be a port number, got {text!r}")
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise ConfigError(f"$GRADIO_SERVER_PORT must be a port number (1-65535), got {text!r}")
     return int(text)
 
 

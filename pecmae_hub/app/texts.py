@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 
-from pecmae_hub.app.access import display_name
+from pecmae_hub.app.access import display_name, scrub_paths
 from pecmae_hub.app.models import model_files, optional_file
 from pecmae_hub.app.plots import pct, ranked_classes, seconds, segments
 from pecmae_hub.app.settings import format_seconds
@@ -205,12 +205,13 @@ def model_overview(model, index: dict | None) -> str:
 
 def client_safe(obj):
     """``obj`` with every ``"path"`` key renamed ``"folder"``: ``gradio_client`` takes any JSON dict holding a
-    string ``"path"`` for a file to download (the head config's ``autoencoder.path`` would break clients)."""
+    string ``"path"`` for a file to download (the head config's ``autoencoder.path`` would break clients);
+    absolute paths inside strings are cut to their last part (:func:`scrub_paths`): no server path is shown."""
     if isinstance(obj, dict):
         return {("folder" if k == "path" else k): client_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [client_safe(v) for v in obj]
-    return obj
+    return scrub_paths(obj) if isinstance(obj, str) else obj
 
 
 def _source(files) -> str | None:

@@ -16,7 +16,8 @@ Every event has a validator (the message appears on the input at fault; the outp
 and shows its progress in one place. The model an endpoint uses is the session's (``/load_model``
 switches it, among the models the operator allows: :mod:`pecmae_hub.app.access`; default
 ``PECMAE_MODEL``). Uploads are limited to ``PECMAE_MAX_UPLOAD_MB`` (Gradio's ``max_file_size``: a larger
-upload is answered 413 and its partial file deleted).
+upload is answered 413 and its partial file deleted); uploads (bare ``/gradio_api/upload`` calls too) and
+result files are deleted ``PECMAE_FILE_TTL`` seconds after they were made (Gradio's ``delete_cache``).
 """
 
 from __future__ import annotations
@@ -326,8 +327,7 @@ def _model_tab(
         api_description="Switch this session to another model.",
         validator=handlers.validate_load,
         show_progress_on=[overview],  # in the Model tab, next to the button (not over the page header)
-        concurrency_limit=1,
-        concurrency_id="load_model",
+        concurrency_limit=None,  # a model in memory answers at once; ModelManager bounds the slow loads
     )
 
     return [card, overview, config]
@@ -343,10 +343,11 @@ def build_app(
     allowed_models: str | list[str] | None = None,
     model_dirs: str | list[str] | None = None,
     max_upload_mb: float | None = None,
+    file_ttl: float | None = None,
 ) -> gr.Blocks:
     """Build the app. Arguments override ``PECMAE_MODEL``, ``PECMAE_MAX_SECONDS``, ``PECMAE_EXAMPLES_DIR``,
-    ``PECMAE_PREWARM``, ``PECMAE_DEVICE``, ``PECMAE_ALLOWED_MODELS``, ``PECMAE_MODEL_DIRS`` and
-    ``PECMAE_MAX_UPLOAD_MB`` (see :mod:`pecmae_hub.app.settings`).
+    ``PECMAE_PREWARM``, ``PECMAE_DEVICE``, ``PECMAE_ALLOWED_MODELS``, ``PECMAE_MODEL_DIRS``,
+    ``PECMAE_MAX_UPLOAD_MB`` and ``PECMAE_FILE_TTL`` (see :mod:`pecmae_hub.app.settings`).
 
     The start-up model is loaded now (a failure is shown in the app, which still starts); the example
     clips are then classified in the background so clicking one answers at once.
@@ -360,6 +361,7 @@ def build_app(
         allowed_models=allowed_models,
         model_dirs=model_dirs,
         max_upload_mb=max_upload_mb,
+        file_ttl=file_ttl,
     )
     policy = ModelPolicy.from_env(settings.model, settings.allowed_models, settings.model_dirs)
     manager = ModelManager(settings.model, device=settings.device, policy=policy)
@@ -374,7 +376,7 @@ def build_app(
         status_text = f"⚠️ {scrub_paths(startup_error)} Choose another model in the **Model** tab."
         log.error("the start-up model %s could not be loaded: %s", settings.model, exc)
 
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=settings.delete_cache) as demo:  # uploads expire (PECMAE_FILE_TTL)
         state = gr.State(settings.model)
         with gr.Column(elem_classes=["pecmae-header"]):
             gr.Markdown(INTRO)

@@ -18,11 +18,22 @@ CSV columns (:func:`csv_columns`): ``path, model, model_fingerprint, label, conf
 n_chunks, silent_chunks, top1_prototype, top1_contribution, … topK_…, error, p_<class>…``.
 JSONL rows: ``{"path", "model", "model_fingerprint", "error", …}`` plus the whole
 :class:`~pecmae_hub.prediction.Prediction` for inputs that worked.
+
+In CSV only, a text cell (path, model, label, prototype, error) that begins with ``=``, ``+``, ``-``, ``@``,
+a tab or a carriage return gets a leading ``'`` (the OWASP rule against formula injection: a file named
+``=1+2.wav`` must not become a spreadsheet formula); so does one that begins with ``'``, so that reading
+the file back (resuming) strips exactly one. JSONL holds the values as they are.
+
+A file that cannot be written (a full disk, a quota, a read-only file system) is an
+:class:`~pecmae_hub.errors.OutputError` naming the file and the cause: the rows written before it stay, and
+the next run continues from them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -33,7 +44,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from pecmae_hub.audio import file_key
 from pecmae_hub.batch.lock import OutputBusyError, OutputLock
-from pecmae_hub.errors import ConfigError
+from pecmae_hub.errors import ConfigError, OutputError
 from pecmae_hub.storage.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -133,15 +144,44 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")  # the last one keeps the escape reversible
+
+
+def csv_cell(text: str) -> str:
+    """A text value as a CSV cell that no spreadsheet reads as a formula (see the module docstring)."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def csv_value(cell: str) -> str:
+    """The value of a text cell written by :func:`csv_cell`."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
+def write_failure(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """The one typed error for a results (or model) file that cannot be written, by cause."""
+    why = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EFBIG: "the file is too large for this file system",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return OutputError(
+        f"cannot write {os.fspath(path)}: {why} ({type(exc).__name__}, errno {exc.errno}). The rows written "
+        "before this one are kept: free some space (or fix the cause) and run the same command again to continue"
+    )
+
+
 def _csv_row(
     path: str, model: str, fingerprint: str, labels: list[str], top_k: int, pred: Prediction | None, error: str
 ) -> list[str]:
+    path, model = csv_cell(path), csv_cell(model)
     if pred is None:
-        return [path, model, fingerprint] + [""] * (7 + 2 * top_k) + [_one_line(error)] + [""] * len(labels)
+        return [path, model, fingerprint] + [""] * (7 + 2 * top_k) + [csv_cell(_one_line(error))] + [""] * len(labels)
     tops = []
     for i in range(top_k):
         t = pred.top_prototypes[i] if i < len(pred.top_prototypes) else None
-        tops += [f"{t['class']}:{t['k']}", f"{t['contribution']:.6f}"] if t else ["", ""]
+        tops += [csv_cell(f"{t['class']}:{t['k']}"), f"{t['contribution']:.6f}"] if t else ["", ""]
     in_domain = "" if pred.in_domain is None else str(bool(pred.in_domain)).lower()
     ood = "" if pred.ood_score is None else f"{pred.ood_score:.4f}"
     return (
@@ -149,7 +189,7 @@ def _csv_row(
             path,
             model,
             fingerprint,
-            pred.label,
+            csv_cell(pred.label),
             f"{pred.confidence:.6f}",
             in_domain,
             ood,
@@ -235,7 +275,13 @@ class _Parsed:
                 bad += 1
                 continue
             self.rows.append(
-                _Row(row[col["path"]], row[col["model"]], row[col["model_fingerprint"]], row[col["error"]], record)
+                _Row(
+                    csv_value(row[col["path"]]),
+                    csv_value(row[col["model"]]),
+                    row[col["model_fingerprint"]],
+                    csv_value(row[col["error"]]),
+                    record,
+                )
             )
         if bad:
             self.problems.append(f"{bad} malformed row(s) or repeated header(s)")
@@ -326,7 +372,8 @@ class ResultsFile:
 
     def __exit__(self, *exc) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # what could not be written was reported by _append already
+                self._file.close()
             self._file = None
         self._lock.release()
 
@@ -374,8 +421,14 @@ class ResultsFile:
             self._status.pop(key, None)
         if self.repairs or self._retry or len(kept) != len(self._parsed.rows):
             head = (self._parsed.header_text or _csv_text(header)) if header is not None else ""
-            with atomic_path(self._real) as tmp, open(tmp, "w", newline="", encoding=ENCODING, errors=ERRORS) as f:
-                f.write(head + "".join(r.text for r in kept))
+            try:
+                with (
+                    atomic_path(self._real) as tmp,
+                    open(tmp, "w", newline="", encoding=ENCODING, errors=ERRORS) as f,
+                ):
+                    f.write(head + "".join(r.text for r in kept))
+            except OSError as exc:
+                raise write_failure(self.path, exc) from None
         self._file = open(self._real, "a", newline="", encoding=ENCODING, errors=ERRORS)  # noqa: SIM115 - until exit
         if header is not None and self._parsed.header is None and self._file.tell() == 0:
             self._append(_csv_text(header))
@@ -383,8 +436,11 @@ class ResultsFile:
     def _append(self, text: str) -> None:
         if self._file is None:
             raise ConfigError("ResultsFile.begin() must be called before rows are written")
-        self._file.write(text)  # one write and flush per row: a crash tears at most the last line
-        self._file.flush()
+        try:
+            self._file.write(text)  # one write and flush per row: a crash tears at most the last line
+            self._file.flush()
+        except OSError as exc:
+            raise write_failure(self.path, exc) from None
 
     def write(self, path: str, prediction: Prediction | None = None, error: str = "") -> None:
         """Append the row of ``path``: its ``prediction``, or the ``error`` text when it failed."""
@@ -416,7 +472,8 @@ class StreamResults:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stream.flush()
+        with contextlib.suppress(OSError):  # reported by write() already
+            self.stream.flush()
 
     def pending(self, inputs: list[str]) -> list[str]:
         return list(inputs)
@@ -425,8 +482,11 @@ class StreamResults:
         self._model, self._fingerprint = model, fingerprint
 
     def write(self, path: str, prediction: Prediction | None = None, error: str = "") -> None:
-        self.stream.write(_json_row(path, self._model, self._fingerprint, prediction, error))
-        self.stream.flush()
+        try:
+            self.stream.write(_json_row(path, self._model, self._fingerprint, prediction, error))
+            self.stream.flush()
+        except OSError as exc:  # standard output redirected to a full disk
+            raise write_failure(getattr(self.stream, "name", "standard output"), exc) from None
         if prediction is None:
             self._failed[path] = _one_line(error)
 

@@ -22,7 +22,8 @@ def run_app(args: argparse.Namespace) -> int:
     require("gradio", "pecmae app")
     from pecmae_hub.app.ui import build_app, launch_options
 
-    build_app().launch(**launch_options())
+    options = launch_options()  # the settings (host, port, limits) are checked before the model loads
+    build_app().launch(**options)
     return 0
 
 

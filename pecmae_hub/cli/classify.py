@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from pecmae_hub.audio import MAX_SECONDS, collect_audio_files
-from pecmae_hub.cli.commands import add_progress_flag, command_help
+from pecmae_hub.cli.commands import add_progress_flag, add_verify_flag, command_help
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
@@ -19,7 +19,8 @@ from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 EXIT_SOME_FAILED = 3
 EXIT_CODES = """exit status:
   0    every input has a result
-  1    error before any work (bad option, model, device, --out locked/unwritable/of another model)
+  1    error before any work (bad option, model, device, --out locked/unwritable/of another model),
+       or --out cannot be written any more (a full disk: the rows so far are kept; rerun to continue)
   2    bad command line
   3    some inputs failed: their rows hold the error (they are retried on the next run)
   130  interrupted (rows written so far are kept; rerun to finish)"""
@@ -57,9 +58,10 @@ def run_classify(args: argparse.Namespace) -> int:
 
         for path in tqdm(todo, desc="classifying", unit="file", disable=args.no_progress, file=sys.stderr):
             try:
-                results.write(path, model.classify(path, top_k=args.top_k, max_seconds=args.max_seconds))
+                prediction, error = model.classify(path, top_k=args.top_k, max_seconds=args.max_seconds), ""
             except Exception as exc:  # one bad file must not stop the batch
-                results.write(path, error=f"{type(exc).__name__}: {exc}")
+                prediction, error = None, f"{type(exc).__name__}: {exc}"
+            results.write(path, prediction, error)  # a full disk: one OutputError, the rows so far are kept
         failed = results.failed(inputs)
     where = "standard output" if fmt == "stdout" else out
     if not todo:
@@ -134,7 +136,7 @@ def run_push(args: argparse.Namespace) -> int:
     )
     if not Path(args.dir).is_dir():
         raise ModelNotFoundError(f"{args.dir} is not a model folder")
-    model = PECMAE.from_pretrained(Path(args.dir), device="cpu")
+    model = PECMAE.from_pretrained(Path(args.dir), device="cpu", verify=not args.no_verify)
     sha = model.push_to_hub(
         args.repo_id,
         private=args.private,
@@ -166,6 +168,7 @@ def _load_model(args: argparse.Namespace):
         local_files_only=args.offline,
         device=args.device,
         precision=args.precision,
+        verify=not args.no_verify,
     )
 
 
@@ -185,6 +188,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="fp32 (exact, default); int8 (CPU: about 2.3-2.5x faster encoding, z cosine >= 0.999 to "
         "fp32); bf16 or fp16 (CUDA)",
     )
+    add_verify_flag(p)
 
 
 def _render_args(p: argparse.ArgumentParser) -> None:
@@ -281,5 +285,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--commit-message", help="commit message (default: 'Upload PECMAE model with pecmae-hub')")
     p.add_argument("--no-render", action="store_true", help="do not render missing prototype audio files")
     p.add_argument("--autoencoder-repo", help="reference this Hub autoencoder repo instead of uploading it")
+    add_verify_flag(p)
     _render_args(p)
     p.set_defaults(func=run_push)

@@ -42,3 +42,13 @@ def add_progress_flag(parser) -> None:
         action="store_true",
         help="hide the progress bar (--quiet is an alias)",
     )
+
+
+def add_verify_flag(parser) -> None:
+    """``--no-verify`` (stored as ``no_verify``): load a model whose files cannot be verified."""
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="load a model whose files cannot be verified (a folder without checksums.json, made by hand or by "
+        "an old version); a warning is printed. Only for models you trust",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pecmae_hub.cli.commands import command_help
+from pecmae_hub.cli.commands import add_verify_flag, command_help
 from pecmae_hub.models.head import PrototypeHead
 from pecmae_hub.training.evaluation import evaluate_head, format_report
 from pecmae_hub.training.features import load_features
@@ -14,7 +14,7 @@ def _run_cli(args) -> int:
     from pecmae_hub.extras import require_extra
 
     require_extra("train", "pecmae evaluate")
-    head = PrototypeHead.from_pretrained(args.model, revision=args.revision)
+    head = PrototypeHead.from_pretrained(args.model, revision=args.revision, verify=not args.no_verify)
     test_set = load_features(args.features, args.split, label_names=head.labels)
     train_set = None
     if args.train_split:
@@ -39,6 +39,7 @@ def register_cli(subparsers) -> None:
     )
     p.add_argument("--model", required=True, help="head folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --model")
+    add_verify_flag(p)
     p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
     p.add_argument("--split", required=True, help="TSV of the evaluated tracks: label<TAB>relative/path")
     p.add_argument("--train-split", help="training split TSV: also fit the linear probe and MLP baselines")

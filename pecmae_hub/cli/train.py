@@ -8,6 +8,7 @@ from pathlib import Path
 from pecmae_hub.cli.commands import add_progress_flag, command_help
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import ConfigError
+from pecmae_hub.storage.integrity import write_checksums
 from pecmae_hub.storage.pretrained import copy_model_folder
 from pecmae_hub.training.head import PRESETS, TrainConfig, train_head
 
@@ -74,6 +75,7 @@ def _run_cli(args) -> int:
     _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.no_progress)
     if bundle is not None:
         copy_model_folder(bundle, Path(args.out) / "autoencoder")
+        write_checksums(args.out)  # the head folder's checksums.json lists the bundled autoencoder too
     for name in ("val", "test"):
         if metrics[name]:
             print(

@@ -10,9 +10,13 @@ genre folders:
   downloaded into the Hugging Face cache.
 
 Archives are unpacked once, into ``unpack_dir``, and safely: every member must be a plain file or folder
-whose path stays inside ``unpack_dir`` (no absolute paths, no ``..``, no links, no devices); anything
-else refuses the whole archive with a :class:`DatasetError` before a byte is written. An interrupted
-unpack leaves only a ``.partial`` folder, which the next run starts again.
+whose path stays inside ``unpack_dir`` (no absolute paths, no ``..``, no links, no devices), and the
+archive as a whole must stay within bounds (an archive bomb): at most :data:`MAX_UNPACKED_BYTES` unpacked
+(GTZAN is 1.2 GB), at most :data:`MAX_MEMBERS` members, and at most :data:`MAX_RATIO` times the archive's
+own size (audio hardly compresses: GTZAN's ratio is about 1.1). Anything else refuses the whole archive
+with a :class:`DatasetError` before a byte is written; the sizes checked are those the archive declares,
+and no more than that is ever written (tar reads exactly the declared size, zip stops at it). An
+interrupted unpack leaves only a ``.partial`` folder, which the next run starts again.
 
 ``scan_gtzan(base)`` applies the paper split (docs/architecture.md §11.2) and says which files it left
 out and which kept tracks are missing.
@@ -36,6 +40,9 @@ GTZAN_HUB_FILE = "data/genres.tar.gz"
 #: GTZAN tracks known to be undecodable; all of them are among the paper split's exclusions
 GTZAN_KNOWN_CORRUPT = ("jazz/jazz.00054",)
 _MARKER = ".pecmae-unpacked.json"
+MAX_UNPACKED_BYTES = 8 * 1024**3  #: most bytes an archive may unpack to
+MAX_MEMBERS = 100_000  #: most files and folders in an archive
+MAX_RATIO = 100.0  #: most unpacked bytes per byte of archive
 _TRACK = re.compile(r"^([a-z]+)\.(\d{5})\.[A-Za-z0-9]+$")
 
 
@@ -63,6 +70,21 @@ def _check_member(name: str, dest: Path, archive: Path) -> None:
                            "(nothing was unpacked)")
 
 
+def _check_totals(sizes: list[int], archive: Path) -> None:
+    """:class:`DatasetError` when the declared sizes of an archive's members exceed the bounds (module doc)."""
+    total, packed = sum(max(0, n) for n in sizes), max(1, archive.stat().st_size)
+    problem = None
+    if len(sizes) > MAX_MEMBERS:
+        problem = f"it has {len(sizes)} members (at most {MAX_MEMBERS} are unpacked)"
+    elif total > MAX_UNPACKED_BYTES:
+        problem = f"it would unpack to {total / 1e9:.2f} GB (at most {MAX_UNPACKED_BYTES / 1e9:.2f} GB)"
+    elif total / packed > MAX_RATIO:
+        problem = (f"it would unpack to {total / 1e6:.1f} MB from {packed / 1e6:.2f} MB, {total / packed:.0f} times "
+                   f"its size (audio archives hardly compress; at most {MAX_RATIO:g} times)")
+    if problem:
+        raise DatasetError(f"{archive}: {problem}; the archive is refused (nothing was unpacked)")
+
+
 def _safe_tar_members(tar: tarfile.TarFile, dest: Path, archive: Path) -> list[tarfile.TarInfo]:
     members = tar.getmembers()
     for m in members:
@@ -71,6 +93,7 @@ def _safe_tar_members(tar: tarfile.TarFile, dest: Path, archive: Path) -> list[t
             kind = "link" if (m.issym() or m.islnk()) else "special file"
             raise DatasetError(f"{archive}: member {m.name!r} is a {kind}; only plain files and folders are "
                                "unpacked, so the archive is refused (nothing was unpacked)")
+    _check_totals([m.size for m in members], archive)
     return members
 
 
@@ -94,6 +117,7 @@ def unpack_archive(archive: str | Path, dest: str | Path, progress: bool = True)
                     _check_member(info.filename, partial, archive)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:  # a symlink stored in the zip
                         raise DatasetError(f"{archive}: member {info.filename!r} is a link; the archive is refused")
+                _check_totals([info.file_size for info in zf.infolist()], archive)
                 zf.extractall(partial)
         elif tarfile.is_tarfile(archive):
             from tqdm.auto import tqdm
@@ -123,12 +147,12 @@ def fetch_hub_archive(repo_id: str = GTZAN_HUB_REPO, filename: str = GTZAN_HUB_F
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download
 
-    from pecmae_hub.storage.connectivity import hub_offline, hub_reachable
+    from pecmae_hub.storage.connectivity import HUB_ETAG_TIMEOUT, hub_offline, hub_reachable
 
     cache_only = not hub_offline() and not hub_reachable()  # fail fast instead of waiting on timeouts
     try:
         return Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision,
-                                    local_files_only=cache_only))
+                                    local_files_only=cache_only, etag_timeout=HUB_ETAG_TIMEOUT))
     except (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError, hf_errors.EntryNotFoundError,
             hf_errors.LocalEntryNotFoundError) as exc:
         raise DatasetError(

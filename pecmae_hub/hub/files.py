@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.errors import CheckpointError, ConfigError
-from pecmae_hub.storage.pretrained import CONFIG_NAME, WEIGHTS_NAME, resolve_file
+from pecmae_hub.hub.model_json import CHECKS, check_object
+from pecmae_hub.storage.pretrained import CONFIG_NAME, WEIGHTS_NAME, resolve_hub_file, resolve_local_file
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,8 @@ class ModelFiles:
     The first file fetched from a Hub repo fixes the commit (read from the cache path
     ``snapshots/<sha>/``); later files are fetched at that exact commit, so a model never mixes
     files of two revisions, and cached files need no request at all. Offline (``local_files_only``
-    or ``HF_HUB_OFFLINE=1``) only the cache is read.
+    or ``HF_HUB_OFFLINE=1``) only the cache is read. Every file is verified before it is used (a folder's
+    ``checksums.json``, the Hub's digests); ``verify=False`` skips that, with a warning.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ModelFiles:
         token: str | bool | None = None,
         force_download: bool = False,
         subfolder: str = "",
+        verify: bool = True,
     ):
         if (folder is None) == (repo_id is None):
             raise ValueError("give exactly one of folder= and repo_id=")
@@ -58,6 +61,7 @@ class ModelFiles:
         self.repo_id, self.revision, self.cache_dir = repo_id, revision, cache_dir
         self.local_files_only, self.token, self.force_download = local_files_only, token, force_download
         self.subfolder = subfolder.strip("/")
+        self.verify = verify
         self.commit: str | None = revision if revision and _COMMIT.match(revision) else None
         self._fetched: set[str] = set()  # force_download applies once per file, not on every get()
 
@@ -88,7 +92,7 @@ class ModelFiles:
         """
         name = inside_path(f"{self.subfolder}/{filename}" if self.subfolder else filename, self.describe())
         if self.folder is not None:
-            path = resolve_file(self.folder, name, required=required)
+            path = resolve_local_file(self.folder, name, required=required, verify=self.verify)
             if path is not None and not path.resolve().is_relative_to(self.folder.resolve()):
                 raise CheckpointError(f"{filename!r} in {self.describe()} links outside the model folder")
             return path
@@ -103,7 +107,7 @@ class ModelFiles:
                 is _CACHED_NO_EXIST
             ):
                 return None  # the Hub already told us this commit has no such file
-        path = resolve_file(
+        path = resolve_hub_file(  # a repo id is never read as a local folder, whatever exists on disk
             self.repo_id,
             name,
             revision=self.commit or self.revision,
@@ -112,6 +116,7 @@ class ModelFiles:
             token=self.token,
             force_download=self.force_download and name not in self._fetched,
             required=required,
+            verify=self.verify,
         )
         self._fetched.add(name)
         if path is not None and self.commit is None:
@@ -122,13 +127,21 @@ class ModelFiles:
         return path
 
     def json(self, filename: str, required: bool = True) -> Any:
+        """The parsed JSON object ``filename`` of the model, checked against its shape
+        (:mod:`pecmae_hub.hub.model_json`); None for a missing optional file.
+
+        Raises:
+            CheckpointError: not valid JSON, or not of the file's shape (a wrong type, naming the field).
+        """
         path = self.get(filename, required=required)
         if path is None:
             return None
         try:
-            return json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{filename} of {self.describe()} is not valid JSON: {exc}") from None
+        CHECKS.get(filename, check_object)(data, f"{filename} of {self.describe()}")
+        return data
 
     def local_dir(self) -> Path:
         """The local folder holding the files fetched so far (the snapshot folder for a Hub repo)."""
@@ -138,7 +151,7 @@ class ModelFiles:
         """The files of ``subfolder`` of this model (same folder, or same repo *and commit*)."""
         sub = f"{self.subfolder}/{subfolder}" if self.subfolder else subfolder
         if self.folder is not None:
-            return ModelFiles(folder=self.folder, subfolder=sub)
+            return ModelFiles(folder=self.folder, subfolder=sub, verify=self.verify)
         return ModelFiles(
             repo_id=self.repo_id,
             revision=self.commit or self.revision,
@@ -147,6 +160,7 @@ class ModelFiles:
             token=self.token,
             force_download=self.force_download,
             subfolder=sub,
+            verify=self.verify,
         )
 
 
@@ -172,7 +186,14 @@ def load_autoencoder(
     from pecmae_hub.models.autoencoder import Autoencoder
 
     if ref.name:
-        key: tuple = ("upstream", ref.name, tuple(sorted((ref.sources or {}).items())), str(device), precision)
+        key: tuple = (
+            "upstream",
+            ref.name,
+            tuple(sorted((ref.sources or {}).items())),
+            str(device),
+            precision,
+            files.verify,
+        )
         if key not in _AUTOENCODERS or files.force_download:
             _AUTOENCODERS[key] = Autoencoder.from_pretrained(
                 ref.name,
@@ -183,6 +204,8 @@ def load_autoencoder(
                 force_download=files.force_download,
                 device=device,
                 precision=precision,
+                verify=files.verify,
+                upstream_only=True,  # a name in a model's config never reaches a folder
             )
         ae = _AUTOENCODERS[key]
         sources = ae.upstream_sources or ref.sources or {}
@@ -198,6 +221,7 @@ def load_autoencoder(
             local_files_only=files.local_files_only,
             token=files.token,
             force_download=files.force_download,
+            verify=files.verify,
         )
     else:
         raise ConfigError(
@@ -206,13 +230,15 @@ def load_autoencoder(
         )
     config_path = ae_files.get(CONFIG_NAME)
     if ae_files.is_hub:
-        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device), precision)
+        key = ("hub", ae_files.repo_id, ae_files.commit, ae_files.subfolder, str(device), precision, files.verify)
     else:
         weights = config_path.parent / WEIGHTS_NAME
         stamp = weights.stat().st_mtime_ns if weights.exists() else 0
-        key = ("folder", str(config_path.parent.resolve()), stamp, str(device), precision)
+        key = ("folder", str(config_path.parent.resolve()), stamp, str(device), precision, files.verify)
     if key not in _AUTOENCODERS or files.force_download:
         ae_files.get(WEIGHTS_NAME)
-        _AUTOENCODERS[key] = Autoencoder.from_pretrained(config_path.parent, device=device, precision=precision)
+        _AUTOENCODERS[key] = Autoencoder.from_pretrained(
+            config_path.parent, device=device, precision=precision, verify=files.verify
+        )
     pinned = ref.replace(revision=ae_files.commit) if ref.repo_id and ae_files.commit else ref
     return _AUTOENCODERS[key], pinned, ae_files.describe()

@@ -63,22 +63,28 @@ class Autoencoder(PretrainedMixin, nn.Module):
         force_download=False,
         device="cpu",
         precision: str = "fp32",
+        verify: bool = True,
+        upstream_only: bool = False,
     ) -> Autoencoder:
         """A folder, a Hub repo ``org/name`` in our format, or an upstream name (``"encodecmae-diffusion-4s"``,
         ``"encodecmae-diffusion-10s"``) downloaded from its authors' repos and converted once
         (:func:`pecmae_hub.convert.upstream.materialize`; ``revision`` may then be ``{repo_id: revision}``).
 
         ``precision``: ``"fp32"`` (default, exact), ``"int8"`` (CPU), ``"bf16"``, ``"fp16"`` (CUDA); see
-        :mod:`pecmae_hub.models.precision`. Other arguments as :meth:`PretrainedMixin.from_pretrained`.
+        :mod:`pecmae_hub.models.precision`. ``upstream_only=True`` accepts an upstream name only (a model's
+        reference by name must never reach a folder). Other arguments as :meth:`PretrainedMixin.from_pretrained`.
         """
         from pecmae_hub.models.precision import PRECISIONS, apply_precision
 
         if precision not in PRECISIONS:  # before any download
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         sources = None
-        if isinstance(name_or_path, str) and not Path(name_or_path).expanduser().exists():
+        if upstream_only or (isinstance(name_or_path, str) and not Path(name_or_path).expanduser().exists()):
             from pecmae_hub.convert import upstream  # lazy: the one allowed models -> convert edge (docs/DEVELOPING.md)
 
+            if upstream_only and name_or_path not in upstream.UPSTREAM_MODELS:
+                known = ", ".join(upstream.UPSTREAM_MODELS)
+                raise ConfigError(f"{name_or_path!r} is not an upstream autoencoder name (known: {known})")
             if name_or_path in upstream.UPSTREAM_MODELS:
                 name_or_path = upstream.materialize(
                     name_or_path,
@@ -98,6 +104,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
             token=token,
             force_download=force_download,
             device=device,
+            verify=verify,
         )
         model.upstream_sources = sources
         return apply_precision(model, precision) if precision != "fp32" else model

@@ -30,6 +30,7 @@ from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS, read_metada
 from pecmae_hub.errors import DatasetError, IncompleteRunError
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.storage.atomic import atomic_write_text
+from pecmae_hub.storage.integrity import write_checksums
 
 STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "vocoder", "decoder", "package")
 TEST_BANK = TEST_BANKS[0]
@@ -252,6 +253,7 @@ def stage_package(cfg: RecipeConfig) -> Path:
     summary = work / "evaluation" / "summary.json"
     if summary.exists():
         shutil.copy(summary, staging / "evaluation.json")
+    write_checksums(staging)  # this recipe's own files (a head stage run before checksums were complete too)
     model = PECMAE.from_pretrained(staging)
     model.name = "gm-solos"
     model.info.update(

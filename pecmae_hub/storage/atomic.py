@@ -1,10 +1,13 @@
-"""Atomic file writes."""
+"""Atomic file writes, and never writing through a symbolic link."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from pecmae_hub.errors import ConfigError
 
 # Whatever a later run reads back (features, manifests, checkpoints, metadata tables, rendered clips) is
 # written through these helpers, so that an interrupted run never leaves a truncated file that a resumed
@@ -72,3 +75,35 @@ def atomic_save_npy(path: str | os.PathLike, array: Any) -> Path:
             np.save(handle, array)
 
     return atomic_write(path, write)
+
+
+def refuse_links(folder: str | os.PathLike, names: Iterable[str], trees: Iterable[str] = ()) -> None:
+    """:class:`ConfigError` when a path that is about to be written inside ``folder`` is a symbolic link.
+
+    ``names`` are the files and folders (relative paths) that will be written, ``trees`` the folders whose
+    whole content may be: every link on the way to a name, and every link inside a tree, is listed. Writing
+    through such a link would write outside ``folder`` (``folder`` itself may be a link: the caller chose it).
+    """
+    folder = Path(folder)
+    found: list[str] = []
+    for name in [*names, *trees]:
+        path = folder
+        for part in Path(name).parts:
+            path = path / part
+            if path.is_symlink():
+                found.append(f"{path.relative_to(folder).as_posix()} -> {os.readlink(path)}")
+                break
+    for tree in trees:
+        root = folder / tree
+        if root.is_dir() and not root.is_symlink():
+            for base, dirs, files in os.walk(root):  # os.walk does not follow links to folders
+                for entry in dirs + files:
+                    path = Path(base) / entry
+                    if path.is_symlink():
+                        found.append(f"{path.relative_to(folder).as_posix()} -> {os.readlink(path)}")
+    if found:
+        raise ConfigError(
+            f"refusing to write into {folder}: {', '.join(sorted(set(found)))} "
+            f"{'is a symbolic link' if len(set(found)) == 1 else 'are symbolic links'}, and writing through a link "
+            "would write outside the folder. Remove the link(s) or choose an empty folder"
+        )

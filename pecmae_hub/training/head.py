@@ -26,6 +26,7 @@ from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.data.split_files import write_labels
 from pecmae_hub.errors import ConfigError, DatasetError, InputShapeError
 from pecmae_hub.models.head import PrototypeHead
+from pecmae_hub.storage.integrity import write_checksums
 from pecmae_hub.training.evaluation import chunk_logits, classification_metrics, mean_by_track
 from pecmae_hub.training.features import FeatureSet, compute_norm_stats
 from pecmae_hub.training.nearest import nearest_training_chunks, save_nearest
@@ -391,3 +392,4 @@ def _write_outputs(head, train_set, metrics, log_rows, cfg, out: Path, ood=None)
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(log_rows)
+    write_checksums(out)  # every file of the head folder, so that it loads verified

@@ -143,8 +143,8 @@ def test_save_load_roundtrip_and_missing_keys(mel_ae, tmp_path):
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(tmp_path / "m" / "model.safetensors"))
     (tmp_path / "m" / "checksums.json").unlink()  # a hand-made folder: the key check speaks, not the digest
-    with pytest.raises(CheckpointError) as info:
-        Autoencoder.from_pretrained(tmp_path / "m")
+    with pytest.raises(CheckpointError) as info, pytest.warns(UserWarning, match="without verifying"):
+        Autoencoder.from_pretrained(tmp_path / "m", verify=False)
     message = str(info.value)
     assert "missing keys (2)" in message and "denoiser.out_adapter.bias" in message
     assert "frame_encoder.positional_encoder.scale" in message and "unexpected keys (1): extra.weight" in message
