@@ -39,3 +39,8 @@ class IncompleteRunError(PecmaeError, RuntimeError):
 
 class MissingDependencyError(PecmaeError, ImportError):
     """An optional package that a feature needs is not installed; the message names the extra to install."""
+
+
+class ProcessGroupError(PecmaeError, RuntimeError):
+    """A run under ``accelerate launch`` stopped because one of its processes failed or was lost; the message
+    names the rank. Work finished so far is kept: rerunning the same command resumes."""

@@ -46,12 +46,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except PecmaeError as exc:
-        print(f"pecmae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pecmae {args.command}{_rank()}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
         return 130
+    finally:
+        _leave_process_group()
     return int(result or 0)
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before exiting (gloo aborts the interpreter's exit otherwise)."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _rank() -> str:
+    """`` (rank 1 of 4)`` under ``accelerate launch``, so that every message names the process it came from."""
+    from pecmae_hub.distributed import launched
+
+    if not launched():
+        return ""
+    from pecmae_hub.distributed import rank_label
+
+    try:
+        return f" ({rank_label()})"
+    except PecmaeError:
+        return ""
 
 
 if __name__ == "__main__":
