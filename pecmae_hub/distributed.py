@@ -24,7 +24,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pecmae_hub.errors import ConfigError, ProcessGroupError
@@ -267,8 +267,16 @@ def _missing_ranks(round_: int, n: int, me: int) -> str:
     return f"rank{'s' if len(late) > 1 else ''} {', '.join(map(str, late))} of {n} (missed check-in {round_})"
 
 
-def each(items, guard: Guard) -> Iterator:
-    """``items``, checking in with the other processes between them."""
-    for item in items:
-        yield item
-        guard.tick()
+_LOST = ("connection closed", "connection reset", "broken pipe", "gloo", "nccl", "timed out", "timeout")
+
+
+def lost_contact(what: str, exc: BaseException) -> BaseException:
+    """The error to raise for ``exc``, caught around collectives of several processes (e.g. training steps):
+    a :class:`ProcessGroupError` when it is a failed collective of a distributed run, else ``exc`` itself."""
+    import torch.distributed as dist
+
+    text = " ".join(str(exc).split())
+    dist_error = getattr(dist, "DistError", ())
+    if not distributed() or not (isinstance(exc, dist_error) or any(w in text.lower() for w in _LOST)):
+        return exc
+    return ProcessGroupError(f"{what}: lost contact with another process of the run ({type(exc).__name__}: {text[:300]})")

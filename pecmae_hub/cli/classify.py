@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from pecmae_hub.audio import MAX_SECONDS
-from pecmae_hub.cli.commands import add_progress_flag, command_help
+from pecmae_hub.cli.commands import add_dataset_args, add_progress_flag, command_help
 from pecmae_hub.errors import ConfigError, ModelNotFoundError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
@@ -213,17 +213,6 @@ def _render_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed, >= 0; same seed, same audio (default %(default)s)")
 
 
-def _dataset_args(p: argparse.ArgumentParser) -> None:
-    """Options of an ``hf://datasets/...`` input (``pecmae classify`` and ``pecmae extract``)."""
-    p.add_argument("--split", help="split of an hf://datasets/ input (default: its only split)")
-    p.add_argument("--audio-column", help="audio column of an hf://datasets/ input (default: its Audio column)")
-    p.add_argument(
-        "--id-column",
-        help="column whose value names each row of an hf://datasets/ input in the results (default: 'id' when "
-        "present, else the row index)",
-    )
-
-
 def register_cli(subparsers) -> None:
     """Add ``classify``, ``sonify`` and ``push`` to the ``pecmae`` parser."""
     p = subparsers.add_parser(
@@ -241,7 +230,7 @@ def register_cli(subparsers) -> None:
         help="audio files, folders (searched recursively), one list file (a path per line), or one "
         "hf://datasets/ORG/NAME[@REVISION] (streamed; the 'datasets' extra)",
     )
-    _dataset_args(p)
+    add_dataset_args(p)
     p.add_argument(
         "--out",
         default="-",

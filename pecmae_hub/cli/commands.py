@@ -42,3 +42,14 @@ def add_progress_flag(parser) -> None:
         action="store_true",
         help="hide the progress bar (--quiet is an alias)",
     )
+
+
+def add_dataset_args(parser) -> None:
+    """The options of an ``hf://datasets/ORG/NAME`` input (``pecmae classify`` and ``pecmae extract``)."""
+    parser.add_argument("--split", help="split of an hf://datasets/ input (default: its only split)")
+    parser.add_argument("--audio-column", help="audio column of an hf://datasets/ input (default: its Audio column)")
+    parser.add_argument(
+        "--id-column",
+        help="column whose value names each row of an hf://datasets/ input in the results (default: 'id' when "
+        "present, else the row index)",
+    )

@@ -3,9 +3,11 @@
 Loss: alpha·L_p + (1 - alpha)·CE(logits / temperature, y). L_p in ``class`` mode takes, for each
 prototype, the minimum distance over the batch samples of its class (prototypes whose class is
 absent are dropped); in ``all`` mode the minimum over every sample. Adam (weight decay 1e-4) with
-OneCycleLR, fp16 AMP on CUDA only, device placement and multi-GPU via Hugging Face Accelerate
-(the batch size is per process). Model selection: best validation track accuracy (ties: lower
-validation class loss), evaluated every ``eval_every`` steps and at the end.
+OneCycleLR, fp16 AMP on CUDA only, device placement and data parallelism via Hugging Face Accelerate.
+Under ``accelerate launch`` the batch size is the global batch, split over the processes, and the
+prototype loss is taken over the whole batch (:func:`sharded_prototype_loss`): N processes train the
+head that one process trains, up to the order of floating-point sums. Model selection: best validation
+track accuracy (ties: lower validation class loss), evaluated every ``eval_every`` steps and at the end.
 """
 
 from __future__ import annotations
@@ -127,8 +129,37 @@ def _plain_step_ok(accelerator, optimizer) -> bool:
     )
 
 
+def sharded_prototype_loss(d, y, protos_per_class: int, mode: str, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_p of the global batch when each of N processes holds an equal slice ``d`` (b, P) of it.
+
+    L_p takes, per prototype, the minimum distance over the *whole* batch, which no process sees alone.
+    The slices are gathered (no gradient) to find each minimum and the process that holds it; each
+    process's term keeps only the minima it holds, scaled by N, so that Accelerate's gradient average
+    over the N processes is exactly the one-process gradient. Returns ``(term to differentiate,
+    global L_p value)``.
+    """
+    n, rank, b = accelerator.num_processes, accelerator.process_index, d.shape[0]
+    with torch.no_grad():
+        d_all, y_all = accelerator.gather(d.detach().float()), accelerator.gather(y)
+        masked = d_all
+        if mode != "all":
+            proto_class = torch.arange(d.shape[1], device=d.device) // protos_per_class
+            masked = d_all.masked_fill(y_all[:, None] != proto_class[None, :], float("inf"))
+        mins, where = masked.min(0)
+        kept = torch.isfinite(mins)
+        mine = kept & (where >= rank * b) & (where < (rank + 1) * b)
+        value = torch.where(kept, mins, 0.0).sum() / kept.sum()
+    picked = d.float().gather(0, (where - rank * b).clamp(0, b - 1)[None, :])[0]
+    return n * torch.where(mine, picked, 0.0).sum() / kept.sum(), value
+
+
 def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig):
-    """One optimisation step (forward, loss, backward, Adam, OneCycle); returns detached (loss, L_p, L_c)."""
+    """One optimisation step (forward, loss, backward, Adam, OneCycle); returns detached (loss, L_p, L_c).
+
+    With several processes each holds a slice of the global batch; the loss is arranged so that the averaged
+    gradient is the one-process gradient of that batch (:func:`sharded_prototype_loss`), and the returned
+    L_c is this process's (average it over the processes to log it).
+    """
     plain = _plain_step_ok(accelerator, optimizer)
     if plain:
         logits, d = model(x, return_distances=True)
@@ -136,6 +167,10 @@ def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig)
         with accelerator.autocast():
             logits, d = model(x, return_distances=True)
     loss, lp, lc = head_loss(logits, d, y, cfg.protos_per_class, cfg.alpha, cfg.temperature, cfg.proto_loss_samples)
+    if accelerator.num_processes > 1:
+        lp_term, lp = sharded_prototype_loss(d, y, cfg.protos_per_class, cfg.proto_loss_samples, accelerator)
+        loss = cfg.alpha * lp_term + (1.0 - cfg.alpha) * lc
+        shown = cfg.alpha * lp + (1.0 - cfg.alpha) * lc.detach()
     optimizer.zero_grad(set_to_none=True)
     if plain:
         loss.backward()
@@ -147,6 +182,8 @@ def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig)
     # the scheduler is stepped here, not prepared: Accelerate would step it once per process
     if not accelerator.optimizer_step_was_skipped:
         scheduler.step()
+    if accelerator.num_processes > 1:
+        return shown, lp.detach(), lc.detach()
     return loss.detach(), lp.detach(), lc.detach()
 
 
@@ -180,10 +217,24 @@ def _identity(batch):
 
 
 def make_accelerator(cfg: TrainConfig):
-    """An ``accelerate.Accelerator`` for ``cfg.device`` with fp16 AMP only on CUDA."""
+    """An ``accelerate.Accelerator`` for ``cfg.device`` with fp16 AMP only on CUDA.
+
+    ``split_batches``: ``cfg.batch_size`` is the *global* batch, whatever the number of processes (each
+    process takes an equal slice of every batch), so that N processes train the model one process
+    trains; the batch size must therefore divide by the number of processes.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
 
+    from pecmae_hub.distributed import processes
+
+    n = processes().num_processes
+    if cfg.batch_size % n:
+        raise ConfigError(
+            f"the batch size {cfg.batch_size} is the global batch, split evenly over the {n} processes: choose a "
+            f"multiple of {n} (e.g. {cfg.batch_size - cfg.batch_size % n or n})"
+        )
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(
             f"device must be auto, cpu or cuda, got {cfg.device!r} (use CUDA_VISIBLE_DEVICES to pick a GPU)"
@@ -191,7 +242,11 @@ def make_accelerator(cfg: TrainConfig):
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
     cuda = cfg.device != "cpu" and torch.cuda.is_available()
-    kwargs = dict(cpu=not cuda, mixed_precision="fp16" if cuda and cfg.mixed_precision else "no")
+    kwargs = dict(
+        cpu=not cuda,
+        mixed_precision="fp16" if cuda and cfg.mixed_precision else "no",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
     try:
         return Accelerator(**kwargs)
     except ValueError:  # a previous Accelerator in this process fixed other settings
@@ -239,6 +294,10 @@ def train_head(
         torch.set_num_threads(cfg.threads)
     try:
         return _train_head(train_set, val_set, test_set, cfg, out_dir, progress)
+    except RuntimeError as exc:
+        from pecmae_hub.distributed import lost_contact
+
+        raise lost_contact("train", exc) from exc
     finally:
         torch.set_num_threads(threads)
 
@@ -309,7 +368,7 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
                 best, best_step = (val_acc, -val_loss), step
                 best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
         if evaluated or step % cfg.log_every == 0 or step == cfg.total_steps:
-            loss, lp, lc = (sums / n_sum).tolist()
+            loss, lp, lc = accelerator.reduce(sums / n_sum, "mean").tolist()  # every process's share of the batch
             log_rows.append(
                 {
                     "step": step,
