@@ -267,6 +267,14 @@ def _missing_ranks(round_: int, n: int, me: int) -> str:
     return f"rank{'s' if len(late) > 1 else ''} {', '.join(map(str, late))} of {n} (missed check-in {round_})"
 
 
+def wait_for_everyone(what: str) -> None:
+    """``PartialState.wait_for_everyone()``; a process lost meanwhile gives :class:`ProcessGroupError`."""
+    try:
+        processes().wait_for_everyone()
+    except RuntimeError as exc:
+        raise lost_contact(what, exc) from exc
+
+
 _LOST = ("connection closed", "connection reset", "broken pipe", "gloo", "nccl", "timed out", "timeout")
 
 
