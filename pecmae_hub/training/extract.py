@@ -84,23 +84,77 @@ def _first(batch):
     return batch[0]
 
 
-@torch.inference_mode()
-def _encode_group(ae, tracks, batch_size, device) -> list[np.ndarray]:
-    """Encode the full chunks of several tracks in shared batches, each partial chunk alone."""
-    cs = ae.chunk_samples
-    fulls = [torch.from_numpy(w[: len(w) // cs * cs]).reshape(-1, cs) for w in tracks]
-    flat = torch.cat(fulls) if fulls else torch.zeros(0, cs)
-    z = [ae.encode_chunks(flat[s : s + batch_size].to(device)).float().cpu() for s in range(0, len(flat), batch_size)]
-    z = torch.cat(z) if z else torch.zeros(0, ae.embedding_dim)
-    out, pos = [], 0
-    for w, f in zip(tracks, fulls):
-        parts = [z[pos : pos + len(f)]]
-        pos += len(f)
-        if len(w) % cs:
-            tail = torch.from_numpy(w[len(w) // cs * cs :])[None].to(device)
-            parts.append(ae.encode_chunks(tail).float().cpu())
-        out.append(torch.cat(parts).numpy().astype(np.float32))
-    return out
+class _Batcher:
+    """Full chunks of consecutive tracks encoded in batches of exactly ``batch_size`` (the very last one padded
+    with zeros), each partial chunk alone: the z of a chunk then depends on nothing but the chunk, not on its
+    neighbours, so features are the same bit for bit whatever the sharding over processes, the order or a
+    resume (a batch of another size may take other kernels, e.g. 1 row vs 15, and round differently)."""
+
+    def __init__(self, ae, batch_size: int, device):
+        self.ae, self.batch_size, self.device = ae, batch_size, device
+        self.tracks: list[tuple[AudioFile, np.ndarray]] = []
+        self.chunks: list[torch.Tensor] = []  # full chunks not encoded yet, in track order
+        self.zs: list[torch.Tensor] = []  # z of the encoded full chunks of the tracks still held
+        self.pending = 0
+
+    def add(self, job: AudioFile, wav: np.ndarray) -> list[tuple[AudioFile, np.ndarray | None, str | None]]:
+        """Queue a track; returns the tracks finished by the full batches that are now possible."""
+        cs = self.ae.chunk_samples
+        full = torch.from_numpy(wav[: len(wav) // cs * cs]).reshape(-1, cs)
+        self.tracks.append((job, wav))
+        self.chunks.append(full)
+        self.pending += len(full)
+        return self._encode(final=False)
+
+    def close(self) -> list[tuple[AudioFile, np.ndarray | None, str | None]]:
+        return self._encode(final=True) if self.tracks else []
+
+    @torch.inference_mode()
+    def _encode(self, final: bool):
+        bs = self.batch_size
+        n = self.pending if final else self.pending // bs * bs
+        if n and self.chunks:
+            flat = torch.cat(self.chunks)
+            try:
+                for s in range(0, n, bs):
+                    batch = flat[s : s + bs]
+                    pad = bs - len(batch)
+                    if pad:
+                        batch = torch.cat([batch, batch.new_zeros(pad, batch.shape[1])])
+                    self.zs.append(self.ae.encode_chunks(batch.to(self.device)).float().cpu()[: bs - pad])
+            except Exception:  # isolate the culprit: every queued track on its own (same batch size, same z)
+                return self._one_by_one()
+            self.chunks, self.pending = [flat[n:]], self.pending - n
+        z = torch.cat(self.zs) if self.zs else torch.zeros(0, self.ae.embedding_dim)
+        done, pos, kept = [], 0, 0
+        for job, wav in self.tracks:
+            k = len(wav) // self.ae.chunk_samples
+            if pos + k > len(z):
+                break
+            done.append((job, self._with_tail(z[pos : pos + k], wav), None))
+            pos, kept = pos + k, kept + 1
+        self.tracks, self.zs = self.tracks[kept:], [z[pos:]]
+        return done
+
+    def _with_tail(self, z: torch.Tensor, wav: np.ndarray) -> np.ndarray:
+        cs = self.ae.chunk_samples
+        if len(wav) % cs:
+            tail = torch.from_numpy(wav[len(wav) // cs * cs :])[None].to(self.device)
+            with torch.inference_mode():
+                z = torch.cat([z, self.ae.encode_chunks(tail).float().cpu()])
+        return z.numpy().astype(np.float32)
+
+    def _one_by_one(self):
+        tracks, out = self.tracks, []
+        self.tracks, self.chunks, self.zs, self.pending = [], [], [], 0
+        for job, wav in tracks:
+            alone = _Batcher(self.ae, self.batch_size, self.device)
+            try:
+                alone.add(job, wav)
+                out += alone.close()
+            except Exception as exc:
+                out.append((job, None, f"{type(exc).__name__}: {exc}"))
+        return out
 
 
 def extract_features(
@@ -181,19 +235,14 @@ def extract_features(
         else:
             tracks, count = _decoded_rows(source, {j.path for j in todo}), None
         bar = tqdm(total=count, disable=not progress or not state.is_main_process, desc="extract", unit="track")
-        group, n_group = [], 0
+        batcher = _Batcher(ae, batch_size, device)
         for job, wav, err in tracks:
             if err is not None:
                 _fail(summary, job, err, bar)
             else:
-                group.append((job, wav))
-                n_group += len(wav) // ae.chunk_samples
-            if group and n_group >= batch_size:
-                _flush(ae, group, out, batch_size, device, summary, bar, on_track_done)
-                group, n_group = [], 0
+                _save(batcher.add(job, wav), out, summary, bar, on_track_done)
             guard.tick()
-        if group:
-            _flush(ae, group, out, batch_size, device, summary, bar, on_track_done)
+        _save(batcher.close(), out, summary, bar, on_track_done)
         bar.close()
         _write_reports(out, state, summary, manifest, len(jobs), guard)
     summary.seconds = time.time() - t0
@@ -231,17 +280,7 @@ def _decoded_rows(source, wanted: set[str]):
             yield job, None, f"{type(exc).__name__}: {exc}"
 
 
-def _flush(ae, group, out, batch_size, device, summary, bar, on_track_done):
-    try:
-        zs = _encode_group(ae, [w for _, w in group], batch_size, device)
-        results = [(job, z, None) for (job, _), z in zip(group, zs)]
-    except Exception:  # isolate the culprit: encode the group's tracks one by one
-        results = []
-        for job, w in group:
-            try:
-                results.append((job, _encode_group(ae, [w], batch_size, device)[0], None))
-            except Exception as exc:
-                results.append((job, None, f"{type(exc).__name__}: {exc}"))
+def _save(results, out, summary, bar, on_track_done):
     for job, z, err in results:
         if err is not None:
             _fail(summary, job, err, bar)
