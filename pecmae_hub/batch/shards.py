@@ -64,6 +64,7 @@ class ShardedResults:
         self._shard: ResultsFile | None = None
         self._written = 0
         self._failed: list[tuple[str, str]] | None = None
+        self._leftovers: list[Path] = []
 
     # ---- the run -----------------------------------------------------------------------------------
     def __enter__(self) -> ShardedResults:
@@ -104,8 +105,10 @@ class ShardedResults:
     def begin(self, model: str, fingerprint: str, labels: list[str], top_k: int) -> None:
         """Rank 0 checks ``--out`` against the model (and rewrites it); then every rank opens its shard file."""
         if self._main is not None:
-            self._main.begin(model, fingerprint, labels, top_k)
-        self.guard.exchange()  # another model's file: every rank stops
+            self._main.begin(model, fingerprint, labels, top_k)  # the merged leftovers are in --out now
+            for path in self._leftovers:
+                path.unlink()
+        self.guard.exchange()  # another model's file: every rank stops; no rank opens a leftover shard
         shard_folder(self.path).mkdir(exist_ok=True)
         self._shard = ResultsFile(shard_file(self.path, self.state.process_index), key=self._key).__enter__()
         self._shard.begin(model, fingerprint, labels, top_k)
@@ -146,7 +149,7 @@ class ShardedResults:
             rows = part.records()
             if rows:
                 self._main.absorb(rows, part.columns, f"merged {len(rows)} row(s) left by an interrupted run ({path.name})")
-        self._leftovers = True
+            self._leftovers.append(path)
 
     def _merge(self, counts: list[int], inputs: list[str]) -> list[tuple[str, str]]:
         assert self._main is not None
@@ -170,14 +173,15 @@ class ShardedResults:
 
 
 def open_results(out: str, *, keep_errors: bool = False, key: Callable[[str], str] = file_key):
-    """The results object of ``pecmae classify --out``: :class:`ShardedResults` under several processes, else a
-    :class:`~pecmae_hub.batch.results.ResultsFile` (or ``StreamResults`` for ``-``, one process only)."""
+    """The results object of ``pecmae classify --out``: :class:`ShardedResults` under several processes (or when an
+    interrupted run of several left shard files to merge), else a :class:`~pecmae_hub.batch.results.ResultsFile`
+    (or ``StreamResults`` for ``-``, one process only)."""
     import sys
 
     from pecmae_hub.batch.results import StreamResults
 
     fmt = output_format(out)
-    if processes().num_processes > 1:
+    if processes().num_processes > 1 or (fmt != "stdout" and shard_folder(out).is_dir()):  # N now, or N before
         if fmt == "stdout":
             from pecmae_hub.errors import ConfigError
 
