@@ -136,6 +136,8 @@ class DatasetSource:
 
     def keys(self) -> list[str]:
         """Every row's id (or index) in order, read from the id column alone (no audio is downloaded)."""
+        if not self.id_column and hasattr(self.dataset, "__len__"):  # in memory: its length is known
+            return [str(i) for i in range(len(self.dataset))]
         column = [self.id_column] if self.id_column else []
         keys = [str(row[self.id_column]) if self.id_column else str(i) for i, row in enumerate(self._select(column))]
         if self.id_column and len(set(keys)) != len(keys):
