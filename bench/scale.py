@@ -198,6 +198,16 @@ def hours(seconds: float) -> float:
     return round(seconds / 3600, 2)
 
 
+def _row(n: int, device: str, projected: bool, classify_s: float, recipe_s: float) -> dict:
+    return {
+        "n": n,
+        "device": device,
+        "projected": projected,
+        "classify_1M_h": hours(classify_s),
+        "gtzan_recipe_h": hours(recipe_s),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tracks and steps")
@@ -271,12 +281,12 @@ def main(argv=None) -> int:
     for n in (1, 2, 8, 32, 128):
         rate, step = classify_rate * n, step_1 / n
         recipe = GTZAN_TRACKS / (extract_rate * n) + GTZAN_STEPS * step
-        rows.append({"n": n, "device": "CPU process, 1 thread", "projected": n > 1, "classify_1M_h": hours(TRACKS_1M / rate), "gtzan_recipe_h": hours(recipe)})  # fmt: skip
+        rows.append(_row(n, "CPU process, 1 thread", n > 1, TRACKS_1M / rate, recipe))
     gpu_rate = args.gpu_tflops * 1e12 / track_flops  # tracks per second of one GPU
     gpu_step = max(step_flops / (args.gpu_tflops * 1e12), 1e-3)  # at least ~1 ms: kernel launches of a small step
     for n in (1, 8, 32):
         recipe = GTZAN_TRACKS / (gpu_rate * n) + GTZAN_STEPS * gpu_step / n
-        rows.append({"n": n, "device": "GPU", "projected": True, "classify_1M_h": hours(TRACKS_1M / (gpu_rate * n)), "gtzan_recipe_h": hours(recipe)})  # fmt: skip
+        rows.append(_row(n, "GPU", True, TRACKS_1M / (gpu_rate * n), recipe))
     emit(
         bench="projection",
         gflop_per_track=round(track_flops / 1e9, 1),

@@ -52,7 +52,7 @@ class FileSource:
     def __init__(self, paths):
         self.files = collect_audio_files(paths)
 
-    def keys(self) -> list[str]:
+    def input_keys(self) -> list[str]:
         return [f.path for f in self.files]
 
     def share(self, todo: list[str]) -> tuple[Iterator[tuple[str, Any]], int | None]:
@@ -125,7 +125,9 @@ class DatasetSource:
         try:
             splits = datasets.load_dataset(repo, config, revision=revision, streaming=True, token=token)
         except Exception as exc:  # the library's errors vary by cause (no repo, no revision, no data files)
-            raise DatasetError(f"cannot stream {uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}") from None
+            raise DatasetError(
+                f"cannot stream {uri}: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}"
+            ) from None
         names = list(splits)
         if split is None and len(names) != 1:
             raise DatasetError(f"{uri} has the splits {', '.join(names)}: choose one with --split")
@@ -134,7 +136,7 @@ class DatasetSource:
             raise DatasetError(f"{uri} has no split {split!r}; its splits: {', '.join(names)}")
         return cls.open(splits[split], audio_column=audio_column, id_column=id_column, name=f"{uri} ({split})")
 
-    def keys(self) -> list[str]:
+    def input_keys(self) -> list[str]:
         """Every row's id (or index) in order, read from the id column alone (no audio is downloaded)."""
         if not self.id_column and hasattr(self.dataset, "__len__"):  # in memory: its length is known
             return [str(i) for i in range(len(self.dataset))]
@@ -143,7 +145,9 @@ class DatasetSource:
         if self.id_column and len(set(keys)) != len(keys):
             seen: set[str] = set()
             twice = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            raise DatasetError(f"{self.name}: id column {self.id_column!r} repeats {twice!r}; give a unique --id-column")
+            raise DatasetError(
+                f"{self.name}: id column {self.id_column!r} repeats {twice!r}; give a unique --id-column"
+            )
         return keys
 
     def _select(self, columns: list[str]):
@@ -224,7 +228,7 @@ def open_source(
     if uris:
         if len(items) != 1:
             raise ConfigError("give one hf://datasets/ORG/NAME input alone (not mixed with files or other datasets)")
-        return DatasetSource.from_uri(uris[0], split=split, audio_column=audio_column, id_column=id_column)
+        return DatasetSource.from_uri(str(uris[0]), split=split, audio_column=audio_column, id_column=id_column)
     if audio_column or id_column or split:
         raise ConfigError("--split, --audio-column and --id-column apply to hf://datasets/... inputs only")
     return FileSource(inputs)

@@ -180,12 +180,11 @@ class Guard:
     def __enter__(self) -> Guard:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if not self.active or exc is None or isinstance(exc, ProcessGroupError) or not isinstance(exc, Exception):
-            return False  # nothing to tell, already agreed, or interrupted (the others learn it from the launcher)
+            return  # nothing to tell, already agreed, or interrupted (the others learn it from the launcher)
         with contextlib.suppress(ProcessGroupError):  # the others may be gone already; our own error says more
             self._check(error=f"{type(exc).__name__}: {exc}", done=True)
-        return False
 
     def tick(self) -> None:
         """Check in with the others when ``interval`` seconds have passed since the last check-in."""
@@ -287,4 +286,6 @@ def lost_contact(what: str, exc: BaseException) -> BaseException:
     dist_error = getattr(dist, "DistError", ())
     if not distributed() or not (isinstance(exc, dist_error) or any(w in text.lower() for w in _LOST)):
         return exc
-    return ProcessGroupError(f"{what}: lost contact with another process of the run ({type(exc).__name__}: {text[:300]})")
+    return ProcessGroupError(
+        f"{what}: lost contact with another process of the run ({type(exc).__name__}: {text[:300]})"
+    )

@@ -8,7 +8,7 @@ evaluation, the web app and data rendering need the extras listed in ``pyproject
 | ``train`` | accelerate, scikit-learn, matplotlib | ``pecmae extract``/``train``/``evaluate``/``recipe`` |
 | ``app`` | gradio, spaces, matplotlib | ``python app.py``, the Space |
 | ``data`` | pyfluidsynth, music21 | ``pecmae data gm-solos``, the gm-solos recipe |
-| ``datasets`` | datasets | ``hf://datasets/ORG/NAME`` inputs of ``pecmae classify`` / ``extract``, ``PECMAE.classify_dataset`` |
+| ``datasets`` | datasets | ``hf://datasets/...`` inputs of classify / extract, ``PECMAE.classify_dataset`` |
 """
 
 from __future__ import annotations

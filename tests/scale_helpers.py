@@ -91,14 +91,13 @@ class TwoMachines:
         return self.logs[rank].read_text(errors="replace")
 
     def kill(self) -> None:
+        import contextlib
         import signal
 
         for p in self.procs:
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 p.wait(timeout=30)
 
 

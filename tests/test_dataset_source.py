@@ -44,8 +44,8 @@ def test_dataset_uri_is_parsed_and_checked():
 def test_columns_are_chosen_or_the_error_says_which(audio_files):
     src = DatasetSource.open(_table(audio_files))
     assert (src.audio_column, src.id_column) == ("audio", "id")  # "id" is taken when present
-    assert src.keys() == ["row-wav", "row-flac", "row-corrupt"]
-    assert DatasetSource.open(_table(audio_files, with_id=False)).keys() == ["0", "1", "2"]  # the index
+    assert src.input_keys() == ["row-wav", "row-flac", "row-corrupt"]
+    assert DatasetSource.open(_table(audio_files, with_id=False)).input_keys() == ["0", "1", "2"]  # the index
     with pytest.raises(DatasetError, match=r"--audio-column \(Audio columns: audio, other\)"):
         DatasetSource.open(_table(audio_files, extra_audio=True))
     with pytest.raises(DatasetError, match="has no id column 'track'"):

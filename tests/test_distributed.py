@@ -109,13 +109,12 @@ def test_leftover_shard_of_another_model_is_refused(tmp_path, audio_files, tiny_
     args = ["classify", str(clips), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress"]
     assert main(args) == 1  # the merged rows are another model's: one file must not mix models
     assert shard_file(out, 1).is_file()  # nothing lost
-    with pytest.raises(ConfigError, match="one file must not mix models"):
-        with ShardedResults(out) as results:
-            results.pending([str(clips / "c0.flac")])
-            from pecmae_hub.pipeline import PECMAE
+    from pecmae_hub.pipeline import PECMAE
 
-            model = PECMAE.from_pretrained(tiny_model_dir, device="cpu")
-            results.begin(model.name, model_fingerprint(model), model.labels, 3)
+    model = PECMAE.from_pretrained(tiny_model_dir, device="cpu")
+    with pytest.raises(ConfigError, match="one file must not mix models"), ShardedResults(out) as results:
+        results.pending([str(clips / "c0.flac")])
+        results.begin(model.name, model_fingerprint(model), model.labels, 3)
 
 
 def test_leftover_shard_still_written_by_a_live_process_makes_the_run_fail(tmp_path, audio_files, tiny_model_dir):
@@ -123,9 +122,12 @@ def test_leftover_shard_still_written_by_a_live_process_makes_the_run_fail(tmp_p
     out = tmp_path / "preds.csv"
     shard_folder(out).mkdir()
     shard_file(out, 1).write_text("")
-    with OutputLock(shard_file(out, 1)), pytest.raises(OutputBusyError, match="being written by another"):
-        with ShardedResults(out):
-            pass
+    with (
+        OutputLock(shard_file(out, 1)),
+        pytest.raises(OutputBusyError, match="being written by another"),
+        ShardedResults(out),
+    ):
+        pass
     args = ["classify", str(clips), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress"]
     with OutputLock(shard_file(out, 1)):
         assert main(args) == 1

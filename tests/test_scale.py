@@ -295,6 +295,7 @@ def test_streamed_hub_dataset_classifies_as_the_folder_does(work, hub, tmp_path,
     model = PECMAE.from_pretrained(work / "model", device="cpu")
     results = dict(model.classify_dataset(load_dataset("acme/clips", split="test", streaming=True)))
     assert {k: p.label for k, p in results.items()} == {k: r["label"] for k, r in by_file.items()}
-    assert main(["extract", "hf://datasets/acme/clips", str(tmp_path / "fs"), "--autoencoder", str(work / "model" / "autoencoder"), "--no-progress"]) == 0  # fmt: skip
-    assert main(["extract", str(work / "clips"), str(tmp_path / "ff"), "--autoencoder", str(work / "model" / "autoencoder"), "--no-progress"]) == 0  # fmt: skip
+    encoder = ["--autoencoder", str(work / "model" / "autoencoder"), "--no-progress"]
+    assert main(["extract", "hf://datasets/acme/clips", str(tmp_path / "fs"), *encoder]) == 0
+    assert main(["extract", str(work / "clips"), str(tmp_path / "ff"), *encoder]) == 0
     assert _npy_bytes(tmp_path / "fs") == _npy_bytes(tmp_path / "ff")  # OUT/<row id>.npy = OUT/<file stem>.npy

@@ -148,7 +148,9 @@ class ShardedResults:
         for path, part in self._read_shards():
             rows = part.records()
             if rows:
-                self._main.absorb(rows, part.columns, f"merged {len(rows)} row(s) left by an interrupted run ({path.name})")
+                self._main.absorb(
+                    rows, part.columns, f"merged {len(rows)} row(s) left by an interrupted run ({path.name})"
+                )
             self._leftovers.append(path)
 
     def _merge(self, counts: list[int], inputs: list[str]) -> list[tuple[str, str]]:

@@ -49,7 +49,7 @@ def run_classify(args: argparse.Namespace) -> int:
     # files: folders expanded, one file under several spellings once, missing files kept to get an error row;
     # hf://datasets/...: the rows' ids (or indices), read from the id column alone
     source = open_source(args.paths, split=args.split, audio_column=args.audio_column, id_column=args.id_column)
-    inputs = source.keys()
+    inputs = source.input_keys()
     results = open_results(out, keep_errors=args.keep_errors, key=source.key)  # several processes: shard files
     main = getattr(results, "is_main", True)  # under accelerate launch only rank 0 reports
     with results:  # a file --out is locked from here on: a second run on it fails now
@@ -61,7 +61,9 @@ def run_classify(args: argparse.Namespace) -> int:
         from tqdm.auto import tqdm
 
         mine, count = source.share(todo)  # this process's share (all of it in a plain run)
-        bar = tqdm(mine, total=count, desc="classifying", unit="file", disable=args.no_progress or not main, file=sys.stderr)
+        bar = tqdm(
+            mine, total=count, desc="classifying", unit="file", disable=args.no_progress or not main, file=sys.stderr
+        )
         for path, audio in bar:
             try:
                 if isinstance(audio, Exception):  # a dataset row without readable audio

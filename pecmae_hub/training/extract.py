@@ -252,7 +252,7 @@ def extract_features(
 def _dataset_jobs(source) -> list[AudioFile]:
     """One job per row: its id (or index) is both the key and the relative path of its features."""
     jobs = []
-    for key in source.keys():
+    for key in source.input_keys():
         if Path(key).is_absolute() or ".." in Path(key).parts or not key.strip():
             raise DatasetError(f"{source.name}: row id {key!r} cannot name a feature file; choose --id-column")
         jobs.append(AudioFile(key, key))
