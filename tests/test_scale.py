@@ -92,6 +92,42 @@ def test_accelerate_cpu_flag_with_several_processes_is_refused(work):
     assert not (work / "x.csv").exists()
 
 
+GUARDED_WORK = """
+import sys, time
+from pecmae_hub.distributed import Guard, processes
+from pecmae_hub.errors import ProcessGroupError
+rank = processes().process_index
+try:
+    with Guard("work") as guard:
+        for step in range(600):  # 60 s of work, unless the others stop us
+            time.sleep(0.1)
+            if rank == 1 and step == 5:
+                raise OSError(28, "No space left on device")
+            guard.tick()
+        guard.finish()
+except (ProcessGroupError, OSError) as exc:
+    print(f"rank {rank} stopped after {step} steps: {type(exc).__name__}: {exc}", flush=True)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.slow
+def test_an_error_on_one_rank_stops_every_rank_naming_it(tmp_path):
+    script = tmp_path / "work.py"
+    script.write_text(GUARDED_WORK)
+    cmd = launch_command([])
+    at = cmd.index("pecmae_hub.cli")
+    cmd[at - 1 : at + 1] = [str(script)]
+    result = subprocess.run(cmd, cwd=tmp_path, env=launch_env(), capture_output=True, text=True, timeout=180)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "rank 1 stopped after 5 steps: OSError: [Errno 28] No space left on device" in out, out[-3000:]
+    line = re.search(r"rank 0 stopped after (\d+) steps: ProcessGroupError: (.*)", out)
+    assert line, out[-3000:]
+    assert "work: rank 1 of 2 failed: OSError: [Errno 28] No space left on device" in line.group(2)
+    assert int(line.group(1)) <= 5 + 30  # within one check-in (1 s = 10 steps) and start-up skew, not 600
+
+
 @pytest.mark.slow
 def test_extract_is_bitwise_identical_on_two_processes_and_two_machines(work, one_thread):
     args = ["extract", "clips", "{out}", "--autoencoder", "model/autoencoder", "--no-progress"]

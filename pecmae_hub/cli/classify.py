@@ -12,7 +12,7 @@ import sys
 
 from pecmae_hub.audio import MAX_SECONDS
 from pecmae_hub.cli.commands import add_dataset_args, add_progress_flag, command_help
-from pecmae_hub.errors import ConfigError, ModelNotFoundError
+from pecmae_hub.errors import ConfigError, ModelNotFoundError, ProcessGroupError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
 #: exit status of ``pecmae classify`` when at least one input failed (its row holds the error)
@@ -69,6 +69,8 @@ def run_classify(args: argparse.Namespace) -> int:
                 if isinstance(audio, Exception):  # a dataset row without readable audio
                     raise audio
                 results.write(path, model.classify(audio, top_k=args.top_k, max_seconds=args.max_seconds))
+            except ProcessGroupError:  # another process failed or was lost (seen at a check-in): stop
+                raise
             except Exception as exc:  # one bad file must not stop the batch
                 results.write(path, error=f"{type(exc).__name__}: {exc}")
         failed = results.failed(inputs)

@@ -39,8 +39,11 @@ def _run_cli(args) -> int:
         name: load_features(args.features, split, label_names=labels) if split else None
         for name, split in splits.items()
     }
+    from pecmae_hub.distributed import processes
+
+    main = processes().is_main_process  # under accelerate launch the main process writes and reports
     for name, fs in sets.items():
-        if fs is not None and fs.missing:
+        if main and fs is not None and fs.missing:
             print(f"{name}: skipped {len(fs.missing)} missing feature files (first: {', '.join(fs.missing[:5])})")
     ae, bundle = _autoencoder_from_manifest(args.features)
     if args.autoencoder_repo:
@@ -72,9 +75,7 @@ def _run_cli(args) -> int:
         autoencoder=ae,
     )
     _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.no_progress)
-    from pecmae_hub.distributed import processes
-
-    if not processes().is_main_process:  # under accelerate launch the main process writes and reports
+    if not main:
         return 0
     if bundle is not None:
         copy_model_folder(bundle, Path(args.out) / "autoencoder")
@@ -140,8 +141,7 @@ def register_cli(subparsers) -> None:
     p.add_argument(
         "--batch-size",
         type=int,
-        help="global batch size: under accelerate launch it is split evenly over the processes, so it must "
-        "divide by their number (256)",
+        help="global batch size: under accelerate launch every process computes a slice of each batch (256)",
     )
     p.add_argument("--max-lr", type=float, help="OneCycle max LR (1e-3)")
     p.add_argument("--weight-decay", type=float, help="Adam weight decay (1e-4)")
