@@ -132,3 +132,24 @@ def test_leftover_shard_still_written_by_a_live_process_makes_the_run_fail(tmp_p
     with OutputLock(shard_file(out, 1)):
         assert main(args) == 1
     assert not out.exists() or not _rows(out)
+
+
+def test_torn_last_row_of_a_leftover_shard_is_repaired_and_its_input_redone(
+    tmp_path, audio_files, tiny_model_dir, capsys, one_thread
+):
+    from pecmae_hub.pipeline import PECMAE
+
+    clips = _clips(tmp_path, audio_files, n=3)
+    out = tmp_path / "preds.csv"
+    model = PECMAE.from_pretrained(tiny_model_dir, device="cpu")
+    paths = [str(clips / f"c{i}.flac") for i in range(3)]
+    _write_shard(out, 1, model, paths[:2])
+    shard = shard_file(out, 1)
+    text = shard.read_text()
+    shard.write_text(text[: text.rindex(paths[1]) + len(paths[1]) + 5])  # the process died inside its last row
+    args = ["classify", str(clips), "--model", str(tiny_model_dir), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "merged 1 row(s) left by an interrupted run (rank-00001.csv)" in err and "2 classified, 1 skipped" in err
+    rows = _rows(out)
+    assert sorted(r["path"] for r in rows) == paths and all(r["label"] for r in rows)
