@@ -348,15 +348,15 @@ class PaperRecipe:
         )
         x, y, _ = sets["train"].chunks()
         probe, per_step = min(30, cfg.total_steps), float("nan")
-        if self.main_process:  # one probe is enough (under accelerate launch: on the first device)
+        if self.main_process:  # one probe is enough (under accelerate launch: on the first device, one process)
             per_step = time_head_steps(
                 x, y, len(sets["train"].label_names), cfg, steps=probe, device=resolve_device(self.cfg.device)
             )
-        self.say(
-            f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
-            f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
-            f"projected {format_duration(per_step * cfg.total_steps)}"
-        )
+            self.say(
+                f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
+                f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
+                f"projected {format_duration(per_step * cfg.total_steps)}"
+            )
         _, metrics = train_head(
             sets["train"], sets["val"], sets["test"], cfg, out_dir=self.path["head"], progress=self.cfg.progress
         )
