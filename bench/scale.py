@@ -198,17 +198,41 @@ def flops_per_train_step() -> float:
 
 
 def hours(seconds: float) -> float:
-    return round(seconds / 3600, 2)
+    return float(f"{seconds / 3600:.3g}")
 
 
-def _row(n: int, device: str, projected: bool, classify_s: float, recipe_s: float) -> dict:
+def _row(n: int, device: str, projected: bool, classify_s: float, extract_s: float, train_s: float) -> dict:
     return {
         "n": n,
         "device": device,
         "projected": projected,
         "classify_1M_h": hours(classify_s),
-        "gtzan_recipe_h": hours(recipe_s),
+        "gtzan_extract_h": hours(extract_s),
+        "gtzan_train_h": hours(train_s),
     }
+
+
+def projection_rows(classify_rate, extract_rate, step_1, step_2, track_flops, step_flops, gpu_tflops):
+    """The projection table (rows) and the all-reduce cost of a head step measured with 2 processes.
+
+    The shards of extract / classify share nothing but check-ins: N processes on N free cores (or machines)
+    are projected at N x one process (the 2-process ratio measured here is printed apart: on a shared
+    2-core machine it measures the load as much as the code). A training step is a ring all-reduce of the
+    head's gradients plus 1/N of the compute: step_N = step_1 / N + c, with c = step_2 - step_1 / 2
+    measured here (a ring all-reduce costs about the same for any N).
+    """
+    comm = max(step_2 - step_1 / 2, 0.0)
+    rows = []
+    for n in (1, 2, 8, 32, 128):
+        step = {1: step_1, 2: step_2}.get(n, step_1 / n + comm)
+        classify_s, extract_s = TRACKS_1M / (classify_rate * n), GTZAN_TRACKS / (extract_rate * n)
+        rows.append(_row(n, "CPU process, 1 thread", n > 1, classify_s, extract_s, GTZAN_STEPS * step))
+    gpu_rate = gpu_tflops * 1e12 / track_flops  # tracks per second of one GPU
+    gpu_step = max(step_flops / (gpu_tflops * 1e12), 1e-3)  # at least ~1 ms: kernel launches of a small step
+    for n in (1, 8, 32):
+        extract_s = GTZAN_TRACKS / (gpu_rate * n)
+        rows.append(_row(n, "GPU", True, TRACKS_1M / (gpu_rate * n), extract_s, GTZAN_STEPS * gpu_step))
+    return rows, comm
 
 
 def main(argv=None) -> int:
@@ -276,31 +300,7 @@ def main(argv=None) -> int:
         )
 
         track_flops, step_flops = flops_per_track(Path(paper)), flops_per_train_step()
-    # The shards of extract / classify share nothing but check-ins: N processes on N free cores (or machines)
-    # are projected at N x one process (the 2-process ratio measured above is printed apart: on a shared
-    # 2-core machine it measures the load as much as the code). A training step is a ring all-reduce of the
-    # head's gradients plus 1/N of the compute: step_N = step_1 / N + c, with c = step_2 - step_1 / 2
-    # measured here (a ring all-reduce costs about the same for any N).
-    comm = max(step_2 - step_1 / 2, 0.0)
-    rows = []
-    for n in (1, 2, 8, 32, 128):
-        step = {1: step_1, 2: step_2}.get(n, step_1 / n + comm)
-        rows.append(
-            _row(
-                n,
-                "CPU process, 1 thread",
-                n > 1,
-                TRACKS_1M / (classify_rate * n),
-                GTZAN_TRACKS / (extract_rate * n),
-                GTZAN_STEPS * step,
-            )
-        )
-    gpu_rate = args.gpu_tflops * 1e12 / track_flops  # tracks per second of one GPU
-    gpu_step = max(step_flops / (args.gpu_tflops * 1e12), 1e-3)  # at least ~1 ms: kernel launches of a small step
-    for n in (1, 8, 32):
-        rows.append(
-            _row(n, "GPU", True, TRACKS_1M / (gpu_rate * n), GTZAN_TRACKS / (gpu_rate * n), GTZAN_STEPS * gpu_step)
-        )
+    rows, comm = projection_rows(classify_rate, extract_rate, step_1, step_2, track_flops, step_flops, args.gpu_tflops)
     emit(
         bench="projection",
         gflop_per_track=round(track_flops / 1e9, 1),

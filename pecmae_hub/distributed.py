@@ -23,8 +23,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pecmae_hub.errors import ConfigError, ProcessGroupError
@@ -114,6 +115,27 @@ def reset() -> None:
     _STATE = None
 
 
+def leave(finished: bool) -> None:
+    """End this process's part in a distributed run (a no-op otherwise).
+
+    When its command finished, wait for the others first: the launcher stops every process as soon as one
+    exits with a non-zero status (3: some inputs failed), so no process leaves before the main one has
+    reported; a ``SIGTERM`` after that is no failure any more. Then tear the process group down (gloo
+    aborts the interpreter's exit otherwise).
+    """
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if finished:
+        with contextlib.suppress(Exception):  # a process that failed meanwhile: nothing left to wait for
+            dist.barrier()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    dist.destroy_process_group()
+
+
 def _on_sigterm(signum, frame) -> None:
     raise Terminated(
         f"{rank_label()}: stopped by the launcher (SIGTERM), usually because another process of this run "
@@ -168,8 +190,15 @@ class Guard:
     every call is a no-op that returns ``[value]``.
     """
 
-    def __init__(self, what: str, interval: float | None = None):
+    def __init__(
+        self,
+        what: str,
+        interval: float | None = None,
+        send: Callable[[], Any] | None = None,
+        receive: Callable[[list], None] | None = None,
+    ):
         self.what = what
+        self.send, self.receive = send, receive  # a stream passed along with every check-in (e.g. rows)
         self.state = processes()
         self.active = self.state.num_processes > 1
         self.interval = check_seconds() if interval is None else interval
@@ -212,7 +241,8 @@ class Guard:
         rank, n = self.state.process_index, self.state.num_processes
         _mark(rank, self._round)
         try:
-            statuses = gather_object([(rank, error, done, value)])
+            sent = self.send() if self.send is not None else None
+            statuses = gather_object([(rank, error, done, value, sent)])
         except Exception as exc:  # a rank is gone: the collective cannot complete
             raise ProcessGroupError(
                 f"{self.what}: lost contact with {_missing_ranks(self._round, n, rank)} "
@@ -220,11 +250,13 @@ class Guard:
             ) from None
         finally:
             self._last = time.monotonic()
-        failed = [(r, e) for r, e, _, _ in statuses if e]
+        failed = [(r, e) for r, e, _, _, _ in statuses if e]
         if failed:
             r, e = failed[0]
             raise ProcessGroupError(f"{self.what}: rank {r} of {n} failed: {e}; {_RESUME}")
-        return [(d, v) for _, _, d, v in statuses]
+        if self.receive is not None:
+            self.receive([s for _, _, _, _, s in statuses])
+        return [(d, v) for _, _, d, v, _ in statuses]
 
 
 def _store():

@@ -174,24 +174,83 @@ class ShardedResults:
         return self._main.failed(inputs)
 
 
+class SharedStream:
+    """``--out -`` under several processes: the main process prints every process's JSONL rows on its
+    standard output as they reach it (its own at once, the others' at each check-in; each process's rows
+    in input order, the processes interleaved). Nothing to resume, as with one process."""
+
+    format = "stdout"
+
+    def __init__(self, stream):
+        import io
+
+        from pecmae_hub.batch.results import StreamResults
+
+        self.state = processes()
+        self.is_main = self.state.is_main_process
+        self.stream = stream
+        self._buffer = io.StringIO()
+        self._results = StreamResults(stream if self.is_main else self._buffer)
+        self.guard = Guard("classify", send=self._send, receive=self._receive)
+        self.repairs: list[str] = []
+        self._paths: list[str] = []
+        self._failed: dict[str, str] | None = None
+
+    def __enter__(self) -> SharedStream:
+        self.guard.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc is None and self._failed is None:
+                self.failed([])
+        finally:
+            self.guard.__exit__(exc_type, exc, tb)
+            self._results.__exit__(None, None, None)
+
+    def _send(self) -> str:
+        text = self._buffer.getvalue()
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        return text
+
+    def _receive(self, texts: list) -> None:
+        if self.is_main and any(texts):
+            self.stream.write("".join(t for t in texts if t))
+            self.stream.flush()
+
+    def pending(self, inputs: list[str]) -> list[str]:
+        return list(inputs)
+
+    def begin(self, model: str, fingerprint: str, labels: list[str], top_k: int) -> None:
+        self._results.begin(model, fingerprint, labels, top_k)
+        self.guard.exchange()  # every process has its model
+
+    def write(self, path: str, prediction: Prediction | None = None, error: str = "") -> None:
+        self._results.write(path, prediction, error)
+        self._paths.append(path)
+        self.guard.tick()
+
+    def failed(self, inputs: list[str]) -> list[tuple[str, str]]:
+        """Wait for every process (printing their last rows); the failures of the whole run, on every rank."""
+        if self._failed is None:
+            self.guard.finish()
+            mine = dict(self._results.failed(self._paths))
+            self._failed = {k: v for part in self.guard.exchange(mine) for k, v in part.items()}
+        return [(p, self._failed[p]) for p in inputs if p in self._failed]
+
+
 def open_results(out: str, *, keep_errors: bool = False, key: Callable[[str], str] = file_key):
     """The results object of ``pecmae classify --out``: :class:`ShardedResults` under several processes (or when an
-    interrupted run of several left shard files to merge), else a :class:`~pecmae_hub.batch.results.ResultsFile`
-    (or ``StreamResults`` for ``-``, one process only)."""
+    interrupted run of several left shard files to merge), else a :class:`~pecmae_hub.batch.results.ResultsFile`;
+    for ``-`` (standard output) ``StreamResults``, or :class:`SharedStream` under several processes."""
     import sys
 
     from pecmae_hub.batch.results import StreamResults
 
     fmt = output_format(out)
-    if processes().num_processes > 1 or (fmt != "stdout" and shard_folder(out).is_dir()):  # N now, or N before
-        if fmt == "stdout":
-            from pecmae_hub.errors import ConfigError
-
-            raise ConfigError(
-                "--out - (standard output) cannot be shared by several processes: give --out FILE.csv or FILE.jsonl "
-                "when running under accelerate launch (one results file, merged in input order)"
-            )
-        return ShardedResults(out, keep_errors=keep_errors, key=key)
     if fmt == "stdout":
-        return StreamResults(sys.stdout)
+        return SharedStream(sys.stdout) if processes().num_processes > 1 else StreamResults(sys.stdout)
+    if processes().num_processes > 1 or shard_folder(out).is_dir():  # several processes now, or in a stopped run
+        return ShardedResults(out, keep_errors=keep_errors, key=key)
     return ResultsFile(out, keep_errors=keep_errors, key=key)

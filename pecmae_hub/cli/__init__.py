@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    finished = False
     try:
         result = args.func(args)
+        finished = True
     except PecmaeError as exc:
         print(f"pecmae {args.command}{_rank()}: error: {exc}", file=sys.stderr)
         return 1
@@ -52,18 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc) or "interrupted", file=sys.stderr)
         return 130
     finally:
-        _leave_process_group()
+        if "pecmae_hub.distributed" in sys.modules:  # this command ran under accelerate launch
+            sys.modules["pecmae_hub.distributed"].leave(finished)
     return int(result or 0)
-
-
-def _leave_process_group() -> None:
-    """Tear the process group down before exiting (gloo aborts the interpreter's exit otherwise)."""
-    if "torch.distributed" not in sys.modules:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _rank() -> str:
