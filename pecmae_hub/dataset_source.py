@@ -151,7 +151,20 @@ class DatasetSource:
         return keys
 
     def _select(self, columns: list[str]):
-        return self.dataset.select_columns(columns)
+        return self._readable(self.dataset.select_columns(columns))
+
+    def _readable(self, rows) -> Iterator[dict]:
+        """``rows`` iterated, with the one failure of ``datasets`` 5 that users can act on made clear."""
+        try:
+            yield from rows
+        except ImportError as exc:
+            if "torchcodec" not in str(exc):
+                raise
+            raise DatasetError(
+                f"{self.name} is stored as audio files, which `datasets` reads only with torchcodec (FFmpeg): "
+                "stream its parquet conversion instead (hf://datasets/ORG/NAME@refs/convert/parquet) or install "
+                "torchcodec"
+            ) from None
 
     def split(self):
         """This process's part of the dataset (``split_dataset_by_node``), and the strategy used."""
@@ -180,7 +193,7 @@ class DatasetSource:
         if strategy == "contiguous":
             total = len(self.dataset)
             offset = (total // n) * r + min(r, total % n)
-        for i, row in enumerate(part):
+        for i, row in enumerate(self._readable(part)):
             if self.id_column:
                 key = str(row[self.id_column])
             else:

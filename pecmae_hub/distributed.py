@@ -48,6 +48,13 @@ class _OneProcess:
     is_main_process = is_local_main_process = is_last_process = True
     use_distributed = False
 
+    @property
+    def device(self):
+        """CUDA when visible, else the CPU (what ``PartialState`` gives a plain run)."""
+        import torch
+
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
     @contextlib.contextmanager
     def split_between_processes(self, inputs, apply_padding: bool = False):
         yield inputs

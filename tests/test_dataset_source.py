@@ -87,3 +87,15 @@ def test_hub_dataset_split_is_required_when_there_are_several(hub, tiny_model_di
     assert "2 classified, 0 skipped" in err and "failed: row-corrupt: AudioError" in err
     assert main(["classify", "hf://datasets/acme/missing", "--model", str(tiny_model_dir)]) == 1
     assert "cannot stream hf://datasets/acme/missing" in capsys.readouterr().err
+
+
+def test_dataset_of_audio_files_needs_its_parquet_conversion(hub, tiny_model_dir, audio_files, tmp_path, capsys):
+    """`datasets` 5 reads a folder of audio files only through torchcodec, which is not installed here."""
+    pytest.importorskip("datasets")
+    if __import__("importlib").util.find_spec("torchcodec") is not None:
+        pytest.skip("torchcodec is installed: folder datasets are readable")
+    files = {"test/a.wav": audio_files["wav"].read_bytes(), "test/metadata.csv": b"file_name,id\na.wav,x\n"}
+    hub.add_files("acme/folder", files, repo_type="dataset")
+    args = ["classify", "hf://datasets/acme/folder", "--model", str(tiny_model_dir), "--out", str(tmp_path / "a.csv")]
+    assert main(args) == 1
+    assert "hf://datasets/ORG/NAME@refs/convert/parquet" in capsys.readouterr().err
