@@ -153,3 +153,11 @@ def test_torn_last_row_of_a_leftover_shard_is_repaired_and_its_input_redone(
     assert "merged 1 row(s) left by an interrupted run (rank-00001.csv)" in err and "2 classified, 1 skipped" in err
     rows = _rows(out)
     assert sorted(r["path"] for r in rows) == paths and all(r["label"] for r in rows)
+
+
+def test_scale_doc_states_the_check_in_interval_of_the_code():
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "scale.md").read_text().split())
+    default = f"{distributed.DEFAULT_CHECK_SECONDS:g}"
+    assert f"every `{distributed.CHECK_SECONDS_ENV}` seconds (default {default})" in text
