@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from pecmae_hub.errors import ConfigError
@@ -10,10 +12,16 @@ from pecmae_hub.errors import ConfigError
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else as ``torch.device``, checked before use.
 
+    Under ``accelerate launch`` / torchrun ``"auto"`` is this process's GPU (``cuda:LOCAL_RANK``), as
+    Accelerate places it, so that N processes of one machine use N GPUs.
+
     Raises :class:`ConfigError` for an unknown device string or a device this machine does not have.
     """
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        local = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local) % torch.cuda.device_count()) if local else torch.device("cuda")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):

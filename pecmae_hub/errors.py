@@ -47,3 +47,8 @@ class NumericalError(PecmaeError, ArithmeticError):
 
 class OutputError(PecmaeError, OSError):
     """A result or model file that cannot be written (disk full, quota, read-only): nothing half-written is kept."""
+
+
+class ProcessGroupError(PecmaeError, RuntimeError):
+    """A run under ``accelerate launch`` stopped because one of its processes failed or was lost; the message
+    names the rank. Work finished so far is kept: rerunning the same command resumes."""

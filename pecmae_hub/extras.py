@@ -8,6 +8,7 @@ evaluation, the web app and data rendering need the extras listed in ``pyproject
 | ``train`` | accelerate, scikit-learn, matplotlib | ``pecmae extract``/``train``/``evaluate``/``recipe`` |
 | ``app`` | gradio, spaces, matplotlib | ``python app.py``, the Space |
 | ``data`` | pyfluidsynth, music21 | ``pecmae data gm-solos``, the gm-solos recipe |
+| ``datasets`` | datasets | ``hf://datasets/...`` inputs of classify / extract, ``PECMAE.classify_dataset`` |
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ OPTIONAL: dict[str, tuple[str, str]] = {
     "spaces": ("spaces", "app"),
     "fluidsynth": ("pyfluidsynth", "data"),
     "music21": ("music21", "data"),
+    "datasets": ("datasets", "datasets"),
 }
 
 

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import overload
 
@@ -32,6 +33,7 @@ from pecmae_hub.audio import (
     silent_chunks,
 )
 from pecmae_hub.configuration import AutoencoderRef
+from pecmae_hub.dataset_source import DatasetSource
 from pecmae_hub.devices import resolve_device
 from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError, NumericalError, PecmaeError
 from pecmae_hub.hub.cards import render_model_card
@@ -249,6 +251,39 @@ class PECMAE(PrototypeAudio):
         if isinstance(audio, (list, tuple)):
             return [self._classify_or_failure(a, sr, top_k, max_seconds) for a in audio]
         return self._classify_one(audio, sr, top_k, max_seconds)
+
+    def classify_dataset(
+        self,
+        dataset,
+        *,
+        audio_column: str | None = None,
+        id_column: str | None = None,
+        top_k: int = 3,
+        max_seconds: float | None = MAX_SECONDS,
+    ) -> Iterator[tuple[str, Prediction | ClassificationFailure]]:
+        """Classify the rows of a Hugging Face ``datasets`` dataset, streamed (``IterableDataset``) or not.
+
+        Yields ``(row id, Prediction | ClassificationFailure)`` one row at a time; the id is the value of
+        ``id_column`` (default: ``"id"`` when the dataset has it) or the row's index. The audio column
+        (default: the dataset's only ``Audio`` column) is read as bytes and decoded like a file, so a row
+        gives the prediction of the same file on disk. Under ``accelerate launch`` each process gets its part
+        (``datasets.distributed.split_dataset_by_node``; see :mod:`pecmae_hub.dataset_source`)::
+
+            ds = load_dataset("org/clips", split="test", streaming=True)
+            for row_id, pred in model.classify_dataset(ds):
+                print(row_id, pred.label if pred.ok else pred.message)
+
+        Raises:
+            DatasetError: no (or an ambiguous) audio column, or a named column that does not exist.
+        """
+        source = DatasetSource.open(dataset, audio_column=audio_column, id_column=id_column)
+        for key, audio in source.rows():
+            if isinstance(audio, PecmaeError):
+                yield key, ClassificationFailure(source=key, error=type(audio).__name__, message=str(audio))
+                continue
+            result = self._classify_or_failure(audio, None, top_k, max_seconds)
+            result.source = key
+            yield key, result
 
     def _classify_or_failure(self, audio, sr, top_k, max_seconds=MAX_SECONDS) -> Prediction | ClassificationFailure:
         try:

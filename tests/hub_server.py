@@ -15,6 +15,9 @@ It implements the parts of the Hub API that ``huggingface_hub`` 2.4 calls for ``
 - dataset repos (``repo_type="dataset"``): the same under ``/api/datasets/...`` and
   ``/datasets/{repo}/resolve/...``. They live apart from model repos: ``add_files(...,
   repo_type="dataset")`` stores them under the key ``datasets/{repo_id}`` of :attr:`HubServer.repos`.
+  That is all ``datasets.load_dataset(repo, streaming=True)`` (5.x) needs to stream parquet shards: the
+  card, ``/api/datasets/{repo}/revision/{rev}``, ``/tree/{rev}[/{path}]`` and ranged ``resolve`` reads,
+  which :attr:`HubServer.ranges` records (a streamed read shows up there, a download does not).
 
 Repos live in memory with git-like history: every commit is a full snapshot keyed by a 40-hex sha;
 branches and tags point at commits. Every request is logged in :attr:`HubServer.requests` so tests can
@@ -76,6 +79,7 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.tokens = set(tokens or ())  # accepted tokens for private repos (any token if empty)
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of partial GETs: what streaming reads
         self._lock = threading.RLock()
         self._counter = 0
         self._httpd: ThreadingHTTPServer | None = None
@@ -115,6 +119,7 @@ class HubServer:
         with self._lock:
             self.repos.clear()
             self.requests.clear()
+            self.ranges.clear()
 
     def count(self, method: str | None = None, contains: str = "") -> int:
         """Number of logged requests, optionally of one method and whose path contains ``contains``."""
@@ -312,6 +317,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers["ETag"] = f'"{git_blob_sha1(data)}"'
         status, rng = 200, self.headers.get("Range")
         if rng and rng.startswith("bytes=") and method == "GET":
+            self.hub.ranges.append((path, rng))
             start_s, _, end_s = rng[6:].partition("-")
             start, end = int(start_s or 0), int(end_s) if end_s else len(data) - 1
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"

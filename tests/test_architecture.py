@@ -37,7 +37,19 @@ PACKAGE = "pecmae_hub"
 
 #: leaf modules and leaf subpackages (``storage``, ``sampling``): they import only each other
 LEAF_MODULES = frozenset(
-    {"errors", "audio", "audio_stream", "configuration", "devices", "extras", "loudness", "storage", "sampling"}
+    {
+        "errors",
+        "audio",
+        "audio_stream",
+        "configuration",
+        "devices",
+        "extras",
+        "loudness",
+        "storage",
+        "sampling",
+        "distributed",
+        "dataset_source",
+    }
 )
 SUBPACKAGE_LAYERS = frozenset({"models", "hub", "convert", "training", "data", "recipes", "app", "cli"})
 

@@ -62,7 +62,7 @@ def test_core_dependencies_are_ranges_without_training_or_app_packages():
     assert {"torch", "huggingface_hub", "safetensors", "soundfile"} <= names
     assert not names & {"scikit-learn", "accelerate", "matplotlib", "gradio"}
     extras = project["optional-dependencies"]
-    assert extras["test"][0] == "pecmae-hub[app,train,data]"
+    assert extras["test"][0] == "pecmae-hub[app,train,data,datasets]"
 
 
 def test_space_folder_is_what_the_hub_holds(tmp_path):

@@ -38,6 +38,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -334,8 +335,9 @@ class ResultsFile:
             failed = results.failed(inputs)
     """
 
-    def __init__(self, path: str | os.PathLike, *, keep_errors: bool = False):
+    def __init__(self, path: str | os.PathLike, *, keep_errors: bool = False, key: Callable[[str], str] = file_key):
         self.path = Path(path)
+        self._key = key  # what makes two rows one input: the resolved path, or a data set row's id as is
         self.format = output_format(path)
         if self.format == "stdout":
             raise ConfigError("ResultsFile writes a file; use StreamResults for standard output")
@@ -360,7 +362,7 @@ class ResultsFile:
         self._rows: dict[str, _Row] = {}
         duplicates = 0
         for row in self._parsed.rows:  # one row per input: the first that worked, else the first
-            key = file_key(row.path)
+            key = self._key(row.path)
             kept = self._rows.get(key)
             if kept is None or (kept.error and not row.error):
                 self._rows[key] = row
@@ -381,7 +383,7 @@ class ResultsFile:
         """The inputs that still need a row: not in the file, or (unless ``keep_errors``) failed there."""
         todo = []
         for path in inputs:
-            key = file_key(path)
+            key = self._key(path)
             row = self._rows.get(key)
             if row is None or (row.error and not self.keep_errors):
                 todo.append(path)
@@ -451,11 +453,41 @@ class ResultsFile:
         else:
             text = _json_row(path, self._model, self._fingerprint, prediction, error)
         self._append(text)
-        self._status[file_key(path)] = _one_line(error) if prediction is None else ""
+        self._status[self._key(path)] = _one_line(error) if prediction is None else ""
 
     def failed(self, inputs: list[str]) -> list[tuple[str, str]]:
         """``(path, error)`` of every input whose row in the file is an error row."""
-        return [(p, self._status[file_key(p)]) for p in inputs if self._status.get(file_key(p))]
+        return [(p, self._status[self._key(p)]) for p in inputs if self._status.get(self._key(p))]
+
+    # ---- rows as text: the shard files of several processes (pecmae_hub.batch.shards) -------------
+    @property
+    def columns(self) -> list[str] | None:
+        """The CSV header read from the file (None for JSONL or an empty file)."""
+        return self._parsed.header
+
+    def records(self) -> list[tuple[str, str, str, str, str]]:
+        """``(path, model, fingerprint, error, row text)`` of the rows read from the file (one per input)."""
+        return [(r.path, r.model, r.fingerprint, r.error, r.text) for r in self._rows.values()]
+
+    def absorb(self, records: list[tuple[str, str, str, str, str]], columns: list[str] | None, note: str) -> None:
+        """Take rows read from another file of this run (call before :meth:`pending`): a row that worked
+        replaces an error row of the same input. :meth:`begin` checks them (model, CSV columns) and writes
+        them into the file."""
+        if columns is not None and self._parsed.header is None:
+            self._parsed.header = columns
+        elif columns is not None and columns != self._parsed.header:
+            raise ConfigError(f"{note}: its columns differ from those of {self.path}; choose another --out")
+        for path, model, fingerprint, error, text in records:
+            key, kept = self._key(path), self._rows.get(self._key(path))
+            if kept is None or (kept.error and not error):
+                self._rows[key] = _Row(path, model, fingerprint, error, text)
+                self._status[key] = error
+        self.repairs.append(note)
+
+    def write_record(self, path: str, error: str, text: str) -> None:
+        """Append a row already written by another process (its text as is)."""
+        self._append(text)
+        self._status[self._key(path)] = error
 
 
 class StreamResults:

@@ -43,15 +43,34 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    finished = False
     try:
         result = args.func(args)
+        finished = True
     except PecmaeError as exc:
-        print(f"pecmae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"pecmae {args.command}{_rank()}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(str(exc) or "interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "pecmae_hub.distributed" in sys.modules:  # this command ran under accelerate launch
+            sys.modules["pecmae_hub.distributed"].leave(finished)
     return int(result or 0)
+
+
+def _rank() -> str:
+    """`` (rank 1 of 4)`` under ``accelerate launch``, so that every message names the process it came from."""
+    from pecmae_hub.distributed import launched
+
+    if not launched():
+        return ""
+    from pecmae_hub.distributed import rank_label
+
+    try:
+        return f" ({rank_label()})"
+    except PecmaeError:
+        return ""
 
 
 if __name__ == "__main__":

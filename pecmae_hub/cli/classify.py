@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pecmae_hub.audio import MAX_SECONDS, collect_audio_files
-from pecmae_hub.cli.commands import add_progress_flag, add_verify_flag, command_help
-from pecmae_hub.errors import ConfigError, ModelNotFoundError
+from pecmae_hub.audio import MAX_SECONDS
+from pecmae_hub.cli.commands import add_dataset_args, add_progress_flag, add_verify_flag, command_help
+from pecmae_hub.errors import ConfigError, ModelNotFoundError, ProcessGroupError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
 #: exit status of ``pecmae classify`` when at least one input failed (its row holds the error)
@@ -36,7 +36,9 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from pecmae_hub.batch.results import STDOUT, ResultsFile, StreamResults, model_fingerprint, output_format
+    from pecmae_hub.batch.results import STDOUT, model_fingerprint, output_format
+    from pecmae_hub.batch.shards import open_results
+    from pecmae_hub.dataset_source import open_source
 
     out = args.out or STDOUT
     fmt = output_format(out)
@@ -45,9 +47,12 @@ def run_classify(args: argparse.Namespace) -> int:
     if not args.max_seconds > 0:
         raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds}")
     _check_common(args)
-    # folders expanded, one file under several spellings once; missing files stay, to get an error row
-    inputs = [f.path for f in collect_audio_files(args.paths)]
-    results = StreamResults(sys.stdout) if fmt == "stdout" else ResultsFile(out, keep_errors=args.keep_errors)
+    # files: folders expanded, one file under several spellings once, missing files kept to get an error row;
+    # hf://datasets/...: the rows' ids (or indices), read from the id column alone
+    source = open_source(args.paths, split=args.split, audio_column=args.audio_column, id_column=args.id_column)
+    inputs = source.input_keys()
+    results = open_results(out, keep_errors=args.keep_errors, key=source.key)  # several processes: shard files
+    main = getattr(results, "is_main", True)  # under accelerate launch only rank 0 reports
     with results:  # a file --out is locked from here on: a second run on it fails now
         for note in results.repairs:
             print(f"pecmae classify: repaired {out}: {note}", file=sys.stderr)
@@ -56,13 +61,23 @@ def run_classify(args: argparse.Namespace) -> int:
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
         from tqdm.auto import tqdm
 
-        for path in tqdm(todo, desc="classifying", unit="file", disable=args.no_progress, file=sys.stderr):
+        mine, count = source.share(todo)  # this process's share (all of it in a plain run)
+        bar = tqdm(
+            mine, total=count, desc="classifying", unit="file", disable=args.no_progress or not main, file=sys.stderr
+        )
+        for path, audio in bar:
             try:
-                prediction, error = model.classify(path, top_k=args.top_k, max_seconds=args.max_seconds), ""
+                if isinstance(audio, Exception):  # a dataset row without readable audio
+                    raise audio
+                prediction, error = model.classify(audio, top_k=args.top_k, max_seconds=args.max_seconds), ""
+            except ProcessGroupError:  # another process failed or was lost (seen at a check-in): stop
+                raise
             except Exception as exc:  # one bad file must not stop the batch
                 prediction, error = None, f"{type(exc).__name__}: {exc}"
             results.write(path, prediction, error)  # a full disk: one OutputError, the rows so far are kept
         failed = results.failed(inputs)
+    if not main:
+        return EXIT_SOME_FAILED if failed else 0
     where = "standard output" if fmt == "stdout" else out
     if not todo:
         print(f"pecmae classify: nothing to do, all {len(inputs)} inputs are already in {out}", file=sys.stderr)
@@ -234,8 +249,10 @@ def register_cli(subparsers) -> None:
         "paths",
         nargs="+",
         metavar="PATHS_OR_DIR",
-        help="audio files, folders (searched recursively) or one list file (a path per line)",
+        help="audio files, folders (searched recursively), one list file (a path per line), or one "
+        "hf://datasets/ORG/NAME[@REVISION] (streamed; the 'datasets' extra)",
     )
+    add_dataset_args(p)
     p.add_argument(
         "--out",
         default="-",

@@ -52,3 +52,14 @@ def add_verify_flag(parser) -> None:
         help="load a model whose files cannot be verified (a folder without checksums.json, made by hand or by "
         "an old version); a warning is printed. Only for models you trust",
     )
+
+
+def add_dataset_args(parser) -> None:
+    """The options of an ``hf://datasets/ORG/NAME`` input (``pecmae classify`` and ``pecmae extract``)."""
+    parser.add_argument("--split", help="split of an hf://datasets/ input (default: its only split)")
+    parser.add_argument("--audio-column", help="audio column of an hf://datasets/ input (default: its Audio column)")
+    parser.add_argument(
+        "--id-column",
+        help="column whose value names each row of an hf://datasets/ input in the results (default: 'id' when "
+        "present, else the row index)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pecmae_hub.audio import AUDIO_EXTENSIONS
-from pecmae_hub.cli.commands import add_progress_flag, command_help
+from pecmae_hub.cli.commands import add_dataset_args, add_progress_flag, command_help
 from pecmae_hub.training.extract import FAILURES_NAME, extract_features
 
 
@@ -13,6 +13,9 @@ def _run_cli(args) -> int:
     from pecmae_hub.extras import require_extra
 
     require_extra("train", "pecmae extract")
+    from pecmae_hub.distributed import processes
+
+    dataset = {"split": args.split, "audio_column": args.audio_column, "id_column": args.id_column}
     s = extract_features(
         args.inputs,
         args.out,
@@ -23,7 +26,10 @@ def _run_cli(args) -> int:
         progress=not args.no_progress,
         num_workers=args.num_workers,
         revision=args.revision,
+        dataset={k: v for k, v in dataset.items() if v is not None},
     )
+    if not processes().is_main_process:  # under accelerate launch the main process reports for all
+        return 0
     print(
         f"{s.total} tracks: {s.written} encoded ({s.chunks} chunks), {s.skipped} already done, {s.failed} failed "
         f"in {s.seconds:.1f} s -> {s.out_dir}"
@@ -43,11 +49,15 @@ def register_cli(subparsers) -> None:
         description="Write OUT/<relative path>.npy, float32 (n_chunks, D), for every audio file "
         f"({', '.join(e.lstrip('.') for e in AUDIO_EXTENSIONS)}), "
         "plus extract_manifest.json and failures.tsv. Re-running resumes. "
-        "Multi-GPU: accelerate launch -m pecmae_hub.cli extract ...",
+        "Several processes, GPUs or machines: accelerate launch -m pecmae_hub.cli extract ... (docs/scale.md).",
     )
     p.add_argument(
-        "inputs", metavar="AUDIO_DIR_OR_LIST", help="audio folder (searched recursively), list file or audio file"
+        "inputs",
+        metavar="AUDIO_DIR_OR_LIST",
+        help="audio folder (searched recursively), list file, audio file, or hf://datasets/ORG/NAME[@REVISION] "
+        "(streamed; features named OUT/<row id>.npy)",
     )
+    add_dataset_args(p)
     p.add_argument("out", metavar="OUT", help="output features folder")
     p.add_argument("--autoencoder", required=True, help="autoencoder folder or Hub repo id")
     p.add_argument("--revision", help="Hub revision of --autoencoder")

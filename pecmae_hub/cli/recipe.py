@@ -27,6 +27,13 @@ def _run_gm_solos(args) -> int:
     from pecmae_hub.extras import require_extra
 
     require_extra("train", "pecmae recipe")
+    from pecmae_hub.distributed import distributed
+
+    if distributed():
+        raise ConfigError(
+            "the gm-solos recipe runs in one process (its autoencoder training is not data-parallel): run it "
+            "without accelerate launch; the paper recipes (gtzan, medley-solos-db) and extract/train/classify scale out"
+        )
     from pecmae_hub.recipes.gm_solos import STAGES, RecipeConfig
 
     bad = [s for s in args.stage or [] if s not in STAGES]
@@ -148,8 +155,8 @@ def _paper_parser(sub, name: str, data_help: str, k: int) -> None:
         name,
         help=f"the paper's {name} model: data -> extract -> train -> evaluate -> render -> card [-> push]",
         description=f"Train the paper's {name} model (K = {k} by default) from data to a Hub-ready folder WORK/model; "
-        "every stage is resumable (a rerun skips finished stages). Multi-GPU extraction and training: "
-        f"accelerate launch -m pecmae_hub.cli recipe {name} ...",
+        "every stage is resumable (a rerun skips finished stages). Several processes, GPUs or machines share "
+        f"extraction and training: accelerate launch -m pecmae_hub.cli recipe {name} ... (docs/scale.md)",
     )
     p.add_argument("--data", required=True, help=data_help)
     p.add_argument("--work", default=None, help=f"working folder (resumable; default runs/{name})")

@@ -40,8 +40,11 @@ def _run_cli(args) -> int:
         name: load_features(args.features, split, label_names=labels) if split else None
         for name, split in splits.items()
     }
+    from pecmae_hub.distributed import processes
+
+    main = processes().is_main_process  # under accelerate launch the main process writes and reports
     for name, fs in sets.items():
-        if fs is not None and fs.missing:
+        if main and fs is not None and fs.missing:
             print(f"{name}: skipped {len(fs.missing)} missing feature files (first: {', '.join(fs.missing[:5])})")
     ae, bundle = _autoencoder_from_manifest(args.features)
     if args.autoencoder_repo:
@@ -73,6 +76,8 @@ def _run_cli(args) -> int:
         autoencoder=ae,
     )
     _, metrics = train_head(sets["train"], sets["val"], sets["test"], cfg, args.out, progress=not args.no_progress)
+    if not main:
+        return 0
     if bundle is not None:
         copy_model_folder(bundle, Path(args.out) / "autoencoder")
         write_checksums(args.out)  # the head folder's checksums.json lists the bundled autoencoder too
@@ -112,7 +117,8 @@ def register_cli(subparsers) -> None:
         help=command_help("train"),
         description="Train a PECMAE prototype head on features written by 'pecmae extract'. Loss: alpha*L_p + "
         "(1-alpha)*CE(logits/temperature); Adam + OneCycleLR; model selection on validation track accuracy. "
-        "Multi-GPU: accelerate launch -m pecmae_hub.cli train ...",
+        "Several processes, GPUs or machines (data parallel, same global batch): accelerate launch -m "
+        "pecmae_hub.cli train ... (docs/scale.md).",
     )
     p.add_argument("--features", required=True, help="folder of .npy features (pecmae extract output)")
     p.add_argument("--split-train", help="training split TSV: label<TAB>relative/path")
@@ -134,7 +140,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--protos-per-class", type=int, help="K (gtzan 5, medley-solos-db 20)")
     p.add_argument("--alpha", type=float, help="weight of the prototype loss (0.75)")
     p.add_argument("--temperature", type=float, help="CE temperature (0.1)")
-    p.add_argument("--batch-size", type=int, help="per-process batch size (256)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="global batch size: under accelerate launch every process computes a slice of each batch (256)",
+    )
     p.add_argument("--max-lr", type=float, help="OneCycle max LR (1e-3)")
     p.add_argument("--weight-decay", type=float, help="Adam weight decay (1e-4)")
     p.add_argument("--total-steps", type=int, help="optimisation steps (150000)")

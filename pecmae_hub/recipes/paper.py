@@ -39,6 +39,7 @@ from pecmae_hub.storage.atomic import atomic_write_text
 STAGES = ("data", "extract", "train", "evaluate", "render", "card", "push")
 _STRICT = ("data", "extract", "train", "evaluate", "render")  # settings mismatch: error unless --redo
 STATE_NAME = "recipe_state.json"
+_SHARED = ("extract", "train")  # stages that every process of `accelerate launch` works on
 
 
 class RecipeStageError(PecmaeError, RuntimeError):
@@ -174,19 +175,22 @@ class PaperRecipe:
             RecipeStageError: a stage failed (the message names it and the command that resumes).
             ConfigError: the work folder belongs to another run, or settings changed without ``--redo``.
         """
-        from accelerate import PartialState
+        from pecmae_hub.distributed import processes, wait_for_everyone
 
-        procs = PartialState()
+        procs = processes()
         self.main_process = procs.is_main_process
         self.work.mkdir(parents=True, exist_ok=True)
         state = self._state()
         redo_from = min((STAGES.index(s) for s in self.cfg.redo), default=len(STAGES))
+        wanted_stages = [s for s in STAGES if (not stages or s in stages) and (s != "push" or self.cfg.push)]
         rerun = False
         for i, stage in enumerate(STAGES):
-            if stages and stage not in stages:
+            if stage not in wanted_stages:
                 continue
-            if stage == "push" and not self.cfg.push:
-                continue
+            # the other processes of `accelerate launch` share extract and train; they stop after the last of them
+            together = any(s in _SHARED for s in wanted_stages[wanted_stages.index(stage) :])
+            if not together and not procs.is_main_process:
+                break
             state = self._state()
             done = state["stages"].get(stage)
             wanted = self.settings(stage)
@@ -203,8 +207,8 @@ class PaperRecipe:
                 for later in STAGES[i:]:
                     state["stages"].pop(later, None)
                 self._save_state(state)
-            if stage not in ("extract", "train") and not procs.is_main_process:
-                procs.wait_for_everyone()
+            if stage not in _SHARED and not procs.is_main_process:
+                wait_for_everyone(f"recipe stage {stage}")  # while the main process runs it (data: download, unpack)
                 continue
             self.say(f"== {stage} ==")
             t0 = time.time()
@@ -223,7 +227,10 @@ class PaperRecipe:
                     "summary": summary,
                 }
                 self._save_state(state)
-            procs.wait_for_everyone()
+            if together:
+                wait_for_everyone(f"recipe stage {stage}")
+        if not procs.is_main_process:
+            return self._state()
         if procs.is_main_process:
             text = report.recipe_report(self.cfg, self._state(), self.path)
             atomic_write_text(self.work / "report.md", text + "\n")
@@ -263,17 +270,16 @@ class PaperRecipe:
         return summary
 
     def stage_extract(self) -> dict:
-        from accelerate import PartialState
-
+        from pecmae_hub.distributed import processes, wait_for_everyone
         from pecmae_hub.recipes.timing import Projection
         from pecmae_hub.training.extract import FAILURES_NAME, extract_features
         from pecmae_hub.training.features import feature_path
 
-        procs = PartialState()  # under accelerate launch each process encodes its shard
+        procs = processes()  # under accelerate launch each process encodes its shard
         ae, source = self.autoencoder()
         if {"data", "extract"} & set(self.cfg.redo) and self.main_process:
             shutil.rmtree(self.path["features"], ignore_errors=True)  # other audio or autoencoder: start afresh
-        procs.wait_for_everyone()
+        wait_for_everyone("recipe stage extract")
         tracks = self.path["splits"] / "tracks.txt"
         keys = {p: f"{Path(p).parent.name}/{Path(p).name}" for p in tracks.read_text().splitlines() if p}
         todo = sum(not feature_path(self.path["features"], k).is_file() for k in keys.values())
@@ -342,15 +348,15 @@ class PaperRecipe:
         )
         x, y, _ = sets["train"].chunks()
         probe, per_step = min(30, cfg.total_steps), float("nan")
-        if self.main_process:  # one probe is enough (under accelerate launch: on the first device)
+        if self.main_process:  # one probe is enough (under accelerate launch: on the first device, one process)
             per_step = time_head_steps(
                 x, y, len(sets["train"].label_names), cfg, steps=probe, device=resolve_device(self.cfg.device)
             )
-        self.say(
-            f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
-            f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
-            f"projected {format_duration(per_step * cfg.total_steps)}"
-        )
+            self.say(
+                f"train: {cfg.total_steps} steps (preset {cfg.preset!r}, K = {cfg.protos_per_class}, batch "
+                f"{cfg.batch_size}) on {len(x)} training chunks; first {probe} steps: {per_step * 1000:.1f} ms/step, "
+                f"projected {format_duration(per_step * cfg.total_steps)}"
+            )
         _, metrics = train_head(
             sets["train"], sets["val"], sets["test"], cfg, out_dir=self.path["head"], progress=self.cfg.progress
         )

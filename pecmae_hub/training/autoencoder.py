@@ -180,6 +180,10 @@ def train_autoencoder(
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
+    from pecmae_hub.distributed import distributed
+
+    if distributed():  # its crops and contrastive terms are drawn per batch, not split over processes
+        raise ConfigError("autoencoder training runs in one process: start it without accelerate launch")
     if cfg.label_weight > 0 and (labels is None or len(labels) != len(clips)):
         raise ConfigError(
             f"label_weight={cfg.label_weight} needs one class id per clip "

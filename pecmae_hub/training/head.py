@@ -3,9 +3,11 @@
 Loss: alpha·L_p + (1 - alpha)·CE(logits / temperature, y). L_p in ``class`` mode takes, for each
 prototype, the minimum distance over the batch samples of its class (prototypes whose class is
 absent are dropped); in ``all`` mode the minimum over every sample. Adam (weight decay 1e-4) with
-OneCycleLR, fp16 AMP on CUDA only, device placement and multi-GPU via Hugging Face Accelerate
-(the batch size is per process). Model selection: best validation track accuracy (ties: lower
-validation class loss), evaluated every ``eval_every`` steps and at the end.
+OneCycleLR, fp16 AMP on CUDA only, device placement and data parallelism via Hugging Face Accelerate.
+Under ``accelerate launch`` the batch size is the global batch: every process draws the same batches and
+computes a slice of each, and the loss is that of the whole batch (:func:`sharded_losses`): N processes
+train the head that one process trains, up to the order of floating-point sums. Model selection: best validation
+track accuracy (ties: lower validation class loss), evaluated every ``eval_every`` steps and at the end.
 """
 
 from __future__ import annotations
@@ -128,15 +130,65 @@ def _plain_step_ok(accelerator, optimizer) -> bool:
     )
 
 
+def batch_slice(x: torch.Tensor, y: torch.Tensor, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's contiguous slice of the global batch (sizes differ by at most one)."""
+    n, rank = accelerator.num_processes, accelerator.process_index
+    return torch.tensor_split(x, n)[rank], torch.tensor_split(y, n)[rank]
+
+
+def sharded_losses(logits, d, y_all, cfg: TrainConfig, accelerator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of the global batch ``y_all`` (B,) when this process holds the rows ``logits``, ``d`` of its slice.
+
+    L_p takes, per prototype, the minimum distance over the *whole* batch, which no process sees alone:
+    the slices of ``d`` are gathered (no gradient) to find each minimum and the process that holds it.
+    Each process's term keeps the minima it holds and its share of the cross-entropy sum, scaled so that
+    Accelerate's average of the N gradients is exactly the one-process gradient of the batch. Returns
+    ``(term to differentiate, global L_p, this process's part of the global L_c: their mean is L_c)``.
+    """
+    n, rank, total = accelerator.num_processes, accelerator.process_index, len(y_all)
+    sizes = [len(part) for part in torch.tensor_split(torch.arange(total), n)]
+    start = sum(sizes[:rank])
+    with torch.no_grad():
+        padded = accelerator.gather(accelerator.pad_across_processes(d.detach().float(), dim=0))
+        width = padded.shape[0] // n
+        d_all = torch.cat([padded[r * width : r * width + sizes[r]] for r in range(n)])
+        masked = d_all
+        if cfg.proto_loss_samples != "all":
+            proto_class = torch.arange(d.shape[1], device=d.device) // cfg.protos_per_class
+            masked = d_all.masked_fill(y_all[:, None] != proto_class[None, :], float("inf"))
+        mins, where = masked.min(0)
+        kept = torch.isfinite(mins)
+        mine = kept & (where >= start) & (where < start + sizes[rank])
+        lp = torch.where(kept, mins, 0.0).sum() / kept.sum()
+    picked = d.float().gather(0, (where - start).clamp(0, max(sizes[rank] - 1, 0))[None, :])[0] if len(d) else None
+    lp_term = n * torch.where(mine, picked, 0.0).sum() / kept.sum() if picked is not None else d.float().sum() * 0
+    ce_part = F.cross_entropy(logits.float() / cfg.temperature, y_all[start : start + sizes[rank]], reduction="sum")
+    ce_part = ce_part * n / total
+    return cfg.alpha * lp_term + (1.0 - cfg.alpha) * ce_part, lp, ce_part.detach()
+
+
 def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig):
-    """One optimisation step (forward, loss, backward, Adam, OneCycle); returns detached (loss, L_p, L_c)."""
+    """One optimisation step (forward, loss, backward, Adam, OneCycle); returns detached (loss, L_p, L_c).
+
+    ``x``, ``y`` are the global batch. With several processes each one computes its slice
+    (:func:`batch_slice`) and the loss is arranged so that the averaged gradient is the one-process
+    gradient of the whole batch (:func:`sharded_losses`); the returned values are then this process's
+    parts, whose mean over the processes is the batch's loss.
+    """
     plain = _plain_step_ok(accelerator, optimizer)
+    sharded = accelerator.num_processes > 1
+    xs = batch_slice(x, y, accelerator)[0] if sharded else x
     if plain:
-        logits, d = model(x, return_distances=True)
+        logits, d = model(xs, return_distances=True)
     else:
         with accelerator.autocast():
-            logits, d = model(x, return_distances=True)
-    loss, lp, lc = head_loss(logits, d, y, cfg.protos_per_class, cfg.alpha, cfg.temperature, cfg.proto_loss_samples)
+            logits, d = model(xs, return_distances=True)
+    if sharded:
+        loss, lp, lc = sharded_losses(logits, d, y, cfg, accelerator)
+        shown = cfg.alpha * lp + (1.0 - cfg.alpha) * lc
+    else:
+        loss, lp, lc = head_loss(logits, d, y, cfg.protos_per_class, cfg.alpha, cfg.temperature, cfg.proto_loss_samples)
+        shown = loss
     optimizer.zero_grad(set_to_none=True)
     if plain:
         loss.backward()
@@ -148,7 +200,7 @@ def train_step(model, optimizer, scheduler, accelerator, x, y, cfg: TrainConfig)
     # the scheduler is stepped here, not prepared: Accelerate would step it once per process
     if not accelerator.optimizer_step_was_skipped:
         scheduler.step()
-    return loss.detach(), lp.detach(), lc.detach()
+    return shown.detach(), lp.detach(), lc.detach()
 
 
 def make_optimizer(head: PrototypeHead, cfg: TrainConfig) -> torch.optim.Adam:
@@ -185,6 +237,9 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    from pecmae_hub.distributed import processes
+
+    processes()  # the process group, set up once with the device choice of every pecmae command
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(
             f"device must be auto, cpu or cuda, got {cfg.device!r} (use CUDA_VISIBLE_DEVICES to pick a GPU)"
@@ -240,6 +295,10 @@ def train_head(
         torch.set_num_threads(cfg.threads)
     try:
         return _train_head(train_set, val_set, test_set, cfg, out_dir, progress)
+    except RuntimeError as exc:
+        from pecmae_hub.distributed import lost_contact
+
+        raise lost_contact("train", exc) from exc
     finally:
         torch.set_num_threads(threads)
 
@@ -283,7 +342,10 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
     )
     optimizer = make_optimizer(head, cfg)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.max_lr, total_steps=cfg.total_steps)
-    model, optimizer, loader = accelerator.prepare(head, optimizer, loader)
+    if accelerator.num_processes > 1:  # every process draws the same global batches and computes its slice
+        model, optimizer = accelerator.prepare(head, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(head, optimizer, loader)
     validate = _Validator(val_set, cfg) if val_set is not None else None
 
     log_rows, best, best_state, best_step = [], None, None, cfg.total_steps
@@ -300,6 +362,7 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
         except StopIteration:
             batches = iter(loader)
             xb, yb = next(batches)
+        xb, yb = xb.to(accelerator.device), yb.to(accelerator.device)
         sums += torch.stack(train_step(model, optimizer, scheduler, accelerator, xb, yb, cfg)).float()  # no sync
         n_sum += 1
         evaluated = validate is not None and (step % cfg.eval_every == 0 or step == cfg.total_steps)
@@ -310,7 +373,7 @@ def _train_head(train_set, val_set, test_set, cfg: TrainConfig, out_dir, progres
                 best, best_step = (val_acc, -val_loss), step
                 best_state = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
         if evaluated or step % cfg.log_every == 0 or step == cfg.total_steps:
-            loss, lp, lc = (sums / n_sum).tolist()
+            loss, lp, lc = accelerator.reduce(sums / n_sum, "mean").tolist()  # every process's share of the batch
             log_rows.append(
                 {
                     "step": step,

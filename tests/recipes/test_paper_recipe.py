@@ -334,3 +334,26 @@ def test_medley_solos_db_recipe(tmp_path, tiny_ae_dir):
     assert model.info["dataset"] == "medley-solos-db" and model.name == "medley-solos-db-pecmae-2"
     assert len(list((work / "model" / "prototypes").glob("*.wav"))) == 16
     assert (work / "model" / "autoencoder" / "model.safetensors").is_file()  # local autoencoder, no push: bundled
+
+
+@pytest.mark.slow
+def test_recipe_on_two_processes_gives_the_same_features_and_head(published, tmp_path, tiny_ae_dir):
+    """`accelerate launch` of the recipe: extract and train shared by 2 CPU processes, the rest on the main one."""
+    from safetensors.numpy import load_file
+    from scale_helpers import run_launch
+
+    work = tmp_path / "work"
+    argv = ["recipe", "gtzan", "--data", "hub", "--work", str(work), "--steps", "50", "--no-progress"]
+    argv += ["--autoencoder", str(tiny_ae_dir), "--stage", "data", "--stage", "extract", "--stage", "train"]
+    result = run_launch(argv, tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    assert out.count("== train ==") == 1 and out.count("== extract ==") == 1  # the main process speaks
+    one = published[0]
+    features = sorted(p.relative_to(one / "features") for p in (one / "features").rglob("*.npy"))
+    assert features and features == sorted(p.relative_to(work / "features") for p in (work / "features").rglob("*.npy"))
+    for rel in features:
+        assert (work / "features" / rel).read_bytes() == (one / "features" / rel).read_bytes()
+    a, b = load_file(one / "head" / "model.safetensors"), load_file(work / "head" / "model.safetensors")
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5  # same global batch (tolerance: test_scale.py)
+    assert set(json.loads((work / "recipe_state.json").read_text())["stages"]) == {"data", "extract", "train"}
