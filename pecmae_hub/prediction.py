@@ -29,6 +29,9 @@ class Prediction:
     stranger) and ``in_domain`` whether it is within the threshold calibrated when the head was
     trained; both are None for a model without a scorer. When ``in_domain`` is False, ``label`` is
     the nearest class of a model that was not made for this input.
+
+    ``precision`` is the numeric mode the model ran at (``"fp32"``, ``"int8"``, ``"bf16"``, ``"fp16"``: what
+    ``precision="auto"`` chose, see :mod:`pecmae_hub.models.fidelity_record`).
     """
 
     source: str
@@ -43,6 +46,7 @@ class Prediction:
     top_prototypes: list[dict]
     duration: float
     model: str = ""
+    precision: str = "fp32"
     chunk_silent: list[bool] = dataclasses.field(default_factory=list)
     ood_score: float | None = None
     in_domain: bool | None = None

@@ -234,7 +234,8 @@ def trained_autoencoder_dir(cfg: RecipeConfig) -> Path:
 
 
 def stage_package(cfg: RecipeConfig) -> Path:
-    """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card."""
+    """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card + fidelity record."""
+    from pecmae_hub.fidelity import write_fidelity
     from pecmae_hub.pipeline import PECMAE
 
     work = Path(cfg.work)
@@ -277,6 +278,8 @@ def stage_package(cfg: RecipeConfig) -> Path:
     )
     model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
     model.save_pretrained(staging)
+    test = [cfg.data_dir / r["path"] for r in _metadata_rows(cfg) if _split_of(r, cfg) == "test"]
+    write_fidelity(model, staging, test, max_clips=160, progress=True)  # the held-out bank: what auto may run
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
