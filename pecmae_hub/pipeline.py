@@ -348,6 +348,7 @@ class PECMAE(PrototypeAudio):
         seed: int = 0,
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
+        temperature: float = 1.0,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
         repo_id: str | None = None,
@@ -395,7 +396,14 @@ class PECMAE(PrototypeAudio):
         self._copy_nearest_audio(folder)
         if render and index is None:
             index = self.render_prototypes(
-                folder, steps, guidance, seed, progress=True, scheduler=scheduler, vocoder=vocoder
+                folder,
+                steps,
+                guidance,
+                seed,
+                progress=True,
+                scheduler=scheduler,
+                vocoder=vocoder,
+                temperature=temperature,
             )
         card = render_model_card(
             model_name=self.name,
@@ -427,6 +435,7 @@ class PECMAE(PrototypeAudio):
         seed: int = 0,
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
+        temperature: float = 1.0,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
     ) -> str:
@@ -441,6 +450,7 @@ class PECMAE(PrototypeAudio):
                 seed=seed,
                 scheduler=scheduler,
                 vocoder=vocoder,
+                temperature=temperature,
                 repo_id=repo_id,
                 autoencoder_repo_id=autoencoder_repo_id,
                 autoencoder_revision=autoencoder_revision,

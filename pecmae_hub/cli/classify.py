@@ -113,7 +113,9 @@ def run_sonify(args: argparse.Namespace) -> int:
     label, k = model.head.prototype_name(p)
     steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
     steps, guidance, seed = check_render_settings(steps, args.guidance, args.seed, scheduler)
-    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler, args.vocoder) is not None
+    temperature = model.default_temperature() if args.temperature is None else args.temperature
+    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler, args.vocoder, temperature=temperature)
+    rendered = rendered is not None
     from tqdm.auto import tqdm
 
     # one tick per diffusion step (a pre-rendered prototype needs none); hidden when stderr is not a terminal
@@ -127,6 +129,7 @@ def run_sonify(args: argparse.Namespace) -> int:
             seed=seed,
             scheduler=scheduler,
             vocoder=args.vocoder,
+            temperature=temperature,
             progress=lambda i, n: bar.update(i - bar.n),
         )
     with atomic_path(args.out) as tmp:
@@ -164,6 +167,7 @@ def run_push(args: argparse.Namespace) -> int:
         seed=args.seed,
         scheduler=args.scheduler or "upstream",
         vocoder=args.vocoder,
+        temperature=1.0 if args.temperature is None else args.temperature,
         autoencoder_repo_id=args.autoencoder_repo,
     )
     from huggingface_hub import constants
@@ -224,6 +228,13 @@ def _render_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         help="classifier-free guidance weight w, v = v_cond + w (v_cond - v_uncond); 0 = none (default %(default)s)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="scale of the starting noise, in (0, 2]: below 1 gives steadier audio with less variety "
+        "(default: the pre-renders' temperature, else 1)",
     )
     p.add_argument(
         "--vocoder",
