@@ -129,11 +129,11 @@ def _gm_solos_parser(sub) -> None:
     p.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     p.add_argument("--head-steps", type=int, default=3000)
     p.add_argument("--protos-per-class", type=int, default=3)
-    p.add_argument("--vocoder-steps", type=int, default=6000, help="neural vocoder training steps (vocoder stage)")
+    p.add_argument("--vocoder-steps", type=int, default=6500, help="neural vocoder training steps (vocoder stage)")
     p.add_argument(
         "--decoder-steps",
         type=int,
-        default=3000,
+        default=6000,
         help="diffusion decoder training steps, encoder frozen (decoder stage)",
     )
     p.add_argument(

@@ -100,10 +100,10 @@ class RecipeConfig:
     head_steps: int = 3000
     head_alpha: float = 0.25  # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
     protos_per_class: int = 3
-    vocoder_steps: int = 6000
+    vocoder_steps: int = 6500
     vocoder_batch_size: int = 16
     vocoder: dict = field(default_factory=dict)  # VocoderConfig overrides (tests use tiny ones)
-    decoder_steps: int = 3000
+    decoder_steps: int = 6000
     decoder_batch_size: int = 32
     decoder: dict = field(default_factory=lambda: dict(DECODER))  # denoiser fields of the re-trained decoder
     time_budget_s: float | None = None  # vocoder/decoder stages: stop (resumable) when spent
