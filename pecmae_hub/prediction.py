@@ -28,7 +28,10 @@ class Prediction:
     :class:`~pecmae_hub.models.ood.OODScorer` track score; about 1 for training data, higher is
     stranger) and ``in_domain`` whether it is within the threshold calibrated when the head was
     trained; both are None for a model without a scorer. When ``in_domain`` is False, ``label`` is
-    the nearest class of a model that was not made for this input.
+    the nearest class of a model that was not made for this input. ``ood_percentile`` puts the score on
+    a scale a person reads: the share (0-1) of the model's training clips of the same length that lie
+    closer to the training audio (0.97: "further than 97 % of training clips"); None when the scorer
+    keeps no reference.
     """
 
     source: str
@@ -46,6 +49,7 @@ class Prediction:
     chunk_silent: list[bool] = dataclasses.field(default_factory=list)
     ood_score: float | None = None
     in_domain: bool | None = None
+    ood_percentile: float | None = None
     ok: bool = True
 
     @property
