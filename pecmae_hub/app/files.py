@@ -1,0 +1,76 @@
+"""Files the app serves: the model's audio (pre-rendered prototypes, nearest training chunks) made servable,
+and the app's own output folder (sonified prototypes, result downloads).
+
+Gradio serves files only from the working and temp folders; a model's files elsewhere (e.g. the Hugging
+Face cache) are copied into :data:`OUT_DIR` first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from pecmae_hub.errors import PecmaeError
+
+log = logging.getLogger(__name__)
+INDEX_FILE = "prototypes/index.json"
+OUT_DIR = Path(tempfile.mkdtemp(prefix="pecmae-app-"))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[:60] or "model"
+
+
+def servable(path: str | os.PathLike) -> str:
+    """A path Gradio may serve: files outside the working and temp folders are copied to the temp folder."""
+    path = Path(path)
+    real = path.resolve()
+    for root in (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()):
+        if real.is_relative_to(root) and not path.name.startswith("."):
+            return str(path)
+    digest = hashlib.sha1(str(real).encode()).hexdigest()[:12]
+    dest = OUT_DIR / "files" / digest / path.name
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(real, dest)
+    return str(dest)
+
+
+def render_settings_of(model) -> dict | None:
+    """``prototypes/index.json`` of ``model`` (steps, guidance, seed, files) or None without pre-renders."""
+    index = getattr(model, "_render_index", None)
+    if callable(index):
+        return index() or None
+    files = getattr(model, "_files", None)
+    return files.json(INDEX_FILE, required=False) if files is not None else None
+
+
+def prerendered(model, p: int) -> str | None:
+    """Servable path of the pre-rendered WAV of prototype ``p``, or None."""
+    index = render_settings_of(model)
+    if not index:
+        return None
+    try:
+        settings = {"steps": int(index["steps"]), "guidance": float(index["guidance"]), "seed": int(index["seed"])}
+        if "scheduler" in index:  # the sampler is part of a render's key (absent: the exact "upstream" one)
+            settings["scheduler"] = index["scheduler"]
+        path = model.prototype_audio_path(p, **settings)
+    except (PecmaeError, KeyError, ValueError):
+        return None
+    return servable(path) if path is not None else None
+
+
+def nearest_audio(model, p: int, rank: int) -> str | None:
+    """Servable path of the WAV of prototype ``p``'s ``rank``-th nearest training chunk, or None."""
+    finder = getattr(model, "nearest_audio_path", None)
+    try:
+        path = finder(p, rank) if callable(finder) else None
+    except PecmaeError as exc:  # e.g. an index naming a file outside the model: the text remains
+        log.warning("nearest chunk %s/%s of %s: %s", p, rank, getattr(model, "name", "?"), exc)
+        return None
+    return servable(path) if path is not None else None
