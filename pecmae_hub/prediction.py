@@ -12,6 +12,17 @@ import numpy as np
 from pecmae_hub.errors import ConfigError
 
 
+def percent_text(value: float) -> str:
+    """A score or share (0-1) as text that never rounds to a false 100 % or 0 %: ``99.8 %``, ``> 99.9 %``,
+    ``< 0.1 %`` (the app and the command line print scores this one way)."""
+    v = 100.0 * float(value)
+    if v >= 99.95:
+        return "> 99.9 %"
+    if v < 0.05:
+        return "< 0.1 %"
+    return f"{v:.1f} %"
+
+
 @dataclasses.dataclass
 class Prediction:
     """One classified input; every field is plain JSON (lists, dicts, floats).

@@ -19,6 +19,8 @@ import colorsys
 import html
 import math
 
+from pecmae_hub.prediction import percent_text as pct  # the one way a score is written
+
 SILENT_LABEL = "silent"
 #: distinct, saturated colours that carry white text; more classes get golden-angle hues
 PALETTE = (
@@ -56,16 +58,6 @@ def class_colors(labels: list[str]) -> dict[str, str]:
 def ranked_classes(scores: dict[str, float]) -> list[str]:
     """Class names by decreasing score."""
     return sorted(scores, key=lambda c: -scores[c])
-
-
-def pct(value: float) -> str:
-    """A probability as text that never rounds to a false 100 % or 0 %."""
-    v = 100.0 * float(value)
-    if v >= 99.95:
-        return "> 99.9 %"
-    if v < 0.05:
-        return "< 0.1 %"
-    return f"{v:.1f} %"
 
 
 def times(value: float) -> str:
