@@ -116,7 +116,7 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(data), dtype="float32")
 
 
-def test_every_endpoint_is_documented(client):
+def test_every_endpoint_is_documented(client, app):
     api = client.view_api(return_format="dict", print_info=False)
     assert set(api["named_endpoints"]) >= ENDPOINTS
     classify = api["named_endpoints"]["/classify"]
@@ -126,6 +126,10 @@ def test_every_endpoint_is_documented(client):
         + (["Audio"] * (1 + NEAREST) + ["Markdown"]) * TOP
         + ["Json", "Html", "Html", "File"]
     )
+    from test_docs import doc_tables
+
+    tables = doc_tables()  # docs/app.md's endpoint table is this app's API
+    assert tables.stale_blocks({"endpoints": tables.endpoints_table(app[0])}) == []
     for name, endpoint in api["named_endpoints"].items():  # every input and output has a name a client can read
         labels = [r["label"] for r in endpoint["returns"]] + [p["label"] for p in endpoint["parameters"]]
         assert all(label and not re.fullmatch(r"value_\d+", label) for label in labels), (name, labels)
