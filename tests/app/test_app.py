@@ -347,8 +347,9 @@ def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_
     hub.start()
     pecmae_hub.app.models._probe_cache.clear()
     hub.add_folder("pecmae-hub/gtzan-pecmae-5", make_tiny_model(seed=3, folder=tmp_path / "gtzan"))
-    status, _card, _overview, config, proto = client.predict("gtzan", api_name="/load_model")
+    status, _card, overview, config, proto = client.predict("gtzan", api_name="/load_model")
     assert "Loaded" in status and config["source"].startswith("pecmae-hub/gtzan-pecmae-5@")
+    assert f"[pecmae-hub/gtzan-pecmae-5 on the Hugging Face Hub]({hub.url}/pecmae-hub/gtzan-pecmae-5)" in overview
     assert "**3 classes**" in status and "**Limits:**" in status  # the new model's intro
     assert hub.count("GET", "/api/models/pecmae-hub/gtzan-pecmae-5/tree/") == 1  # its audio listed once, fetched
     assert proto["value"] == "violin:0" and len(proto["choices"]) == 6  # the prototype selector's update
@@ -517,3 +518,17 @@ def test_selector_lists_only_extra_models_that_load(hub, make_tiny_model, tmp_pa
     values = [value for _, value in manager.choices()]
     assert values[0] == policy.startup_alias and "test-org/tiny-extra" in values
     assert "gtzan" not in values and "test-org/missing" not in values  # not published: not offered
+
+
+def test_links_and_share_buttons_depend_on_where_the_app_runs(monkeypatch):
+    from pecmae_hub.app.classify_tab import share_buttons
+    from pecmae_hub.app.texts import CITATION, PAPER_URL, UPSTREAM_CODE_URL, code_links
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    local = code_links()
+    assert PAPER_URL in local and UPSTREAM_CODE_URL in local and "huggingface.co/spaces" not in local
+    assert share_buttons() == []  # Gradio's Share only works on Spaces
+    monkeypatch.setenv("SPACE_ID", "org/pecmae-hub")
+    assert "[this app's code](https://huggingface.co/spaces/org/pecmae-hub/tree/main)" in code_links()
+    assert share_buttons() == ["share"]
+    assert CITATION.startswith("@inproceedings{") and "2402.09318" in CITATION and "Rocamora" in CITATION
