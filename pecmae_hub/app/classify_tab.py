@@ -163,7 +163,7 @@ def classify_tab(handlers: Handlers, settings: cfg.AppSettings, state: gr.State)
         api_name="classify",
         api_description="Classify an audio file with the session's model and explain the decision.",
         **run,
-    )
+    ).failure(handlers.clear_results, None, outputs, **clear)  # a failed run leaves no older result behind
     if examples is not None:
         # results are memoised per (model, clip) and pre-computed for the start-up model (see docs/app.md)
         examples.load_input_event.then(None, None, None, js=SCROLL_TO_ANSWER, queue=False).then(
