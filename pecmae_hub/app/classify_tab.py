@@ -131,7 +131,11 @@ def classify_tab(handlers: Handlers, settings: cfg.AppSettings, state: gr.State)
             score_bars = gr.HTML("", label="Class scores (bars)", elem_id="score-bars", padding=False)
             scores = gr.Label(label="Class scores", num_top_classes=5, visible=False, elem_id="scores")
             downloads = gr.File(
-                label="This result as CSV and JSON", file_count="multiple", interactive=False, elem_id="downloads"
+                label="This result as CSV and JSON",
+                file_count="multiple",
+                interactive=False,
+                visible=False,
+                elem_id="downloads",
             )
     explanation = gr.HTML(js_on_load=None, label="Explanation", elem_id="explanation", padding=True)
     gr.Markdown(HEAR_WHY)

@@ -230,7 +230,7 @@ class Handlers:
             details,
             gr.HTML(value=callout, visible=bool(callout)),
             scores_html(prediction, model.labels, dim=guess),
-            files,
+            gr.File(value=files, visible=True),
         )
 
     def clear_results(self):
@@ -239,7 +239,17 @@ class Handlers:
         players = []
         for _ in range(self.settings.top_prototypes):
             players += [gr.Audio(value=None, visible=False) for _ in range(1 + cfg.NEAREST_PLAYERS)] + [""]
-        return (None, PLACEHOLDER, "", "", *players, None, gr.HTML(value="", visible=False), "", None)
+        return (
+            None,
+            PLACEHOLDER,
+            "",
+            "",
+            *players,
+            None,
+            gr.HTML(value="", visible=False),
+            "",
+            gr.File(value=None, visible=False),
+        )
 
     def _top_outputs(self, model, item: dict | None, rank: int, temperature: float, facts: list) -> list:
         """Prototype player, nearest-chunk players and caption of the ``rank``-th top prototype."""

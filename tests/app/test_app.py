@@ -198,7 +198,8 @@ def test_classify_explains_with_points_timeline_and_playable_neighbours(client, 
         assert pct(score) in bars or label not in bars
     assert pct(expected.confidence) in summary and pct(expected.confidence) in bars
     # the result as files: exactly the row `pecmae classify --out x.csv` writes, and its JSONL row
-    csv_file, json_file = sorted(files, key=lambda f: not str(f).endswith(".csv"))
+    assert files["visible"] is True  # an update: shown once there is a result
+    csv_file, json_file = sorted(files["value"], key=lambda f: not str(f).endswith(".csv"))
     with open(csv_file, newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and list(rows[0]) == csv_columns(list(model.labels), TOP)
@@ -478,7 +479,8 @@ def test_new_input_clears_every_result_and_a_report_is_kept_locally(app, client,
     assert cleared[0] is None and "press **Classify**" in cleared[1] and cleared[2] == cleared[3] == ""
     players = [c for c in cleared[4 : 4 + TOP * (NEAREST + 2)] if not isinstance(c, str)]
     assert len(players) == TOP * (NEAREST + 1) and all(c.visible is False and c.value is None for c in players)
-    assert cleared[-4] is None and cleared[-3].visible is False and cleared[-2] == "" and cleared[-1] is None
+    assert cleared[-4] is None and cleared[-3].visible is False and cleared[-2] == ""
+    assert cleared[-1].visible is False and cleared[-1].value is None
     clip = app[2] / "piano.wav"
     result = client.predict(handle_file(str(clip)), api_name="/classify")
     details = result[4 + TOP * (NEAREST + 2)]
