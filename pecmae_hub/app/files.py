@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pecmae_hub.errors import PecmaeError
+from pecmae_hub.render_index import index_settings
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "prototypes/index.json"
@@ -51,16 +52,23 @@ def render_settings_of(model) -> dict | None:
 
 
 def prerendered(model, p: int) -> str | None:
-    """Servable path of the pre-rendered WAV of prototype ``p``, or None."""
+    """Servable path of the pre-rendered WAV of prototype ``p`` (played only while its render key matches the
+    model's prototype, decoder and the index's settings), or None."""
     index = render_settings_of(model)
     if not index:
         return None
     try:
-        settings = {"steps": int(index["steps"]), "guidance": float(index["guidance"]), "seed": int(index["seed"])}
-        if "scheduler" in index:  # the sampler is part of a render's key (absent: the exact "upstream" one)
-            settings["scheduler"] = index["scheduler"]
-        path = model.prototype_audio_path(p, **settings)
-    except (PecmaeError, KeyError, ValueError):
+        settings = index_settings(index)  # steps, guidance, seed, sampler, vocoder, loudness of the renders
+        path = model.prototype_audio_path(
+            p,
+            settings["steps"],
+            settings["guidance"],
+            settings["seed"],
+            settings["scheduler"],
+            settings["vocoder"],
+            settings["loudness_lufs"],
+        )
+    except (PecmaeError, KeyError, ValueError, TypeError):
         return None
     return servable(path) if path is not None else None
 

@@ -57,6 +57,7 @@ from pecmae_hub.app.texts import (
 )
 from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
 from pecmae_hub.errors import PecmaeError
+from pecmae_hub.render_index import index_settings
 
 log = logging.getLogger(__name__)
 PLACEHOLDER = "_Upload or record a clip, or pick an example, then press **Classify**._"
@@ -333,10 +334,8 @@ class Handlers:
                 f"model {model.name!r} ships none for {prototype_label(label, k, model.head.protos_per_class)}; "
                 "use Re-sonify to decode it.",
             )
-        index = render_settings_of(model) or {}
-        return path, (
-            f"**{prototype_label(label, k, model.head.protos_per_class)}** — pre-rendered with {render_words(index)}"
-        )
+        settings = render_words(index_settings(render_settings_of(model) or {}))
+        return path, f"**{prototype_label(label, k, model.head.protos_per_class)}** — pre-rendered with {settings}"
 
     def _decode_prototype(
         self,
@@ -375,7 +374,7 @@ class Handlers:
         write_wav(path, wav)
         caption = (
             f"**{prototype_label(label, k, model.head.protos_per_class)}** — decoded now with "
-            f"{render_words({'scheduler': scheduler, 'steps': steps, 'guidance': f'{guidance:g}', 'seed': seed})}, "
+            f"{render_words({'scheduler': scheduler, 'steps': steps, 'guidance': guidance, 'seed': seed})}, "
             f"{len(wav) / SAMPLE_RATE:.2f} s"
         )
         return str(path), caption

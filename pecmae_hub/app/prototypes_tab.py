@@ -68,8 +68,8 @@ def prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dro
                 step=0.1,
                 label="Guidance",
                 elem_id="sonify-guidance",
-                info="How strongly the decoder follows the prototype: 1 = plain decoding, "
-                "higher exaggerates what is typical of it.",
+                info="How strongly the decoder follows the prototype: 0 = plain decoding, "
+                "higher exaggerates what is typical of it (the pre-rendered audio used 1).",
             )
             seed = gr.Number(
                 value=0,

@@ -19,6 +19,7 @@ from pecmae_hub.app.plots import pct, prototype_label, ranked_classes, seconds, 
 from pecmae_hub.app.settings import format_seconds, on_spaces
 from pecmae_hub.hub.cards import model_limitations
 from pecmae_hub.hub.nearest_audio import describe_chunk, index_entry, track_facts
+from pecmae_hub.render_index import index_settings
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
 AGREEMENT = 0.75  # below this share of audible chunks voting for the label, the headline says "mixed"
@@ -253,7 +254,8 @@ def model_overview(model, index: dict | None) -> str:
     if dataset:
         lines.append(f"**Training data:** {dataset}")
     if index:
-        lines.append(f"**Pre-rendered prototypes:** {len(index.get('prototypes', []))} ({render_words(index)})")
+        settings = render_words(index_settings(index))
+        lines.append(f"**Pre-rendered prototypes:** {len(index.get('prototypes', []))} ({settings})")
     else:
         lines.append("**Pre-rendered prototypes:** none (decode them in the Prototypes tab)")
     lines.append(f"**Where it comes from:** {model_home(model)}")
@@ -322,12 +324,14 @@ def model_config(model, index: dict | None) -> dict:
     )
 
 
-def render_words(index: dict) -> str:
-    """The settings of a pre-render in words: ``exact upstream sampler, 40 steps, guidance 1, seed 0``."""
-    spec = index.get("scheduler") or "upstream"  # a render that names no sampler used the exact one
+def render_words(settings: dict) -> str:
+    """Render settings in words: ``exact upstream sampler, 40 steps, guidance 1, seed 0, griffin-lim vocoder``
+    (``settings``: :func:`pecmae_hub.render_index.index_settings` of an index, or the settings of a decode)."""
+    spec = settings.get("scheduler") or "upstream"  # a render that names no sampler used the exact one
     sampler = str(spec.get("name", "upstream") if isinstance(spec, dict) else spec)
     name = "exact upstream sampler" if sampler == "upstream" else f"{sampler} sampler"
-    return f"{name}, {index.get('steps')} steps, guidance {index.get('guidance')}, seed {index.get('seed')}"
+    text = f"{name}, {settings.get('steps')} steps, guidance {settings.get('guidance'):g}, seed {settings.get('seed')}"
+    return text + (f", {settings['vocoder']} vocoder" if settings.get("vocoder") else "")
 
 
 def model_home(model) -> str:
