@@ -67,7 +67,7 @@ def test_every_environment_variable_of_the_app_is_documented():
     read = _env_names_read_by([*code, package / "hub" / "registry.py"])
     documented = {name for name, _, _ in ENVIRONMENT}
     assert read == documented, f"read but not documented: {read - documented}; documented, unread: {documented - read}"
-    for name in ("PECMAE_ALLOWED_MODELS", "PECMAE_MODEL_DIRS", "PECMAE_MAX_UPLOAD_MB"):  # missing before
+    for name in ("PECMAE_ALLOWED_MODELS", "PECMAE_MODEL_DIRS", "PECMAE_MAX_UPLOAD_MB", "PECMAE_FILE_TTL"):
         assert f"| `{name}` |" in (ROOT / "docs" / "app.md").read_text()
 
 

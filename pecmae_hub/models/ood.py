@@ -427,5 +427,5 @@ class OODScorer(nn.Module):
                 data.get("calibration"),
                 data.get("reference"),
             )
-        except (ConfigError, InputShapeError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"OOD scorer in {weights.parent}: {exc}") from None
+        except (ConfigError, InputShapeError, TypeError, ValueError) as exc:  # a field of the wrong type or range
+            raise CheckpointError(f"{config} is malformed (OOD scorer): {exc}") from None

@@ -233,7 +233,7 @@ def test_reference_turns_scores_and_similarities_into_percentiles(tmp_path):
         OODReference([0.0, 0.5, 1.0], [[1.0, 0.5, 2.0]], [10])
     meta = json.loads((tmp_path / OOD_CONFIG_NAME).read_text())
     (tmp_path / OOD_CONFIG_NAME).write_text(json.dumps({**meta, "reference": {"levels": "x"}}))
-    with pytest.raises(CheckpointError, match="OOD scorer"):
+    with pytest.raises(CheckpointError, match=r"ood\.json is malformed \(OOD scorer\)"):
         OODScorer.load(tmp_path)
     assert _scorer().score_percentile(1.0) is None  # no reference: no percentile
 
