@@ -67,11 +67,14 @@ def test_held_out_bank_accuracy(model):
 
 
 def test_examples_are_classified_as_their_file_name(model):
-    examples = sorted((ROOT / "examples").glob("*.wav"))
-    assert len(examples) == 8
+    """One clip per class, each in domain and named after its class; and speech.wav, out of domain."""
+    examples = sorted(p for p in (ROOT / "examples").glob("*.wav") if p.stem != "speech")
+    assert [p.stem.replace("_", " ") for p in examples] == sorted(model.labels)
     preds = model.classify([str(p) for p in examples])
     hits = sum(p.label.replace(" ", "_") == e.stem for p, e in zip(preds, examples))
     assert hits >= 7, [(e.stem, p.label) for p, e in zip(preds, examples)]
+    assert all(p.in_domain for p in preds), [(e.stem, p.ood_score) for p, e in zip(preds, examples)]
+    assert model.classify(str(ROOT / "examples" / "speech.wav")).in_domain is False
 
 
 # ---- what a listener gets (issue: hearable prototypes) ----------------------------------------------
