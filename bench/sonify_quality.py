@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,15 +122,23 @@ def main() -> None:
     model = PECMAE.from_pretrained(args.model)
     ae = model.autoencoder
     steps, scheduler = model.render_settings_for()
-    settings = {"steps": steps, "scheduler": scheduler, "guidance": model.render_settings["guidance"]}
+    index = model.render_settings or {}
+    settings = {
+        "steps": steps,
+        "scheduler": scheduler,
+        "guidance": index.get("guidance", 1.0),
+        "temperature": model.default_temperature(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         old = PECMAE.from_pretrained(baseline_folder(args.baseline_rev, Path(tmp) / "old"))
         old_ae = old.autoencoder
-        old_protos = [old.sonify(p) for p in range(old.head.num_prototypes)]  # its shipped renders
+        # its shipped renders as files (format 1: rendered without loudness normalisation)
+        paths = [old.prototype_audio_path(p, loudness=None) for p in range(old.head.num_prototypes)]
+        assert all(paths), f"no pre-rendered prototypes at {args.baseline_rev}"
+        old_protos = [sf.read(str(path), dtype="float32")[0] for path in paths]
+        old_settings = dict(zip(("steps", "scheduler"), old.render_settings_for()))
     assert old_ae.fingerprint() == ae.fingerprint(), "the baseline must share the encoder (same z)"
-    print(
-        json.dumps({"settings": {**settings, "vocoder": ae.config.vocoder.get("model_type")}, "per_class": per_class})
-    )
+    print(json.dumps({"settings": {**settings, "vocoder": index.get("vocoder")}, "per_class": per_class}))
 
     labels = [label for label in LABELS for _ in range(per_class)]
     clips = [
@@ -181,7 +190,9 @@ def main() -> None:
             ratios = {k: rows[new][k] / rows[base][k] for k in ("voiced", "accuracy") if rows[base][k]}
             print(json.dumps({"ratio": f"{new}/{base}", **{k: round(v, 3) for k, v in ratios.items()}}))
 
-    # speed: one prototype with today's defaults vs the previous default (UniPC 14 + previous decoder + GL)
+    # speed of one decoded prototype (CPU seconds): today's default settings against the previous model's
+    # default (the settings of its pre-renders, which sonify used by default: exact sampler, 40 steps) and
+    # against UniPC 14 (the package default for a model without pre-renders), each with Griffin-Lim
     z0 = model.head.effective_prototypes()[:1]
 
     def timed(fn):
@@ -194,14 +205,18 @@ def main() -> None:
         return statistics.median(times)
 
     now = timed(lambda: ae.decode(z0, seed=0, **settings))
-    before = timed(lambda: old_ae.decode(z0, seed=0, steps=14, scheduler="unipc", vocoder="griffin-lim", loudness=None))
+    before = timed(lambda: old_ae.decode(z0, seed=0, vocoder="griffin-lim", loudness=None, **old_settings))
+    unipc = timed(lambda: old_ae.decode(z0, seed=0, steps=14, scheduler="unipc", vocoder="griffin-lim", loudness=None))
     print(
         json.dumps(
             {
-                "speed": "one prototype, default settings",
-                "cpu_s": round(now, 3),
-                "previous_default_cpu_s": round(before, 3),
-                "ratio_previous_over_now": round(before / now, 2),
+                "speed": "one decoded prototype, default settings (CPU s)",
+                "now": round(now, 3),
+                "previous_default": round(before, 3),
+                "previous_default_settings": {k: str(v) for k, v in old_settings.items()},
+                "previous_unipc14_griffin_lim": round(unipc, 3),
+                "ratio_previous_default_over_now": round(before / now, 2),
+                "ratio_previous_unipc14_over_now": round(unipc / now, 2),
                 "threads": args.threads,
             }
         )

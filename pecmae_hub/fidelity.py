@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -191,7 +191,7 @@ class _LogMel:
 # ---- one pass at one precision ---------------------------------------------------------------------------
 def _run(ae: Autoencoder, precision: str, clips, items, sampler, progress) -> dict[str, Any]:
     """z of every clip and the decoder output + audio of every item, at ``precision``, timed."""
-    steps, scheduler, seed, guidance = sampler
+    steps, scheduler, seed, guidance, temperature = sampler
     out: dict[str, Any] = {"z": [], "latents": [], "audio": []}
     with precision_scope(ae, precision):
         t0 = time.perf_counter()
@@ -204,7 +204,9 @@ def _run(ae: Autoencoder, precision: str, clips, items, sampler, progress) -> di
             noise = torch.randn(
                 (1, ae.chunk_frames, ae.config.signal_dim), generator=torch.Generator().manual_seed(seed)
             )
-            latents = ae.decode_latents(z[None], steps, guidance, noise=noise, scheduler=scheduler)
+            latents = ae.decode_latents(
+                z[None], steps, guidance, noise=noise, scheduler=scheduler, temperature=temperature
+            )
             out["latents"].append(latents.float().cpu())
             out["audio"].append(np.asarray(ae.synthesize(latents)[0], dtype=np.float32))
             progress()
@@ -326,10 +328,11 @@ def measure_fidelity(
     from tqdm.auto import tqdm
 
     from pecmae_hub.models.precision import check_precision
+    from pecmae_hub.pipeline import PECMAE
     from pecmae_hub.sampling.schedulers import DEFAULT_SCHEDULER, recommended_steps, scheduler_to_dict
 
-    pipeline = model if hasattr(model, "head") else None
-    ae: Autoencoder = pipeline.autoencoder if pipeline is not None else model  # type: ignore[union-attr,assignment]
+    pipeline = model if isinstance(model, PECMAE) else None
+    ae = pipeline.autoencoder if pipeline is not None else cast("Autoencoder", model)
     device = ae.device
     precisions = list(precisions) if precisions is not None else measurable_precisions(device)
     for p in precisions:
@@ -353,7 +356,8 @@ def measure_fidelity(
     scheduler = scheduler or DEFAULT_SCHEDULER
     steps = steps or recommended_steps(scheduler_to_dict(scheduler)["name"])
     items, item_classes = _items(pipeline, ae, clips, max_items)
-    sampler = (int(steps), scheduler, int(seed), 1.0)
+    temperature = pipeline.default_temperature() if pipeline is not None else 1.0  # the renders' (as sonify)
+    sampler = (int(steps), scheduler, int(seed), 1.0, temperature)
     total = (len(precisions) + 1) * (len(clips) + len(items))
     with tqdm(total=total, desc="measuring fidelity", disable=not progress) as bar:
         tick = lambda: bar.update(1)  # noqa: E731
@@ -386,7 +390,12 @@ def measure_fidelity(
             "ood_probes": PROBES_SOURCE,
             **({"ood_source": ood_source, "ood_unreadable": bad_ood} if ood is not None else {}),
         },
-        "sonify_settings": {"steps": int(steps), "scheduler": scheduler_to_dict(scheduler), "seed": int(seed)}
+        "sonify_settings": {
+            "steps": int(steps),
+            "scheduler": scheduler_to_dict(scheduler),
+            "seed": int(seed),
+            "temperature": float(temperature),
+        }
         if items
         else None,
         "measured_on": _machine(device),

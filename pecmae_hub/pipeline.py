@@ -328,10 +328,11 @@ class PECMAE(PrototypeAudio):
         scores = torch.softmax(mean / self.head.config.temperature, dim=0)
         labels = self.labels
         bounds = chunk_bounds(len(wav), self.autoencoder.chunk_samples)
-        ood_score, in_domain = None, None
+        ood_score, in_domain, ood_percentile = None, None, None
         if self.ood is not None:  # audible chunks, weighted by their length (a short last chunk counts in part)
             weights = torch.tensor([float(e - s) for s, e in bounds]) * audible
             ood_score, in_domain = self.ood.assess(z, weights=weights)
+            ood_percentile = self.ood.score_percentile(ood_score, self.ood.effective_chunks(len(z), weights))
         _check_finite_outputs(source, self.name, mean, scores, sims, contrib, ood_score)
         pred = Prediction(
             source=source,
@@ -350,13 +351,23 @@ class PECMAE(PrototypeAudio):
             chunk_silent=silent,
             ood_score=ood_score,
             in_domain=in_domain,
+            ood_percentile=ood_percentile,
         )
         pred.top_prototypes = self.explain(pred, top_k)
         return pred
 
     def explain(self, prediction: Prediction, top_k: int = 3, label: str | None = None) -> list[dict]:
-        """Top prototypes behind ``prediction`` (see :func:`explain`), with this model's nearest samples."""
-        return explain(prediction, top_k, label, self.nearest)
+        """Top prototypes behind ``prediction`` (see :func:`explain`), with this model's nearest samples and,
+        when its OOD scorer has a reference, ``similarity_percentile``: the share of the training chunks of
+        the prototype's class that are less similar to it than the input."""
+        items = explain(prediction, top_k, label, self.nearest)
+        ood = self.ood
+        if ood is not None:
+            for item in items:
+                share = ood.similarity_percentile(item["p"], item["similarity"])
+                if share is not None:
+                    item["similarity_percentile"] = share
+        return items
 
     # ---- saving / publishing ---------------------------------------------------------------------
     def save_pretrained(
@@ -369,6 +380,7 @@ class PECMAE(PrototypeAudio):
         seed: int = 0,
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
+        temperature: float = 1.0,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
         repo_id: str | None = None,
@@ -423,7 +435,14 @@ class PECMAE(PrototypeAudio):
         self._copy_nearest_audio(folder)
         if render and index is None:
             index = self.render_prototypes(
-                folder, steps, guidance, seed, progress=True, scheduler=scheduler, vocoder=vocoder
+                folder,
+                steps,
+                guidance,
+                seed,
+                progress=True,
+                scheduler=scheduler,
+                vocoder=vocoder,
+                temperature=temperature,
             )
         card = render_model_card(
             model_name=self.name,
@@ -473,6 +492,7 @@ class PECMAE(PrototypeAudio):
         seed: int = 0,
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
+        temperature: float = 1.0,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
         fidelity=True,
@@ -490,6 +510,7 @@ class PECMAE(PrototypeAudio):
                 seed=seed,
                 scheduler=scheduler,
                 vocoder=vocoder,
+                temperature=temperature,
                 repo_id=repo_id,
                 autoencoder_repo_id=autoencoder_repo_id,
                 autoencoder_revision=autoencoder_revision,

@@ -12,6 +12,17 @@ import numpy as np
 from pecmae_hub.errors import ConfigError
 
 
+def percent_text(value: float) -> str:
+    """A score or share (0-1) as text that never rounds to a false 100 % or 0 %: ``99.8 %``, ``> 99.9 %``,
+    ``< 0.1 %`` (the app and the command line print scores this one way)."""
+    v = 100.0 * float(value)
+    if v >= 99.95:
+        return "> 99.9 %"
+    if v < 0.05:
+        return "< 0.1 %"
+    return f"{v:.1f} %"
+
+
 @dataclasses.dataclass
 class Prediction:
     """One classified input; every field is plain JSON (lists, dicts, floats).
@@ -28,7 +39,10 @@ class Prediction:
     :class:`~pecmae_hub.models.ood.OODScorer` track score; about 1 for training data, higher is
     stranger) and ``in_domain`` whether it is within the threshold calibrated when the head was
     trained; both are None for a model without a scorer. When ``in_domain`` is False, ``label`` is
-    the nearest class of a model that was not made for this input.
+    the nearest class of a model that was not made for this input. ``ood_percentile`` puts the score on
+    a scale a person reads: the share (0-1) of the model's training clips of the same length that lie
+    closer to the training audio (0.97: "further than 97 % of training clips"); None when the scorer
+    keeps no reference.
 
     ``precision`` is the numeric mode the model ran at (``"fp32"``, ``"int8"``, ``"bf16"``, ``"fp16"``: what
     ``precision="auto"`` chose, see :mod:`pecmae_hub.models.fidelity_record`).
@@ -50,6 +64,7 @@ class Prediction:
     chunk_silent: list[bool] = dataclasses.field(default_factory=list)
     ood_score: float | None = None
     in_domain: bool | None = None
+    ood_percentile: float | None = None
     ok: bool = True
 
     @property

@@ -20,7 +20,7 @@ from pecmae_hub.errors import CheckpointError, ConfigError, ModelNotFoundError
 from pecmae_hub.hub.files import inside_path
 from pecmae_hub.hub.registry import PROTOTYPES_DIR
 from pecmae_hub.loudness import TARGET_LUFS, LevelChange
-from pecmae_hub.models.synthesis import resolve_vocoder
+from pecmae_hub.models.synthesis import check_temperature, resolve_vocoder
 from pecmae_hub.render_index import (
     build_index,
     entry_for,
@@ -103,12 +103,14 @@ class PrototypeAudio:
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
+        temperature: float = 1.0,
     ) -> Path | None:
         """The pre-rendered WAV of ``prototype`` when one was rendered from exactly this prototype, decoder and
         settings (its render key matches, :mod:`pecmae_hub.render_index`), else None."""
         p, index = self.prototype_index(prototype), self._render_index()
         entry = entry_for(index, p)
-        if entry is None or not self._entry_valid(index, entry, p, steps, guidance, seed, scheduler, vocoder, loudness):
+        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness, temperature)
+        if index is None or entry is None or not self._entry_valid(index, entry, p, settings):
             return None
         assert self._files is not None  # the index was read from the model's files
         try:
@@ -116,11 +118,11 @@ class PrototypeAudio:
         except ModelNotFoundError:  # not cached and the Hub is unreachable: the decoder will do
             return None
 
-    def _settings(self, steps, guidance, seed, scheduler, vocoder, loudness) -> dict:
-        return settings_record(steps, guidance, seed, scheduler, resolve_vocoder(self.autoencoder, vocoder), loudness)
+    def _settings(self, steps, guidance, seed, scheduler, vocoder, loudness, temperature=1.0) -> dict:
+        vocoder = resolve_vocoder(self.autoencoder, vocoder)
+        return settings_record(steps, guidance, seed, scheduler, vocoder, loudness, check_temperature(temperature))
 
-    def _entry_valid(self, index, entry, p, steps, guidance, seed, scheduler, vocoder, loudness) -> bool:
-        wanted = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
+    def _entry_valid(self, index: dict, entry: dict, p: int, wanted: dict) -> bool:
         if "key" in entry:  # made at the precision in force, or at exact fp32 (render_index.key_matches)
             return key_matches(entry["key"], self.head.effective_prototypes()[p], self.autoencoder, wanted) is not None
         unchanged = prototypes_digest(self.head.effective_prototypes()) == self._loaded_prototypes
@@ -136,6 +138,7 @@ class PrototypeAudio:
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
+        temperature: float = 1.0,
     ) -> tuple[np.ndarray, LevelChange | None]:
         # one prototype per call: vocoders may draw per-batch randomness, so batching could change the audio
         ae = self.autoencoder
@@ -151,6 +154,7 @@ class PrototypeAudio:
             scheduler=scheduler,
             vocoder=vocoder,
             loudness=loudness,
+            temperature=temperature,
         )
         return np.asarray(wav, dtype=np.float32), level
 
@@ -171,6 +175,11 @@ class PrototypeAudio:
                 steps = recommended_steps(scheduler_to_dict(scheduler)["name"])
         return steps, scheduler
 
+    def default_temperature(self) -> float:
+        """The sampling temperature of the shipped pre-renders (so a default request plays them), else 1."""
+        index = self._render_index()
+        return float(index.get("temperature", 1.0)) if index else 1.0
+
     def sonify(
         self,
         prototype,
@@ -181,6 +190,7 @@ class PrototypeAudio:
         scheduler: SchedulerSpec | None = None,
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
+        temperature: float | None = None,
     ) -> np.ndarray:
         """Audio (float32, 24 kHz, one chunk) of a prototype: the pre-rendered WAV when it was rendered from
         this prototype with these settings, else ``autoencoder.decode`` of the effective prototype (same seed →
@@ -190,7 +200,8 @@ class PrototypeAudio:
         (:mod:`pecmae_hub.sampling.schedulers`); ``None`` and ``steps=None`` pick :meth:`render_settings_for`.
         ``vocoder``: ``None`` (the model's own: its neural vocoder when it has one), ``"vocos"`` or
         ``"griffin-lim"``. ``loudness``: LUFS target (true peak ≤ -1 dBFS), or ``None`` for the decoder's own
-        level (never beyond ±1).
+        level (never beyond ±1). ``temperature``: the scale of the starting noise (below 1: steadier audio, less
+        variety); ``None``: the pre-renders' (:meth:`default_temperature`).
 
         ``progress(i, n)`` is called after each of the n diffusion steps of a decode (not for a
         pre-rendered or already decoded prototype, which needs no steps).
@@ -201,11 +212,12 @@ class PrototypeAudio:
         """
         steps, scheduler = self.render_settings_for(steps, scheduler)
         steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
+        temperature = self.default_temperature() if temperature is None else temperature
         p = self.prototype_index(prototype)
-        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
+        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness, temperature)
         key = render_key(self.head.effective_prototypes()[p], self.autoencoder, settings)
         if key not in self._sonified:
-            path = self.prototype_audio_path(p, steps, guidance, seed, scheduler, vocoder, loudness)
+            path = self.prototype_audio_path(p, steps, guidance, seed, scheduler, vocoder, loudness, temperature)
             if path is not None:
                 import soundfile as sf
 
@@ -215,7 +227,9 @@ class PrototypeAudio:
                     raise CheckpointError(f"pre-rendered prototype audio {path.name} is not readable: {exc}") from None
                 self._sonified[key] = wav if file_sr == SAMPLE_RATE and wav.ndim == 1 else load_audio(path)
             else:
-                self._sonified[key] = self._decode(p, steps, guidance, seed, progress, scheduler, vocoder, loudness)[0]
+                self._sonified[key] = self._decode(
+                    p, steps, guidance, seed, progress, scheduler, vocoder, loudness, temperature
+                )[0]
         return self._sonified[key].copy()
 
     def nearest_audio_path(self, prototype, rank: int = 0) -> Path | None:
@@ -249,6 +263,7 @@ class PrototypeAudio:
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
         precision: str | None = "fp32",
+        temperature: float = 1.0,
     ) -> dict:
         """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
         ``index.json`` recording the settings, the precision, each render's key and its loudness normalisation;
@@ -262,7 +277,7 @@ class PrototypeAudio:
         from pecmae_hub.models.precision import precision_scope
 
         steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
-        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness)
+        settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness, temperature)
         prototypes = self.head.effective_prototypes()
         refuse_links(folder, [PROTOTYPES_DIR, CHECKSUMS_NAME], trees=[PROTOTYPES_DIR])
         out = Path(folder) / PROTOTYPES_DIR
@@ -273,7 +288,7 @@ class PrototypeAudio:
             for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
                 label, k = self.head.prototype_name(p)
                 name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
-                wav, level = self._decode(p, steps, guidance, seed, None, scheduler, vocoder, loudness)
+                wav, level = self._decode(p, steps, guidance, seed, None, scheduler, vocoder, loudness, temperature)
                 write_wav(out / name, wav)
                 entry = {"index": p, "label": label, "k": k, "file": name}
                 entry["key"] = render_key(prototypes[p], self.autoencoder, settings)

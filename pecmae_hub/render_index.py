@@ -40,7 +40,13 @@ def prototypes_digest(prototypes: torch.Tensor) -> str:
 
 
 def settings_record(
-    steps: int, guidance: float, seed: int, scheduler: SchedulerSpec, vocoder: str, loudness: float | None
+    steps: int,
+    guidance: float,
+    seed: int,
+    scheduler: SchedulerSpec,
+    vocoder: str,
+    loudness: float | None,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """The sampler/vocoder/level settings as stored in the index (and hashed into the keys)."""
     return {
@@ -48,6 +54,7 @@ def settings_record(
         "guidance": float(guidance),
         "seed": int(seed),
         "scheduler": scheduler_to_dict(scheduler),
+        "temperature": float(temperature),
         "vocoder": vocoder,
         "loudness_lufs": None if loudness is None else float(loudness),
     }
@@ -92,7 +99,8 @@ def build_index(
 
 
 def index_settings(index: dict) -> dict[str, Any]:
-    """The settings an index was rendered with (format 1: exact sampler, Griffin-Lim, no normalisation)."""
+    """The settings an index was rendered with (format 1: exact sampler, temperature 1, Griffin-Lim, no
+    loudness normalisation)."""
     return settings_record(
         index.get("steps", 40),
         float(index.get("guidance", 1.0)),
@@ -100,6 +108,7 @@ def index_settings(index: dict) -> dict[str, Any]:
         index.get("scheduler", {"name": "upstream"}),
         index.get("vocoder", "griffin-lim"),
         index.get("loudness_lufs"),
+        index.get("temperature", 1.0),
     )
 
 

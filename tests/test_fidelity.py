@@ -29,7 +29,12 @@ SR = 24_000
 def _autoencoder(seed: int = 0) -> Autoencoder:
     torch.manual_seed(seed)
     cfg = AutoencoderConfig.tiny(
-        model_dim=64, ff_dim=128, frame_heads=4, cls_heads=4, denoiser_heads=4, mel={"n_fft": 512, "griffin_lim_iters": 4}
+        model_dim=64,
+        ff_dim=128,
+        frame_heads=4,
+        cls_heads=4,
+        denoiser_heads=4,
+        mel={"n_fft": 512, "griffin_lim_iters": 4},
     )
     return Autoencoder(cfg)
 
@@ -40,9 +45,9 @@ def _tones(n: int = 6, seconds: float = 2.5) -> list[tuple[str, np.ndarray]]:
     out = []
     for i in range(n):
         f = 110.0 * 2 ** (i / 2)
-        wav = 0.25 * np.sin(2 * np.pi * f * t) * (1 + 0.5 * np.sin(2 * np.pi * (i + 1) * t)) + 0.01 * rng.standard_normal(
-            len(t)
-        )
+        wav = 0.25 * np.sin(2 * np.pi * f * t) * (
+            1 + 0.5 * np.sin(2 * np.pi * (i + 1) * t)
+        ) + 0.01 * rng.standard_normal(len(t))
         out.append((f"tone{i}", wav.astype(np.float32)))
     return out
 
@@ -90,7 +95,7 @@ def test_the_record_measures_every_figure_and_is_listed(measured):
     assert son["items"] == 6 and 0 < son["latent_rel_l2_max"] <= 0.05 and son["log_mel_db_mean"] <= 0.5
     assert son["own_class"] >= son["own_class_reference"] - 6 / 24
     # a model in memory has no pre-renders: sonify decodes with the default sampler, so that is what is measured
-    assert record["sonify_settings"] == {"steps": 14, "scheduler": {"name": "unipc"}, "seed": 0}
+    assert record["sonify_settings"] == {"steps": 14, "scheduler": {"name": "unipc"}, "seed": 0, "temperature": 1.0}
     listed = json.loads((folder / "checksums.json").read_text())["files"]
     assert "fidelity.json" in listed
     assert set(record["files"]) == {
@@ -166,7 +171,11 @@ def test_a_stale_record_is_not_trusted(measured, tmp_path):
     save_file(state, str(folder / "model.safetensors"))
     update_checksums(folder, ["model.safetensors"])
     model = PECMAE.from_pretrained(folder)
-    assert model.precision == "fp32" and "stale" in model.precision_reason and "model.safetensors" in model.precision_reason
+    assert (
+        model.precision == "fp32"
+        and "stale" in model.precision_reason
+        and "model.safetensors" in model.precision_reason
+    )
 
 
 def test_an_autoencoder_folder_has_its_own_record(tmp_path):
@@ -205,4 +214,6 @@ def test_records_add_up_and_refuse_fp32_as_a_mode(measured, tmp_path):
 def test_probes_are_deterministic_and_in_range():
     a, b = probe_signals(1.5), probe_signals(1.5)
     assert [n for n, _ in a] == [n for n, _ in b] and len(a) == 8
-    assert all(np.array_equal(x, y) and len(x) == 36_000 and np.max(np.abs(x)) <= 0.3 + 1e-6 for (_, x), (_, y) in zip(a, b))
+    assert all(
+        np.array_equal(x, y) and len(x) == 36_000 and np.max(np.abs(x)) <= 0.3 + 1e-6 for (_, x), (_, y) in zip(a, b)
+    )

@@ -107,3 +107,18 @@ def test_docs_list_exactly_the_index_fields(model_dir):
     index = _index(model_dir)
     assert set(index) == documented_top
     assert set().union(*(set(e) for e in index["prototypes"])) == documented_entry
+
+
+def test_temperature_is_a_render_setting(model_dir):
+    """The starting-noise scale changes the audio, is part of the render key, and is checked."""
+    from pecmae_hub.errors import ConfigError
+
+    model = PECMAE.from_pretrained(model_dir)
+    assert model.default_temperature() == 1.0 and _index(model_dir)["temperature"] == 1.0
+    assert model.prototype_audio_path(0, steps=2) is not None
+    assert model.prototype_audio_path(0, steps=2, temperature=0.5) is None
+    cold = model.sonify(0, steps=2, temperature=0.5)
+    assert not np.allclose(cold, model.sonify(0, steps=2)) and np.max(np.abs(cold)) <= 1.0
+    for bad in (0, -1.0, 3.0, "warm"):
+        with pytest.raises(ConfigError, match="temperature must be"):
+            model.sonify(0, steps=2, temperature=bad)

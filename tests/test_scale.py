@@ -225,7 +225,7 @@ def test_killed_rank_stops_the_others_and_a_rerun_with_one_process_resumes(work,
     run = tmp_path / "run"
     (run / "clips").mkdir(parents=True)
     shutil.copytree(work / "model", run / "model")
-    wave = sf.read(work / "clips" / "c00.wav", dtype="float32")[0][:4800]
+    wave = sf.read(work / "clips" / "c00.wav", dtype="float32")[0][:12000]  # 0.5 s: above the 0.25 s minimum
     inputs = []
     for i in range(300):
         sf.write(run / "clips" / f"s{i:03d}.wav", wave * (0.5 + i / 600), 24000)

@@ -181,7 +181,7 @@ def settings_problems(steps, guidance, seed, scheduler=None) -> dict[str, str]:
         if not 0.0 <= float(guidance) <= MAX_GUIDANCE:
             raise ValueError
     except (TypeError, ValueError):
-        problems["guidance"] = f"Bad settings: guidance must be between 0 and {MAX_GUIDANCE:g} (1 = none)."
+        problems["guidance"] = f"Bad settings: guidance must be between 0 and {MAX_GUIDANCE:g} (0 = none)."
     try:
         if isinstance(seed, bool) or not (float(seed) == int(seed) and 0 <= int(seed) <= MAX_SEED):
             raise ValueError

@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -33,9 +30,19 @@ from pecmae_hub.app.checks import (
     settings_problems,
     user_error,
 )
+from pecmae_hub.app.files import OUT_DIR, decode_settings, nearest_audio, prerendered, render_settings_of, slug
 from pecmae_hub.app.models import ModelManager, ModelUnavailable
-from pecmae_hub.app.plots import explanation_html, ranked_classes, segments, similarity_html
+from pecmae_hub.app.plots import (
+    explanation_html,
+    prototype_label,
+    ranked_classes,
+    scores_html,
+    segments,
+    similarity_html,
+)
+from pecmae_hub.app.reports import OTHER, WrongPredictionLog, result_files
 from pecmae_hub.app.texts import (
+    about_block,
     client_safe,
     model_card,
     model_config,
@@ -43,15 +50,18 @@ from pecmae_hub.app.texts import (
     model_overview,
     nearest_chunks,
     nearest_label,
+    ood_callout,
     prototype_caption,
+    prototypes_note,
+    render_words,
     summary_text,
 )
 from pecmae_hub.audio import SAMPLE_RATE, load_audio, write_wav
 from pecmae_hub.errors import PecmaeError
+from pecmae_hub.render_index import index_settings
 
 log = logging.getLogger(__name__)
-INDEX_FILE = "prototypes/index.json"
-_OUT_DIR = Path(tempfile.mkdtemp(prefix="pecmae-app-"))
+PLACEHOLDER = "_Upload or record a clip, or pick an example, then press **Classify**._"
 
 
 def _gpu(duration: int):
@@ -62,60 +72,6 @@ def _gpu(duration: int):
         return spaces.GPU(duration=duration)
     except Exception:  # pragma: no cover - spaces missing or failing to initialise
         return lambda fn: fn
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[:60] or "model"
-
-
-def servable(path: str | os.PathLike) -> str:
-    """A path Gradio may serve: files outside the working and temp folders are copied to the temp folder."""
-    path = Path(path)
-    real = path.resolve()
-    for root in (Path.cwd().resolve(), Path(tempfile.gettempdir()).resolve()):
-        if real.is_relative_to(root) and not path.name.startswith("."):
-            return str(path)
-    digest = hashlib.sha1(str(real).encode()).hexdigest()[:12]
-    dest = _OUT_DIR / "files" / digest / path.name
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(real, dest)
-    return str(dest)
-
-
-def render_settings_of(model) -> dict | None:
-    """``prototypes/index.json`` of ``model`` (steps, guidance, seed, files) or None without pre-renders."""
-    index = getattr(model, "_render_index", None)
-    if callable(index):
-        return index() or None
-    files = getattr(model, "_files", None)
-    return files.json(INDEX_FILE, required=False) if files is not None else None
-
-
-def prerendered(model, p: int) -> str | None:
-    """Servable path of the pre-rendered WAV of prototype ``p``, or None."""
-    index = render_settings_of(model)
-    if not index:
-        return None
-    try:
-        settings = {"steps": int(index["steps"]), "guidance": float(index["guidance"]), "seed": int(index["seed"])}
-        if "scheduler" in index:  # the sampler is part of a render's key (absent: the exact "upstream" one)
-            settings["scheduler"] = index["scheduler"]
-        path = model.prototype_audio_path(p, **settings)
-    except (PecmaeError, KeyError, ValueError):
-        return None
-    return servable(path) if path is not None else None
-
-
-def nearest_audio(model, p: int, rank: int) -> str | None:
-    """Servable path of the WAV of prototype ``p``'s ``rank``-th nearest training chunk, or None."""
-    finder = getattr(model, "nearest_audio_path", None)
-    try:
-        path = finder(p, rank) if callable(finder) else None
-    except PecmaeError as exc:  # e.g. an index naming a file outside the model: the text remains
-        log.warning("nearest chunk %s/%s of %s: %s", p, rank, getattr(model, "name", "?"), exc)
-        return None
-    return servable(path) if path is not None else None
 
 
 class Handlers:
@@ -133,6 +89,7 @@ class Handlers:
 
         self.inputs = AudioInputs(settings.max_seconds, get_upload_folder())  # upload folder read at build time
         self.upload_root = self.inputs.upload_root
+        self.reports = WrongPredictionLog()
 
     # ---- models -------------------------------------------------------------------------------
     def model(self, name: str | None):
@@ -219,7 +176,8 @@ class Handlers:
 
     def classify(self, audio, model_name: str | None, progress=gr.Progress()):  # noqa: B008 (Gradio idiom)
         """``/classify``: audio file → scores, headline, explanation, similarity map, top prototypes
-        (each: decoded prototype, nearest training chunks, caption), details."""
+        (each: decoded prototype, nearest training chunks, caption), details, out-of-domain warning, score
+        bars, result files (CSV, JSON)."""
         progress(0.05, desc="Reading audio")
         model = self.model(model_name)
         wav = self.read_input(audio, model.autoencoder.chunk_samples)
@@ -238,6 +196,9 @@ class Handlers:
                 "label": prediction.label,
                 "scores": prediction.scores,
                 "runner_up": ranked_classes(prediction.scores)[1] if len(prediction.scores) > 1 else None,
+                "in_domain": prediction.in_domain,
+                "ood_score": prediction.ood_score,
+                "ood_percentile": prediction.ood_percentile,
                 "duration": round(prediction.duration, 3),
                 "chunk_seconds": chunk,
                 "temperature": temperature,
@@ -255,13 +216,41 @@ class Handlers:
                 "top_prototypes": facts,
             }
         )
+        guess = prediction.in_domain is False
+        audible = sum(prediction.audible)
+        threshold = model.ood.threshold_for(audible) if getattr(model, "ood", None) is not None else None
+        callout = ood_callout(prediction, threshold, len(model.labels))
+        name = Path(str(audio)).name
+        prune_files(OUT_DIR / "results", self.settings.file_ttl)  # downloads live as long as uploads
+        files = result_files(OUT_DIR / "results", model, prediction, name, self.settings.top_prototypes)
         return (
             prediction.scores,
             summary_text(prediction, chunk),
-            explanation_html(prediction, model.labels, temperature, chunk),
+            explanation_html(prediction, model.labels, temperature, chunk, dim=guess),
             similarity_html(prediction, model.labels),
             *players,
             details,
+            gr.HTML(value=callout, visible=bool(callout)),
+            scores_html(prediction, model.labels, dim=guess),
+            gr.File(value=files, visible=True),
+        )
+
+    def clear_results(self):
+        """Every output of ``/classify`` emptied: run when the input changes, so nothing of the previous clip
+        stays on screen next to the new one."""
+        players = []
+        for _ in range(self.settings.top_prototypes):
+            players += [gr.Audio(value=None, visible=False) for _ in range(1 + cfg.NEAREST_PLAYERS)] + [""]
+        return (
+            None,
+            PLACEHOLDER,
+            "",
+            "",
+            *players,
+            None,
+            gr.HTML(value="", visible=False),
+            "",
+            gr.File(value=None, visible=False),
         )
 
     def _top_outputs(self, model, item: dict | None, rank: int, temperature: float, facts: list) -> list:
@@ -272,9 +261,8 @@ class Handlers:
         p = int(item["p"])
         path = prerendered(model, p)
         near = nearest_chunks(model, p, item.get("nearest") or [], count)
-        outputs = [
-            gr.Audio(value=path, label=f"{item['class']} prototype #{item['k']}, decoded by the model", visible=True)
-        ]
+        name = prototype_label(item["class"], int(item["k"]), model.head.protos_per_class)
+        outputs = [gr.Audio(value=path, label=f"{name}, decoded by the model", visible=True)]
         paths = []
         for n in range(count):
             found = nearest_audio(model, p, n) if n < len(near) and near[n]["entry"] else None
@@ -282,7 +270,11 @@ class Handlers:
             outputs.append(
                 gr.Audio(value=found, label=nearest_label(near[n]) if n < len(near) else "", visible=found is not None)
             )
-        outputs.append(prototype_caption(rank, item, temperature, near, has_audio=path is not None))
+        outputs.append(
+            prototype_caption(
+                rank, item, temperature, near, has_audio=path is not None, per_class=model.head.protos_per_class
+            )
+        )
         facts.append(
             {
                 **item,
@@ -303,15 +295,10 @@ class Handlers:
 
     # ---- prototypes ---------------------------------------------------------------------------
     def prototype_choices(self, model_name: str | None) -> list[tuple[str, str]]:
-        """``(label, value)`` pairs for the prototype selector: ``violin · #0`` → ``violin:0``."""
+        """``(label, value)`` pairs for the prototype selector: ``violin — prototype 1 of 3`` → ``violin:0``."""
         head = self.model(model_name).head
-        return [
-            (
-                f"{head.prototype_name(p)[0]} · #{head.prototype_name(p)[1]}  (p{p})",
-                f"{head.prototype_name(p)[0]}:{head.prototype_name(p)[1]}",
-            )
-            for p in range(head.num_prototypes)
-        ]
+        names = [head.prototype_name(p) for p in range(head.num_prototypes)]
+        return [(prototype_label(label, k, head.protos_per_class), f"{label}:{k}") for label, k in names]
 
     def prototype_groups(self, model_name: str | None) -> list[tuple[str, list[tuple[int, int, str | None]]]]:
         """Prototypes grouped by class: ``[(label, [(k, p, wav path or None), ...]), ...]``."""
@@ -345,13 +332,11 @@ class Handlers:
         if path is None:
             raise user_error(
                 "No pre-rendered audio",
-                f"model {model.name!r} ships none for {label} #{k}; use Re-sonify to decode it.",
+                f"model {model.name!r} ships none for {prototype_label(label, k, model.head.protos_per_class)}; "
+                "use Re-sonify to decode it.",
             )
-        index = render_settings_of(model) or {}
-        return path, (
-            f"**{label} · prototype #{k}** (p{p}) — pre-rendered with {index.get('steps')} steps, "
-            f"guidance {index.get('guidance')}, seed {index.get('seed')}"
-        )
+        settings = render_words(index_settings(render_settings_of(model) or {}))
+        return path, f"**{prototype_label(label, k, model.head.protos_per_class)}** — pre-rendered with {settings}"
 
     def _decode_prototype(
         self,
@@ -368,7 +353,7 @@ class Handlers:
 
         def step(i: int, n: int) -> None:
             if progress is not None:
-                progress((i, n), desc=f"Decoding {label} #{k}", unit="steps")
+                progress((i, n), desc=f"Decoding {label} {k + 1}", unit="steps")
 
         return model.sonify(p, steps=steps, guidance=guidance, seed=seed, progress=step, scheduler=scheduler)
 
@@ -379,18 +364,18 @@ class Handlers:
         steps, guidance, seed = render_settings(steps, guidance, seed, scheduler)
         scheduler = scheduler or "unipc"
         label, k = model.head.prototype_name(p)
-        progress((0, steps), desc=f"Decoding {label} #{k}", unit="steps")
+        progress((0, steps), desc=f"Decoding {label} {k + 1}", unit="steps")
         try:
             wav = self._decode(model_name, p, steps, guidance, seed, progress, scheduler)
         except PecmaeError as exc:
             raise gr.Error(f"Sonification failed: {exc}", title="Sonification failed") from None
-        path = _OUT_DIR / "sonified" / f"{_slug(model.name)}_p{p:03d}_{scheduler}_s{steps}_g{guidance:g}_seed{seed}.wav"
+        path = OUT_DIR / "sonified" / f"{slug(model.name)}_p{p:03d}_{scheduler}_s{steps}_g{guidance:g}_seed{seed}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         prune_files(path.parent, self.settings.file_ttl)  # one file per setting tried: bounded by their lifetime
         write_wav(path, wav)
         caption = (
-            f"**{label} · prototype #{k}** (p{p}) — {scheduler} sampler, {steps} steps, guidance {guidance:g}, "
-            f"seed {seed}, "
+            f"**{prototype_label(label, k, model.head.protos_per_class)}** — decoded now with "
+            f"{render_words(decode_settings(model, scheduler, steps, guidance, seed))}, "
             f"{len(wav) / SAMPLE_RATE:.2f} s"
         )
         return str(path), caption
@@ -406,6 +391,13 @@ class Handlers:
         """The plain-language introduction of the session's model (shown under the title)."""
         return model_intro(self.model(model_name))
 
+    def prototypes_note(self, model_name: str | None) -> str:
+        """The Prototypes tab's note on what the session's model's decoder reproduces (empty if none)."""
+        try:
+            return prototypes_note(self.model(model_name))
+        except gr.Error:
+            return ""
+
     def load_model(self, name: str | None, current: str | None):
         """``/load_model``: switch this session to model ``name``; returns state, intro and model tab values."""
         name = (name or "").strip()
@@ -413,10 +405,38 @@ class Handlers:
             raise user_error("No model", "the model name is empty; choose a model in the list or type its name.")
         model = self.model(name)
         choices = self.prototype_choices(name)
-        status = f"Loaded **{model.name}**.\n\n{model_intro(model)}"
+        status = about_block(model_intro(model), f"Loaded {model.name}: about this model")
         return (
             name,
             status,
             *self.model_info(name),
             gr.update(choices=choices, value=choices[0][1] if choices else None),
+        )
+
+    # ---- downloads and reports ----------------------------------------------------------------
+    def report_choices(self, model_name: str | None):
+        """The answers of "report a wrong prediction" for the session's model: its classes, then "other"."""
+        try:
+            labels = list(self.model(model_name).labels)
+        except gr.Error:
+            labels = []
+        return gr.update(choices=[*labels, OTHER], value=None)
+
+    def validate_report(self, audio, details, correct, note):
+        """A result to report on and an answer."""
+        if not audio or not details:
+            return ok(), gr.validate(False, "Nothing to report yet: classify a clip first."), ok(), ok()
+        if not correct:
+            return ok(), ok(), gr.validate(False, "Choose what the clip really is (or 'something else')."), ok()
+        return ok(), ok(), ok(), ok()
+
+    def report(self, audio, details, correct, note) -> str:
+        """``/report``: keep a report of a wrong prediction on this server (CSV + a copy of the clip)."""
+        if not audio or not details:
+            raise user_error("Nothing to report", "classify a clip first.")
+        count = self.reports.add(audio, details, str(correct), note or "")
+        log.info("wrong-prediction report %d written to %s", count, self.reports.csv_path)
+        return (
+            f"Thank you: your report ({details.get('label')} → {correct}) is saved on this server for its operator. "
+            "Nothing was sent anywhere else."
         )

@@ -5,9 +5,12 @@
   temperature`` averaged over the audible chunks. A class's points (the bars plus one "everything else"
   row holding the small prototypes and the class bias) sum to ``logit / temperature``, and the scores are
   the softmax of those sums, so a lead of one point multiplies the odds by e.
-- :func:`similarity_html`: every chunk × every prototype as a heat map.
+- :func:`similarity_html`: every chunk × every prototype as a heat map, on one colour scale for all rows.
+- :func:`scores_html`: the class scores as bars, worded like the headline (:func:`pct`).
 
-Every class keeps one saturated colour everywhere (:func:`class_colors`); no class is grey.
+Every class keeps one saturated colour everywhere (:func:`class_colors`); no class is grey. When the audio
+is unlike the training data the scores and the evidence are drawn faded (``dim=True``): they explain a
+guess.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import colorsys
 import html
 import math
+
+from pecmae_hub.prediction import percent_text as pct  # the one way a score is written
 
 SILENT_LABEL = "silent"
 #: distinct, saturated colours that carry white text; more classes get golden-angle hues
@@ -55,16 +60,6 @@ def ranked_classes(scores: dict[str, float]) -> list[str]:
     return sorted(scores, key=lambda c: -scores[c])
 
 
-def pct(value: float) -> str:
-    """A probability as text that never rounds to a false 100 % or 0 %."""
-    v = 100.0 * float(value)
-    if v >= 99.95:
-        return "> 99.9 %"
-    if v < 0.05:
-        return "< 0.1 %"
-    return f"{v:.1f} %"
-
-
 def times(value: float) -> str:
     """An odds ratio in words: ``3.2``, ``150``, ``1,300``, ``over a million``."""
     if value >= 1e6:
@@ -91,9 +86,14 @@ def segments(prediction) -> list[dict]:
     return runs
 
 
+def prototype_label(label: str, k: int, per_class: int) -> str:
+    """``violin — prototype 2 of 3`` for the k-th (from 0) of a class's ``per_class`` prototypes."""
+    return f"{label} — prototype {k + 1} of {per_class}" if per_class > 1 else f"{label} — prototype"
+
+
 def prototype_name(p: int, labels: list[str], per_class: int) -> str:
-    """``violin #2`` for prototype p (label-major layout: p = class · K + k)."""
-    return f"{labels[p // per_class]} #{p % per_class}"
+    """Short name of prototype p for bars and table rows: ``violin 2/3`` (label-major: p = class · K + k)."""
+    return f"{labels[p // per_class]} {p % per_class + 1}/{per_class}"
 
 
 def class_points(prediction, label: str, temperature: float) -> tuple[float, list[tuple[int, float]], float]:
@@ -182,7 +182,9 @@ def timeline_html(prediction, colors: dict[str, str], chunk_seconds: float | Non
     )
 
 
-def explanation_html(prediction, labels: list[str], temperature: float, chunk_seconds: float | None = None) -> str:
+def explanation_html(
+    prediction, labels: list[str], temperature: float, chunk_seconds: float | None = None, dim: bool = False
+) -> str:
     """The timeline and the evidence of the predicted class and the runner-up (see the module docstring)."""
     labels = list(labels or prediction.contributions)
     per_class = max(1, len(next(iter(prediction.contributions.values()))) // len(labels))
@@ -204,8 +206,13 @@ def explanation_html(prediction, labels: list[str], temperature: float, chunk_se
         f'<span class="pe-key"><span class="pe-chip" style="background:{colors[c]}"></span>{_esc(c)}</span>'
         for c in labels
     )
+    guess = (
+        '<p class="pe-guess">These bars explain a guess: the audio is unlike what the model was trained on.</p>'
+        if dim
+        else ""
+    )
     return (
-        f'<div class="pe-why">{timeline_html(prediction, colors, chunk_seconds)}'
+        f'<div class="pe-why{" pe-dim" if dim else ""}">{guess}{timeline_html(prediction, colors, chunk_seconds)}'
         f'<div class="pe-panels">{"".join(panels)}</div>'
         f'<p class="pe-note"><b>How to read the bars:</b> each bar is one prototype\'s evidence in points '
         f"(how close your audio is to that prototype × the weight the model gives it, divided by the "
@@ -215,8 +222,13 @@ def explanation_html(prediction, labels: list[str], temperature: float, chunk_se
     )
 
 
+#: the heat map's one colour scale: from the page background (least similar) to this colour (most similar)
+HEAT_RGB = (37, 52, 148)
+
+
 def similarity_html(prediction, labels: list[str], max_columns: int = MAX_COLUMNS) -> str:
-    """Heat map of the similarity (0–1, 1 = identical) of every chunk (columns) to every prototype (rows)."""
+    """Heat map of the similarity (0–1, 1 = identical) of every chunk (columns) to every prototype (rows), one
+    colour scale for every row (so rows compare), the rows' class shown by a chip."""
     labels = list(labels)
     sims = [list(map(float, row)) for row in prediction.similarities]
     if not sims:
@@ -236,13 +248,13 @@ def similarity_html(prediction, labels: list[str], max_columns: int = MAX_COLUMN
         for j, g in enumerate(groups)
     )
     best = [max(range(n_protos), key=lambda p: col[p]) for col in columns]
+    r, g, b = HEAT_RGB
     body = []
     for p in range(n_protos):
         label = labels[p // per_class]
-        r, g, b = (int(colors[label][i : i + 2], 16) for i in (1, 3, 5))
         cells = []
         for j, col in enumerate(columns):
-            alpha = 0.06 + 0.94 * ((col[p] - lo) / ((hi - lo) or 1.0))
+            alpha = 0.04 + 0.96 * ((col[p] - lo) / ((hi - lo) or 1.0))
             quiet = not any(audible[i] for i in groups[j])
             start, end = prediction.chunk_starts[groups[j][0]], prediction.chunk_ends[groups[j][-1]]
             where = f"{seconds(start)}–{seconds(end)} s"
@@ -258,15 +270,33 @@ def similarity_html(prediction, labels: list[str], max_columns: int = MAX_COLUMN
             f'style="background:{colors[label]}"></span>{_esc(prototype_name(p, labels, per_class))}</th>'
             f"{''.join(cells)}</tr>"
         )
+    scale = (
+        f'<div class="pe-scale"><span>{lo:.2f}</span><span class="pe-ramp" style="background:linear-gradient('
+        f'to right, rgba({r},{g},{b},0.04), rgb({r},{g},{b}))"></span><span>{hi:.2f}</span></div>'
+    )
     note = (
-        f"Darker = closer (similarity {lo:.2f} to {hi:.2f} in this clip; 1 = identical). The outlined cell "
-        f"of each column is the prototype closest to that moment."
-        + (f" Each column averages {size} chunks." if size > 1 else "")
+        f"Darker = closer: one scale for every row, from the least to the most similar cell of this clip "
+        f"(similarity {lo:.2f} to {hi:.2f}; 1 = identical). The outlined cell of each column is the prototype "
+        f"closest to that moment." + (f" Each column averages {size} chunks." if size > 1 else "")
     )
     return (
         f'<div class="pe-simwrap"><table class="pe-sim"><thead><tr><th scope="col">prototype</th>{head}</tr>'
-        f'</thead><tbody>{"".join(body)}</tbody></table></div><p class="pe-note">{note}</p>'
+        f'</thead><tbody>{"".join(body)}</tbody></table></div>{scale}<p class="pe-note">{note}</p>'
     )
+
+
+def scores_html(prediction, labels: list[str], top: int = 5, dim: bool = False) -> str:
+    """The ``top`` class scores as bars in the classes' colours, in the headline's words (:func:`pct`)."""
+    colors = class_colors(list(labels) or list(prediction.scores))
+    ranked = ranked_classes(prediction.scores)[:top]
+    rows = "".join(
+        f'<div class="pe-score"><span class="pe-sname"><span class="pe-chip" style="background:{colors[c]}">'
+        f'</span>{_esc(c)}</span><span class="pe-sbar"><span style="width:{100 * prediction.scores[c]:.1f}%;'
+        f'background:{colors[c]}"></span></span><span class="pe-val">{pct(prediction.scores[c])}</span></div>'
+        for c in ranked
+    )
+    title = "Class scores: a guess" if dim else "Class scores (whole clip)"
+    return f'<div class="pe-scores{" pe-dim" if dim else ""}"><h4>{title}</h4>{rows}</div>'
 
 
 #: styles of the views above (added to the app's CSS); sizes in px/rem so text stays legible at any width
@@ -307,4 +337,16 @@ FIGURE_CSS = """
 .pe-sim td {min-width: 26px; height: 17px; padding: 0; border: none; border-radius: 2px;}
 .pe-sim td.pe-best {outline: 2px solid var(--body-text-color, #222); outline-offset: -2px;}
 .pe-sim td.pe-quiet {opacity: .3;}
+.pe-scale {display: flex; align-items: center; gap: 6px; font-size: 12px; margin-top: 6px;}
+.pe-ramp {display: inline-block; width: 140px; height: 10px; border-radius: 2px; border: 1px solid #c5cad3;}
+.pe-scores {font-size: 14px; color: var(--body-text-color);}
+.pe-scores h4 {margin: 0 0 6px; font-size: 14px; font-weight: 600;}
+.pe-score {display: grid; grid-template-columns: minmax(6em, 42%) 1fr 5em; align-items: center; gap: 8px;
+           min-height: 24px;}
+.pe-sname {overflow-wrap: anywhere;}
+.pe-sbar {height: 12px; background: var(--background-fill-secondary, #f3f4f6); border-radius: 3px; overflow: hidden;}
+.pe-sbar span {display: block; height: 100%; border-radius: 3px;}
+.pe-dim .pe-sbar span, .pe-dim .pe-fill, .pe-dim .pe-seg, .pe-dim .pe-chip {filter: grayscale(1); opacity: .45;}
+.pe-dim .pe-val, .pe-dim .pe-sname {color: #4b5563;}
+.pe-guess {font-size: 14px; font-weight: 600; margin: 0 0 8px; color: #8a1c1c;}
 """

@@ -1,19 +1,7 @@
 """Settings of the PECMAE Hub app, read from the environment once at build time.
 
-| variable | default | meaning |
-|---|---|---|
-| ``PECMAE_MODEL`` | ``gm-solos`` | model loaded at start: short name, Hub repo id or local folder |
-| ``PECMAE_MAX_SECONDS`` | ``600`` | longest audio accepted by ``/classify`` (seconds) |
-| ``PECMAE_MAX_UPLOAD_MB`` | ``128`` | largest upload accepted (MB); larger ones are refused by Gradio and deleted |
-| ``PECMAE_FILE_TTL`` | ``3600`` | seconds an upload or a result file is kept on the server (then deleted) |
-| ``PECMAE_ALLOWED_MODELS`` | embedded models | what ``/load_model`` may load besides ``PECMAE_MODEL``: |
-|   |   | comma-separated registry names, Hub repo ids, patterns (``org/*``), ``registry`` (all of them) |
-| ``PECMAE_MODEL_DIRS`` | none | ``os.pathsep``-separated folders whose model folders ``/load_model`` may load |
-| ``PECMAE_DEVICE`` | ``auto`` | ``auto`` (CUDA when available), ``cpu`` or ``cuda`` |
-| ``PECMAE_EXAMPLES_DIR`` | ``<repo>/examples`` | folder of example clips (``*.wav``) |
-| ``PECMAE_PREWARM`` | ``1`` | classify the example clips in the background at start (instant examples) |
-| ``GRADIO_SERVER_NAME`` | ``127.0.0.1`` | interface to bind (``0.0.0.0`` on Spaces / in Docker) |
-| ``GRADIO_SERVER_PORT`` | ``7860`` | port |
+The variables, their defaults and meanings are :data:`ENVIRONMENT` (docs/app.md prints the same table; a
+test keeps the two, and the variables the code reads, in step).
 """
 
 from __future__ import annotations
@@ -144,3 +132,42 @@ def format_seconds(seconds: float) -> str:
         return f"{seconds:g} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes} min" + (f" {rest} s" if rest else "")
+
+
+def on_spaces() -> bool:
+    """Whether the app runs on Hugging Face Spaces (the platform sets ``SPACE_ID``)."""
+    return bool(os.environ.get("SPACE_ID", "").strip())
+
+
+def reports_dir() -> Path:
+    """``$PECMAE_REPORTS_DIR``: where "report a wrong prediction" writes (default ``.gradio/flagged``)."""
+    return Path(os.environ.get("PECMAE_REPORTS_DIR", "").strip() or DEFAULT_REPORTS_DIR)
+
+
+DEFAULT_REPORTS_DIR = ".gradio/flagged"  # Gradio's own flagging folder, relative to the working folder
+
+#: every environment variable the app reads: (name, default, meaning)
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("PECMAE_MODEL", DEFAULT_MODEL, "model loaded at start: short name, Hub repo id or model folder"),
+    ("PECMAE_MAX_SECONDS", f"{DEFAULT_MAX_SECONDS:g}", "longest audio accepted by /classify (seconds)"),
+    ("PECMAE_MAX_UPLOAD_MB", f"{DEFAULT_MAX_UPLOAD_MB:g}", "largest upload (MB); larger ones are refused and deleted"),
+    (
+        "PECMAE_FILE_TTL",
+        f"{DEFAULT_FILE_TTL:g}",
+        "seconds an upload or a result file (sonified prototype, result download) is kept on the server",
+    ),
+    (
+        "PECMAE_ALLOWED_MODELS",
+        "embedded models",
+        "what /load_model may load besides PECMAE_MODEL: comma-separated registry names, Hub repo ids, "
+        "patterns (org/*), or registry (all registry names)",
+    ),
+    ("PECMAE_MODEL_DIRS", "none", "folders (os.pathsep-separated) whose model folders /load_model may load"),
+    ("PECMAE_HUB_ORG", "pecmae-hub", "organisation of the registry names gtzan and medley-solos-db on the Hub"),
+    ("PECMAE_DEVICE", "auto", "auto (CUDA when available), cpu or cuda"),
+    ("PECMAE_EXAMPLES_DIR", "the shipped examples", "folder of example clips (.wav, .flac, .ogg, .mp3)"),
+    ("PECMAE_PREWARM", "1", "classify the example clips in the background at start (instant examples)"),
+    ("PECMAE_REPORTS_DIR", DEFAULT_REPORTS_DIR, 'where "report a wrong prediction" writes its CSV and clips'),
+    ("GRADIO_SERVER_NAME", "127.0.0.1", "interface to bind (0.0.0.0 on Spaces and in Docker); pecmae app --host"),
+    ("GRADIO_SERVER_PORT", "7860", "port; pecmae app --port"),
+)

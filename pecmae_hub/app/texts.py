@@ -1,21 +1,41 @@
-"""Markdown and JSON shown by the app: the model's plain-language intro, prediction headlines, captions of
-the prototypes and their nearest training chunks, the model card and facts."""
+"""Markdown and JSON shown by the app: the model's plain-language intro, prediction headlines, the
+out-of-domain warning, captions of the prototypes and their nearest training chunks, the model card and
+facts, links and the citation.
+
+Prototypes are named for people: ``violin — prototype 2 of 3`` (numbered from 1), never by the internal
+index ``p``; the API keeps ``label:k`` (k from 0) as the value of a prototype."""
 
 from __future__ import annotations
 
+import html
 import math
+import os
 import re
+from importlib import metadata
 
-from pecmae_hub.app.access import display_name, scrub_paths
+from pecmae_hub.app.access import display_name, embedded_names, scrub_paths
 from pecmae_hub.app.models import model_files, optional_file
-from pecmae_hub.app.plots import pct, ranked_classes, seconds, segments
-from pecmae_hub.app.settings import format_seconds
-from pecmae_hub.hub.cards import model_limitations
+from pecmae_hub.app.plots import pct, prototype_label, ranked_classes, seconds, segments
+from pecmae_hub.app.settings import format_seconds, on_spaces
+from pecmae_hub.hub.cards import model_limitations, sonification_note
 from pecmae_hub.hub.nearest_audio import describe_chunk, index_entry, track_facts
+from pecmae_hub.render_index import index_settings
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.S)
 AGREEMENT = 0.75  # below this share of audible chunks voting for the label, the headline says "mixed"
 MAX_SEGMENTS = 8  # segments listed in a "mixed" headline
+BORDERLINE = 1.25  # an out-of-domain score up to this multiple of the threshold is a borderline case
+PAPER_URL = "https://arxiv.org/abs/2402.09318"
+UPSTREAM_CODE_URL = "https://github.com/palonso/pecmae"  # the PECMAE authors' code (docs/architecture.md §1.1)
+CITATION = """@inproceedings{alonso2024pecmae,
+  title     = {Leveraging Pre-Trained Autoencoders for Interpretable Prototype Learning of Music Audio},
+  author    = {Alonso-Jim{\\'e}nez, Pablo and Pepino, Leonardo and Batlle-Roca, Roser and Zinemanas, Pablo
+               and Bogdanov, Dmitry and Serra, Xavier and Rocamora, Mart{\\'i}n},
+  booktitle = {ICASSP 2024 Workshop on Explainable Machine Learning for Speech and Audio (XAI-SA)},
+  year      = {2024},
+  eprint    = {2402.09318},
+  archivePrefix = {arXiv}
+}"""
 
 
 def model_intro(model) -> str:
@@ -39,17 +59,66 @@ def model_intro(model) -> str:
     )
 
 
+def prototypes_note(model) -> str:
+    """The Prototypes tab's one-line note on what the model's decoder reproduces and what it cannot (its model
+    card says the same), or an empty string for a model that states none."""
+    note = sonification_note(dict(model.info or {}))
+    return f"**What you hear.** {html.escape(note)}" if note else ""
+
+
+def about_block(intro: str, heading: str = "About this model") -> str:
+    """The model's introduction in a foldable block (open; folded at first on phones, see ``ui``)."""
+    return f'<details class="pecmae-about" open><summary>{html.escape(heading)}</summary>\n\n{intro}\n\n</details>'
+
+
 def summary_text(prediction, chunk_seconds: float | None = None) -> str:
-    """The headline: the label and its score when the chunks agree; "mixed" and the segments when they do not;
-    preceded by a plain warning when the audio is unlike the model's training data (``in_domain`` False)."""
+    """The headline: the label and its score when the chunks agree; "mixed" and the segments when they do not.
+    For audio unlike the model's training data (``in_domain`` False) the label is headed "Best guess" and
+    points to the warning above it (:func:`ood_callout`)."""
     text = _headline(prediction, chunk_seconds)
     if prediction.in_domain is False:
-        text = (
-            "**⚠ This audio is unlike the audio this model was trained on** (out-of-domain score "
-            f"{prediction.ood_score:.2f}): it still answers with the closest of its classes, so treat the label "
-            "below as a guess, not a recognition.\n\n" + text
+        text = text.replace("### ", "### Best guess: ", 1) + (
+            "\n\n_Not a recognition: this audio is unlike what the model was trained on (see the warning)._"
         )
     return text
+
+
+def ood_verdict(prediction, threshold: float | None) -> str | None:
+    """``"clear"``, ``"borderline"`` (score at most :data:`BORDERLINE` x the threshold), or None (in domain or
+    no scorer)."""
+    if prediction.in_domain is not False or prediction.ood_score is None:
+        return None
+    return "borderline" if threshold and prediction.ood_score <= BORDERLINE * threshold else "clear"
+
+
+def ood_callout(prediction, threshold: float | None, n_classes: int) -> str:
+    """The out-of-domain warning as a block of HTML (empty for audio the model knows): what it means, how
+    far the audio is on a scale of the training clips, and what to do with the label."""
+    verdict = ood_verdict(prediction, threshold)
+    if verdict is None:
+        return ""
+    share = prediction.ood_percentile
+    if share is None:
+        far = f"Its out-of-domain score is {prediction.ood_score:.2f}"
+    elif share >= 1.0:
+        far = "It is further from the training audio than any of the model's training clips"
+    else:
+        far = f"It is further from the training audio than {pct(share)} of the model's training clips"
+    limit = f" (score {prediction.ood_score:.2f}; the model trusts up to {threshold:.2f})" if threshold else ""
+    if verdict == "clear":
+        title = "This does not sound like anything this model was trained on."
+        advice = (
+            f"The model still names the closest of its {n_classes} classes, so the label below is a guess, "
+            "not a recognition."
+        )
+    else:
+        title = "This audio is at the edge of what this model knows."
+        advice = "The label below may still be right, but treat it with care and check it by ear."
+    return (
+        f'<div class="pe-ood pe-ood-{verdict}" role="alert" id="ood-warning-{verdict}">'
+        f'<div class="pe-ood-icon" aria-hidden="true">⚠</div><div><p class="pe-ood-title">{html.escape(title)}</p>'
+        f"<p>{html.escape(far + limit)}. {html.escape(advice)}</p></div></div>"
+    )
 
 
 def _headline(prediction, chunk_seconds: float | None = None) -> str:
@@ -119,12 +188,24 @@ def nearest_label(item: dict) -> str:
     return f"Closest training chunk {item['rank'] + 1}: {item['words']}"
 
 
-def prototype_caption(rank: int, item: dict, temperature: float, nearest: list[dict], has_audio: bool = True) -> str:
-    """Caption of a top prototype: what it is, its points, the audio's similarity, its nearest training chunks."""
+def closeness(item: dict) -> str:
+    """How close the audio is to a top prototype, on the training chunks' scale when the model keeps one:
+    ``closer to it than 62 % of the violin training chunks (similarity 0.96)``."""
+    sim = float(item.get("similarity", 0.0))
+    share = item.get("similarity_percentile")
+    if share is None:
+        return f"similarity {sim:.2f} (1 = identical)"
+    return f"closer to it than {pct(share)} of the {item['class']} training chunks (similarity {sim:.2f})"
+
+
+def prototype_caption(
+    rank: int, item: dict, temperature: float, nearest: list[dict], has_audio: bool = True, per_class: int = 1
+) -> str:
+    """Caption of a top prototype: its rank, which prototype it is, its points, how close the audio is to it,
+    and its nearest training chunks."""
     text = (
-        f"**#{rank} · {item['class']} prototype #{item['k']}** (p{item['p']}) — "
-        f"{item['contribution'] / temperature:+.1f} points  \n"
-        f"Your audio's similarity to it: {item.get('similarity', 0.0):.2f} (1 = identical)."
+        f"**{rank}. {prototype_label(item['class'], int(item['k']), per_class)}** · "
+        f"{item['contribution'] / temperature:+.1f} points  \nYour audio: {closeness(item)}."
     )
     if not has_audio:
         text += "  \n_No pre-rendered audio: decode it in the Prototypes tab._"
@@ -179,12 +260,11 @@ def model_overview(model, index: dict | None) -> str:
     if dataset:
         lines.append(f"**Training data:** {dataset}")
     if index:
-        lines.append(
-            f"**Pre-rendered prototypes:** {len(index.get('prototypes', []))} "
-            f"(steps {index.get('steps')}, guidance {index.get('guidance')}, seed {index.get('seed')})"
-        )
+        settings = render_words(index_settings(index))
+        lines.append(f"**Pre-rendered prototypes:** {len(index.get('prototypes', []))} ({settings})")
     else:
         lines.append("**Pre-rendered prototypes:** none (decode them in the Prototypes tab)")
+    lines.append(f"**Where it comes from:** {model_home(model)}")
     nearest = getattr(model, "nearest_audio_index", None)
     lines.append(
         f"**Nearest training chunks with audio:** {len(nearest.get('entries', []))}"
@@ -257,3 +337,47 @@ def model_config(model, index: dict | None) -> dict:
             "prototype_renders": renders,
         }
     )
+
+
+def render_words(settings: dict) -> str:
+    """Render settings in words: ``unipc sampler, 14 steps, guidance 1, seed 0, noise temperature 0.4, vocos
+    vocoder, -20 LUFS``
+    (``settings``: :func:`pecmae_hub.render_index.index_settings` of an index, or the settings of a decode)."""
+    spec = settings.get("scheduler") or "upstream"  # a render that names no sampler used the exact one
+    sampler = str(spec.get("name", "upstream") if isinstance(spec, dict) else spec)
+    name = "exact upstream sampler" if sampler == "upstream" else f"{sampler} sampler"
+    text = f"{name}, {settings.get('steps')} steps, guidance {settings.get('guidance'):g}, seed {settings.get('seed')}"
+    if settings.get("temperature", 1.0) != 1.0:
+        text += f", noise temperature {settings['temperature']:g}"
+    text += f", {settings['vocoder']} vocoder" if settings.get("vocoder") else ""
+    return text + (f", {settings['loudness_lufs']:g} LUFS" if settings.get("loudness_lufs") is not None else "")
+
+
+def model_home(model) -> str:
+    """Markdown link to the model's Hub page, or where it lives when it has none."""
+    files = model_files(model)
+    repo = getattr(files, "repo_id", None)
+    if repo and getattr(files, "folder", None) is None:
+        from huggingface_hub import constants
+
+        return f"[{repo} on the Hugging Face Hub]({constants.ENDPOINT}/{repo})"
+    if getattr(model, "name", None) in embedded_names():
+        return "embedded in the PECMAE Hub package (no Hub page; its card is above)"
+    return "a model folder on this server (no Hub page)"
+
+
+def code_links() -> str:
+    """Markdown links: the paper, the PECMAE authors' code, and this app's code (the Space's files on Spaces,
+    else the package's project URL when it declares one)."""
+    links = [f"[PECMAE paper (arXiv 2402.09318)]({PAPER_URL})", f"[PECMAE reference code]({UPSTREAM_CODE_URL})"]
+    space = os.environ.get("SPACE_ID", "").strip()
+    if on_spaces() and space:
+        links.append(f"[this app's code](https://huggingface.co/spaces/{space}/tree/main)")
+    else:
+        try:
+            urls = metadata.metadata("pecmae-hub").get_all("Project-URL") or []
+        except metadata.PackageNotFoundError:
+            urls = []
+        home = next((u.split(",", 1)[1].strip() for u in urls if "," in u), None)
+        links.append(f"[this app's code]({home})" if home else "this app's code: the `pecmae_hub` package (`app/`)")
+    return " · ".join(links)

@@ -5,12 +5,14 @@ launch settings (theme, CSS, host/port from ``GRADIO_SERVER_*``, no share link),
 as defaults of the returned app's ``launch()``. Endpoints (``api_name``):
 
 - ``/classify`` (audio file) → scores, headline, explanation (HTML), similarity map (HTML),
-  3 × (decoded prototype WAV, 2 nearest-training-chunk WAVs, caption), details
+  3 × (decoded prototype WAV, 2 nearest-training-chunk WAVs, caption), details, out-of-domain warning
+  (HTML), score bars (HTML), the result as CSV and JSON files
 - ``/prototype_audio`` (prototype ``label:k`` or index) → pre-rendered WAV, caption
 - ``/sonify`` (prototype, steps, guidance, seed) → freshly decoded WAV, caption
 - ``/model_info`` () → model card, overview, configuration
 - ``/load_model`` (model name) → status (with the model's intro), model card, overview, configuration,
   prototype choices
+- ``/report`` (audio, prediction, correct label, note) → status: a wrong prediction kept on the server
 
 Every event has a validator (the message appears on the input at fault; the outputs keep their values)
 and shows its progress in one place. The model an endpoint uses is the session's (``/load_model``
@@ -33,9 +35,12 @@ import gradio as gr
 
 from pecmae_hub.app import settings as cfg
 from pecmae_hub.app.access import ModelPolicy, scrub_paths
+from pecmae_hub.app.classify_tab import classify_tab
 from pecmae_hub.app.handlers import Handlers
 from pecmae_hub.app.models import ModelManager, ModelUnavailable
 from pecmae_hub.app.plots import FIGURE_CSS
+from pecmae_hub.app.prototypes_tab import prototypes_tab
+from pecmae_hub.app.texts import CITATION, about_block, code_links
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +53,57 @@ CSS = (
 .pecmae-card {max-height: 640px; overflow-y: auto;}
 [data-testid="status-tracker"]:has(.validation-error) {z-index: 50;}  /* above the label */
 .pecmae-player label[data-testid="block-label"] {max-width: calc(100% - 44px);}  /* clear of the download button */
+details.pecmae-about > summary {cursor: pointer; font-weight: 600;}
+.pe-ood {display: flex; gap: 12px; align-items: flex-start; padding: 12px 14px; border-radius: 8px;
+         border: 2px solid; border-left-width: 8px; font-size: 15px; line-height: 1.45;}
+.pe-ood p {margin: 0 0 4px;}
+.pe-ood-title {font-weight: 700; font-size: 16px;}
+.pe-ood-icon {font-size: 26px; line-height: 1;}
+.pe-ood-clear {background: #fff0f0; border-color: #c92a2a; color: #5c0b0b;}
+.pe-ood-borderline {background: #fff6e0; border-color: #b35c00; color: #4a2800;}
 """
     + FIGURE_CSS
 )
 INTRO = """# PECMAE Hub
-The model says what it hears **and why**: it compares each chunk of your audio with sounds it learned
-for each class (its *prototypes*). Play them, and the real training recordings closest to them
-([PECMAE, arXiv 2402.09318](https://arxiv.org/abs/2402.09318)).
-"""
-HEAR_WHY = """#### Hear why
-For each prototype that pushed hardest towards the answer: how it sounds, decoded by the model (the
-PECMAE explanation), and the real training chunks closest to it (the APNet-style explanation). Listen
-to them next to your clip."""
+Music classification that shows **why**: each chunk of your audio is compared with sounds the model learned
+for every class (its *prototypes*), which you can play, next to the real training recordings closest to them."""
+#: on a narrow screen the model's introduction starts folded, so that the input and Classify come first
+FOLD_INTRO_ON_PHONES = """() => {
+  if (!window.matchMedia('(max-width: 720px)').matches) return;
+  const fold = () => document.querySelectorAll('details.pecmae-about:not([data-folded])').forEach(d => {
+    d.open = false; d.dataset.folded = '1';
+  });
+  fold();
+  new MutationObserver(fold).observe(document.body, {childList: true, subtree: true});
+}"""
 
 
 def theme() -> gr.themes.Base:
-    """The app theme (local fonts only: no request leaves the machine)."""
-    return gr.themes.Soft(primary_hue="indigo", secondary_hue="blue", neutral_hue="slate")
+    """The app theme (local fonts only: no request leaves the machine). Text meets WCAG AA (4.5:1): help and
+    other subdued texts are slate-600 on white (7.6:1; the Soft theme's slate-400 gives 2.6:1), and the
+    labels indigo-700 on their indigo-100 chips (6.3:1 instead of 3.6:1)."""
+    return gr.themes.Soft(primary_hue="indigo", secondary_hue="blue", neutral_hue="slate").set(
+        body_text_color_subdued="*neutral_600",
+        body_text_color_subdued_dark="*neutral_300",
+        block_info_text_color="*neutral_600",
+        block_info_text_color_dark="*neutral_300",
+        block_title_text_color="*primary_700",
+        block_label_text_color="*primary_700",
+        block_title_text_color_dark="*primary_200",
+        block_label_text_color_dark="*primary_200",
+    )
 
 
 def launch_options(**overrides) -> dict:
-    """Keyword arguments for ``Blocks.launch``: theme/CSS, ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
-    ``GRADIO_SERVER_PORT``, no share link, errors shown to users, the upload limit
-    (``PECMAE_MAX_UPLOAD_MB``); ``overrides`` win."""
+    """Keyword arguments for ``Blocks.launch``: theme/CSS/JS, ``GRADIO_SERVER_NAME`` (default 127.0.0.1),
+    ``GRADIO_SERVER_PORT``, no share link (and no hint about one: Gradio's own start-up lines are off, the
+    app prints its address itself), errors shown to users, the upload limit (``PECMAE_MAX_UPLOAD_MB``);
+    ``overrides`` win."""
     options = dict(
         theme=theme(),
         css=CSS,
+        js=FOLD_INTRO_ON_PHONES,
+        quiet=True,
         server_name=cfg.server_name(),
         server_port=cfg.server_port(),
         share=False,
@@ -85,222 +115,19 @@ def launch_options(**overrides) -> dict:
     return options
 
 
-def _top_prototype_column(i: int) -> list:
-    """Caption, decoded prototype and nearest-chunk players of the i-th top prototype (hidden until used)."""
-    with gr.Column(min_width=280):
-        caption = gr.Markdown(elem_classes=["pecmae-caption"], elem_id=f"top-caption-{i}")
-        proto = gr.Audio(
-            label=f"Top prototype {i}",
-            type="filepath",
-            interactive=False,
-            visible=False,
-            buttons=["download"],
-            elem_id=f"top-prototype-{i}",
-            elem_classes=["pecmae-player"],
-        )
-        nearest = [
-            gr.Audio(
-                label=f"Closest training chunk {n}",
-                type="filepath",
-                interactive=False,
-                visible=False,
-                buttons=["download"],
-                elem_id=f"nearest-{i}-{n}",
-                elem_classes=["pecmae-player"],
-            )
-            for n in range(1, cfg.NEAREST_PLAYERS + 1)
-        ]
-    return [proto, *nearest, caption]
-
-
-def _classify_tab(handlers: Handlers, settings: cfg.AppSettings, state: gr.State) -> None:
-    limit = cfg.format_seconds(settings.max_seconds)
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=300):
-            audio = gr.Audio(
-                sources=["upload", "microphone"],
-                type="filepath",
-                label=f"Audio (up to {limit})",
-                elem_id="classify-audio",
-            )
-            button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-            clips = settings.example_clips()
-            examples = None
-            if clips:
-                examples = gr.Examples(
-                    examples=[[str(p)] for p in clips],
-                    inputs=[audio],
-                    example_labels=[p.stem.replace("_", " ") for p in clips],
-                    label="Example clips (one per class): click one to classify it",
-                    examples_per_page=max(10, len(clips)),
-                )
-        with gr.Column(scale=5, min_width=300):
-            summary = gr.Markdown(
-                "_Upload or record a clip, or pick an example, then press **Classify**._",
-                label="Summary",
-                elem_id="summary",
-            )
-            scores = gr.Label(label="Class scores (whole clip)", num_top_classes=5, elem_id="scores")
-    explanation = gr.HTML(js_on_load=None, elem_id="explanation", padding=True)
-    gr.Markdown(HEAR_WHY)
-    tops = []
-    with gr.Row(equal_height=False):
-        for i in range(1, settings.top_prototypes + 1):
-            tops += _top_prototype_column(i)
-    with gr.Accordion("Similarity of every chunk to every prototype", open=False):
-        similarity = gr.HTML(js_on_load=None, elem_id="similarity", padding=True)
-    with gr.Accordion("Details (JSON)", open=False):
-        details = gr.JSON(label="Prediction")
-    outputs = [scores, summary, explanation, similarity, *tops, details]
-    button.click(
-        handlers.classify,
-        [audio, state],
-        outputs,
-        api_name="classify",
-        validator=handlers.validate_classify,
-        api_description="Classify an audio file with the session's model and explain the decision.",
-        show_progress_on=[summary],
-        concurrency_limit=cfg.CLASSIFY_CONCURRENCY,
-        concurrency_id="classify",
-    )
-    if examples is not None:
-        # results are memoised per (model, clip) and pre-computed for the start-up model (see docs/app.md)
-        examples.load_input_event.then(
-            handlers.classify,
-            [audio, state],
-            outputs,
-            api_visibility="undocumented",
-            validator=handlers.validate_classify,
-            show_progress_on=[summary],
-            concurrency_limit=cfg.CLASSIFY_CONCURRENCY,
-            concurrency_id="classify",
-        )
-
-
-def _prototypes_tab(handlers: Handlers, state: gr.State, choices: list) -> gr.Dropdown:
-    gr.Markdown(
-        "Every prototype of the model, grouped by class, as pre-rendered by the diffusion decoder. "
-        "Pick one below to decode it again with other settings."
-    )
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=2, min_width=300):
-            proto = gr.Dropdown(
-                choices=choices,
-                value=choices[0][1] if choices else None,
-                label="Prototype",
-                allow_custom_value=True,
-                elem_id="prototype-select",
-                info="A class and the number of its prototype, e.g. 'violin:0'.",
-            )
-            steps = gr.Slider(
-                1,
-                200,
-                value=40,
-                step=1,
-                label="Diffusion steps",
-                elem_id="sonify-steps",
-                info="How many denoising passes the decoder makes: more is slower and usually "
-                "cleaner (the pre-rendered audio used 40).",
-            )
-            guidance = gr.Slider(
-                0.0,
-                10.0,
-                value=1.0,
-                step=0.1,
-                label="Guidance",
-                elem_id="sonify-guidance",
-                info="How strongly the decoder follows the prototype: 1 = plain decoding, "
-                "higher exaggerates what is typical of it.",
-            )
-            seed = gr.Number(
-                value=0,
-                precision=0,
-                minimum=0,
-                label="Seed",
-                elem_id="sonify-seed",
-                info="The random starting noise: the same seed gives the same audio.",
-            )
-            sampler = gr.Dropdown(
-                choices=[
-                    ("UniPC (fast, 14 steps suffice)", "unipc"),
-                    ("Exact upstream sampler", "upstream"),
-                    ("DPM-Solver++", "dpmsolver++"),
-                    ("DDIM", "ddim"),
-                ],
-                value="unipc",
-                label="Sampler",
-                elem_id="sonify-scheduler",
-                info="How the decoder steps through the noise levels: UniPC reaches the exact sampler's quality "
-                "in about a third of the steps; 'Exact' reproduces the upstream code.",
-            )
-            with gr.Row():
-                play = gr.Button("Play pre-rendered", elem_id="play-prototype")
-                sonify = gr.Button("Re-sonify", variant="primary", elem_id="sonify-button")
-        with gr.Column(scale=3, min_width=300):
-            out_audio = gr.Audio(
-                label="Prototype audio",
-                type="filepath",
-                interactive=False,
-                buttons=["download"],
-                elem_id="prototype-audio",
-            )
-            out_caption = gr.Markdown(label="Prototype caption", elem_classes=["pecmae-caption"])
-    play.click(
-        handlers.prototype_audio,
-        [proto, state],
-        [out_audio, out_caption],
-        api_name="prototype_audio",
-        validator=handlers.validate_prototype,
-        show_progress_on=[out_audio],
-        api_description="Pre-rendered audio of a prototype ('label:k' or its index).",
-    )
-    # raw values (preprocess=False): the validator, not the sliders' own range check, answers out-of-range
-    # API calls, so a client reads the same message as the browser shows next to the control
-    sonify.click(
-        handlers.sonify,
-        [proto, steps, guidance, seed, sampler, state],
-        [out_audio, out_caption],
-        api_name="sonify",
-        validator=handlers.validate_sonify,
-        show_progress_on=[out_audio],
-        preprocess=False,
-        api_description="Decode a prototype with the diffusion decoder (steps, guidance, seed, sampler).",
-        concurrency_limit=cfg.SONIFY_CONCURRENCY,
-        concurrency_id="sonify",
-    )
-
-    @gr.render(inputs=[state])
-    def gallery(name):
-        try:
-            groups = handlers.prototype_groups(name)
-        except gr.Error as exc:
-            gr.Markdown(f"**Cannot list prototypes:** {exc.message}")
-            return
-        if not any(path for _, items in groups for _, _, path in items):
-            gr.Markdown("_This model ships no pre-rendered prototype audio; use **Re-sonify** above._")
-            return
-        for c, (label, items) in enumerate(groups):
-            with gr.Accordion(f"{label} — {len(items)} prototypes", open=c < 2), gr.Row():
-                for k, p, path in items:
-                    gr.Audio(
-                        value=path,
-                        label=f"#{k} · p{p}",
-                        type="filepath",
-                        interactive=False,
-                        buttons=["download"],
-                        min_width=200,
-                        key=f"proto-{name}-{p}",
-                    )
-
-    return proto
-
-
 def _model_tab(
     handlers: Handlers, manager: ModelManager, state: gr.State, proto: gr.Dropdown, status: gr.Markdown
 ) -> list:
-    with gr.Row(equal_height=False):
+    choices = manager.choices()
+    if len(choices) < 2:  # nothing to switch to: say so instead of a selector with one entry
+        gr.Markdown(
+            f"This server offers one model, **{manager.policy.startup_alias}**: its card, classes and settings "
+            "are below.",
+            elem_id="model-single",
+        )
+    with gr.Row(equal_height=False, visible=len(choices) > 1):
         selector = gr.Dropdown(
-            choices=manager.choices(),
+            choices=choices,
             value=manager.policy.startup_alias,
             label="Model name",
             allow_custom_value=True,
@@ -370,7 +197,7 @@ def build_app(
     try:
         manager.get()
         choices = handlers.prototype_choices(None)
-        status_text = handlers.intro(None)
+        status_text = about_block(handlers.intro(None))
     except (ModelUnavailable, gr.Error) as exc:
         startup_error = f"The start-up model {policy.startup_alias!r} could not be loaded: {exc}"
         status_text = f"⚠️ {scrub_paths(startup_error)} Choose another model in the **Model** tab."
@@ -383,11 +210,14 @@ def build_app(
             status = gr.Markdown(status_text, label="Status", elem_classes=["pecmae-status"], elem_id="model-status")
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
-                _classify_tab(handlers, settings, state)
+                classify_tab(handlers, settings, state)
             with gr.Tab("Prototypes", id="prototypes"):
-                proto = _prototypes_tab(handlers, state, choices)
+                proto = prototypes_tab(handlers, state, choices)
             with gr.Tab("Model", id="model"):
                 model_outputs = _model_tab(handlers, manager, state, proto, status)
+        with gr.Accordion("About: paper, code and citation", open=False, elem_id="about"):
+            gr.Markdown(code_links(), elem_id="links")
+            gr.Code(CITATION, language=None, label="Cite PECMAE (BibTeX)", interactive=False, elem_id="citation")
         demo.load(
             handlers.model_info,
             [state],
@@ -396,7 +226,7 @@ def build_app(
             api_description="Model card, overview (labels, metrics) and configuration of the session's model.",
         )
     demo.queue(default_concurrency_limit=cfg.CLASSIFY_CONCURRENCY)
-    demo.launch = functools.partial(_launch, demo.launch, settings)  # offline-safe defaults for any caller
+    demo.launch = functools.partial(_launch, demo, demo.launch, settings)  # offline-safe defaults for any caller
     demo.pecmae = handlers  # for tests and scripts
     if settings.prewarm and startup_error is None and settings.example_clips():
         threading.Thread(
@@ -405,7 +235,15 @@ def build_app(
     return demo
 
 
-def _launch(launch, settings: cfg.AppSettings, *args, **kwargs):
-    """``Blocks.launch`` with :func:`launch_options` and this app's upload limit as defaults."""
+def _launch(demo: gr.Blocks, launch, settings: cfg.AppSettings, *args, **kwargs):
+    """``Blocks.launch`` with :func:`launch_options` and this app's upload limit as defaults; prints the one
+    line a user needs (the address) unless the caller asked for ``quiet``."""
     kwargs.setdefault("max_file_size", settings.max_upload_bytes)
-    return launch(*args, **launch_options(**kwargs))
+    options = launch_options(**kwargs)
+    block = not options.pop("prevent_thread_lock", False)
+    result = launch(*args, prevent_thread_lock=True, **options)
+    if not kwargs.get("quiet"):
+        print(f"PECMAE Hub is running at {demo.local_url} (press Ctrl+C to stop)", flush=True)
+    if block:
+        demo.block_thread()
+    return result

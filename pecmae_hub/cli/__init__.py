@@ -16,6 +16,15 @@ from pecmae_hub import __version__
 from pecmae_hub.cli.commands import COMMANDS
 from pecmae_hub.errors import PecmaeError
 
+#: the first commands to try, shown under ``pecmae --help`` (they work offline on the embedded model)
+TRY_THIS = """try this (offline, with the embedded gm-solos model and the shipped example clips):
+  pecmae classify examples/                         a table of label, confidence and in-domain per clip
+  pecmae classify examples/ --out predictions.csv   every score and the prototypes behind each answer
+  pecmae sonify --prototype violin:0 --out violin.wav   listen to what the model calls typical violin
+  pecmae app                                        the web app on http://127.0.0.1:7860
+
+`pecmae COMMAND --help` lists a command's options."""
+
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``pecmae`` parser. Only the module of the command named in ``argv`` is imported and
@@ -23,6 +32,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pecmae",
         description="PECMAE Hub: interpretable prototype-based music audio classification.",
+        epilog=TRY_THIS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -2,7 +2,9 @@
 
 ``classify`` writes one row per input to ``--out`` (CSV or JSONL, resumable, locked, repaired and
 checked against the model by :mod:`pecmae_hub.batch.results`), or streams JSONL to standard output
-with ``--out -`` (the default). Every argument is checked, and typed errors raised, before any work.
+with ``--out -``; without ``--out`` it prints a short table on a terminal (:mod:`pecmae_hub.cli.table`)
+and JSONL into a pipe. Every argument is checked, and typed errors raised, before any work: a path that
+does not exist is a usage error (exit status 1), not a failed input.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import sys
 
 from pecmae_hub.audio import MAX_SECONDS
 from pecmae_hub.cli.commands import add_dataset_args, add_progress_flag, add_verify_flag, command_help
-from pecmae_hub.errors import ConfigError, ModelNotFoundError, ProcessGroupError
+from pecmae_hub.errors import ConfigError, DatasetError, ModelNotFoundError, ProcessGroupError
 from pecmae_hub.hub.registry import DEFAULT_MODEL, known_names
 
 #: exit status of ``pecmae classify`` when at least one input failed (its row holds the error)
 EXIT_SOME_FAILED = 3
+EXAMPLES = """examples:
+  pecmae classify examples/                          a table on the terminal (JSONL when piped)
+  pecmae classify music/ --out preds.csv             a CSV; rerun to resume or retry the failed files
+  pecmae classify a.wav b.mp3 --model gtzan --out -  JSONL on standard output"""
 EXIT_CODES = """exit status:
   0    every input has a result
-  1    error before any work (bad option, model, device, --out locked/unwritable/of another model),
-       or --out cannot be written any more (a full disk: the rows so far are kept; rerun to continue)
+  1    error before any work (a path that does not exist, bad option, model, device, --out
+       locked/unwritable/of another model), or --out cannot be written any more (a full disk: the
+       rows so far are kept; rerun to continue)
   2    bad command line
   3    some inputs failed: their rows hold the error (they are retried on the next run)
   130  interrupted (rows written so far are kept; rerun to finish)"""
@@ -35,28 +42,49 @@ def _check_common(args: argparse.Namespace) -> None:
     resolve_device(args.device)  # e.g. cuda on a CPU-only PyTorch
 
 
+def _check_paths_exist(paths: list[str]) -> None:
+    """Every path given on the command line exists (a typo is a usage error, not a failed input)."""
+    import os
+
+    from pecmae_hub.dataset_source import is_dataset_uri
+
+    missing = [p for p in paths if not is_dataset_uri(p) and not os.path.lexists(p)]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DatasetError(f"no such file or folder: {shown} (give audio files, folders or one list file)")
+
+
 def run_classify(args: argparse.Namespace) -> int:
-    from pecmae_hub.batch.results import STDOUT, model_fingerprint, output_format
+    from pecmae_hub.batch.results import STDOUT, StreamResults, model_fingerprint, output_format
     from pecmae_hub.batch.shards import open_results
     from pecmae_hub.dataset_source import open_source
 
+    table = args.out is None and sys.stdout.isatty()  # a person reads it: a table, not JSON
     out = args.out or STDOUT
     fmt = output_format(out)
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be 0 or more, got {args.top_k}")
     if not args.max_seconds > 0:
         raise ConfigError(f"--max-seconds must be positive, got {args.max_seconds}")
+    _check_paths_exist(args.paths)
     _check_common(args)
-    # files: folders expanded, one file under several spellings once, missing files kept to get an error row;
-    # hf://datasets/...: the rows' ids (or indices), read from the id column alone
+    # files: folders expanded, one file under several spellings once (a list file's missing entries get an
+    # error row); hf://datasets/...: the rows' ids (or indices), read from the id column alone
     source = open_source(args.paths, split=args.split, audio_column=args.audio_column, id_column=args.id_column)
     inputs = source.input_keys()
     results = open_results(out, keep_errors=args.keep_errors, key=source.key)  # several processes: shard files
+    if table and isinstance(results, StreamResults):  # one process writing to a person: a table, not JSON
+        from pecmae_hub.cli.table import TableResults
+
+        results = TableResults(sys.stdout)
     main = getattr(results, "is_main", True)  # under accelerate launch only rank 0 reports
+    out_of_domain = 0
     with results:  # a file --out is locked from here on: a second run on it fails now
         for note in results.repairs:
             print(f"pecmae classify: repaired {out}: {note}", file=sys.stderr)
         todo = results.pending(inputs)
+        if todo and main and not args.no_progress:  # the first decode warms up: say what happens meanwhile
+            print(f"pecmae classify: loading model {args.model}…", file=sys.stderr, flush=True)
         model = _load_model(args)
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
         if main:
@@ -72,6 +100,7 @@ def run_classify(args: argparse.Namespace) -> int:
                 if isinstance(audio, Exception):  # a dataset row without readable audio
                     raise audio
                 prediction, error = model.classify(audio, top_k=args.top_k, max_seconds=args.max_seconds), ""
+                out_of_domain += prediction.in_domain is False
             except ProcessGroupError:  # another process failed or was lost (seen at a check-in): stop
                 raise
             except Exception as exc:  # one bad file must not stop the batch
@@ -80,7 +109,7 @@ def run_classify(args: argparse.Namespace) -> int:
         failed = results.failed(inputs)
     if not main:
         return EXIT_SOME_FAILED if failed else 0
-    where = "standard output" if fmt == "stdout" else out
+    where = "the table above" if table else "standard output" if fmt == "stdout" else out
     if not todo:
         print(f"pecmae classify: nothing to do, all {len(inputs)} inputs are already in {out}", file=sys.stderr)
     else:
@@ -88,8 +117,10 @@ def run_classify(args: argparse.Namespace) -> int:
         failed_now = sum(1 for p, _ in failed if p in now)
         kept = f", {len(failed) - failed_now} earlier failures kept (--keep-errors)" if len(failed) > failed_now else ""
         skipped = "" if fmt == "stdout" else f"{len(inputs) - len(todo)} skipped (already in {where}), "
+        guesses = f"; {out_of_domain} out of domain: labels are guesses" if out_of_domain else ""
         print(
-            f"pecmae classify: {len(todo) - failed_now} classified, {skipped}{failed_now} failed{kept}", file=sys.stderr
+            f"pecmae classify: {len(todo) - failed_now} classified, {skipped}{failed_now} failed{kept}{guesses}",
+            file=sys.stderr,
         )
     for path, error in failed[:20]:
         print(f"  failed: {path}: {error}", file=sys.stderr)
@@ -115,7 +146,9 @@ def run_sonify(args: argparse.Namespace) -> int:
     label, k = model.head.prototype_name(p)
     steps, scheduler = model.render_settings_for(args.steps, args.scheduler)
     steps, guidance, seed = check_render_settings(steps, args.guidance, args.seed, scheduler)
-    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler, args.vocoder) is not None
+    temperature = model.default_temperature() if args.temperature is None else args.temperature
+    rendered = model.prototype_audio_path(p, steps, guidance, seed, scheduler, args.vocoder, temperature=temperature)
+    rendered = rendered is not None
     from tqdm.auto import tqdm
 
     # one tick per diffusion step (a pre-rendered prototype needs none); hidden when stderr is not a terminal
@@ -129,6 +162,7 @@ def run_sonify(args: argparse.Namespace) -> int:
             seed=seed,
             scheduler=scheduler,
             vocoder=args.vocoder,
+            temperature=temperature,
             progress=lambda i, n: bar.update(i - bar.n),
         )
     with atomic_path(args.out) as tmp:
@@ -169,6 +203,7 @@ def run_push(args: argparse.Namespace) -> int:
         seed=args.seed,
         scheduler=args.scheduler or "upstream",
         vocoder=args.vocoder,
+        temperature=1.0 if args.temperature is None else args.temperature,
         autoencoder_repo_id=args.autoencoder_repo,
         fidelity=False if args.no_fidelity else (args.held_out or True),
     )
@@ -239,6 +274,13 @@ def _render_args(p: argparse.ArgumentParser) -> None:
         help="classifier-free guidance weight w, v = v_cond + w (v_cond - v_uncond); 0 = none (default %(default)s)",
     )
     p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="scale of the starting noise, in (0, 2]: below 1 gives steadier audio with less variety "
+        "(default: the pre-renders' temperature, else 1)",
+    )
+    p.add_argument(
         "--vocoder",
         default=None,
         choices=("vocos", "griffin-lim"),
@@ -253,7 +295,7 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "classify",
         help=command_help("classify"),
-        epilog=EXIT_CODES,
+        epilog=f"{EXAMPLES}\n\n{EXIT_CODES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Classify audio files: one row per input in --out (CSV or JSONL), or JSONL on standard output. "
         "Resumable: inputs already in --out are skipped, failed ones retried; one run per --out at a time.",
@@ -268,9 +310,9 @@ def register_cli(subparsers) -> None:
     add_dataset_args(p)
     p.add_argument(
         "--out",
-        default="-",
+        default=None,
         help="results file .csv or .jsonl (appended to, resumed), or - for JSONL on standard output "
-        "(default %(default)s)",
+        "(default: a short table on a terminal, JSONL into a pipe)",
     )
     p.add_argument("--top-k", type=int, default=3, help="prototypes listed per prediction (default %(default)s)")
     p.add_argument(

@@ -52,7 +52,11 @@ def _run_gm_solos(args) -> int:
         ae_time_budget_s=args.ae_time_budget,
         head_steps=args.head_steps,
         protos_per_class=args.protos_per_class,
-        sonify_steps=args.sonify_steps,
+        **{
+            name: value
+            for name in ("sonify_steps", "sonify_scheduler", "sonify_guidance", "sonify_temperature")
+            if (value := getattr(args, name)) is not None  # None: the recipe's own default
+        },
         out=args.out,
         ae_init=args.ae_init,
         vocoder_steps=args.vocoder_steps,
@@ -125,11 +129,11 @@ def _gm_solos_parser(sub) -> None:
     p.add_argument("--ae-init", default=None, help="warm-start the autoencoder from this model folder")
     p.add_argument("--head-steps", type=int, default=3000)
     p.add_argument("--protos-per-class", type=int, default=3)
-    p.add_argument("--vocoder-steps", type=int, default=6000, help="neural vocoder training steps (vocoder stage)")
+    p.add_argument("--vocoder-steps", type=int, default=6500, help="neural vocoder training steps (vocoder stage)")
     p.add_argument(
         "--decoder-steps",
         type=int,
-        default=3000,
+        default=6000,
         help="diffusion decoder training steps, encoder frozen (decoder stage)",
     )
     p.add_argument(
@@ -145,7 +149,10 @@ def _gm_solos_parser(sub) -> None:
         help="start from a finished model (its autoencoder and head), e.g. checkpoints/gm-solos, and run the "
         "vocoder, decoder and package stages on it",
     )
-    p.add_argument("--sonify-steps", type=int, default=40)
+    p.add_argument("--sonify-steps", type=int, default=None, help="package: diffusion steps per prototype render")
+    p.add_argument("--sonify-scheduler", default=None, help="package: the renders' sampler (unipc, upstream, ...)")
+    p.add_argument("--sonify-guidance", type=float, default=None, help="package: the renders' guidance weight w")
+    p.add_argument("--sonify-temperature", type=float, default=None, help="package: the renders' starting-noise scale")
     p.add_argument("--out", default="checkpoints/gm-solos", help="where the finished model folder goes")
     p.set_defaults(func=_run_gm_solos)
 

@@ -135,7 +135,7 @@ from pecmae_hub.pipeline import PECMAE
 model = PECMAE.from_pretrained("{ref}")
 prediction = model.classify("song.mp3")
 print(prediction.label, prediction.scores)
-for proto in prediction.top_prototypes:   # the prototypes that drove the decision
+for proto in prediction.top_prototypes:  # the prototypes that drove the decision
     print(proto["class"], proto["k"], proto["contribution"])
 ```
 
@@ -145,7 +145,7 @@ for proto in prediction.top_prototypes:   # the prototypes that drove the decisi
 (see `prototypes/index.json`). Other settings are decoded on the fly:
 {_sonification_note(info)}
 ```python
-audio = model.sonify(("{labels[0]}", 0))   # float32, 24 kHz; the pre-rendered WAV when the settings match
+audio = model.sonify(("{labels[0]}", 0))  # float32, 24 kHz; the pre-rendered WAV when the settings match
 ```
 
 or `pecmae sonify --model {ref} --prototype {labels[0]}:0 --out prototype.wav`.

@@ -24,7 +24,7 @@ from pecmae_hub.errors import ConfigError, InputShapeError
 from pecmae_hub.loudness import TARGET_LUFS, LevelChange, limit_peak, normalize_loudness
 from pecmae_hub.models.autoencoder_config import AutoencoderConfig, build_denoiser
 from pecmae_hub.models.encoders import CLSEncoder, Denoiser, FrameEncoder
-from pecmae_hub.models.synthesis import VOCOS, join_chunks, resolve_vocoder
+from pecmae_hub.models.synthesis import VOCOS, check_temperature, join_chunks, resolve_vocoder
 from pecmae_hub.storage.pretrained import PretrainedMixin
 
 if TYPE_CHECKING:
@@ -323,14 +323,15 @@ class Autoencoder(PretrainedMixin, nn.Module):
         return self.denoiser(x_noisy, sigma, code, self.cls_encoder.pos_encoder)
 
     def decode_latents(
-        self, z, steps=40, guidance=1.0, seed=None, noise=None, progress=None, scheduler="upstream"
+        self, z, steps=40, guidance=1.0, seed=None, noise=None, progress=None, scheduler="upstream", temperature=1.0
     ) -> torch.Tensor:
         """Run the sampler: z (n, D) → generated signal (n, T, signal_dim) (EnCodec latents or mel frames).
 
         ``scheduler``: ``"upstream"`` (the exact v-diffusion sampler) or a diffusers scheduler name, dict or
         instance (``"ddim"``, ``"dpmsolver++"``, ``"unipc"``; see :mod:`pecmae_hub.sampling.schedulers`).
         Every step's x̂0 is kept within :attr:`signal_range` (mel models; EnCodec latents are left free, as
-        upstream).
+        upstream). ``temperature`` scales the starting noise: below 1, the sampler starts nearer the middle of
+        the distribution and ends on steadier, less noisy audio, at the price of variety (1: upstream).
         """
         from pecmae_hub.sampling.schedulers import check_steps, sample
 
@@ -355,6 +356,8 @@ class Autoencoder(PretrainedMixin, nn.Module):
             raise InputShapeError(
                 f"noise must have shape {shape} (n_chunks, frames, signal_dim), got {tuple(noise.shape)}"
             )
+        if temperature != 1.0:
+            noise = noise * float(check_temperature(temperature))
         with torch.inference_mode():
             return sample(
                 self.predict_v,
@@ -379,20 +382,22 @@ class Autoencoder(PretrainedMixin, nn.Module):
         scheduler="upstream",
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
+        temperature: float = 1.0,
     ) -> np.ndarray:
         """Sonify z (n_chunks, D) → float32 waveform at 24 kHz, one ``chunk_seconds`` chunk per row.
 
         Same ``seed`` (or the same ``noise`` of shape (n_chunks, T, signal_dim)) → same audio.
         Chunks are joined end to end (fixing upstream's self-add, docs/architecture.md §12.20); ``crossfade_ms`` > 0
         overlaps consecutive chunks by that much with a linear cross-fade. ``scheduler`` as in
-        :meth:`decode_latents` (``"upstream"``: the exact sampler). ``vocoder`` as in :meth:`synthesize`.
+        :meth:`decode_latents` (``"upstream"``: the exact sampler), and so is ``temperature``. ``vocoder`` as in
+        :meth:`synthesize`.
 
         ``loudness``: the result is normalised to this many LUFS (ITU-R BS.1770) under a true-peak ceiling of
         -1 dBFS (:func:`pecmae_hub.loudness.normalize_loudness`); ``None`` keeps the decoder's own level, scaled
         down only if a sample would pass full scale. Either way no sample lies beyond ±1.
         """
         return self.decode_with_level(
-            z, steps, guidance, seed, noise, crossfade_ms, progress, scheduler, vocoder, loudness
+            z, steps, guidance, seed, noise, crossfade_ms, progress, scheduler, vocoder, loudness, temperature
         )[0]
 
     def decode_with_level(
@@ -407,10 +412,11 @@ class Autoencoder(PretrainedMixin, nn.Module):
         scheduler="upstream",
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
+        temperature: float = 1.0,
     ) -> tuple[np.ndarray, LevelChange | None]:
         """:meth:`decode` and the :class:`~pecmae_hub.loudness.LevelChange` it applied (None when
         ``loudness`` is None), for callers that record the gain (the prototype renders' ``index.json``)."""
-        latents = self.decode_latents(z, steps, guidance, seed, noise, progress, scheduler)
+        latents = self.decode_latents(z, steps, guidance, seed, noise, progress, scheduler, temperature)
         wav = join_chunks(list(self.synthesize(latents, vocoder)), int(round(crossfade_ms * SAMPLE_RATE / 1000)))
         if loudness is None:
             return limit_peak(wav), None

@@ -1,7 +1,7 @@
 """Out-of-domain (OOD) scoring: does an input look like the audio the head was trained on?
 
-A prototype head always answers with one of its classes, whatever it hears (a 440 Hz sine is a
-"female singer" to the GM-Solos model). :class:`OODScorer` measures how far embeddings lie from the
+A prototype head always answers with one of its classes, whatever it hears (a 2 kHz sine is a
+"tenor saxophone" to the GM-Solos model). :class:`OODScorer` measures how far embeddings lie from the
 training embeddings with the class-conditional Mahalanobis distance under one covariance shared by
 all classes (Lee et al., 2018, "A simple unified framework for detecting out-of-distribution
 samples"), on the raw z the head receives::
@@ -17,9 +17,16 @@ tracks, the threshold depends on the track length: ``thresholds[m - 1]`` applies
 chunks, the last one to longer tracks. :func:`pecmae_hub.training.ood.calibrate_ood` sets them on
 held-out tracks so that a chosen fraction of in-domain tracks is kept.
 
+A raw score means little to a listener, so a calibrated scorer also keeps a *reference*
+(:class:`OODReference`): quantiles of the scores of held-out in-domain tracks per length, which turn a
+score into "further from the training audio than 97 % of training clips"
+(:meth:`OODScorer.score_percentile`), and, per prototype, quantiles of the similarity of the training
+chunks of its class to it, which turn "similarity 0.84" into "closer than 2 % of violin training chunks"
+(:meth:`OODScorer.similarity_percentile`).
+
 Stored next to the head as ``ood.safetensors`` (``means`` (C, D) and ``whitening`` (D, D) with
 ``Sigma^-1 = W W^T``; 68 kB for D=128, 2.4 MB for D=768) and ``ood.json`` (method, thresholds,
-aggregation, how it was calibrated). A head folder without them has no scorer:
+aggregation, how it was calibrated, the reference). A head folder without them has no scorer:
 :meth:`OODScorer.load` returns None.
 """
 
@@ -45,6 +52,81 @@ OOD_VERSION = 1
 AGGREGATIONS = ("mean-embedding", "mean", "max")
 
 
+class OODReference:
+    """Quantile tables that place a score or a similarity among those of the training audio.
+
+    ``levels`` (L,) are increasing fractions from 0 to 1; ``track_scores[m - 1]`` (L,) are the scores of
+    held-out in-domain tracks of m chunks at those levels (the last row serves longer tracks) and
+    ``track_counts[m - 1]`` how many tracks made each row; ``prototype_similarity[p]`` (L,) are the
+    similarities to prototype p of the training chunks of p's class at those levels. Either table may be
+    absent (None). Stored as the ``reference`` object of ``ood.json``.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[float],
+        track_scores: Sequence[Sequence[float]] | None = None,
+        track_counts: Sequence[int] | None = None,
+        prototype_similarity: Sequence[Sequence[float]] | None = None,
+    ):
+        self.levels = [float(v) for v in levels]
+        lv = self.levels
+        if len(lv) < 2 or lv[0] != 0.0 or lv[-1] != 1.0 or lv != sorted(lv):
+            raise ConfigError("OOD reference levels must increase from 0 to 1")
+        self.track_scores = None if track_scores is None else [self._row(r, "track_scores") for r in track_scores]
+        self.track_counts = None if track_counts is None else [int(n) for n in track_counts]
+        if self.track_scores is not None and (
+            not self.track_scores or len(self.track_counts or []) != len(self.track_scores)
+        ):
+            raise ConfigError("OOD reference: track_scores needs one row and one count per track length")
+        self.prototype_similarity = None
+        if prototype_similarity is not None:
+            self.prototype_similarity = [self._row(r, "prototype_similarity") for r in prototype_similarity]
+
+    def _row(self, row: Sequence[float], name: str) -> list[float]:
+        values = [float(v) for v in row]
+        if len(values) != len(self.levels) or not all(math.isfinite(v) for v in values) or values != sorted(values):
+            raise ConfigError(f"OOD reference: each {name} row must hold {len(self.levels)} increasing finite numbers")
+        return values
+
+    @staticmethod
+    def _place(value: float, row: list[float], levels: list[float]) -> float:
+        """The fraction of the reference below ``value`` (linear between the stored quantiles)."""
+        if value <= row[0]:
+            return 0.0
+        if value >= row[-1]:
+            return 1.0
+        for i in range(1, len(row)):
+            if value <= row[i]:
+                lo, hi = row[i - 1], row[i]
+                t = 0.0 if hi <= lo else (value - lo) / (hi - lo)
+                return levels[i - 1] + t * (levels[i] - levels[i - 1])
+        return 1.0  # pragma: no cover - value < row[-1] ends the loop above
+
+    def track_row(self, n_chunks: float | None) -> int | None:
+        """Index of the ``track_scores`` row for a track of ``n_chunks`` (None: the longest)."""
+        if self.track_scores is None:
+            return None
+        last = len(self.track_scores)
+        return last - 1 if n_chunks is None else min(max(round(float(n_chunks)), 1), last) - 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": self.levels,
+            "track_scores": self.track_scores,
+            "track_counts": self.track_counts,
+            "prototype_similarity": self.prototype_similarity,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> OODReference | None:
+        if data is None:
+            return None
+        if not isinstance(data, dict) or "levels" not in data:
+            raise ConfigError("OOD reference must be an object with 'levels'")
+        return cls(data["levels"], data.get("track_scores"), data.get("track_counts"), data.get("prototype_similarity"))
+
+
 class OODScorer(nn.Module):
     """Class-conditional Mahalanobis OOD scorer over raw autoencoder embeddings z.
 
@@ -59,6 +141,8 @@ class OODScorer(nn.Module):
             duration-weighted mean z), ``"mean"`` (duration-weighted mean of chunk scores) or ``"max"``.
         labels: the class names in id order (optional, checked against the head by callers).
         calibration: how the thresholds were set (free-form JSON: data, quantile, kept fraction ...).
+        reference: quantile tables for :meth:`score_percentile` and :meth:`similarity_percentile`
+            (an :class:`OODReference` or its dict), or None.
 
     It is an ``nn.Module`` (buffers only) so that ``.to(device)`` follows the head.
     """
@@ -75,6 +159,7 @@ class OODScorer(nn.Module):
         aggregation: str = "mean-embedding",
         labels: Sequence[str] | None = None,
         calibration: dict[str, Any] | None = None,
+        reference: OODReference | dict[str, Any] | None = None,
     ):
         super().__init__()
         means, whitening = torch.as_tensor(means, dtype=torch.float32), torch.as_tensor(whitening, dtype=torch.float32)
@@ -95,6 +180,7 @@ class OODScorer(nn.Module):
         self.aggregation = aggregation
         self.labels = None if labels is None else [str(x) for x in labels]
         self.calibration = dict(calibration or {})
+        self.reference = reference if isinstance(reference, OODReference) else OODReference.from_dict(reference)
 
     # ---- description -------------------------------------------------------------------------
     @property
@@ -210,6 +296,32 @@ class OODScorer(nn.Module):
         score = self.track_score(z, weights)
         return score, self.is_in_domain(score, self.effective_chunks(len(z), weights))
 
+    # ---- scales a person can read --------------------------------------------------------------
+    def score_percentile(self, track_score: float, n_chunks: float | None = None) -> float | None:
+        """Fraction (0-1) of held-out in-domain tracks of this length whose score is lower than
+        ``track_score``: 0.97 reads "further from the training audio than 97 % of training clips".
+        None without a reference."""
+        ref = self.reference
+        row = None if ref is None else ref.track_row(n_chunks)
+        if ref is None or row is None or ref.track_scores is None:
+            return None
+        return OODReference._place(float(track_score), ref.track_scores[row], ref.levels)
+
+    def reference_tracks(self, n_chunks: float | None = None) -> int | None:
+        """How many held-out tracks the percentile of a track of ``n_chunks`` is measured against."""
+        ref = self.reference
+        row = None if ref is None else ref.track_row(n_chunks)
+        return None if ref is None or row is None or ref.track_counts is None else ref.track_counts[row]
+
+    def similarity_percentile(self, prototype: int, similarity: float) -> float | None:
+        """Fraction (0-1) of the training chunks of ``prototype``'s class that are less similar to it than
+        ``similarity``; None without a reference for that prototype."""
+        ref = self.reference
+        table = None if ref is None else ref.prototype_similarity
+        if ref is None or table is None or not 0 <= int(prototype) < len(table):
+            return None
+        return OODReference._place(float(similarity), table[int(prototype)], ref.levels)
+
     # ---- files -------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         """The ``ood.json`` content."""
@@ -224,6 +336,7 @@ class OODScorer(nn.Module):
             "score": "min over classes c of (z - mu_c)^T Sigma^-1 (z - mu_c) / D on raw z; track score per "
             "'aggregation'; in domain when track score <= thresholds[min(n_chunks, len) - 1]",
             "calibration": self.calibration,
+            "reference": None if self.reference is None else self.reference.to_dict(),
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -312,6 +425,7 @@ class OODScorer(nn.Module):
                 data.get("aggregation", "mean-embedding"),
                 data.get("labels"),
                 data.get("calibration"),
+                data.get("reference"),
             )
-        except (ConfigError, InputShapeError) as exc:
-            raise CheckpointError(f"OOD scorer in {weights.parent}: {exc}") from None
+        except (ConfigError, InputShapeError, TypeError, ValueError) as exc:  # a field of the wrong type or range
+            raise CheckpointError(f"{config} is malformed (OOD scorer): {exc}") from None

@@ -13,6 +13,15 @@ if TYPE_CHECKING:
     from pecmae_hub.models.autoencoder import Autoencoder
 
 
+def check_temperature(value) -> float:
+    """A sampling temperature (the scale of the starting noise) as a float in (0, 2], or :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"temperature must be a number in (0, 2] (1: the plain sampler), got {value!r}")
+    if not 0.0 < float(value) <= 2.0:
+        raise ConfigError(f"temperature must be in (0, 2] (1: the plain sampler), got {value}")
+    return float(value)
+
+
 def resolve_vocoder(ae: Autoencoder, vocoder: str | None) -> str:
     """The vocoder name that renders ``ae``'s decoder output: ``vocoder`` checked, or the model's default
     (``"vocos"`` when the model ships a neural vocoder, else ``"griffin-lim"``; ``"encodec"`` for EnCodec).

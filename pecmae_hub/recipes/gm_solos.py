@@ -27,7 +27,7 @@ import torch
 
 from pecmae_hub.configuration import AutoencoderRef
 from pecmae_hub.data.gm_solos.render import TEST_BANKS, TRAIN_BANKS, read_metadata
-from pecmae_hub.errors import DatasetError, IncompleteRunError
+from pecmae_hub.errors import ConfigError, DatasetError, IncompleteRunError
 from pecmae_hub.models.autoencoder import Autoencoder, AutoencoderConfig
 from pecmae_hub.storage.atomic import atomic_write_text
 from pecmae_hub.storage.integrity import write_checksums
@@ -36,7 +36,23 @@ STAGES = ("data", "autoencoder", "extract", "head", "evaluate", "vocoder", "deco
 TEST_BANK = TEST_BANKS[0]
 
 
-#: the decoder of the shipped model (``decoder`` stage): adaLN transformer, 256-d, 6 layers, 2 frames per token
+#: what the embedded model's decoder reproduces and what it cannot, in one line (card and app)
+SONIFICATION_NOTE = (
+    "The decoder plays the timbre a prototype stands for (the instrument's spectral envelope, attack and noise) "
+    "as a new 1.5 s excerpt, sampled at a low temperature for steady notes: it does not reproduce the notes of "
+    "any recording, and the prototypes of percussive or distorted instruments (piano, distorted guitar) come "
+    "out as a blurred texture rather than clean notes."
+)
+
+#: what the decoder and the neural vocoder were trained on (the card's licence notes)
+DECODER_LICENCE_NOTE = (
+    "The diffusion decoder and the neural vocoder (in `autoencoder/`) were trained here on the training banks' "
+    "clips only: FluidR3_GM (MIT, Frank Wen), MuseScore General (MIT, S. Christian Collins) and sf_GMbank "
+    "(Csound, public domain); never on TimGM6mb (GPL-2), the held-out test bank. Their weights are MIT."
+)
+
+#: the decoder of the shipped model (``decoder`` stage): adaLN transformer, 256-d, 6 layers, 2 frames per token,
+#: stored (with the vocoder) in float16
 DECODER = {
     "denoiser_type": "adaln",
     "denoiser_dim": 256,
@@ -44,6 +60,7 @@ DECODER = {
     "denoiser_heads": 4,
     "denoiser_ff_dim": 1024,
     "denoiser_patch": 2,
+    "decoder_dtype": "float16",
 }
 
 
@@ -83,16 +100,18 @@ class RecipeConfig:
     head_steps: int = 3000
     head_alpha: float = 0.25  # chosen on validation accuracy (paper: 0.75; see docs/gm-solos.md)
     protos_per_class: int = 3
-    vocoder_steps: int = 6000
+    vocoder_steps: int = 6500
     vocoder_batch_size: int = 16
     vocoder: dict = field(default_factory=dict)  # VocoderConfig overrides (tests use tiny ones)
-    decoder_steps: int = 3000
+    decoder_steps: int = 6000
     decoder_batch_size: int = 32
     decoder: dict = field(default_factory=lambda: dict(DECODER))  # denoiser fields of the re-trained decoder
     time_budget_s: float | None = None  # vocoder/decoder stages: stop (resumable) when spent
-    sonify_steps: int = 40
+    # the renders' settings, also what sonify uses by default for this model (chosen in docs/gm-solos.md)
+    sonify_steps: int = 14
     sonify_guidance: float = 1.0
-    sonify_scheduler: str = "upstream"
+    sonify_scheduler: str = "unipc"
+    sonify_temperature: float = 0.4
     from_model: str | None = None  # start from this finished model folder (autoencoder + head)
     out: str = "checkpoints/gm-solos"
     autoencoder: dict = field(default_factory=dict)  # AutoencoderConfig overrides (tests use tiny ones)
@@ -233,6 +252,25 @@ def trained_autoencoder_dir(cfg: RecipeConfig) -> Path:
     return Path(cfg.work) / "autoencoder" / "model"
 
 
+def _point_head_at(folder: Path, autoencoder: Autoencoder, trained: Autoencoder) -> None:
+    """Record in the head of ``folder`` the fingerprint of ``autoencoder``, which shares its encoder with
+    ``trained`` (the one the head was trained on; the decoder stage changed only the decoder). A head stored
+    with the earlier whole-architecture fingerprint would otherwise not recognise its own z."""
+    from pecmae_hub.models.head import PrototypeHead
+
+    head = PrototypeHead.from_pretrained(folder)
+    stored = head.config.autoencoder.fingerprint
+    if not trained.matches_fingerprint(stored) or trained.fingerprint() != autoencoder.fingerprint():
+        raise ConfigError(
+            f"the head in {folder} was trained on autoencoder {stored}, not on {trained.fingerprint()} "
+            f"(or the packaged autoencoder {autoencoder.fingerprint()} has another encoder)"
+        )
+    head.config = dataclasses.replace(
+        head.config, autoencoder=head.config.autoencoder.replace(fingerprint=autoencoder.fingerprint())
+    )
+    head.save_pretrained(folder)
+
+
 def stage_package(cfg: RecipeConfig) -> Path:
     """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card + fidelity record."""
     from pecmae_hub.fidelity import write_fidelity
@@ -251,10 +289,12 @@ def stage_package(cfg: RecipeConfig) -> Path:
         autoencoder.attach_vocoder(MelVocoder.from_pretrained(vocoder))
     autoencoder.config = dataclasses.replace(autoencoder.config, source=gm_solos_autoencoder_config().source)
     autoencoder.save_pretrained(staging / "autoencoder")
+    write_checksums(staging)  # this recipe's own files (a head stage run before checksums were complete too)
+    _point_head_at(staging, autoencoder, Autoencoder.from_pretrained(trained_autoencoder_dir(cfg)))
     summary = work / "evaluation" / "summary.json"
     if summary.exists():
         shutil.copy(summary, staging / "evaluation.json")
-    write_checksums(staging)  # this recipe's own files (a head stage run before checksums were complete too)
+    write_checksums(staging)
     model = PECMAE.from_pretrained(staging)
     model.name = "gm-solos"
     model.info.update(
@@ -269,14 +309,25 @@ def stage_package(cfg: RecipeConfig) -> Path:
         description=(
             "The embedded default model of PECMAE Hub: 8 solo instruments (the Medley-Solos-DB classes) rendered "
             "with FluidSynth from General MIDI SoundFont banks. A small mel-spectrogram autoencoder of the PECMAE "
-            "family (ResiDual transformer + CLS encoder, v-diffusion decoder, Griffin-Lim vocoder) trained here "
-            "with the v-diffusion loss plus contrastive terms (two chunks of one clip; instruments across the "
-            "training banks), and a prototype head with 3 prototypes per class. Re-create it with "
+            "family (ResiDual transformer + CLS encoder) trained here with the v-diffusion loss plus contrastive "
+            "terms (two chunks of one clip; instruments across the training banks), a prototype head with 3 "
+            "prototypes per class, and, to play the prototypes back, a diffusion decoder re-trained with the encoder "
+            "frozen (adaLN transformer) and a neural mel vocoder (Vocos-style). Re-create it with "
             "`pecmae recipe gm-solos` (the exact commands behind this checkpoint and what each choice was worth: "
             "`docs/gm-solos.md` in the PECMAE Hub repository)."
         ),
+        sonification_note=SONIFICATION_NOTE,
     )
-    model.render_prototypes(staging, steps=cfg.sonify_steps, guidance=cfg.sonify_guidance, seed=cfg.seed)
+    notes = [n for n in model.info.get("licence_notes") or [] if not n.startswith(DECODER_LICENCE_NOTE[:40])]
+    model.info["licence_notes"] = [*notes, DECODER_LICENCE_NOTE]
+    model.render_prototypes(
+        staging,
+        steps=cfg.sonify_steps,
+        guidance=cfg.sonify_guidance,
+        seed=cfg.seed,
+        scheduler=cfg.sonify_scheduler,
+        temperature=cfg.sonify_temperature,
+    )
     model.save_pretrained(staging)
     test = [cfg.data_dir / r["path"] for r in _metadata_rows(cfg) if _split_of(r, cfg) == "test"]
     write_fidelity(model, staging, test, max_clips=160, progress=True)  # the held-out bank: what auto may run

@@ -120,7 +120,7 @@ def start_from_model(cfg: RecipeConfig) -> None:
         for name in ("config.json", "model.safetensors", "labels.txt", "nearest.json", "metrics.json"):
             if (source / name).is_file():
                 shutil.copy(source / name, head / name)
-        for name in ("ood.json", "ood.safetensors", "training_log.csv"):
+        for name in ("ood.json", "ood.safetensors", "training_log.csv", "pecmae.json"):
             if (source / name).is_file():
                 shutil.copy(source / name, head / name)
         if (source / "nearest").is_dir():

@@ -7,7 +7,9 @@ synthetic tracks named like GM-Solos clips, so captions and players can be check
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import os
 import re
 import socket
@@ -22,10 +24,13 @@ import pytest
 import soundfile as sf
 from conftest import LABELS, tiny_pecmae
 
+from pecmae_hub.app.plots import pct
+from pecmae_hub.batch.results import csv_columns
+
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas deprecations inside Gradio
 ROOT = Path(__file__).resolve().parents[2]
 MAX_SECONDS = 5.0
-ENDPOINTS = {"/classify", "/prototype_audio", "/sonify", "/model_info", "/load_model"}
+ENDPOINTS = {"/classify", "/prototype_audio", "/sonify", "/model_info", "/load_model", "/report"}
 TOP, NEAREST = 3, 2  # top prototypes shown, nearest chunks played per prototype
 TRACKS = {
     "a.wav": "synth/violin/synth_violin_00007.wav",
@@ -111,14 +116,23 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     return sf.read(io.BytesIO(data), dtype="float32")
 
 
-def test_every_endpoint_is_documented(client):
+def test_every_endpoint_is_documented(client, app):
     api = client.view_api(return_format="dict", print_info=False)
     assert set(api["named_endpoints"]) >= ENDPOINTS
     classify = api["named_endpoints"]["/classify"]
     assert [p["component"] for p in classify["parameters"]] == ["Audio"]  # the model comes from the session
     assert [r["component"] for r in classify["returns"]] == (
-        ["Label", "Markdown", "Html", "Html"] + (["Audio"] * (1 + NEAREST) + ["Markdown"]) * TOP + ["Json"]
+        ["Label", "Markdown", "Html", "Html"]
+        + (["Audio"] * (1 + NEAREST) + ["Markdown"]) * TOP
+        + ["Json", "Html", "Html", "File"]
     )
+    from test_docs import doc_tables
+
+    tables = doc_tables()  # docs/app.md's endpoint table is this app's API
+    assert tables.stale_blocks({"endpoints": tables.endpoints_table(app[0])}) == []
+    for name, endpoint in api["named_endpoints"].items():  # every input and output has a name a client can read
+        labels = [r["label"] for r in endpoint["returns"]] + [p["label"] for p in endpoint["parameters"]]
+        assert all(label and not re.fullmatch(r"value_\d+", label) for label in labels), (name, labels)
 
 
 def _panel_values(html: str, panel: int) -> list[float]:
@@ -134,7 +148,8 @@ def test_classify_explains_with_points_timeline_and_playable_neighbours(client, 
 
     clip = app[2] / "violin.wav"
     scores, summary, explanation, similarity, *rest = client.predict(handle_file(str(clip)), api_name="/classify")
-    groups, details = [rest[i * (NEAREST + 2) : (i + 1) * (NEAREST + 2)] for i in range(TOP)], rest[-1]
+    groups = [rest[i * (NEAREST + 2) : (i + 1) * (NEAREST + 2)] for i in range(TOP)]
+    details, warning, bars, files = rest[TOP * (NEAREST + 2) :]
     model = PECMAE.from_pretrained(near_model_dir, device="cpu")
     expected = model.classify(str(clip))
     conf = {c["label"]: c["confidence"] for c in scores["confidences"]}
@@ -154,15 +169,17 @@ def test_classify_explains_with_points_timeline_and_playable_neighbours(client, 
     assert 'class="pe-track"' in explanation and "grey" not in explanation and "#7f7f7f" not in explanation
     assert similarity.count("<tr>") == 1 + model.head.num_prototypes  # header + one row per prototype
     assert similarity.count("<td") == model.head.num_prototypes * 3  # one cell per chunk
-    for (proto, *nears, caption), top in zip(groups, expected.top_prototypes):
+    for rank, ((proto, *nears, caption), top) in enumerate(zip(groups, expected.top_prototypes), 1):
         # players come as updates: the WAV (downloaded by the client) and its plain-word label
-        assert proto["label"] == f"{top['class']} prototype #{top['k']}, decoded by the model"
+        name = f"{top['class']} — prototype {top['k'] + 1} of 2"  # numbered from 1; no internal index
+        assert proto["label"] == f"{name}, decoded by the model"
+        assert caption.startswith(f"**{rank}. {name}** · ") and f"(p{top['p']})" not in caption
         wav, sr = read_wav(proto["value"])
         reference, _ = sf.read(
             near_model_dir / "prototypes" / f"p{top['p']:03d}_{top['class']}_{top['k']}.wav", dtype="float32"
         )
         np.testing.assert_array_equal(wav, reference)  # the pre-rendered file itself: loudness kept
-        assert f"(p{top['p']})" in caption and f"{top['contribution'] / temperature:+.1f} points" in caption
+        assert f"{top['contribution'] / temperature:+.1f} points" in caption
         for rank, (near, row) in enumerate(zip(nears, top["nearest"])):
             label = row["track"].split("/")[1]
             clip_no = int(row["track"][-9:-4])
@@ -175,6 +192,21 @@ def test_classify_explains_with_points_timeline_and_playable_neighbours(client, 
             np.testing.assert_allclose(wav, cut, atol=1.5 / 32768)  # the training chunk, 16-bit
     assert details["top_prototypes"][0]["nearest_audio"] == [True, True]
     assert details["segments"][0]["start"] == 0.0 and details["segments"][-1]["end"] == 2.5
+    # the visible scores say what the headline says (one rounding), and the tiny model has no OOD scorer
+    assert warning["visible"] is False and "pe-dim" not in bars
+    for label, score in expected.scores.items():
+        assert pct(score) in bars or label not in bars
+    assert pct(expected.confidence) in summary and pct(expected.confidence) in bars
+    # the result as files: exactly the row `pecmae classify --out x.csv` writes, and its JSONL row
+    assert files["visible"] is True  # an update: shown once there is a result
+    csv_file, json_file = sorted(files["value"], key=lambda f: not str(f).endswith(".csv"))
+    with open(csv_file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and list(rows[0]) == csv_columns(list(model.labels), TOP)
+    assert rows[0]["path"] == "violin.wav" and rows[0]["label"] == expected.label
+    assert float(rows[0]["confidence"]) == pytest.approx(expected.confidence, abs=1e-6)
+    row = json.loads(Path(json_file).read_text())
+    assert row["path"] == "violin.wav" and row["scores"] == pytest.approx(expected.scores, abs=1e-6)
 
 
 def test_bad_inputs_are_refused_before_running_with_their_key_words(client, app, tmp_path, capfd):
@@ -233,7 +265,7 @@ def test_headline_lists_segments_when_chunks_disagree_and_bars_skip_filler():
     assert "**violin** 0–3 s · **trumpet** 3–6 s · **piano** 6–9 s · **flute** 9–12 s" in text
     assert "Only 2 of 8 chunks say **piano**" in text
     rows = evidence_rows(pred, "piano", 0.1, labels, 2)
-    assert [r["name"] for r in rows] == ["piano #0", "piano #1", "6 other prototypes + baseline"]
+    assert [r["name"] for r in rows] == ["piano 1/2", "piano 2/2", "6 other prototypes + baseline"]
     assert sum(r["points"] for r in rows) == pytest.approx(18.0)
     assert "Piano leads flute by 6.0 points, so it is about 403 times as likely" in explanation_html(pred, labels, 0.1)
     assert len(set(class_colors(labels).values())) == 4
@@ -247,7 +279,7 @@ def test_prototype_audio_is_the_prerendered_wav(client, tiny_model_dir):
     reference, _ = sf.read(tiny_model_dir / "prototypes" / "p003_piano_1.wav", dtype="float32")
     assert sr == 24000 and wav.shape == (24000,)
     np.testing.assert_array_equal(wav, reference)
-    assert "piano · prototype #1" in caption and "(p3)" in caption
+    assert caption.startswith("**piano — prototype 2 of 2** — pre-rendered with") and "(p3)" not in caption
     assert read_wav(client.predict("3", api_name="/prototype_audio")[0])[0].tolist() == wav.tolist()  # by index
     with pytest.raises(Exception, match="Unknown prototype: unknown class 'cello'"):
         client.predict("cello:0", api_name="/prototype_audio")
@@ -284,6 +316,7 @@ def test_sonify_progress_follows_the_diffusion_steps(app):
 
     path, _caption = app[0].pecmae.sonify("piano:0", 4, 1.0, 11, "unipc", None, progress=progress)
     assert calls == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)] and Path(path).is_file()
+    assert "piano — prototype 1 of 2** — decoded now with unipc sampler, 4 steps" in _caption
 
 
 def test_model_info_shows_card_labels_metrics_and_config(client):
@@ -315,8 +348,9 @@ def test_load_model_offline_message_then_from_the_local_hub(app, hub, make_tiny_
     hub.start()
     pecmae_hub.app.models._probe_cache.clear()
     hub.add_folder("pecmae-hub/gtzan-pecmae-5", make_tiny_model(seed=3, folder=tmp_path / "gtzan"))
-    status, _card, _overview, config, proto = client.predict("gtzan", api_name="/load_model")
+    status, _card, overview, config, proto = client.predict("gtzan", api_name="/load_model")
     assert "Loaded" in status and config["source"].startswith("pecmae-hub/gtzan-pecmae-5@")
+    assert f"[pecmae-hub/gtzan-pecmae-5 on the Hugging Face Hub]({hub.url}/pecmae-hub/gtzan-pecmae-5)" in overview
     assert "**3 classes**" in status and "**Limits:**" in status  # the new model's intro
     assert hub.count("GET", "/api/models/pecmae-hub/gtzan-pecmae-5/tree/") == 1  # its audio listed once, fetched
     assert proto["value"] == "violin:0" and len(proto["choices"]) == 6  # the prototype selector's update
@@ -364,21 +398,20 @@ def test_app_py_starts_offline(tiny_model_dir, tmp_path):
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        deadline, page = time.monotonic() + 45, None
+        deadline, page = time.monotonic() + 90, None  # generous: the machine may be busy
         while time.monotonic() < deadline and proc.poll() is None and page is None:
             try:
                 page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).read().decode()
             except OSError:
                 time.sleep(0.5)
-        assert page is not None, proc.stdout.read() if proc.poll() is not None else "app.py did not answer in 45 s"
+        assert page is not None, proc.stdout.read() if proc.poll() is not None else "app.py did not answer in 90 s"
         assert "PECMAE Hub" in page
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def test_headline_warns_when_the_audio_is_unlike_the_training_data():
-    from pecmae_hub.app.texts import summary_text
+def _prediction(**kw):
     from pecmae_hub.prediction import Prediction
 
     base = dict(
@@ -394,11 +427,87 @@ def test_headline_warns_when_the_audio_is_unlike_the_training_data():
         top_prototypes=[],
         duration=1.5,
     )
-    odd = summary_text(Prediction(**base, ood_score=3.2, in_domain=False))
-    assert odd.startswith("**⚠ This audio is unlike the audio this model was trained on** (out-of-domain score 3.20)")
-    assert "violin" in odd
-    assert "unlike" not in summary_text(Prediction(**base, ood_score=0.9, in_domain=True))
-    assert "unlike" not in summary_text(Prediction(**base))  # a model without a scorer says nothing
+    return Prediction(**{**base, **kw})
+
+
+def test_out_of_domain_warning_is_a_callout_with_a_readable_scale():
+    from pecmae_hub.app.plots import explanation_html, scores_html
+    from pecmae_hub.app.texts import ood_callout, summary_text
+
+    clear = _prediction(ood_score=3.2, in_domain=False, ood_percentile=1.0)
+    edge = _prediction(ood_score=1.7, in_domain=False, ood_percentile=0.9983)
+    known = _prediction(ood_score=0.9, in_domain=True, ood_percentile=0.62)
+    loud = ood_callout(clear, 1.58, 8)
+    assert 'class="pe-ood pe-ood-clear"' in loud and 'role="alert"' in loud and "⚠" in loud
+    assert "does not sound like anything this model was trained on" in loud
+    assert "further from the training audio than any of the model&#x27;s training clips" in loud
+    assert "score 3.20; the model trusts up to 1.58" in loud and "a guess, not a recognition" in loud
+    soft = ood_callout(edge, 1.58, 8)  # within 1.25 x the threshold: worded as a borderline case
+    assert "pe-ood-borderline" in soft and "at the edge of what this model knows" in soft
+    assert "than 99.8 % of the model" in soft and "check it by ear" in soft
+    assert ood_callout(known, 1.58, 8) == "" and ood_callout(_prediction(), None, 8) == ""
+    assert ood_callout(_prediction(ood_score=2.0, in_domain=False), 1.5, 8).count("score 2.00") == 1  # no reference
+    # flagged: the headline is a best guess, the scores and bars are faded
+    assert summary_text(clear).startswith("### Best guess: violin — 90.0 %") and "Not a recognition" in summary_text(
+        clear
+    )
+    assert "Best guess" not in summary_text(known) and "Not a recognition" not in summary_text(known)
+    assert "pe-dim" in scores_html(clear, ["violin", "piano"], dim=True) and "a guess" in scores_html(
+        clear, [], dim=True
+    )
+    assert 'class="pe-why pe-dim"' in explanation_html(clear, ["violin", "piano"], 0.1, 1.5, dim=True)
+    assert "pe-dim" not in explanation_html(known, ["violin", "piano"], 0.1, 1.5)
+
+
+def test_captions_place_the_similarity_among_the_training_chunks():
+    from pecmae_hub.app.texts import prototype_caption
+
+    item = {"class": "violin", "k": 1, "p": 22, "contribution": 0.32, "similarity": 0.84}
+    plain = prototype_caption(1, item, 0.1, [], per_class=3)
+    assert plain.startswith("**1. violin — prototype 2 of 3** · +3.2 points") and "p22" not in plain
+    assert "similarity 0.84 (1 = identical)" in plain
+    placed = prototype_caption(2, {**item, "similarity_percentile": 0.004}, 0.1, [], per_class=3)
+    assert "closer to it than 0.4 % of the violin training chunks (similarity 0.84)" in placed
+
+
+def test_new_input_clears_every_result_and_a_report_is_kept_locally(app, client, tmp_path):
+    from gradio_client import handle_file
+
+    handlers = app[0].pecmae
+    cleared = handlers.clear_results()
+    assert len(cleared) == 4 + TOP * (NEAREST + 2) + 4
+    assert cleared[0] is None and "press **Classify**" in cleared[1] and cleared[2] == cleared[3] == ""
+    players = [c for c in cleared[4 : 4 + TOP * (NEAREST + 2)] if not isinstance(c, str)]
+    assert len(players) == TOP * (NEAREST + 1) and all(c.visible is False and c.value is None for c in players)
+    assert cleared[-4] is None and cleared[-3].visible is False and cleared[-2] == ""
+    assert cleared[-1].visible is False and cleared[-1].value is None
+    clip = app[2] / "piano.wav"
+    result = client.predict(handle_file(str(clip)), api_name="/classify")
+    details = result[4 + TOP * (NEAREST + 2)]
+    with pytest.raises(Exception, match="Choose what the clip really is"):
+        client.predict(handle_file(str(clip)), details, None, "", api_name="/report")
+    handlers.reports = type(handlers.reports)(tmp_path / "reports")
+    status = client.predict(handle_file(str(clip)), details, "flute", "  it is a flute\n", api_name="/report")
+    assert "saved on this server" in status and f"{details['label']} → flute" in status
+    with open(handlers.reports.csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["correct label"] == "flute" and rows[0]["note"] == "it is a flute"
+    assert rows[0]["predicted"] == details["label"] and rows[0]["model"] == details["model"]
+    copied = [p for p in (tmp_path / "reports").rglob("*.wav")]
+    assert len(copied) == 1 and copied[0].read_bytes() == clip.read_bytes()  # the clip, for the operator
+
+
+def test_one_model_means_no_selector_and_the_steps_follow_the_sampler(app):
+    from pecmae_hub.app.prototypes_tab import steps_for
+
+    demo = app[0]
+    single = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-single"]
+    selector = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "model-select")
+    assert len(selector.choices) > 1 and not single  # this module's app offers the registry models too
+    steps = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sonify-steps")
+    sampler = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "sonify-scheduler")
+    assert sampler.value == "unipc" and steps.value == 14  # the default sampler at its own steps
+    assert steps_for("upstream")["value"] == 40 and steps_for("dpmsolver++")["value"] == 25
 
 
 def test_selector_lists_only_extra_models_that_load(hub, make_tiny_model, tmp_path, monkeypatch):
@@ -411,3 +520,46 @@ def test_selector_lists_only_extra_models_that_load(hub, make_tiny_model, tmp_pa
     values = [value for _, value in manager.choices()]
     assert values[0] == policy.startup_alias and "test-org/tiny-extra" in values
     assert "gtzan" not in values and "test-org/missing" not in values  # not published: not offered
+
+
+def test_links_and_share_buttons_depend_on_where_the_app_runs(monkeypatch):
+    from pecmae_hub.app.classify_tab import share_buttons
+    from pecmae_hub.app.texts import CITATION, PAPER_URL, UPSTREAM_CODE_URL, code_links
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    local = code_links()
+    assert PAPER_URL in local and UPSTREAM_CODE_URL in local and "huggingface.co/spaces" not in local
+    assert share_buttons() == []  # Gradio's Share only works on Spaces
+    monkeypatch.setenv("SPACE_ID", "org/pecmae-hub")
+    assert "[this app's code](https://huggingface.co/spaces/org/pecmae-hub/tree/main)" in code_links()
+    assert share_buttons() == ["share"]
+    assert CITATION.startswith("@inproceedings{") and "2402.09318" in CITATION and "Rocamora" in CITATION
+
+
+def test_prototypes_tab_says_what_the_decoder_reproduces(app):
+    """The shipped model's note (also in its card) reaches the Prototypes tab; a model without one shows none."""
+    from pecmae_hub import PECMAE
+    from pecmae_hub.app.texts import prototypes_note
+    from pecmae_hub.hub.registry import embedded_model_dir
+
+    shipped = PECMAE.from_pretrained("gm-solos")
+    note = prototypes_note(shipped)
+    assert note.startswith("**What you hear.**") and "does not reproduce the notes" in note
+    card = (embedded_model_dir("gm-solos") / "README.md").read_text()
+    assert shipped.info["sonification_note"] in card
+    assert app[0].pecmae.prototypes_note(None) == ""  # the tiny test model states none
+
+
+def test_the_embedded_model_plays_its_prerendered_prototypes_without_decoding():
+    """Every shipped render matches its key at the index's settings (temperature, vocoder and level included),
+    so the app serves the file instead of a blank player; the caption names those settings."""
+    from pecmae_hub import PECMAE
+    from pecmae_hub.app.files import prerendered, render_settings_of
+    from pecmae_hub.app.texts import render_words
+    from pecmae_hub.render_index import index_settings
+
+    shipped = PECMAE.from_pretrained("gm-solos")
+    paths = [prerendered(shipped, p) for p in range(shipped.head.num_prototypes)]
+    assert all(path is not None and path.endswith(".wav") for path in paths), paths
+    words = render_words(index_settings(render_settings_of(shipped)))
+    assert words == "unipc sampler, 14 steps, guidance 1, seed 0, noise temperature 0.4, vocos vocoder, -20 LUFS"

@@ -16,7 +16,7 @@ from pecmae_hub.models.precision import cpu_int8_support
 from pecmae_hub.pipeline import PECMAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_fidelity import _autoencoder, _model, _tones  # noqa: E402
+from test_fidelity import _autoencoder, _model, _tones
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

@@ -368,7 +368,13 @@ def test_cli_validation_and_overwrite(files, tmp_path, capsys):
         run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out))
     assert (
         run_cli(
-            "--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out), "--overwrite",
+            "--encodec",
+            str(files["encodec"]),
+            "--encodecmae",
+            str(files["mae"]),
+            "--out",
+            str(out),
+            "--overwrite",
             "--no-fidelity",
         )
         == 0

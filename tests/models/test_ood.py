@@ -1,10 +1,11 @@
 """Out-of-domain scoring: the scorer's files and calibration, and the shipped gm-solos scorer measured.
 
 The measurement renders, with fixed seeds, an out-of-domain set (pure tones, white and pink noise,
-espeak-ng speech, FluidSynth GM drum-kit renders, chords of sines) and held-out in-domain GM-Solos
-clips (every bank, the never-seen TimGM6mb among them, at seeds and indices the recipe never used),
-scores them with the stored scorer and checks AUROC >= 0.90 and, at the stored threshold, >= 90 %
-of in-domain clips kept.
+espeak-ng speech, click trains, FluidSynth GM drum-kit renders, chords of sines) and held-out in-domain
+GM-Solos clips (every bank at seeds and indices the recipe never used, and many of the never-seen
+TimGM6mb), scores them with the stored scorer and checks: the unseen bank keeps >= 95 % of its clips, no
+shipped example is flagged (the speech example is), tones, noise, speech and clicks are flagged >= 90 %,
+AUROC >= 0.95. It prints AUROC and both rates.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,15 @@ import torch
 from pecmae_hub.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 
+ROOT = Path(__file__).resolve().parents[2]
+
 SR = 24_000
 SECONDS = 3.0
 ID_SEED, ID_INDEX = 4243, 91_000  # the recipe renders seed 0, indices < 220 (calibration: 180-219)
 ID_PER_CLASS_AND_BANK = 3
-OOD_PER_FAMILY = 6
+UNSEEN_PER_CLASS = 10  # the bank the scorer never saw: 80 clips, so that 95 % kept is a measured rate
+OOD_PER_FAMILY = 20  # rates in steps of 1 % over the five families that must be flagged
+CLEAR_OOD = ("tone", "white noise", "pink noise", "speech", "clicks")  # must be flagged; drums, chords: near
 
 
 # ------------------------------------------------------------------------------------------- unit
@@ -159,6 +165,79 @@ def test_per_length_thresholds_keep_the_fraction_for_every_length():
         assert 0.85 <= np.mean(fresh <= scorer.threshold_for(m)) <= 0.95, m
 
 
+def test_leave_one_group_out_sets_the_threshold_from_unseen_groups():
+    """Three groups ("sound banks") whose clips sit at different offsets along one direction, and a fourth,
+    never seen, beyond them: cross-fitting over the seen groups under-states how far it lies, leave-one-
+    group-out does not."""
+    from pecmae_hub.models.head import PrototypeHead
+    from pecmae_hub.training.features import FeatureSet
+    from pecmae_hub.training.ood import _held_out_windows, calibrate_ood, track_scores
+
+    rng = np.random.default_rng(5)
+    labels = ["a", "b", "c", "d"]
+    feats, y, _ = _gaussian_sets(rng, 1600)  # tracks 1200-1599: the fourth group
+    direction = rng.standard_normal(16)
+    offsets = np.outer([-1.0, 0.0, 1.0, 1.5], direction / np.linalg.norm(direction)) * 3
+    groups = [f"g{i % 3}" for i in range(1200)]
+    feats = [f + offsets[3 if i >= 1200 else i % 3] for i, f in enumerate(feats)]
+    train = FeatureSet.from_arrays(feats[:1200], y[:1200], label_names=labels)
+    head = PrototypeHead(labels, embedding_dim=16, protos_per_class=1, summarizer="none")
+    scorer = calibrate_ood(head, train, quantile=0.9, groups=groups)
+    cal = scorer.calibration
+    assert cal["held_out"] == "leave-one-group-out over 3 groups (g0, g1, g2)" and set(cal["kept_per_group"]) == {
+        "g0",
+        "g1",
+        "g2",
+    }
+    x, yy, owner = train.chunks()
+    per_group, _ = _held_out_windows(x, yy, owner, np.arange(1200) % 3, 4, "mean-embedding")
+    quantiles = [np.quantile(w[2], 0.9, method="higher") for w in per_group.values()]
+    assert scorer.thresholds[1] == pytest.approx(np.median(quantiles))
+    assert sorted(cal["kept_per_group"].values())[1] == pytest.approx(0.9, abs=0.01)  # the median group keeps 90 %
+    # the fourth group keeps at least the share asked for; 5-fold cross-fitting would flag a quarter of it
+    assert np.mean(track_scores(scorer, feats[1200:]) <= scorer.threshold) >= 0.9
+    folds = calibrate_ood(head, train, quantile=0.9)
+    assert np.mean(track_scores(folds, feats[1200:]) <= folds.threshold) < 0.85
+    with pytest.raises(ConfigError, match="at least 2 groups"):
+        calibrate_ood(head, train, groups=["g0"] * 1200)
+    with pytest.raises(ConfigError, match="cannot be combined"):
+        calibrate_ood(head, train, train, groups=groups)
+
+
+def test_reference_turns_scores_and_similarities_into_percentiles(tmp_path):
+    from pecmae_hub.models.head import PrototypeHead
+    from pecmae_hub.models.ood import OODReference
+    from pecmae_hub.training.features import FeatureSet
+    from pecmae_hub.training.ood import calibrate_ood, track_scores
+
+    rng = np.random.default_rng(7)
+    labels = ["a", "b", "c", "d"]
+    feats, y, _ = _gaussian_sets(rng, 2000)
+    head = PrototypeHead(labels, embedding_dim=16, protos_per_class=1, summarizer="none")
+    head.init_prototypes(np.concatenate(feats[:400]), np.repeat(y[:400], 2))  # k-means centre of each class
+    scorer = calibrate_ood(head, FeatureSet.from_arrays(feats, y, label_names=labels), quantile=0.95)
+    train_scores = track_scores(scorer, feats)
+    for q in (0.1, 0.5, 0.9, 0.99):  # the training clips' own quantiles come back as percentiles
+        assert scorer.score_percentile(float(np.quantile(train_scores, q)), 2) == pytest.approx(q, abs=0.006)
+    assert scorer.score_percentile(1e6, 2) == 1.0 and scorer.score_percentile(0.0, 2) == 0.0
+    assert scorer.reference_tracks(2) == 2000 and scorer.reference_tracks(1) == 4000
+    # the median similarity of a class's chunks to its prototype reads as the 50th percentile
+    sims = head.similarities(torch.as_tensor(np.concatenate(feats[:400]), dtype=torch.float32))
+    own = sims[:, 0][torch.as_tensor(np.repeat(y[:400], 2) == 0)].detach().numpy()
+    assert scorer.similarity_percentile(0, float(np.median(own))) == pytest.approx(0.5, abs=0.08)
+    assert scorer.similarity_percentile(0, 1.0) == 1.0 and scorer.similarity_percentile(99, 0.5) is None
+    scorer.save(tmp_path)
+    loaded = OODScorer.load(tmp_path)
+    assert loaded.score_percentile(1.0, 2) == pytest.approx(scorer.score_percentile(1.0, 2), abs=1e-5)
+    with pytest.raises(ConfigError, match="increasing"):
+        OODReference([0.0, 0.5, 1.0], [[1.0, 0.5, 2.0]], [10])
+    meta = json.loads((tmp_path / OOD_CONFIG_NAME).read_text())
+    (tmp_path / OOD_CONFIG_NAME).write_text(json.dumps({**meta, "reference": {"levels": "x"}}))
+    with pytest.raises(CheckpointError, match=r"ood\.json is malformed \(OOD scorer\)"):
+        OODScorer.load(tmp_path)
+    assert _scorer().score_percentile(1.0) is None  # no reference: no percentile
+
+
 def test_scorer_for_768_dims_is_a_few_megabytes(tmp_path):
     from pecmae_hub.training.ood import fit_ood_scorer
 
@@ -188,7 +267,9 @@ def test_shipped_scorer_files(shipped):
     labels = json.loads((folder / "config.json").read_text())["labels"]
     assert scorer.labels == labels and scorer.embedding_dim == 128 and scorer.threshold is not None
     cal = scorer.calibration
-    assert cal["n_tracks"] == 960 and cal["kept_fraction"] >= cal["quantile"]
+    assert cal["held_out"].startswith("leave-one-group-out over 3 groups (csound, fluidr3, musescore)")
+    assert cal["n_train_tracks"] == 5280 and sorted(cal["kept_per_group"].values())[1] >= cal["quantile"]
+    assert scorer.reference_tracks(2) == 5280 and len(scorer.reference.prototype_similarity) == 24
 
 
 def _level(rng, x):
@@ -280,11 +361,30 @@ def _drums(rng, i):
     return _level(rng, np.concatenate(out).reshape(-1, 2).mean(1).astype(np.float64) / 32768.0)
 
 
+def _clicks(rng, i):
+    """A click train: single-sample impulses, short noise bursts or short pings, 2-25 per second."""
+    n, rate = int(SECONDS * SR), rng.uniform(2, 25)
+    x = np.zeros(n)
+    for start in (np.arange(rng.uniform(0, 1 / rate), SECONDS, 1 / rate) * SR).astype(int):
+        length = min((1, 48, 240)[i % 3], n - start)
+        k = np.arange(length)
+        burst = (
+            np.ones(1)
+            if i % 3 == 0
+            else rng.standard_normal(length) * np.exp(-k / 10)
+            if i % 3 == 1
+            else np.sin(2 * np.pi * rng.uniform(1000, 4000) * k / SR) * np.exp(-k / 40)
+        )
+        x[start : start + length] += burst
+    return _level(rng, x)
+
+
 FAMILIES = {
     "tone": _tone,
     "white noise": _white,
     "pink noise": _pink,
     "speech": _speech,
+    "clicks": _clicks,
     "drums": _drums,
     "sine chord": _chord,
 }
@@ -305,11 +405,12 @@ def _needs_tools():
             pytest.skip(str(exc))
 
 
-def test_shipped_scorer_separates_out_of_domain_audio(shipped, tmp_path):
+def test_shipped_scorer_keeps_unseen_banks_and_flags_out_of_domain_audio(shipped, tmp_path):
     _needs_tools()
     from sklearn.metrics import roc_auc_score
 
-    from pecmae_hub.data.gm_solos.render import BANKS, LABELS, render_clip
+    from pecmae_hub.audio import load_audio
+    from pecmae_hub.data.gm_solos.render import BANKS, LABELS, TEST_BANKS, render_clip
     from pecmae_hub.models.autoencoder import Autoencoder
 
     folder, scorer = shipped
@@ -323,7 +424,7 @@ def test_shipped_scorer_separates_out_of_domain_audio(shipped, tmp_path):
         bank: [
             assess(render_clip(bank, label, ID_INDEX + k, seed=ID_SEED))
             for label in LABELS
-            for k in range(ID_PER_CLASS_AND_BANK)
+            for k in range(UNSEEN_PER_CLASS if bank in TEST_BANKS else ID_PER_CLASS_AND_BANK)
         ]
         for bank in BANKS
     }
@@ -333,31 +434,42 @@ def test_shipped_scorer_separates_out_of_domain_audio(shipped, tmp_path):
         ood[family] = [
             assess(make(rng, i, tmp_path) if family == "speech" else make(rng, i)) for i in range(OOD_PER_FAMILY)
         ]
+    examples = {p.stem: assess(load_audio(p)) for p in sorted((ROOT / "examples").glob("*.wav"))}
     ids = np.array([r for rows in in_domain.values() for r in rows])
     oods = np.array([r for rows in ood.values() for r in rows])
+    clear = np.array([r for family in CLEAR_OOD for r in ood[family]])
     auroc = roc_auc_score(np.r_[np.zeros(len(ids)), np.ones(len(oods))], np.r_[ids[:, 0], oods[:, 0]])
-    kept = float(ids[:, 1].mean())
+    unseen = np.array([r for bank in TEST_BANKS for r in in_domain[bank]])
     print(
         f"\nOOD check of {folder.name}: {len(ids)} in-domain and {len(oods)} out-of-domain clips of {SECONDS:g} s, "
         f"thresholds {[round(t, 3) for t in scorer.thresholds]} ({time.time() - start:.0f} s)"
     )
     for bank, rows in in_domain.items():
         r = np.array(rows)
-        print(f"  in-domain {bank:10s} n={len(r):2d}  median score {np.median(r[:, 0]):.2f}  kept {r[:, 1].mean():.3f}")
+        seen = "never seen" if bank in TEST_BANKS else "seen"
+        print(
+            f"  in-domain {bank:10s} ({seen:10s}) n={len(r):2d}  median score {np.median(r[:, 0]):.2f}  "
+            f"kept {r[:, 1].mean():.3f}"
+        )
     for family, rows in ood.items():
         r = np.array(rows)
-        print(
-            f"  OOD {family:12s} n={len(r)}  scores {' '.join(f'{v:5.2f}' for v in r[:, 0])}  "
-            f"flagged {1 - r[:, 1].mean():.2f}"
-        )
-    print(f"  AUROC {auroc:.3f}   in-domain kept {kept:.3f}   OOD flagged {1 - oods[:, 1].mean():.3f}")
-    assert auroc >= 0.90
-    assert kept >= 0.90
-    assert not ood["tone"][0][1], f"a 440 Hz sine must be out of domain (score {ood['tone'][0][0]:.2f})"
+        scores = " ".join(f"{v:5.2f}" for v in r[:, 0])
+        print(f"  OOD {family:12s} n={len(r)}  scores {scores}  flagged {1 - r[:, 1].mean():.2f}")
+    print("  examples: " + ", ".join(f"{k} {s:.2f}{'' if ok else ' FLAGGED'}" for k, (s, ok) in examples.items()))
+    print(
+        f"  AUROC {auroc:.3f}   unseen bank kept {unseen[:, 1].mean():.3f}   in-domain kept {ids[:, 1].mean():.3f}   "
+        f"tones/noise/speech/clicks flagged {1 - clear[:, 1].mean():.3f}   all OOD flagged {1 - oods[:, 1].mean():.3f}"
+    )
+    assert auroc >= 0.95
+    assert unseen[:, 1].mean() >= 0.95, "a bank the scorer never saw must keep >= 95 % of its clips"
+    assert ids[:, 1].mean() >= 0.95
+    flagged = [name for name, (_, ok) in examples.items() if not ok]
+    assert flagged == ["speech"], f"only the out-of-domain example may be flagged, got {flagged}"
+    assert 1 - clear[:, 1].mean() >= 0.90
 
 
 def test_pipeline_reports_out_of_domain_inputs():
-    """Once ``PECMAE`` loads the scorer (integration pending), a sine is flagged and a GM-Solos clip is not."""
+    """The speech example is flagged, with its percentile, and a GM-Solos clip is not."""
     import dataclasses
 
     from pecmae_hub.prediction import Prediction
@@ -369,9 +481,14 @@ def test_pipeline_reports_out_of_domain_inputs():
     from pecmae_hub.data.gm_solos.render import render_clip
 
     model = PECMAE.from_pretrained("gm-solos", local_files_only=True)
-    sine = (0.1 * np.sin(2 * np.pi * 440 * _t())).astype(np.float32)
+    from pecmae_hub.audio import load_audio
+
+    speech = load_audio(ROOT / "examples" / "speech.wav")
     flute = render_clip("fluidr3", "flute", ID_INDEX, seed=ID_SEED)
-    out, ok = model.classify([sine, flute], sr=SR)
-    assert out.in_domain is False and out.ood_score > model.ood.threshold
-    assert ok.in_domain is True and ok.ood_score <= model.ood.threshold
+    out, ok = model.classify([speech, flute], sr=SR)
+    assert out.in_domain is False and out.ood_score > model.ood.threshold and out.ood_percentile == 1.0
+    assert ok.in_domain is True and ok.ood_score <= model.ood.threshold and 0.0 < ok.ood_percentile < 0.99
     assert json.loads(out.to_json())["in_domain"] is False
+    assert all(0.0 <= t["similarity_percentile"] <= 1.0 for t in ok.top_prototypes)
+    # a real flute is as close to its top prototype as a fair share of the flute training chunks; speech is not
+    assert ok.top_prototypes[0]["similarity_percentile"] > 0.2 > out.top_prototypes[0]["similarity_percentile"]
