@@ -174,7 +174,7 @@ def measurable_precisions(device: torch.device | str) -> list[str]:
     return out + (["bf16"] if device.type == "cpu" and cpu_has_native_bf16() else [])
 
 
-class _LogMel:
+class LogMel:
     """64-band log-mel spectrogram in dB (our mel front end's analysis, independent of any model)."""
 
     def __init__(self):
@@ -364,7 +364,7 @@ def measure_fidelity(
         ref = _run(ae, REFERENCE, clips, items, sampler, tick)
         if pipeline is not None and item_classes:
             ref["own_class"] = _own_class(pipeline, ref["audio"], item_classes)
-        logmel = _LogMel()
+        logmel = LogMel()
         entries = {}
         for p in precisions:
             fast = _run(ae, p, clips, items, sampler, tick)

@@ -133,7 +133,8 @@ def test_a_tampered_record_is_refused_like_any_file(measured, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(measured[0], folder)
     record = json.loads((folder / "fidelity.json").read_text())
-    record["precisions"]["int8"]["encode"]["z_cosine_min"] = 0.5  # what a forger would not write; the code checks
+    for entry in record["precisions"].values():  # int8, and bf16 where this CPU measured it
+        entry["encode"]["z_cosine_min"] = 0.5  # what a forger would not write; the code checks
     (folder / "fidelity.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="fidelity.json in .* does not match the SHA-256"):
         PECMAE.from_pretrained(folder)

@@ -88,7 +88,7 @@ def run_classify(args: argparse.Namespace) -> int:
         model = _load_model(args)
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
         if main:
-            print(f"pecmae classify: {precision_words(model)}", file=sys.stderr)
+            print(_fit(f"pecmae classify: {precision_words(model)}"), file=sys.stderr)
         from tqdm.auto import tqdm
 
         mine, count = source.share(todo)  # this process's share (all of it in a plain run)
@@ -175,7 +175,7 @@ def run_sonify(args: argparse.Namespace) -> int:
         f"{resolve_vocoder(model.autoencoder, args.vocoder)} vocoder, {made_at})"
     )
     if not rendered:
-        print(f"pecmae sonify: {precision_words(model)}", file=sys.stderr)
+        print(_fit(f"pecmae sonify: {precision_words(model)}"), file=sys.stderr)
     return 0
 
 
@@ -211,6 +211,16 @@ def run_push(args: argparse.Namespace) -> int:
 
     print(f"pushed {args.dir} to {constants.ENDPOINT}/{args.repo_id}/tree/{args.revision or 'main'} (commit {sha})")
     return 0
+
+
+def _fit(text: str) -> str:
+    """``text`` wrapped to the terminal's width when stderr is one (a log file keeps it on one line)."""
+    import shutil
+    import textwrap
+
+    if not sys.stderr.isatty():
+        return text
+    return textwrap.fill(text, width=shutil.get_terminal_size().columns, subsequent_indent="  ")
 
 
 def precision_words(model) -> str:

@@ -15,6 +15,9 @@ says the fast mode is safe *for this model*:
 - it covers the codec dtype the fast mode would use here (a record measured with an fp32 codec does not
   vouch for a bf16 one).
 
+When the record does not vouch for that mode, the next mode of
+:func:`~pecmae_hub.models.precision.fallback_precisions` whose entry passes is taken (bf16 on a CPU that computes
+bfloat16 natively: the embedded gm-solos model's int8 decoder misses the latent bound, its bf16 one does not).
 Otherwise ``auto`` is fp32, and the reason is logged once (``logging``, logger ``pecmae_hub.precision``).
 The record is written by :mod:`pecmae_hub.fidelity` at save time (recipes, ``pecmae convert``, ``pecmae push``,
 ``pecmae fidelity``) and listed in ``checksums.json`` like every file, so a tampered record is refused on load.
@@ -28,7 +31,13 @@ from typing import Any, TypeGuard
 
 import torch
 
-from pecmae_hub.models.precision import AUTO, PRECISION_CHOICES, codec_dtype_for, fast_precision
+from pecmae_hub.models.precision import (
+    AUTO,
+    PRECISION_CHOICES,
+    codec_dtype_for,
+    fallback_precisions,
+    fast_precision,
+)
 
 FIDELITY_NAME = "fidelity.json"
 FORMAT = "pecmae-fidelity"
@@ -37,13 +46,26 @@ REFERENCE = "fp32"
 
 #: what a fast mode must meet against fp32 on the held-out set (a record is judged by these, not by itself)
 BOUNDS: dict[str, float] = {
-    "z_cosine_min": 0.999,  # every held-out chunk's z
-    "classification_agreement": 0.99,  # clips whose label equals fp32's
-    "ood_agreement": 0.99,  # in-domain / out-of-domain verdicts equal to fp32's (held-out clips and OOD probes)
-    "latent_rel_l2_max": 0.05,  # decoder output, same noise: ||x - x_fp32|| / ||x_fp32||, worst item
-    "log_mel_db_mean": 0.5,  # mean |difference| of the audio's 64-band log-mel spectrogram (dB), mean over items
-    "log_mel_db_max": 1.0,  # the same, worst item
-    "own_class_drop_per_24": 1.0,  # prototypes re-classified as their own class: at most 1 in 24 fewer than fp32
+    "z_cosine_min": 0.999,
+    "classification_agreement": 0.99,
+    "ood_agreement": 0.99,
+    "latent_rel_l2_max": 0.05,
+    "log_mel_db_mean": 0.5,
+    "log_mel_db_max": 1.0,
+    "own_class_drop_per_24": 1.0,
+}
+#: each bound in words (docs/hub.md's table of the bounds is generated from these two dicts)
+BOUND_MEANINGS: dict[str, str] = {
+    "z_cosine_min": "cosine of every held-out chunk's z to fp32's, at least",
+    "classification_agreement": "share of held-out clips whose label equals fp32's, at least",
+    "ood_agreement": "share of in-domain / out-of-domain verdicts equal to fp32's (held-out clips and synthetic "
+    "probes), at least",
+    "latent_rel_l2_max": "decoder output from the same noise, worst prototype: ||x - x_fp32|| / ||x_fp32||, at most",
+    "log_mel_db_mean": "mean |difference| of the sonified audio's 64-band log-mel spectrogram (dB), mean over "
+    "prototypes, at most",
+    "log_mel_db_max": "the same, worst prototype, at most",
+    "own_class_drop_per_24": "decoded prototypes the fp32 model re-classifies as their own class: at most this many "
+    "in 24 fewer than fp32's",
 }
 
 log = logging.getLogger("pecmae_hub.precision")
@@ -128,8 +150,9 @@ def resolve_precision(
     """``(precision, reason)`` for a model about to load: ``requested`` itself unless it is ``"auto"``.
 
     ``auto`` gives the fast mode of ``device`` when ``record`` (the model's ``fidelity.json``, None when
-    absent) is about these ``digests`` and its entry for that mode passes :func:`entry_failures`; else
-    ``"fp32"``. ``blocker`` is a reason known beforehand that rules out the fast mode (e.g. an autoencoder
+    absent) is about these ``digests`` and its entry for that mode passes :func:`entry_failures`, else the first
+    of :func:`~pecmae_hub.models.precision.fallback_precisions` whose entry passes, else ``"fp32"``.
+    ``blocker`` is a reason known beforehand that rules out the fast mode (e.g. an autoencoder
     referenced by a branch, whose weights no record can name). The reason is logged once per model.
     """
     from pecmae_hub.errors import ConfigError
@@ -147,10 +170,19 @@ def resolve_precision(
     elif record is None:
         reason = f"fp32: the model has no fidelity record ({FIDELITY_NAME}); `pecmae fidelity` measures one"
     else:
-        chosen, reason = _judge(record, fast, device, digests, classes=classes, ood=ood, decoder=decoder)
-        if chosen != REFERENCE:
-            note_once(where, f"precision auto -> {chosen}: {reason}; {what}")
-            return chosen, f"{reason}; {what}"
+        refused: list[str] = []  # the faster modes the record does not vouch for, and why
+        for candidate in [fast, *fallback_precisions(device)]:
+            chosen, reason = _judge(record, candidate, device, digests, classes=classes, ood=ood, decoder=decoder)
+            if chosen != REFERENCE:
+                if refused:
+                    reason = f"{reason}; not {', not '.join(refused)}"
+                    what = f"{chosen} autocast" + (", bf16 codec" if chosen == "bf16" else "")
+                note_once(where, f"precision auto -> {chosen}: {reason}; {what}")
+                return chosen, f"{reason}; {what}"
+            refused.append(f"{candidate} ({reason.removeprefix('fp32: ')})")
+            if reason.startswith("fp32: the fidelity record is stale") or "newer format" in reason:
+                break  # no mode of a record about other files (or of an unknown format) can pass
+        reason = "fp32: " + "; ".join(refused)
         level = logging.WARNING  # a record that exists but does not vouch: something to look at
     note_once(where, f"precision auto -> {reason}", level)
     return REFERENCE, reason.removeprefix("fp32: ")

@@ -116,6 +116,19 @@ def fast_precision(device: torch.device | str) -> tuple[str | None, str]:
     return None, f"no fast mode is measured on {device.type} devices"
 
 
+def fallback_precisions(device: torch.device | str) -> list[str]:
+    """The other fast modes ``"auto"`` may take on ``device``, in order, when the model's fidelity record does not
+    vouch for :func:`fast_precision`'s: bf16 on a CPU that computes bfloat16 natively (its encoder is as fast
+    as int8's there, its decoder about fp32's speed), fp16 after bf16 on CUDA."""
+    device = torch.device(device)
+    first = fast_precision(device)[0]
+    if first is None:
+        return []
+    if device.type == "cpu":
+        return ["bf16"] if cpu_has_native_bf16() else []
+    return ["fp16"] if first == "bf16" else []
+
+
 def codec_dtype_for(precision: str, device: torch.device | str) -> str:
     """The codec compute dtype ``apply_precision(model, precision)`` sets on ``device`` (``"float32"``,
     ``"bfloat16"`` or ``"float16"``): part of what a fidelity record has to cover."""

@@ -54,12 +54,32 @@ def _auto(record, device="cpu", digests=DIGESTS, **kw):
 def int8_cpu(monkeypatch):
     """A CPU that runs int8 fast, whatever this machine is."""
     monkeypatch.setattr(fr, "fast_precision", lambda device: ("int8", "int8 GEMMs on AVX512 + VNNI, bf16 codec"))
+    monkeypatch.setattr(fr, "fallback_precisions", lambda device: [])
 
 
 def test_a_passing_record_gives_int8_on_a_cpu_that_has_it(int8_cpu):
     precision, reason = _auto(_record())
     assert precision == "int8"
     assert "fidelity record passed" in reason and "z cosine >= 0.99991" in reason and "AVX512" in reason
+
+
+def test_a_record_that_refuses_int8_but_vouches_for_bf16_gives_bf16(int8_cpu, monkeypatch):
+    """The embedded model's case: its int8 decoder misses the latent bound, its bf16 one meets every bound."""
+    monkeypatch.setattr(fr, "fallback_precisions", lambda device: ["bf16"])
+    monkeypatch.setattr(fr, "codec_dtype_for", lambda precision, device: "bfloat16")
+    record = _record(_entry(sonify__latent_rel_l2_max=0.054))
+    record["precisions"]["bf16"] = _entry()
+    precision, reason = _auto(record)
+    assert precision == "bf16" and "fidelity record passed" in reason
+    assert "not int8 (the fidelity record's int8 measurement misses its bounds: sonify.latent_rel_l2_max 0.054" in (
+        reason
+    )
+    del record["precisions"]["bf16"]  # no bf16 measurement: fp32, naming why each mode was refused
+    precision, reason = _auto(record)
+    assert precision == "fp32" and "int8 (" in reason and "bf16 (the fidelity record has no bf16 measurement" in reason
+    bad = _record(_entry(sonify__latent_rel_l2_max=0.054))
+    bad["precisions"]["bf16"] = _entry(classification__agreement=0.95)
+    assert _auto(bad)[0] == "fp32"
 
 
 def test_without_a_record_or_fast_hardware_auto_is_fp32_and_says_why_once(int8_cpu, monkeypatch, caplog):
@@ -184,3 +204,15 @@ def test_malformed_records_are_checkpoint_errors(tmp_path):
     path.write_text("not json")
     with pytest.raises(CheckpointError, match="not readable JSON"):
         fr.read_record(path)
+
+
+def test_the_fallback_after_int8_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    monkeypatch.setattr(prec, "fast_precision", lambda device: ("int8", "int8 GEMMs"))
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)
+    assert prec.fallback_precisions("cpu") == ["bf16"]
+    monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: False)
+    assert prec.fallback_precisions("cpu") == []
+    monkeypatch.setattr(prec, "fast_precision", lambda device: ("bf16", "bfloat16 autocast"))
+    assert prec.fallback_precisions("cuda") == ["fp16"]
+    monkeypatch.setattr(prec, "fast_precision", lambda device: (None, "no fast mode"))
+    assert prec.fallback_precisions("cpu") == []
