@@ -173,7 +173,7 @@ def timed(fn, z, noise):
     c0, t0 = time.process_time(), time.perf_counter()
     lat, wav = fn(z, noise)
     total = time.perf_counter() - t0
-    return lat, np.asarray(wav, dtype=np.float32), total, total, time.process_time() - c0
+    return lat, np.asarray(wav, dtype=np.float32).reshape(-1), total, total, time.process_time() - c0
 
 
 def reclass_ok(row, base) -> bool:
