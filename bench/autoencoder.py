@@ -7,17 +7,20 @@ One JSON object per line:
   path and the fast option (``precision="int8"``), repetitions interleaved, medians. Ratios: fast/fp32
   speed-up, fp32 utilisation of the GEMM rate (nominal upstream FLOPs / s / GEMM rate); fidelity: cosine
   of the fast option's z to fp32's (min and mean over chunks);
-- ``codec_encode`` / ``codec_decode``: the EnCodec SEANet on one 4 s chunk: ``RefCodec`` below (plain
-  ``nn.Conv1d``/``nn.ConvTranspose1d`` under ``weight_norm``, ``nn.LSTM``, channels-first: encodec 0.1.1's
-  structure, standing in for the upstream codec) against ours in fp32 and in bf16 (where the CPU has it);
-  fidelity: relative error to the reference output;
-- ``embedded``: the shipped gm-solos model, fp32 vs int8 on fresh held-out TimGM6mb clips: prediction
-  agreement, z cosine, speed ratio;
+- ``encode_default``: the default path (``precision="auto"``, decided by the model's fidelity record) of the
+  upstream-size model converted from the test suite's upstream-layout weights (``bench/reference.py``), its
+  speed-up over fp32 in the same rounds, the precision auto chose and why;
+- ``codec_encode`` / ``codec_decode``: the EnCodec SEANet on one 4 s chunk: ``RefCodec`` (``bench/reference.py``:
+  plain ``nn.Conv1d``/``nn.ConvTranspose1d`` under ``weight_norm``, ``nn.LSTM``, channels-first: encodec 0.1.1's
+  structure as we re-stated it, standing in for the upstream codec) against ours in fp32 and in bf16 (where the
+  CPU has it); fidelity: relative error to the reference output;
+- ``embedded``: the shipped gm-solos model on fresh held-out TimGM6mb clips: fp32, forced int8 and the default
+  path (``auto``): prediction agreement with fp32, accuracy, z cosine, speed ratio to fp32;
 - ``memory``: peak RSS of ``Autoencoder.encode`` on a WAV file, in child processes: 1 min (upstream-size
   model) and 1 h (the embedded model) streamed, and the 1 h file loaded whole first (the old way); ratios
   1 h / 1 min and streamed / whole, and the throughput ratio streamed / whole.
 
-Usage: ``python bench/autoencoder.py [--quick] [--threads N] [--skip-memory] [--skip-embedded]``.
+Usage: ``python bench/autoencoder.py [--quick] [--threads N] [--work DIR] [--skip-memory] [--skip-embedded]``.
 On a shared machine compare the ratios, not the seconds; ``--threads 1`` is steadier under load.
 """
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import resource
@@ -35,12 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from reference import RefCodec
 
 SR = 24_000
 
@@ -73,83 +74,9 @@ def interleaved(fns: dict, repeats: int, warm: bool = True) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-# Reference codec: encodec 0.1.1's structure (weight_norm modules, channels-first) ---------------------
-def _ref_pad(x, left, right):
-    extra = max(0, max(left, right) - x.shape[-1] + 1)
-    x = F.pad(F.pad(x, (0, extra)), (left, right), mode="reflect")
-    return x[..., : x.shape[-1] - extra]
+# the reference codec (encodec 0.1.1's structure) is bench/reference.py's RefCodec
 
 
-def _wn(module):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # weight_norm's deprecation notice
-        return nn.utils.weight_norm(module)
-
-
-class _RefConv(nn.Module):
-    def __init__(self, cin, cout, k, stride=1):
-        super().__init__()
-        self.conv = nn.Module()
-        self.conv.conv = _wn(nn.Conv1d(cin, cout, k, stride))
-        self.k, self.s = k, stride
-
-    def forward(self, x):
-        extra = math.ceil(x.shape[-1] / self.s) * self.s - x.shape[-1]
-        return self.conv.conv(_ref_pad(x, self.k - self.s, extra))
-
-
-class _RefConvTr(nn.Module):
-    def __init__(self, cin, cout, k, stride):
-        super().__init__()
-        self.convtr = nn.Module()
-        self.convtr.convtr = _wn(nn.ConvTranspose1d(cin, cout, k, stride))
-        self.trim = k - stride
-
-    def forward(self, x):
-        y = self.convtr.convtr(x)
-        return y[..., : y.shape[-1] - self.trim]
-
-
-class _RefRes(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.block = nn.Sequential(nn.ELU(), _RefConv(d, d // 2, 3), nn.ELU(), _RefConv(d // 2, d, 1))
-        self.shortcut = _RefConv(d, d, 1)
-
-    def forward(self, x):
-        return self.shortcut(x) + self.block(x)
-
-
-class _RefLSTM(nn.Module):
-    def __init__(self, d):
-        super().__init__()
-        self.lstm = nn.LSTM(d, d, 2)
-
-    def forward(self, x):
-        x = x.permute(2, 0, 1)
-        return (self.lstm(x)[0] + x).permute(1, 2, 0)
-
-
-class RefCodec(nn.Module):
-    """EnCodec 24 kHz encoder/decoder as encodec 0.1.1 builds them; loads our state dict (same keys)."""
-
-    def __init__(self):
-        super().__init__()
-        enc, mult = [_RefConv(1, 32, 7)], 1
-        for r in (2, 4, 5, 8):
-            enc += [_RefRes(32 * mult), nn.ELU(), _RefConv(32 * mult, 64 * mult, 2 * r, r)]
-            mult *= 2
-        self.encoder = nn.Module()
-        self.encoder.model = nn.Sequential(*enc, _RefLSTM(512), nn.ELU(), _RefConv(512, 128, 7))
-        dec = [_RefConv(128, 512, 7), _RefLSTM(512)]
-        for r in (8, 5, 4, 2):
-            dec += [nn.ELU(), _RefConvTr(32 * mult, 16 * mult, 2 * r, r), _RefRes(16 * mult)]
-            mult //= 2
-        self.decoder = nn.Module()
-        self.decoder.model = nn.Sequential(*dec, nn.ELU(), _RefConv(32, 1, 7))
-
-
-# Nominal FLOPs (the upstream computation; the same figure whatever an implementation skips) -----------
 def _seanet_flops(model, length: int) -> float:
     from pecmae_hub.models.encodec import SLSTM, SConv1d, SConvTranspose1d, SEANetResnetBlock
 
@@ -228,6 +155,41 @@ def bench_encode(args) -> None:
     )
 
 
+def bench_encode_default(args) -> None:
+    """The default path (``precision="auto"``) of the upstream-size model as a user gets it: converted from the
+    test suite's upstream-layout weights with its fidelity record (``bench/reference.py``), against fp32."""
+    import tempfile
+    from pathlib import Path
+
+    import reference
+
+    from pecmae_hub.models.autoencoder import Autoencoder
+
+    with tempfile.TemporaryDirectory(prefix="bench-ae-") as tmp:
+        folder = reference.upstream_size_model(Path(args.work or tmp), log=lambda text: None)
+        exact = Autoencoder.from_pretrained(folder, precision="fp32")
+        default = Autoencoder.from_pretrained(folder)
+    wav = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * SR))).astype(np.float32)
+    for m in (exact, default):
+        m.encode(wav[:SR], sr=SR)  # warm-up
+    out = {}
+    paths = (("fp32", exact), ("default", default))
+    med = interleaved({p: lambda m=m, p=p: out.__setitem__(p, m.encode(wav, sr=SR)) for p, m in paths}, args.repeats)
+    cos = F.cosine_similarity(out["default"], out["fp32"], dim=-1)
+    emit(
+        bench="encode_default",
+        model="upstream-size, converted from the test weights, with its fidelity record",
+        audio_seconds=args.seconds,
+        default_precision=default.precision,
+        default_precision_reason=default.precision_reason,
+        fp32_seconds=round(med["fp32"], 3),
+        default_seconds=round(med["default"], 3),
+        default_speedup_vs_fp32=round(med["fp32"] / med["default"], 2),
+        z_cosine_min=round(cos.min().item(), 6),
+        repeats=args.repeats,
+    )
+
+
 def bench_codec(args) -> None:
     from pecmae_hub.models.encodec import EncodecCodec
     from pecmae_hub.models.precision import cpu_has_native_bf16
@@ -265,36 +227,53 @@ def bench_codec(args) -> None:
 
 
 def bench_embedded(args) -> None:
+    """The shipped model on fresh held-out clips: fp32, forced int8 and the default path (``precision="auto"``,
+    what ``from_pretrained`` gives without options) side by side."""
     from pecmae_hub import PECMAE
     from pecmae_hub.data.gm_solos.render import LABELS, render_clip
     from pecmae_hub.models.precision import apply_precision
 
-    model = PECMAE.from_pretrained("gm-solos", device="cpu")
-    fp32, int8 = model.autoencoder, apply_precision(copy.deepcopy(model.autoencoder), "int8")
-    agree = correct = correct8 = n = 0
-    cos_min, times = 1.0, {"fp32": 0.0, "int8": 0.0}
+    exact = PECMAE.from_pretrained("gm-solos", device="cpu", precision="fp32")
+    default = PECMAE.from_pretrained("gm-solos", device="cpu")  # the default: "auto", decided by fidelity.json
+    paths = {
+        "fp32": exact.autoencoder,
+        "int8": apply_precision(copy.deepcopy(exact.autoencoder), "int8"),
+        "default": default.autoencoder,
+    }
+    labels: dict = {k: [] for k in paths}
+    cos_min = {k: 1.0 for k in paths}
+    times = {k: 0.0 for k in paths}
+    truth = []
     for c, label in enumerate(LABELS):
         for i in range(args.clips):
             wav = render_clip("timgm6mb", label, i, seed=424242)  # seeds the recipe never used
             z = {}
-            for name, ae in (("fp32", fp32), ("int8", int8)):
+            for name, ae in paths.items():  # interleaved per clip: load changes hit every path alike
                 t = time.perf_counter()
                 z[name] = ae.encode(wav, sr=SR)
                 times[name] += time.perf_counter() - t
-            cos_min = min(cos_min, F.cosine_similarity(z["fp32"], z["int8"], dim=-1).min().item())
-            with torch.no_grad():
-                p32, p8 = (model.head(z[k]).mean(0).argmax().item() for k in ("fp32", "int8"))
-            agree, correct, correct8, n = agree + (p32 == p8), correct + (p32 == c), correct8 + (p8 == c), n + 1
+                cos_min[name] = min(cos_min[name], F.cosine_similarity(z["fp32"], z[name], dim=-1).min().item())
+                with torch.no_grad():
+                    labels[name].append(exact.head(z[name]).mean(0).argmax().item())
+            truth.append(c)
+    n = len(truth)
+    figures = {}
+    for name in ("int8", "default"):
+        figures |= {
+            f"{name}_prediction_agreement": round(sum(a == b for a, b in zip(labels[name], labels["fp32"])) / n, 4),
+            f"{name}_accuracy": round(sum(a == b for a, b in zip(labels[name], truth)) / n, 4),
+            f"{name}_z_cosine_min": round(cos_min[name], 6),
+            f"{name}_speedup_vs_fp32": round(times["fp32"] / times[name], 2),
+        }
     emit(
         bench="embedded",
         model="gm-solos",
         bank="timgm6mb",
         clips=n,
-        prediction_agreement=round(agree / n, 4),
-        fp32_accuracy=round(correct / n, 4),
-        int8_accuracy=round(correct8 / n, 4),
-        z_cosine_min=round(cos_min, 6),
-        int8_speedup=round(times["fp32"] / times["int8"], 2),
+        fp32_accuracy=round(sum(a == b for a, b in zip(labels["fp32"], truth)) / n, 4),
+        default_precision=default.precision,
+        default_precision_reason=default.precision_reason,
+        **figures,
     )
 
 
@@ -426,6 +405,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--clips", type=int, default=None, help="held-out clips per class for the embedded model (default 50, quick 5)"
     )
+    parser.add_argument("--work", help="folder for the converted upstream-size model (kept for later runs)")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "MODE", "PATH"), help=argparse.SUPPRESS)
@@ -451,6 +431,7 @@ def main(argv=None) -> int:
     gemm = gemm_gflops()
     emit(bench="gemm", n=2048, gflops=round(gemm, 1))
     bench_encode(args)
+    bench_encode_default(args)
     bench_codec(args)
     if not args.skip_embedded:
         bench_embedded(args)

@@ -48,9 +48,10 @@ from pecmae_hub.hub.registry import (
     resolve_model,
 )
 from pecmae_hub.models.autoencoder import Autoencoder
+from pecmae_hub.models.fidelity_record import FIDELITY_NAME, identity_problem, note_once, resolve_precision
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
-from pecmae_hub.models.precision import apply_precision, check_precision
+from pecmae_hub.models.precision import AUTO, PRECISION_CHOICES, apply_precision, check_precision
 from pecmae_hub.prediction import ClassificationFailure, Prediction, explain
 from pecmae_hub.prototype_audio import PrototypeAudio
 from pecmae_hub.render_index import prototypes_digest
@@ -95,6 +96,8 @@ class PECMAE(PrototypeAudio):
         self.autoencoder_ref = autoencoder_ref or AutoencoderRef()  # where it came from (Hub revision pinned)
         self.autoencoder_source = autoencoder_source
         self._files = files
+        self.fidelity: dict | None = None  # the fidelity record (fidelity.json) read with the files, if any
+        self.precision_reason = "asked for"  # why the autoencoder runs at its precision (see from_pretrained)
         self._index = False  # prototypes/index.json; False: not looked up yet
         self._sonified: dict[str, np.ndarray] = {}  # render key → audio
         self._nearest_audio = False  # nearest/index.json; False: not looked up yet
@@ -108,6 +111,11 @@ class PECMAE(PrototypeAudio):
     @property
     def device(self) -> torch.device:
         return self.head.protos.device
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs at (``"fp32"``, ``"int8"``, ``"bf16"``, ``"fp16"``; never ``"auto"``)."""
+        return self.autoencoder.precision
 
     @property
     def files(self) -> ModelFiles | None:
@@ -132,14 +140,17 @@ class PECMAE(PrototypeAudio):
         *,
         token: str | bool | None = None,
         force_download: bool = False,
-        precision: str = "fp32",
+        precision: str = AUTO,
         verify: bool = True,
     ) -> PECMAE:
         """Load a model by short name (``gtzan``, ``medley-solos-db``, ``gm-solos``), Hub repo id or folder.
 
-        ``precision``: ``"fp32"`` (exact, default), ``"int8"`` (CPU: int8 transformer GEMMs + bf16 codec,
-        about 2.3-2.5x faster encoding, z cosine >= 0.999 to fp32), ``"bf16"`` / ``"fp16"`` (CUDA); see
-        :mod:`pecmae_hub.models.precision`.
+        ``precision``: ``"auto"`` (default) runs the fast mode of the device (CPU: int8 transformer GEMMs + bf16
+        codec, about 2.3-2.5x faster encoding; CUDA: bf16, else fp16) when the model's fidelity record
+        (``fidelity.json``) vouches for it on these very files, else fp32, logging why once
+        (:mod:`pecmae_hub.models.fidelity_record`); ``"fp32"`` is exact; ``"int8"``, ``"bf16"``, ``"fp16"`` force
+        a mode (:mod:`pecmae_hub.models.precision`). ``model.precision`` is the mode in force and
+        ``model.precision_reason`` says why; every :class:`Prediction` records it.
         ``revision`` (branch, tag or commit) applies to Hub repos; ``cache_dir``, ``token`` and
         ``force_download`` are passed to ``huggingface_hub``. Every file is verified before it is used: a
         folder's against its ``checksums.json`` (which every folder pecmae-hub writes carries), a Hub file
@@ -179,9 +190,17 @@ class PECMAE(PrototypeAudio):
                 raise registry_model_missing(text, exc) from None
             raise
         dev = resolve_device(device)
-        check_precision(precision, dev)  # before any download
+        if precision not in PRECISION_CHOICES:
+            raise ConfigError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+        if precision != AUTO:
+            check_precision(precision, dev)  # before any download
         head = PrototypeHead.from_pretrained(head_dir, verify=verify).to(dev)
         spec = head.config.autoencoder
+        record = files.json(FIDELITY_NAME, required=False)
+        if autoencoder is not None and precision == AUTO:  # a given instance keeps its precision
+            precision, reason = autoencoder.precision, "an autoencoder instance was given: its precision is kept"
+        else:
+            precision, reason = _resolve_precision(precision, dev, record, files, spec)
         if autoencoder is None:
             autoencoder, ref, source = load_autoencoder(spec, files, device=dev, precision=precision)
         else:
@@ -210,6 +229,7 @@ class PECMAE(PrototypeAudio):
             autoencoder_source=source,
             ood=ood,
         )  # checks the embedding sizes
+        model.fidelity, model.precision_reason = record, reason
         if not autoencoder.matches_fingerprint(spec.fingerprint):
             raise ConfigError(
                 f"head {files.describe()} was trained with autoencoder fingerprint {spec.fingerprint} but the "
@@ -327,6 +347,7 @@ class PECMAE(PrototypeAudio):
             top_prototypes=[],
             duration=len(wav) / SAMPLE_RATE,
             model=self.name,
+            precision=self.autoencoder.precision,
             chunk_silent=silent,
             ood_score=ood_score,
             in_domain=in_domain,
@@ -363,6 +384,7 @@ class PECMAE(PrototypeAudio):
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
         repo_id: str | None = None,
+        fidelity=None,
     ) -> Path:
         """Write the model folder: head config + weights, autoencoder reference (or ``autoencoder/``),
         ``nearest.json``, ``metrics.json``, ``pecmae.json``, ``prototypes/`` and the ``README.md`` card.
@@ -373,6 +395,12 @@ class PECMAE(PrototypeAudio):
         autoencoder instead of shipping it; an autoencoder loaded by upstream name (``autoencoder_ref.name``)
         is referenced by that name and its source commits, so users get it from its authors' repos. Set
         ``autoencoder_ref = AutoencoderRef()`` to ship it.
+
+        The fidelity record (``fidelity.json``, what lets ``precision="auto"`` run the model fast) is carried
+        over when it is still about the files written (:mod:`pecmae_hub.models.fidelity_record`), else dropped.
+        ``fidelity``: held-out audio (paths, a folder, ``(name, samples)`` pairs) to measure a new record on
+        (:func:`pecmae_hub.fidelity.write_fidelity`), or ``True`` to measure one on synthetic probes when none
+        was carried over; None or False (default) only carries one over.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -381,7 +409,7 @@ class PECMAE(PrototypeAudio):
         refuse_links(  # nothing is written through a link that a target folder holds (it could lead anywhere)
             folder,
             [CONFIG_NAME, WEIGHTS_NAME, NEAREST_NAME, METRICS_NAME, INFO_NAME, "README.md", CHECKSUMS_NAME]
-            + [OOD_WEIGHTS_NAME, OOD_CONFIG_NAME],
+            + [OOD_WEIGHTS_NAME, OOD_CONFIG_NAME, FIDELITY_NAME],
             trees=["autoencoder", PROTOTYPES_DIR, NEAREST_AUDIO_DIR],
         )
         ae = self.autoencoder
@@ -429,8 +457,26 @@ class PECMAE(PrototypeAudio):
         (folder / "README.md").write_text(card)
         if self.ood is not None:
             self.ood.save(folder)  # ood.safetensors + ood.json, listed in checksums.json below
+        (folder / FIDELITY_NAME).unlink(missing_ok=True)  # written below only when it is about these files
         write_checksums(folder)
+        self._save_fidelity(folder, fidelity)
         return folder
+
+    def _save_fidelity(self, folder: Path, fidelity) -> None:
+        from pecmae_hub.fidelity import folder_digests, store_record, write_fidelity
+
+        carried, fidelity = False, None if fidelity is False else fidelity
+        if self.fidelity is not None and (fidelity is None or fidelity is True):
+            problem = identity_problem(self.fidelity, folder_digests(folder, "model"))
+            if problem is None:
+                store_record(self.fidelity, folder)
+                carried = True
+            else:
+                note_once(f"model {self.name}", f"the fidelity record is not carried into {folder}: {problem}")
+        if fidelity is True and not carried:
+            write_fidelity(self, folder, None, progress=True)
+        elif fidelity is not None and fidelity is not True:
+            write_fidelity(self, folder, fidelity, progress=True)
 
     def push_to_hub(
         self,
@@ -449,9 +495,12 @@ class PECMAE(PrototypeAudio):
         temperature: float = 1.0,
         autoencoder_repo_id: str | None = None,
         autoencoder_revision: str | None = None,
+        fidelity=True,
     ) -> str:
-        """Save to a temporary folder (rendering prototypes when there are none, unless ``render=False``)
-        and upload it to ``repo_id`` (created if missing) on branch ``revision``; returns the commit sha."""
+        """Save to a temporary folder (rendering prototypes when there are none, unless ``render=False``; with
+        a fidelity record, measured on synthetic probes when none is carried over, see ``save_pretrained``'s
+        ``fidelity``) and upload it to ``repo_id`` (created if missing) on branch ``revision``; returns the
+        commit sha."""
         with tempfile.TemporaryDirectory(prefix="pecmae-push-") as tmp:
             self.save_pretrained(
                 tmp,
@@ -465,10 +514,51 @@ class PECMAE(PrototypeAudio):
                 repo_id=repo_id,
                 autoencoder_repo_id=autoencoder_repo_id,
                 autoencoder_revision=autoencoder_revision,
+                fidelity=fidelity,
             )
             return push_folder(
                 tmp, repo_id, private=private, revision=revision, token=token, commit_message=commit_message
             )
+
+
+def _resolve_precision(requested: str, device, record, files: ModelFiles, spec) -> tuple[str, str]:
+    """``(precision, reason)`` of a model about to load (``"auto"`` decided by its fidelity record)."""
+    from pecmae_hub.fidelity import decisive_files, reference_blocker
+
+    if requested != AUTO:
+        return requested, "asked for"
+    blocker = reference_blocker(spec)
+    judged = record is not None and blocker is None  # what the record must cover is read only when it is judged
+    return resolve_precision(
+        requested,
+        device,
+        record,
+        decisive_files(files, spec) if judged else {},
+        where=f"model {files.describe()}",
+        classes=True,
+        ood=judged and files.get(OOD_CONFIG_NAME, required=False) is not None,
+        decoder=judged and _can_decode(files, spec),
+        blocker=blocker,
+    )
+
+
+def _can_decode(files: ModelFiles, spec: AutoencoderRef) -> bool:
+    """Whether the model's autoencoder has a decoder, from its config alone (it is not loaded yet)."""
+    if spec.name:
+        return True  # the upstream autoencoders known by name are all diffusion autoencoders
+    if spec.path:
+        ae_files = files.child(spec.path)
+    else:
+        ae_files = ModelFiles(
+            repo_id=spec.repo_id,
+            revision=spec.revision,
+            cache_dir=files.cache_dir,
+            local_files_only=files.local_files_only,
+            token=files.token,
+            verify=files.verify,
+        )
+    config = ae_files.json(CONFIG_NAME)
+    return bool(config.get("denoiser_layers", 8)) and bool(config.get("cls_layers", 2))
 
 
 def _check_classify_options(top_k, max_seconds) -> None:

@@ -43,6 +43,9 @@ class Prediction:
     a scale a person reads: the share (0-1) of the model's training clips of the same length that lie
     closer to the training audio (0.97: "further than 97 % of training clips"); None when the scorer
     keeps no reference.
+
+    ``precision`` is the numeric mode the model ran at (``"fp32"``, ``"int8"``, ``"bf16"``, ``"fp16"``: what
+    ``precision="auto"`` chose, see :mod:`pecmae_hub.models.fidelity_record`).
     """
 
     source: str
@@ -57,6 +60,7 @@ class Prediction:
     top_prototypes: list[dict]
     duration: float
     model: str = ""
+    precision: str = "fp32"
     chunk_silent: list[bool] = dataclasses.field(default_factory=list)
     ood_score: float | None = None
     in_domain: bool | None = None

@@ -25,6 +25,7 @@ from pecmae_hub.render_index import (
     build_index,
     entry_for,
     index_settings,
+    key_matches,
     legacy_entry_valid,
     prototypes_digest,
     render_key,
@@ -122,8 +123,8 @@ class PrototypeAudio:
         return settings_record(steps, guidance, seed, scheduler, vocoder, loudness, check_temperature(temperature))
 
     def _entry_valid(self, index: dict, entry: dict, p: int, wanted: dict) -> bool:
-        if "key" in entry:
-            return entry["key"] == render_key(self.head.effective_prototypes()[p], self.autoencoder, wanted)
+        if "key" in entry:  # made at the precision in force, or at exact fp32 (render_index.key_matches)
+            return key_matches(entry["key"], self.head.effective_prototypes()[p], self.autoencoder, wanted) is not None
         unchanged = prototypes_digest(self.head.effective_prototypes()) == self._loaded_prototypes
         return index_settings(index) == wanted and legacy_entry_valid(index, self.autoencoder, unchanged)
 
@@ -261,12 +262,19 @@ class PrototypeAudio:
         scheduler: SchedulerSpec = "upstream",
         vocoder: str | None = None,
         loudness: float | None = TARGET_LUFS,
+        precision: str | None = "fp32",
         temperature: float = 1.0,
     ) -> dict:
         """Write ``folder/prototypes/p<idx>_<class>_<k>.wav`` (16-bit, 24 kHz) for every prototype and
-        ``index.json`` recording the settings, each render's key and its loudness normalisation; returns
-        the index (:mod:`pecmae_hub.render_index`)."""
+        ``index.json`` recording the settings, the precision, each render's key and its loudness normalisation;
+        returns the index (:mod:`pecmae_hub.render_index`).
+
+        ``precision``: the decoder's precision while rendering, ``"fp32"`` by default whatever the model runs at
+        (a shipped render is the exact sound, and plays at every precision); ``None``: the one in force.
+        """
         from tqdm.auto import tqdm
+
+        from pecmae_hub.models.precision import precision_scope
 
         steps, guidance, seed = check_render_settings(steps, guidance, seed, scheduler)
         settings = self._settings(steps, guidance, seed, scheduler, vocoder, loudness, temperature)
@@ -275,15 +283,17 @@ class PrototypeAudio:
         out = Path(folder) / PROTOTYPES_DIR
         out.mkdir(parents=True, exist_ok=True)
         entries = []
-        for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
-            label, k = self.head.prototype_name(p)
-            name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
-            wav, level = self._decode(p, steps, guidance, seed, None, scheduler, vocoder, loudness, temperature)
-            write_wav(out / name, wav)
-            entry = {"index": p, "label": label, "k": k, "file": name}
-            entry["key"] = render_key(prototypes[p], self.autoencoder, settings)
-            entries.append({**entry, **(level.to_dict() if level is not None else {})})
-        index = build_index(self.autoencoder, settings, entries)
+        precision = precision or self.autoencoder.precision
+        with precision_scope(self.autoencoder, precision):
+            for p in tqdm(range(self.head.num_prototypes), desc="rendering prototypes", disable=not progress):
+                label, k = self.head.prototype_name(p)
+                name = f"p{p:03d}_{re.sub(r'[^A-Za-z0-9._-]+', '-', label).strip('-') or 'class'}_{k}.wav"
+                wav, level = self._decode(p, steps, guidance, seed, None, scheduler, vocoder, loudness, temperature)
+                write_wav(out / name, wav)
+                entry = {"index": p, "label": label, "k": k, "file": name}
+                entry["key"] = render_key(prototypes[p], self.autoencoder, settings)
+                entries.append({**entry, **(level.to_dict() if level is not None else {})})
+        index = build_index(self.autoencoder, settings, entries, precision)
         (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         # the folder's checksums.json lists what was just written (a saved model stays verifiable)
         update_checksums(folder, [f"{PROTOTYPES_DIR}/{e['file']}" for e in entries] + [f"{PROTOTYPES_DIR}/index.json"])
@@ -320,13 +330,24 @@ class PrototypeAudio:
         unchanged = prototypes_digest(prototypes) == self._loaded_prototypes
         assert self._files is not None  # the index was read from the model's files
         entries = []
+        ae = self.autoencoder
+        # the precision the renders were made at: recorded, or (older indexes) the one in force or exact fp32
+        candidates = (
+            [str(index["precision"])] if index.get("precision") else list(dict.fromkeys((ae.precision, "fp32")))
+        )
+        made_at = candidates[0]
         for entry in index.get("prototypes", []):
             p = int(entry["index"])
             if not 0 <= p < len(prototypes):
                 continue
-            key = render_key(prototypes[p], self.autoencoder, settings)
-            if entry.get("key", key if legacy_entry_valid(index, self.autoencoder, unchanged) else None) != key:
+            keys = {c: render_key(prototypes[p], ae, settings, c) for c in candidates}
+            if "key" not in entry:  # format 1 (rendered at fp32): trusted only for the folder's own prototypes
+                found = candidates[-1] if legacy_entry_valid(index, ae, unchanged) else None
+            else:
+                found = next((c for c, k in keys.items() if k == entry["key"]), None)
+            if found is None:
                 continue  # rendered from other prototypes or another decoder: stale
+            made_at, key = found, keys[found]
             name = inside_path(entry["file"], f"{PROTOTYPES_DIR}/index.json")
             src = self._files.get(f"{PROTOTYPES_DIR}/{name}")
             dest = folder / PROTOTYPES_DIR / name
@@ -336,7 +357,7 @@ class PrototypeAudio:
             entries.append({**entry, "key": key})
         if not entries:
             return None
-        new_index = build_index(self.autoencoder, settings, entries)
+        new_index = build_index(ae, settings, entries, made_at)
         (folder / PROTOTYPES_DIR / "index.json").write_text(json.dumps(new_index, indent=1) + "\n")
         return new_index
 

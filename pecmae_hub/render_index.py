@@ -8,6 +8,11 @@ only when its key equals the key computed now; a head whose prototypes changed, 
 never plays the old sound. Each entry also records the loudness normalisation applied (gain, loudness,
 true peak).
 
+The index also records the ``precision`` the renders were decoded at (:mod:`pecmae_hub.models.precision`).
+``render_prototypes`` decodes at fp32 unless told otherwise, so a shipped render is the exact sound; it is
+played whatever precision the model runs at now (an approximate mode, e.g. ``auto`` -> int8, stands in for
+fp32 and never beats it: :func:`key_matches`), while a render made at int8 plays only for int8.
+
 Format 1 (pecmae-hub before render keys) has no keys: its renders are trusted only for the prototypes and
 autoencoder of the folder they ship in (see :func:`legacy_entry_valid`).
 """
@@ -55,25 +60,40 @@ def settings_record(
     }
 
 
-def render_key(prototype: torch.Tensor, ae: Autoencoder, settings: dict[str, Any]) -> str:
-    """The key of one prototype's render: prototype values × decoder identity × settings."""
+def render_key(prototype: torch.Tensor, ae: Autoencoder, settings: dict[str, Any], precision: str | None = None) -> str:
+    """The key of one prototype's render: prototype values × decoder identity (at ``precision``, default the
+    one in force) × settings."""
     payload = {
         "prototype": prototypes_digest(prototype.reshape(1, -1)),
-        "decoder": ae.decoder_fingerprint(),
+        "decoder": ae.decoder_fingerprint(precision),
         "sample_rate": SAMPLE_RATE,
         **settings,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def build_index(ae: Autoencoder, settings: dict[str, Any], entries: list[dict]) -> dict[str, Any]:
-    """The whole ``index.json`` (entries already carry their ``key`` and level record)."""
+def key_matches(key: str | None, prototype: torch.Tensor, ae: Autoencoder, settings: dict[str, Any]) -> str | None:
+    """The precision a render with ``key`` was made at, when it is the sound of ``prototype`` through this
+    decoder with ``settings`` and may be played at the precision in force (that one, or exact fp32), else None."""
+    for precision in dict.fromkeys((ae.precision, "fp32")):
+        if key is not None and key == render_key(prototype, ae, settings, precision):
+            return precision
+    return None
+
+
+def build_index(
+    ae: Autoencoder, settings: dict[str, Any], entries: list[dict], precision: str | None = None
+) -> dict[str, Any]:
+    """The whole ``index.json`` (entries already carry their ``key`` and level record), for renders decoded at
+    ``precision`` (default the one in force)."""
+    precision = precision or ae.precision
     return {
         "version": INDEX_VERSION,
         "sample_rate": SAMPLE_RATE,
         **settings,
+        "precision": precision,
         "autoencoder_fingerprint": ae.fingerprint(),
-        "decoder_fingerprint": ae.decoder_fingerprint(),
+        "decoder_fingerprint": ae.decoder_fingerprint(precision),
         "prototypes": entries,
     }
 

@@ -254,6 +254,7 @@ def model_overview(model, index: dict | None) -> str:
         f"temperature {head.config.temperature:g})",
         f"**Chunks:** {format_seconds(ae.chunk_seconds)} · embedding size {ae.embedding_dim} · "
         f"front end `{ae.config.frontend}` · device `{model.device}`",
+        precision_line(model),
     ]
     dataset = (model.info or {}).get("dataset")
     if dataset:
@@ -281,6 +282,13 @@ def model_overview(model, index: dict | None) -> str:
     else:
         lines.append("_No evaluation metrics (metrics.json) ship with this model._")
     return "\n\n".join(lines)
+
+
+def precision_line(model) -> str:
+    """The numeric mode the model runs at, and why (``precision="auto"``: its fidelity record decides)."""
+    reason = getattr(model, "precision_reason", "asked for")
+    why = "" if reason == "asked for" else f" (auto: {reason})"
+    return f"**Precision:** `{model.precision}`{why}"
 
 
 def client_safe(obj):
@@ -319,6 +327,8 @@ def model_config(model, index: dict | None) -> dict:
             "protos_per_class": model.head.protos_per_class,
             "chunk_seconds": model.autoencoder.chunk_seconds,
             "device": str(model.device),
+            "precision": model.precision,
+            "precision_reason": getattr(model, "precision_reason", "asked for"),
             "head": model.head.config.to_dict(),
             "autoencoder": model.autoencoder.config.to_dict(),
             "autoencoder_ref": model.autoencoder_ref.to_dict(),

@@ -14,7 +14,7 @@ half-way keeps every finished row, and a rerun does only what is missing. This m
 - **resume**: inputs are matched by resolved path (``a.wav`` = ``./a.wav``); inputs with an ``error``
   row are tried again unless ``keep_errors``.
 
-CSV columns (:func:`csv_columns`): ``path, model, model_fingerprint, label, confidence, duration,
+CSV columns (:func:`csv_columns`): ``path, model, model_fingerprint, precision, label, confidence, duration,
 n_chunks, silent_chunks, top1_prototype, top1_contribution, … topK_…, error, p_<class>…``.
 JSONL rows: ``{"path", "model", "model_fingerprint", "error", …}`` plus the whole
 :class:`~pecmae_hub.prediction.Prediction` for inputs that worked.
@@ -123,6 +123,7 @@ def csv_columns(labels: list[str], top_k: int) -> list[str]:
             "path",
             "model",
             "model_fingerprint",
+            "precision",
             "label",
             "confidence",
             "in_domain",
@@ -178,7 +179,7 @@ def _csv_row(
 ) -> list[str]:
     path, model = csv_cell(path), csv_cell(model)
     if pred is None:
-        return [path, model, fingerprint] + [""] * (7 + 2 * top_k) + [csv_cell(_one_line(error))] + [""] * len(labels)
+        return [path, model, fingerprint] + [""] * (8 + 2 * top_k) + [csv_cell(_one_line(error))] + [""] * len(labels)
     tops = []
     for i in range(top_k):
         t = pred.top_prototypes[i] if i < len(pred.top_prototypes) else None
@@ -190,6 +191,7 @@ def _csv_row(
             path,
             model,
             fingerprint,
+            pred.precision,
             csv_cell(pred.label),
             f"{pred.confidence:.6f}",
             in_domain,
@@ -409,11 +411,12 @@ class ResultsFile:
         header = csv_columns(self._labels, self._top_k) if self.format == "csv" else None
         if header is not None and self._parsed.header is not None and self._parsed.header != header:
             old, new = self._parsed.header, header
-            hint = (
-                f"its prototype columns are for --top-k {sum(c.endswith('_prototype') for c in old)}"
-                if old[-len(labels) :] == new[-len(labels) :]
-                else "its class columns are another model's"
-            )
+            if [c for c in new if c != "precision"] == old:
+                hint = "it was written by an earlier pecmae-hub, without the precision column"
+            elif old[-len(labels) :] == new[-len(labels) :]:
+                hint = f"its prototype columns are for --top-k {sum(c.endswith('_prototype') for c in old)}"
+            else:
+                hint = "its class columns are another model's"
             raise ConfigError(
                 f"{self.path} has other columns than this run would write ({hint}): "
                 "rerun with the same options, or choose another --out"

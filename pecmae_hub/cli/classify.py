@@ -87,6 +87,8 @@ def run_classify(args: argparse.Namespace) -> int:
             print(f"pecmae classify: loading model {args.model}…", file=sys.stderr, flush=True)
         model = _load_model(args)
         results.begin(model.name, model_fingerprint(model), model.labels, args.top_k)  # refuses another model
+        if main:
+            print(_fit(f"pecmae classify: {precision_words(model)}"), file=sys.stderr)
         from tqdm.auto import tqdm
 
         mine, count = source.share(todo)  # this process's share (all of it in a plain run)
@@ -166,11 +168,14 @@ def run_sonify(args: argparse.Namespace) -> int:
     with atomic_path(args.out) as tmp:
         write_audio(tmp, wav)
     name = scheduler if isinstance(scheduler, str) else scheduler.get("name")
+    made_at = (model.render_settings or {}).get("precision", "fp32") if rendered else model.precision
     print(
         f"wrote {args.out}: prototype {p} ({label}:{k}), {len(wav) / SAMPLE_RATE:.2f} s, "
         f"{'pre-rendered' if rendered else 'decoded'} ({name}, {steps} steps, "
-        f"{resolve_vocoder(model.autoencoder, args.vocoder)} vocoder)"
+        f"{resolve_vocoder(model.autoencoder, args.vocoder)} vocoder, {made_at})"
     )
+    if not rendered:
+        print(_fit(f"pecmae sonify: {precision_words(model)}"), file=sys.stderr)
     return 0
 
 
@@ -200,11 +205,28 @@ def run_push(args: argparse.Namespace) -> int:
         vocoder=args.vocoder,
         temperature=1.0 if args.temperature is None else args.temperature,
         autoencoder_repo_id=args.autoencoder_repo,
+        fidelity=False if args.no_fidelity else (args.held_out or True),
     )
     from huggingface_hub import constants
 
     print(f"pushed {args.dir} to {constants.ENDPOINT}/{args.repo_id}/tree/{args.revision or 'main'} (commit {sha})")
     return 0
+
+
+def _fit(text: str) -> str:
+    """``text`` wrapped to the terminal's width when stderr is one (a log file keeps it on one line)."""
+    import shutil
+    import textwrap
+
+    if not sys.stderr.isatty():
+        return text
+    return textwrap.fill(text, width=shutil.get_terminal_size().columns, subsequent_indent="  ")
+
+
+def precision_words(model) -> str:
+    """``precision int8 (auto: the fidelity record passed ...)``: the mode a command ran at, and why."""
+    reason = getattr(model, "precision_reason", "asked for")
+    return f"precision {model.precision}" + ("" if reason == "asked for" else f" (auto: {reason})")
 
 
 def _load_model(args: argparse.Namespace):
@@ -234,9 +256,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="use the local cache only (like HF_HUB_OFFLINE=1)")
     p.add_argument(
         "--precision",
-        default="fp32",
-        help="fp32 (exact, default); int8 (CPU: about 2.3-2.5x faster encoding, z cosine >= 0.999 to "
-        "fp32); bf16 or fp16 (CUDA)",
+        default="auto",
+        help="auto (default): the fast mode of the device (CPU: int8 GEMMs, about 2.3-2.5x faster encoding; "
+        "CUDA: bf16 or fp16) when the model's fidelity record vouches for it, else fp32; fp32: exact; int8, "
+        "bf16, fp16: that mode. The mode used is printed and stored with every result",
     )
     add_verify_flag(p)
 
@@ -344,6 +367,15 @@ def register_cli(subparsers) -> None:
     p.add_argument("--commit-message", help="commit message (default: 'Upload PECMAE model with pecmae-hub')")
     p.add_argument("--no-render", action="store_true", help="do not render missing prototype audio files")
     p.add_argument("--autoencoder-repo", help="reference this Hub autoencoder repo instead of uploading it")
+    p.add_argument(
+        "--held-out",
+        nargs="+",
+        metavar="AUDIO",
+        help="held-out audio (files, folders, a list file) to measure the fidelity record on (fidelity.json, what "
+        "lets precision auto run the model fast); default: keep the folder's record, or measure one on synthetic "
+        "probes when it has none",
+    )
+    p.add_argument("--no-fidelity", action="store_true", help="do not measure a fidelity record (a valid one is kept)")
     add_verify_flag(p)
     _render_args(p)
     p.set_defaults(func=run_push)

@@ -11,6 +11,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("pecmae_hub.cli.classify", "classify audio files with a PECMAE model"),
     "sonify": ("pecmae_hub.cli.classify", "render a prototype as audio"),
     "push": ("pecmae_hub.cli.classify", "upload a model folder to the Hugging Face Hub"),
+    "fidelity": (
+        "pecmae_hub.cli.fidelity",
+        "measure a model's fidelity record (what lets --precision auto run it fast)",
+    ),
     "convert": (
         "pecmae_hub.cli.convert",
         "convert upstream checkpoints (EnCodec, EnCodecMAE, encodecmae2wav, PECMAE heads) to pecmae-hub folders",

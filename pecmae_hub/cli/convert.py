@@ -99,6 +99,14 @@ def register_cli(subparsers) -> None:
     add_head_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model in --out")
+    fid = p.add_argument_group("fidelity record of a converted autoencoder (what lets --precision auto run it fast)")
+    fid.add_argument(
+        "--held-out",
+        nargs="+",
+        metavar="AUDIO",
+        help="held-out audio (files, folders, a list file) to measure it on (default: synthetic probes)",
+    )
+    fid.add_argument("--no-fidelity", action="store_true", help="write no fidelity record (auto then runs it at fp32)")
     p.set_defaults(func=run_convert)
 
 
@@ -165,7 +173,30 @@ def run_convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
     _print_summary(conversion)
+    _write_fidelity(args, conversion.out_dir)
     return 0
+
+
+def _write_fidelity(args: argparse.Namespace, folder) -> None:
+    """Measure the converted autoencoder's fidelity record into ``folder`` (unless ``--no-fidelity``: then a
+    record of an earlier conversion is kept only when it is about the very files written)."""
+    from pecmae_hub.models.fidelity_record import reconcile_record, summary
+
+    if folder is None:
+        return
+    reconcile_record(folder)
+    if args.no_fidelity:
+        return
+    from pecmae_hub.fidelity import write_fidelity
+    from pecmae_hub.models.autoencoder import Autoencoder
+
+    ae = Autoencoder.from_pretrained(folder, precision="fp32")
+    record = write_fidelity(ae, folder, args.held_out, progress=True)
+    for name, entry in sorted(record["precisions"].items()):
+        verdict = "passes" if entry["passed"] else "misses its bounds (" + "; ".join(entry["failures"]) + ")"
+        print(f"fidelity {name}: {verdict}: {summary(entry)}")
+    if not record["precisions"]:
+        print("fidelity: no fast precision runs on this machine; the record holds no measurement")
 
 
 def _parse_revisions(values: list[str] | None) -> str | dict[str, str] | None:
@@ -204,6 +235,7 @@ def _run_from_hub(args: argparse.Namespace) -> int:
     for repo, commit in sources_of(folder).items():
         print(f"source {repo} at commit {commit}")
     print(f"{args.from_hub}: {how} ({folder})")
+    _write_fidelity(args, out)
     print(f"wrote {out}/ ({', '.join(sorted(p.name for p in out.iterdir()))})")
     return 0
 

@@ -142,7 +142,7 @@ def _build_and_save(config, mapped: dict, conversion: Conversion, source_text: s
     if conversion.out_dir is not None:
         model.save_pretrained(conversion.out_dir)
         (conversion.out_dir / "README.md").write_text(model_card(conversion))
-        Autoencoder.from_pretrained(conversion.out_dir)  # round trip: strict reload of what was written
+        Autoencoder.from_pretrained(conversion.out_dir, precision="fp32")  # round trip: strict reload of the files
 
 
 def _default_warn(message: str) -> None:

@@ -1,8 +1,8 @@
 """The shapes of a model's JSON files, checked when they are read: a malformed file is a typed error.
 
 A model folder or repo comes from whoever published it, so its JSON files (``pecmae.json``,
-``metrics.json``, ``nearest.json``, ``prototypes/index.json``, ``nearest/index.json``) may hold anything
-that parses. :meth:`pecmae_hub.hub.files.ModelFiles.json` checks each one against its shape here, so a
+``metrics.json``, ``nearest.json``, ``prototypes/index.json``, ``nearest/index.json``, ``fidelity.json``) may
+hold anything that parses. :meth:`pecmae_hub.hub.files.ModelFiles.json` checks each one against its shape here, so a
 wrong type is a :class:`~pecmae_hub.errors.CheckpointError` naming the file and the field when the model is
 loaded (or the file first read), not an ``AttributeError`` or a ``ValueError`` from deep inside the code
 that uses it. Fields a file may lack stay optional; unknown fields are allowed (a newer writer).
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pecmae_hub.errors import CheckpointError
+from pecmae_hub.models.fidelity_record import FIDELITY_NAME, check_record_shape
 
 Check = Callable[[Any, str], None]
 
@@ -150,4 +151,5 @@ CHECKS: dict[str, Check] = {
     "nearest.json": check_nearest,
     "prototypes/index.json": check_render_index,
     "nearest/index.json": check_nearest_audio_index,
+    FIDELITY_NAME: check_record_shape,
 }

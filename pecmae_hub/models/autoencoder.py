@@ -49,7 +49,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
     vocoder: MelVocoder | None  # the mel family's neural vocoder, None: Griffin-Lim (or EnCodec's decoder)
     upstream_sources: dict[str, str] | None = None  # {source repo: commit} when loaded by upstream name
     precision = "fp32"  # set by pecmae_hub.models.precision.apply_precision
-    _decoder_hash: tuple | None = None  # (weights' identity, hash) cache of decoder_fingerprint()
+    precision_reason = ""  # why from_pretrained chose it ("auto": pecmae_hub.models.fidelity_record)
 
     @classmethod
     def from_pretrained(
@@ -62,7 +62,7 @@ class Autoencoder(PretrainedMixin, nn.Module):
         token=None,
         force_download=False,
         device="cpu",
-        precision: str = "fp32",
+        precision: str = "auto",
         verify: bool = True,
         upstream_only: bool = False,
     ) -> Autoencoder:
@@ -70,14 +70,17 @@ class Autoencoder(PretrainedMixin, nn.Module):
         ``"encodecmae-diffusion-10s"``) downloaded from its authors' repos and converted once
         (:func:`pecmae_hub.convert.upstream.materialize`; ``revision`` may then be ``{repo_id: revision}``).
 
-        ``precision``: ``"fp32"`` (default, exact), ``"int8"`` (CPU), ``"bf16"``, ``"fp16"`` (CUDA); see
-        :mod:`pecmae_hub.models.precision`. ``upstream_only=True`` accepts an upstream name only (a model's
+        ``precision``: ``"auto"`` (default: the fast mode of the device when the folder's fidelity record vouches
+        for it, else fp32; :mod:`pecmae_hub.models.fidelity_record`), ``"fp32"`` (exact), ``"int8"`` (CPU),
+        ``"bf16"``, ``"fp16"`` (CUDA); see :mod:`pecmae_hub.models.precision`. ``precision`` records the mode
+        chosen and ``precision_reason`` why. ``upstream_only=True`` accepts an upstream name only (a model's
         reference by name must never reach a folder). Other arguments as :meth:`PretrainedMixin.from_pretrained`.
         """
-        from pecmae_hub.models.precision import PRECISIONS, apply_precision
+        from pecmae_hub.models.fidelity_record import autoencoder_precision
+        from pecmae_hub.models.precision import PRECISION_CHOICES, apply_precision
 
-        if precision not in PRECISIONS:  # before any download
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in PRECISION_CHOICES:  # before any download
+            raise ConfigError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
         sources = None
         if upstream_only or (isinstance(name_or_path, str) and not Path(name_or_path).expanduser().exists()):
             from pecmae_hub.convert import upstream  # lazy: the one allowed models -> convert edge (docs/DEVELOPING.md)
@@ -107,6 +110,10 @@ class Autoencoder(PretrainedMixin, nn.Module):
             verify=verify,
         )
         model.upstream_sources = sources
+        files = dict(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+        precision, model.precision_reason = autoencoder_precision(
+            model, name_or_path, precision, **files, verify=verify
+        )
         return apply_precision(model, precision) if precision != "fp32" else model
 
     def __init__(self, config: AutoencoderConfig | None = None):
@@ -158,6 +165,15 @@ class Autoencoder(PretrainedMixin, nn.Module):
         self.config = dataclasses.replace(self.config, vocoder=vocoder.config.to_dict() if vocoder else {})
         self.vocoder = None if vocoder is None else vocoder.to(self.device).eval()
         return self
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and their ``checksums.json`` to ``folder``; a fidelity
+        record already there is kept (and listed) only when it is about the files written, else removed."""
+        from pecmae_hub.models.fidelity_record import reconcile_record
+
+        folder = super().save_pretrained(folder)
+        reconcile_record(folder)
+        return folder
 
     def state_for_saving(self) -> dict[str, torch.Tensor]:
         """The state dict, with the decoder's and vocoder's tensors in ``config.decoder_dtype``. For float16
@@ -219,21 +235,24 @@ class Autoencoder(PretrainedMixin, nn.Module):
         """The fingerprint under the earlier rule (the whole architecture), as older files store it."""
         return _hash(self.config.legacy_architecture())
 
-    def decoder_fingerprint(self) -> str:
+    def decoder_fingerprint(self, precision: str | None = None) -> str:
         """Short hash of everything between z and audio: the decoder and vocoder configs and weights, and the
-        precision they run at. Pre-rendered prototype audio is keyed on it (with the prototypes themselves and
-        the sampler settings), so a re-trained decoder never plays stale renders. Cached until a weight changes.
+        precision they run at (``precision``, default the one in force). Pre-rendered prototype audio is keyed on
+        it (with the prototypes themselves and the sampler settings), so a re-trained decoder never plays stale
+        renders. Cached until a weight changes.
         """
+        precision = precision or self.precision
         modules = [m for m in (self.denoiser, self.vocoder) if m is not None]
         params = [t for m in modules for t in m.state_dict().values()]
-        key = (self.precision, tuple((t.data_ptr(), t._version) for t in params))
-        if self._decoder_hash is None or self._decoder_hash[0] != key:
+        key = tuple((t.data_ptr(), t._version) for t in params)
+        cache = self.__dict__.setdefault("_decoder_hashes", {})  # precision -> (weights' identity, hash)
+        if precision not in cache or cache[precision][0] != key:
             digest = hashlib.sha256(
                 json.dumps(
                     {k: v for k, v in self.config.architecture().items() if k in self.config.DECODER_FIELDS}
                     | {
                         "griffin_lim_iters": self.config.mel.get("griffin_lim_iters"),
-                        "precision": self.precision,
+                        "precision": precision,
                         "x0_range": self.signal_range,
                     },
                     sort_keys=True,
@@ -241,8 +260,8 @@ class Autoencoder(PretrainedMixin, nn.Module):
             )
             for t in params:
                 digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-            self._decoder_hash = (key, digest.hexdigest()[:16])
-        return self._decoder_hash[1]
+            cache[precision] = (key, digest.hexdigest()[:16])
+        return cache[precision][1]
 
     def matches_fingerprint(self, stored: str | None) -> bool:
         """Whether a stored fingerprint names this autoencoder's z (either rule; None: nothing stored)."""

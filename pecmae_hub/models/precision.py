@@ -12,6 +12,11 @@
   bfloat16);
 - ``"fp16"`` (CUDA only): float16 autocast and a float16 codec.
 
+``"auto"`` (the default of ``from_pretrained``, the command line and the app) is not a mode of its own: it is
+resolved to one of these before the model is built, by :mod:`pecmae_hub.models.fidelity_record` (the fast
+mode only when the model carries a passing fidelity record and this machine runs it natively, see
+:func:`fast_precision`; else fp32, with the reason logged once).
+
 Weights stay fp32 parameters in every mode (the int8 copies are derived and cached, repacked when a
 parameter changes), so ``state_dict``/``save_pretrained`` are unaffected and ``apply_precision(model,
 "fp32")`` restores the exact path. Every mode returns float32 tensors. Autograd always takes the fp32
@@ -20,8 +25,11 @@ path. Measured fidelity and speed: ``python bench/autoencoder.py``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import platform
 import warnings
+from collections.abc import Iterator
 from typing import Any, TypeVar, cast
 
 import torch
@@ -31,6 +39,9 @@ from torch import nn
 from pecmae_hub.errors import ConfigError
 
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+AUTO = "auto"
+#: what a user may ask for: a mode, or ``"auto"`` (resolved per model and machine)
+PRECISION_CHOICES = (AUTO, *PRECISIONS)
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _M = TypeVar("_M", bound=nn.Module)
 _MIN_INT8_FEATURES = 64  # tiny layers (the denoiser's Linear(1 -> D) time embedding) gain nothing from int8
@@ -46,15 +57,84 @@ def cpu_has_native_bf16() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_has_vnni() -> bool:
+def _cpu_flags() -> frozenset[str]:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("flags"):
-                    return "avx512_vnni" in line.split()
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_int8_support() -> tuple[bool, str]:
+    """``(fast, what)``: whether this CPU runs the int8 GEMMs of ``"int8"`` faster than fp32, and in words why.
+
+    Measured fast (``bench/autoencoder.py``) on x86-64 with AVX2 or AVX-512 vector units, where oneDNN/fbgemm
+    have int8 kernels (faster still with VNNI or AMX, named in ``what``). PyTorch's own dispatch level
+    (``torch.backends.cpu.get_cpu_capability()``) decides, the ``/proc/cpuinfo`` flags add detail. Other CPUs
+    (ARM, or x86 without AVX2) are not claimed: ``"auto"`` stays fp32 there.
+    """
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        capability = "unknown"
+    machine = platform.machine().lower()
+    flags = _cpu_flags()
+    extras = [
+        name for name, flag in (("VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AMX", "amx_int8")) if flag in flags
+    ]
+    what = capability + (f" + {', '.join(extras)}" if extras else "")
+    if machine not in ("x86_64", "amd64") or capability not in ("AVX2", "AVX512"):
+        return False, f"{machine} CPU ({what}): int8 kernels are not measured faster here"
+    if not {"onednn", "fbgemm", "x86"} & set(torch.backends.quantized.supported_engines):
+        return False, f"this PyTorch has no x86 int8 engine (engines: {torch.backends.quantized.supported_engines})"
+    return True, what
+
+
+def fast_precision(device: torch.device | str) -> tuple[str | None, str]:
+    """``(precision, what)``: the fast mode ``"auto"`` would use on ``device`` (None: none here), in words.
+
+    CPU: ``"int8"`` where :func:`cpu_int8_support` says so (with the bf16 codec where the CPU computes
+    bfloat16 natively); CUDA: ``"bf16"`` on GPUs that support it, else ``"fp16"``; other devices: None.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        fast, what = cpu_int8_support()
+        if not fast:
+            return None, what
+        codec = "bf16 codec" if cpu_has_native_bf16() else "fp32 codec (no native bfloat16)"
+        return "int8", f"int8 GEMMs on {what}, {codec}"
+    if device.type == "cuda":
+        try:
+            bf16 = bool(torch.cuda.is_bf16_supported())
+        except (AssertionError, RuntimeError):  # no usable CUDA runtime
+            bf16 = False
+        return ("bf16", "bfloat16 autocast") if bf16 else ("fp16", "float16 autocast (no bfloat16 on this GPU)")
+    return None, f"no fast mode is measured on {device.type} devices"
+
+
+def fallback_precisions(device: torch.device | str) -> list[str]:
+    """The other fast modes ``"auto"`` may take on ``device``, in order, when the model's fidelity record does not
+    vouch for :func:`fast_precision`'s: bf16 on a CPU that computes bfloat16 natively (its encoder is as fast
+    as int8's there, its decoder about fp32's speed), fp16 after bf16 on CUDA."""
+    device = torch.device(device)
+    first = fast_precision(device)[0]
+    if first is None:
+        return []
+    if device.type == "cpu":
+        return ["bf16"] if cpu_has_native_bf16() else []
+    return ["fp16"] if first == "bf16" else []
+
+
+def codec_dtype_for(precision: str, device: torch.device | str) -> str:
+    """The codec compute dtype ``apply_precision(model, precision)`` sets on ``device`` (``"float32"``,
+    ``"bfloat16"`` or ``"float16"``): part of what a fidelity record has to cover."""
+    if precision == "int8":
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
 
 
 def _int8_backend() -> tuple[str, bool]:
@@ -63,7 +143,7 @@ def _int8_backend() -> tuple[str, bool]:
     without AVX512-VNNI, so there activations must lose a bit (reduce_range)."""
     if "onednn" in torch.backends.quantized.supported_engines:
         return "onednn", False
-    return torch.backends.quantized.engine, not _cpu_has_vnni()
+    return torch.backends.quantized.engine, "avx512_vnni" not in _cpu_flags()
 
 
 def _param_stamp(params) -> tuple | None:
@@ -195,3 +275,17 @@ def apply_precision(model: _M, precision: str = "fp32") -> _M:
             codec.set_compute_dtype(dtype)
     cast(Any, model).precision = precision  # a plain attribute (nn.Module's __setattr__ stub expects tensors)
     return model
+
+
+@contextlib.contextmanager
+def precision_scope(model, precision: str) -> Iterator:
+    """Run ``model`` (an Autoencoder) at ``precision`` inside the ``with`` block, then switch it back."""
+    before = getattr(model, "precision", "fp32")
+    if before == precision:
+        yield model
+        return
+    apply_precision(model, precision)
+    try:
+        yield model
+    finally:
+        apply_precision(model, before)

@@ -272,7 +272,8 @@ def _point_head_at(folder: Path, autoencoder: Autoencoder, trained: Autoencoder)
 
 
 def stage_package(cfg: RecipeConfig) -> Path:
-    """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card."""
+    """Assemble the Hub folder: head + ``autoencoder/`` + pre-rendered prototypes + model card + fidelity record."""
+    from pecmae_hub.fidelity import write_fidelity
     from pecmae_hub.pipeline import PECMAE
 
     work = Path(cfg.work)
@@ -328,6 +329,8 @@ def stage_package(cfg: RecipeConfig) -> Path:
         temperature=cfg.sonify_temperature,
     )
     model.save_pretrained(staging)
+    test = [cfg.data_dir / r["path"] for r in _metadata_rows(cfg) if _split_of(r, cfg) == "test"]
+    write_fidelity(model, staging, test, max_clips=160, progress=True)  # the held-out bank: what auto may run
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)

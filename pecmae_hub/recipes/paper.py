@@ -458,6 +458,7 @@ class PaperRecipe:
         partial = self.work / ".model.partial"
         shutil.rmtree(partial, ignore_errors=True)
         model.save_pretrained(partial)
+        self._write_fidelity(model, partial)
         shutil.rmtree(self.path["model"], ignore_errors=True)
         partial.rename(self.path["model"])
         self.say(
@@ -465,6 +466,19 @@ class PaperRecipe:
             f"{'bundled' if bundled else 'referenced: ' + source.describe()})"
         )
         return {"folder": str(self.path["model"]), "autoencoder_bundled": bundled, "license": model.info["license"]}
+
+    def _write_fidelity(self, model, folder: Path) -> None:
+        """The fidelity record (what lets ``precision="auto"`` run the model fast), measured on the test split."""
+        from pecmae_hub.data.split_files import read_tsv
+        from pecmae_hub.fidelity import write_fidelity
+        from pecmae_hub.models.fidelity_record import summary
+
+        test = {rel for _, rel in read_tsv(self.path["splits"] / "test.tsv")}
+        tracks = [p for p in (self.path["splits"] / "tracks.txt").read_text().splitlines() if p]
+        held_out = [p for p in tracks if f"{Path(p).parent.name}/{Path(p).name}" in test]
+        record = write_fidelity(model, folder, held_out or None, progress=self.cfg.progress)
+        for name, entry in sorted(record["precisions"].items()):
+            self.say(f"card: fidelity {name}: {'passes' if entry['passed'] else 'fails'} ({summary(entry)})")
 
     def stage_push(self) -> dict:
         from pecmae_hub.recipes.paper_publish import publish

@@ -563,3 +563,11 @@ def test_the_embedded_model_plays_its_prerendered_prototypes_without_decoding():
     assert all(path is not None and path.endswith(".wav") for path in paths), paths
     words = render_words(index_settings(render_settings_of(shipped)))
     assert words == "unipc sampler, 14 steps, guidance 1, seed 0, noise temperature 0.4, vocos vocoder, -20 LUFS"
+
+
+def test_the_model_tab_says_the_precision_in_force_and_why(app):
+    """``precision="auto"`` is the app's default too: the tiny test model has no fidelity record, so it runs at
+    fp32, and the Model tab (overview and configuration) says so and why."""
+    _card, overview, config = app[0].pecmae.model_info(None)
+    assert "**Precision:** `fp32` (auto: the model has no fidelity record (fidelity.json)" in overview
+    assert config["precision"] == "fp32" and "pecmae fidelity" in config["precision_reason"]

@@ -87,7 +87,13 @@ def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, c
     )
     printed = capsys.readouterr().out
     assert "MAX_AUDIO_DURATION = 10" in printed and "dropped" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "checksums.json", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "checksums.json",
+        "config.json",
+        "fidelity.json",  # measured on synthetic probes: what lets precision="auto" run it fast
+        "model.safetensors",
+    ]
     cfg = json.loads((out / "config.json").read_text())
     assert (
         cfg["chunk_seconds"] == 10 and cfg["cls_layers"] == 2 and cfg["denoiser_layers"] == 2 and cfg["model_dim"] == 32
@@ -100,7 +106,7 @@ def test_diffusion_lightning_ckpt_converts_and_matches_oracle(files, tmp_path, c
     meta = ModelCard(card).data  # front matter built by ModelCardData (hub.cards), parsed back
     assert meta.library_name == "pecmae-hub" and meta.license == "other" and "converted" in meta.tags
 
-    ae = Autoencoder.from_pretrained(out)
+    ae = Autoencoder.from_pretrained(out, precision="fp32")  # parity with the oracles: the exact path
     sd = files["diff_state"]
     wav = torch.randn(2, 6400, generator=torch.Generator().manual_seed(3)) * 0.2
     with torch.inference_mode():
@@ -190,7 +196,7 @@ def test_encodecmae_model_pt_frame_encoder_oracle(files, tmp_path, capsys):
     printed = capsys.readouterr().out
     for dropped in ("decoder.*", "head.*", "target_encoder.*", "decoder_projector.*", "extra_head.*"):
         assert dropped in printed
-    ae = Autoencoder.from_pretrained(out)
+    ae = Autoencoder.from_pretrained(out, precision="fp32")  # parity with the oracles: the exact path
     assert ae.config.cls_layers == 0 and ae.frame_encoder.visible_encoder.encoder_layers[
         0
     ].att_layer.wq.weight.shape == (36, 40)
@@ -357,11 +363,20 @@ def test_cli_validation_and_overwrite(files, tmp_path, capsys):
     with pytest.raises(ConfigError, match="needs --encodec"):
         run_cli("--autoencoder", str(files["ckpt"]), "--out", str(tmp_path / "x"))
     out = tmp_path / "mae"
-    run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out))
+    run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out), "--no-fidelity")
     with pytest.raises(ConfigError, match="--overwrite"):
         run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out))
     assert (
-        run_cli("--encodec", str(files["encodec"]), "--encodecmae", str(files["mae"]), "--out", str(out), "--overwrite")
+        run_cli(
+            "--encodec",
+            str(files["encodec"]),
+            "--encodecmae",
+            str(files["mae"]),
+            "--out",
+            str(out),
+            "--overwrite",
+            "--no-fidelity",
+        )
         == 0
     )
     # through the real entry point: errors become exit code 1 with the message on stderr

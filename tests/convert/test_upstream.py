@@ -272,8 +272,14 @@ def test_cli_from_hub_writes_a_loadable_folder_with_a_card(hub, upstream_files, 
     assert ModelCard(card).data.license == "other"
     with pytest.raises(ConfigError, match="--overwrite"):
         run_cli("--from-hub", "encodecmae-diffusion-10s", "--out", str(out))
-    assert run_cli("--from-hub", "encodecmae-diffusion-10s", "--out", str(out), "--overwrite", "--offline") == 0
+    record = json.loads((out / "fidelity.json").read_text())  # measured at conversion, on synthetic probes
+    assert record["kind"] == "autoencoder" and record["held_out"]["source"].startswith("synthetic probes")
+    args = ("--from-hub", "encodecmae-diffusion-10s", "--out", str(out), "--overwrite", "--offline", "--no-fidelity")
+    assert run_cli(*args) == 0
     assert "taken from the conversion cache" in capsys.readouterr().out
+    # the same files again: the record still names them, so it is kept (and listed in checksums.json)
+    assert json.loads((out / "fidelity.json").read_text()) == record
+    assert Autoencoder.from_pretrained(out).precision_reason != ""
     with pytest.raises(ConfigError, match="does not apply to --from-hub"):
         run_cli("--from-hub", NAME, "--encodec", "x.th", "--out", str(tmp_path / "x"))
 
