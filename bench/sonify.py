@@ -3,7 +3,8 @@ default path against our re-statement of the upstream code.
 
 For each setting (``scheduler:steps``, at fp32; ``scheduler:steps@int8`` at another precision) and prototype, the
 prototype is decoded exactly as ``PECMAE.sonify`` does (one prototype per call, noise ``randn`` seeded like
-``PECMAE._decode`` and scaled by the shipped model's render temperature) and compared with the exact sampler at ``--ref-steps`` (default 200, fp32) from the same noise:
+``PECMAE._decode`` and scaled by the shipped model's render temperature) and compared with the exact sampler at
+``--ref-steps`` (default 200, fp32) from the same noise:
 - ``s_per_proto``: median wall seconds per prototype, decoder + vocoder (``latent_s``: decoder alone;
   ``cpu_s``: process CPU seconds, steadier than wall time on a shared machine with ``--threads 1``);
 - ``logmel_db``: mean |Δ| of the rendered audio's log-mel spectrogram (dB, 64 bands) against the reference's;
