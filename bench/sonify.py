@@ -355,6 +355,7 @@ def main():
 
         shipped_settings = list(dict.fromkeys([*settings, default, (*default[:2], "fp32")]))
         variants = {"fp32": exact.autoencoder, model.precision: model.autoencoder}
+        variants |= variants_of(exact.autoencoder, [s[2] for s in shipped_settings if s[2] not in variants])
         rows = run_model(
             args.model,
             variants,
@@ -419,6 +420,7 @@ def bench_upstream_size(args, chosen, loose, seeds) -> list[dict]:
         z_big = torch.cat([exact.encode(wav, sr=24_000)[:1] for _, wav in probes])
         ref_steps = 0 if args.quick else args.upstream_ref_steps
         variants = {"fp32": exact, fast.precision: fast}
+        variants |= variants_of(exact, [s[2] for s in big_settings if s[2] not in variants])
         rows = run_model(
             "upstream-size", variants, z_big, None, big_settings, ref_steps, seeds[:1], guidance, extra=extra
         )
