@@ -224,9 +224,20 @@ def _fit(text: str) -> str:
 
 
 def precision_words(model) -> str:
-    """``precision int8 (auto: the fidelity record passed ...)``: the mode a command ran at, and why."""
+    """The mode a command ran at and, for ``--precision auto``, why in one short clause: ``precision bf16 (auto:
+    the model's fidelity record vouches for it; int8 refused by it)``, or fp32 with the record's problem (the
+    full reason is logged and shown in the app's Model tab)."""
+    import re
+
     reason = getattr(model, "precision_reason", "asked for")
-    return f"precision {model.precision}" + ("" if reason == "asked for" else f" (auto: {reason})")
+    if reason == "asked for":
+        return f"precision {model.precision}"
+    if model.precision == "fp32":
+        return f"precision fp32 (auto: {reason})"
+    refused = re.findall(r"not (\w+) \(", reason)  # the faster modes the record did not vouch for
+    return f"precision {model.precision} (auto: the model's fidelity record vouches for it" + (
+        f"; {', '.join(refused)} refused by it)" if refused else ")"
+    )
 
 
 def _load_model(args: argparse.Namespace):

@@ -56,7 +56,7 @@ def test_classify_prints_and_records_the_precision(model_dir, clips, tmp_path, c
     wav = str(clips / "tone1.wav")
     fast, exact = tmp_path / "fast.csv", tmp_path / "exact.csv"
     assert main(["classify", wav, "--model", str(model_dir), "--out", str(fast), "--no-progress"]) == 0
-    assert "precision int8 (auto: the fidelity record passed" in capsys.readouterr().err
+    assert "precision int8 (auto: the model's fidelity record vouches for it)" in capsys.readouterr().err
     args = ["classify", wav, "--model", str(model_dir), "--out", str(exact), "--no-progress", "--precision", "fp32"]
     assert main(args) == 0
     err = capsys.readouterr().err
@@ -126,3 +126,21 @@ def test_autoencoder_folders_get_a_record_too(tmp_path, capsys):
     assert main(["fidelity", str(folder), "--precisions", "int8", "--no-progress"]) == 0
     assert "precision auto runs it at int8" in capsys.readouterr().out
     assert Autoencoder.from_pretrained(folder).precision == "int8"
+
+
+def test_the_precision_line_is_one_short_clause():
+    """The command line says the mode and, for auto, why in a few words (the full reason is in the log)."""
+    from types import SimpleNamespace
+
+    from pecmae_hub.cli.classify import precision_words
+
+    reason = (
+        "the fidelity record passed (z cosine >= 0.99992, ...); not int8 (the fidelity record's int8 measurement "
+        "misses its bounds: sonify.latent_rel_l2_max 0.0541887 (bound <= 0.05)); bf16 autocast, bf16 codec"
+    )
+    words = precision_words(SimpleNamespace(precision="bf16", precision_reason=reason))
+    assert words == "precision bf16 (auto: the model's fidelity record vouches for it; int8 refused by it)"
+    asked = SimpleNamespace(precision="int8", precision_reason="asked for")
+    assert precision_words(asked) == "precision int8"
+    none = SimpleNamespace(precision="fp32", precision_reason="the model has no fidelity record (fidelity.json)")
+    assert precision_words(none) == "precision fp32 (auto: the model has no fidelity record (fidelity.json))"
