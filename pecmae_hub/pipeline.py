@@ -47,8 +47,9 @@ from pecmae_hub.hub.registry import (
     REGISTRY,
     resolve_model,
 )
+from pecmae_hub.model_fidelity import load_precision, save_fidelity
 from pecmae_hub.models.autoencoder import Autoencoder
-from pecmae_hub.models.fidelity_record import FIDELITY_NAME, identity_problem, note_once, resolve_precision
+from pecmae_hub.models.fidelity_record import FIDELITY_NAME
 from pecmae_hub.models.head import NEAREST_NAME, PrototypeHead
 from pecmae_hub.models.ood import OOD_CONFIG_NAME, OOD_WEIGHTS_NAME, OODScorer
 from pecmae_hub.models.precision import AUTO, PRECISION_CHOICES, apply_precision, check_precision
@@ -200,7 +201,7 @@ class PECMAE(PrototypeAudio):
         if autoencoder is not None and precision == AUTO:  # a given instance keeps its precision
             precision, reason = autoencoder.precision, "an autoencoder instance was given: its precision is kept"
         else:
-            precision, reason = _resolve_precision(precision, dev, record, files, spec)
+            precision, reason = load_precision(precision, dev, record, files, spec)
         if autoencoder is None:
             autoencoder, ref, source = load_autoencoder(spec, files, device=dev, precision=precision)
         else:
@@ -459,24 +460,8 @@ class PECMAE(PrototypeAudio):
             self.ood.save(folder)  # ood.safetensors + ood.json, listed in checksums.json below
         (folder / FIDELITY_NAME).unlink(missing_ok=True)  # written below only when it is about these files
         write_checksums(folder)
-        self._save_fidelity(folder, fidelity)
+        save_fidelity(self, folder, fidelity)
         return folder
-
-    def _save_fidelity(self, folder: Path, fidelity) -> None:
-        from pecmae_hub.fidelity import folder_digests, store_record, write_fidelity
-
-        carried, fidelity = False, None if fidelity is False else fidelity
-        if self.fidelity is not None and (fidelity is None or fidelity is True):
-            problem = identity_problem(self.fidelity, folder_digests(folder, "model"))
-            if problem is None:
-                store_record(self.fidelity, folder)
-                carried = True
-            else:
-                note_once(f"model {self.name}", f"the fidelity record is not carried into {folder}: {problem}")
-        if fidelity is True and not carried:
-            write_fidelity(self, folder, None, progress=True)
-        elif fidelity is not None and fidelity is not True:
-            write_fidelity(self, folder, fidelity, progress=True)
 
     def push_to_hub(
         self,
@@ -519,46 +504,6 @@ class PECMAE(PrototypeAudio):
             return push_folder(
                 tmp, repo_id, private=private, revision=revision, token=token, commit_message=commit_message
             )
-
-
-def _resolve_precision(requested: str, device, record, files: ModelFiles, spec) -> tuple[str, str]:
-    """``(precision, reason)`` of a model about to load (``"auto"`` decided by its fidelity record)."""
-    from pecmae_hub.fidelity import decisive_files, reference_blocker
-
-    if requested != AUTO:
-        return requested, "asked for"
-    blocker = reference_blocker(spec)
-    judged = record is not None and blocker is None  # what the record must cover is read only when it is judged
-    return resolve_precision(
-        requested,
-        device,
-        record,
-        decisive_files(files, spec) if judged else {},
-        where=f"model {files.describe()}",
-        classes=True,
-        ood=judged and files.get(OOD_CONFIG_NAME, required=False) is not None,
-        decoder=judged and _can_decode(files, spec),
-        blocker=blocker,
-    )
-
-
-def _can_decode(files: ModelFiles, spec: AutoencoderRef) -> bool:
-    """Whether the model's autoencoder has a decoder, from its config alone (it is not loaded yet)."""
-    if spec.name:
-        return True  # the upstream autoencoders known by name are all diffusion autoencoders
-    if spec.path:
-        ae_files = files.child(spec.path)
-    else:
-        ae_files = ModelFiles(
-            repo_id=spec.repo_id,
-            revision=spec.revision,
-            cache_dir=files.cache_dir,
-            local_files_only=files.local_files_only,
-            token=files.token,
-            verify=files.verify,
-        )
-    config = ae_files.json(CONFIG_NAME)
-    return bool(config.get("denoiser_layers", 8)) and bool(config.get("cls_layers", 2))
 
 
 def _check_classify_options(top_k, max_seconds) -> None:

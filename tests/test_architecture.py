@@ -87,7 +87,7 @@ def layer_of(module: str) -> str | None:
         return "main"
     if head in LEAF_MODULES:
         return "leaf"
-    if head in ("pipeline", "prediction", "prototype_audio", "render_index", "batch", "fidelity"):
+    if head in ("pipeline", "prediction", "prototype_audio", "render_index", "batch", "fidelity", "model_fidelity"):
         return "pipeline"
     if head in SUBPACKAGE_LAYERS:
         return head
