@@ -14,7 +14,6 @@ from ``<out>/checkpoint.pt`` (read with ``weights_only=True``).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -29,7 +28,8 @@ from torch import nn
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.sampling.v_diffusion import v_diffusion_targets
-from pecmae_hub.storage.atomic import atomic_write, atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write_text
+from pecmae_hub.training.resumable import load_checkpoint, save_checkpoint, train_log
 
 
 @dataclass
@@ -205,31 +205,19 @@ def train_autoencoder(
             min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) * 0.95 + 0.05
         ),
     )
-    step = 0
     ckpt_path = out / "checkpoint.pt"
     gen = torch.Generator().manual_seed(cfg.seed)
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        ae.load_state_dict(state["model"])
-        if projector is not None and "projector" in state:
-            projector.load_state_dict(state["projector"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step = int(state["step"])
-        gen.set_state(state["generator"])
+    parts = {"model": ae, "optimizer": optimizer, "schedule": schedule, "projector": projector}
+    step = load_checkpoint(ckpt_path, parts, gen)
     model, _, optimizer = (
         accelerator.prepare(ae, projector, optimizer)
         if projector is not None
         else (*accelerator.prepare(ae, optimizer)[:1], None, accelerator.prepare(optimizer))
     )
-    log_path = out / "train_log.csv"
-    new_log = not log_path.exists()
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="autoencoder", disable=not progress)
-    with open(log_path, "a", newline="") as log:
-        writer = csv.writer(log)
-        if new_log:
-            writer.writerow(["step", "total", "diffusion", "invariance", "supcon", "lr", "seconds"])
+    columns = ["step", "total", "diffusion", "invariance", "supcon", "lr", "seconds"]
+    with train_log(out / "train_log.csv", columns) as (log, writer):
         while step < cfg.steps:
             batch, batch2, idx = random_crops(clips, ae.chunk_samples, cfg.batch_size, gen)
             batch_labels = labels[idx].to(accelerator.device) if labels is not None else None
@@ -262,16 +250,8 @@ def train_autoencoder(
             )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 log.flush()
-                state = {
-                    "model": accelerator.unwrap_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "step": step,
-                    "generator": gen.get_state(),
-                }
-                if projector is not None:
-                    state["projector"] = projector.state_dict()
-                atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+                unwrapped = {"model": accelerator.unwrap_model(model), "optimizer": optimizer}
+                save_checkpoint(ckpt_path, parts | unwrapped, gen, step)
                 if time_budget_s is not None and time.time() - started > time_budget_s:
                     break
     bar.close()

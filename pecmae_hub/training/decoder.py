@@ -14,7 +14,6 @@ Resumable: ``<out>/checkpoint.pt`` (read with ``weights_only=True``).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -29,7 +28,8 @@ import torch.nn.functional as F
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.models.autoencoder import Autoencoder
 from pecmae_hub.sampling.v_diffusion import v_diffusion_targets
-from pecmae_hub.storage.atomic import atomic_write, atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write_text
+from pecmae_hub.training.resumable import load_checkpoint, save_checkpoint, train_log
 
 
 @dataclass
@@ -112,21 +112,11 @@ def train_decoder(
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        ae.denoiser.load_state_dict(state["denoiser"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        gen.set_state(state["generator"])
-        step = int(state["step"])
-    log_path = out / "train_log.csv"
-    new_log = not log_path.exists()
+    parts = {"denoiser": ae.denoiser, "optimizer": optimizer, "schedule": schedule}
+    step = load_checkpoint(ckpt_path, parts, gen)
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="decoder", disable=not progress)
-    with open(log_path, "a", newline="") as log:
-        writer = csv.writer(log)
-        if new_log:
-            writer.writerow(["step", "diffusion", "lr", "seconds"])
+    with train_log(out / "train_log.csv", ["step", "diffusion", "lr", "seconds"]) as (log, writer):
         while step < cfg.steps:
             idx = torch.randint(0, len(z), (cfg.batch_size,), generator=gen)
             target = signal[idx].float().to(ae.device)
@@ -150,14 +140,7 @@ def train_decoder(
             writer.writerow([step, f"{value:.5f}", f"{schedule.get_last_lr()[0]:.3g}", f"{time.time() - started:.1f}"])
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 log.flush()
-                state = {
-                    "denoiser": ae.denoiser.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(),
-                    "generator": gen.get_state(),
-                    "step": step,
-                }
-                atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+                save_checkpoint(ckpt_path, parts, gen, step)
                 if time_budget_s is not None and time.time() - started > time_budget_s:
                     break
     bar.close()

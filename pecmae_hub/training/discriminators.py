@@ -35,13 +35,18 @@ class PeriodDiscriminator(nn.Module):
         pad = (-n) % self.period
         x = F.pad(wav, (0, pad), mode="reflect") if pad else wav
         x = x.reshape(b, 1, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.out(x)
+        return _conv_stack(self.convs, self.out, x)
+
+
+def _conv_stack(convs: nn.ModuleList, out: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, FeatureMaps]:
+    """Leaky-ReLU convolutions then the output convolution: (flattened logits, every layer's feature map)."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
         feats.append(x)
-        return x.flatten(1), feats
+    x = out(x)
+    feats.append(x)
+    return x.flatten(1), feats
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -64,13 +69,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, wav: torch.Tensor) -> tuple[torch.Tensor, FeatureMaps]:
         spec = torch.stft(wav, self.n_fft, self.n_fft // 4, window=self.window, center=True, return_complex=True)
         x = torch.log(spec.abs().clamp_min(1e-5)).unsqueeze(1)  # (B, 1, F, T)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        x = self.out(x)
-        feats.append(x)
-        return x.flatten(1), feats
+        return _conv_stack(self.convs, self.out, x)
 
 
 class VocoderDiscriminators(nn.Module):

@@ -16,7 +16,6 @@ discriminators, both optimisers and the random state; ``time_budget_s`` stops af
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -32,7 +31,8 @@ from pecmae_hub.audio import HOP_LENGTH
 from pecmae_hub.errors import ConfigError
 from pecmae_hub.models.melspec import MelCodec
 from pecmae_hub.models.vocoder import MelVocoder
-from pecmae_hub.storage.atomic import atomic_write, atomic_write_text
+from pecmae_hub.storage.atomic import atomic_write_text
+from pecmae_hub.training.resumable import load_checkpoint, save_checkpoint, train_log
 
 
 @dataclass
@@ -152,25 +152,14 @@ def train_vocoder(
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        vocoder.load_state_dict(state["vocoder"])
-        opt_g.load_state_dict(state["opt_g"])
-        sched_g.load_state_dict(state["sched_g"])
-        if "discriminators" in state:  # saved once the adversarial phase has begun
-            discriminators.load_state_dict(state["discriminators"])
-            opt_d.load_state_dict(state["opt_d"])
-            sched_d.load_state_dict(state["sched_d"])
-        gen.set_state(state["generator"])
-        step = int(state["step"])
-    log_path = out / "train_log.csv"
-    new_log = not log_path.exists()
+    generator_parts = {"vocoder": vocoder, "opt_g": opt_g, "sched_g": sched_g}
+    # the discriminators' parts are saved once the adversarial phase has begun
+    adversary_parts = {"discriminators": discriminators, "opt_d": opt_d, "sched_d": sched_d}
+    step = load_checkpoint(ckpt_path, generator_parts | adversary_parts, gen)
     started = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="vocoder", disable=not progress)
-    with open(log_path, "a", newline="") as log:
-        writer = csv.writer(log)
-        if new_log:
-            writer.writerow(["step", "mel", "stft", "group_delay", "inst_freq", "gen", "fm", "disc", "seconds"])
+    columns = ["step", "mel", "stft", "group_delay", "inst_freq", "gen", "fm", "disc", "seconds"]
+    with train_log(out / "train_log.csv", columns) as (log, writer):
         while step < cfg.steps:
             wav = random_segments(clips, samples, cfg.batch_size, cfg.gain_db, gen)
             fake, losses = reconstruction_losses(vocoder, codec, wav, stft_loss, cfg)
@@ -214,18 +203,7 @@ def train_vocoder(
             )
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 log.flush()
-                state = {
-                    "vocoder": vocoder.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "sched_g": sched_g.state_dict(),
-                    "generator": gen.get_state(),
-                    "step": step,
-                }
-                if adversarial:
-                    state["discriminators"] = discriminators.state_dict()
-                    state["opt_d"] = opt_d.state_dict()
-                    state["sched_d"] = sched_d.state_dict()
-                atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
+                save_checkpoint(ckpt_path, generator_parts | (adversary_parts if adversarial else {}), gen, step)
                 if time_budget_s is not None and time.time() - started > time_budget_s:
                     break
     bar.close()
