@@ -143,6 +143,10 @@ def _clips(audio, max_clips: int, max_seconds: float) -> tuple[list[tuple[str, n
     if isinstance(audio, (str, os.PathLike)) or (
         isinstance(audio, Sequence) and audio and isinstance(audio[0], (str, os.PathLike))
     ):
+        given = [audio] if isinstance(audio, (str, os.PathLike)) else list(audio)
+        missing = [os.fspath(p) for p in given if not Path(p).exists()]
+        if missing:  # a typo must not quietly shrink the set a record is measured on
+            raise DatasetError(f"held-out audio not found: {', '.join(missing)}")
         paths = [f.path for f in collect_audio_files(audio)]
         description = os.fspath(audio) if isinstance(audio, (str, os.PathLike)) else f"{len(paths)} files"
         items: list = paths
@@ -323,7 +327,8 @@ def measure_fidelity(
     2); ``steps``/``scheduler``: the sampler (default: the model's on-the-fly default, as ``sonify``).
 
     Raises:
-        ConfigError: a precision this device cannot run. DatasetError: no held-out clip could be read.
+        ConfigError: a precision this device cannot run.
+        DatasetError: a held-out path that does not exist, or no held-out clip could be read.
     """
     from tqdm.auto import tqdm
 

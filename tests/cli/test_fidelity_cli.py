@@ -40,7 +40,7 @@ def model_dir(tmp_path_factory, clips) -> Path:
     return folder
 
 
-def test_fidelity_command_writes_the_record_and_says_what_auto_runs(model_dir, capsys):
+def test_fidelity_command_writes_the_record_and_says_what_auto_runs(model_dir, clips, capsys):
     record = json.loads((model_dir / "fidelity.json").read_text())
     assert record["held_out"]["clips"] == 4 and record["precisions"]["int8"]["sonify"]["items"] == 3
     assert "fidelity.json" in json.loads((model_dir / "checksums.json").read_text())["files"]
@@ -50,6 +50,11 @@ def test_fidelity_command_writes_the_record_and_says_what_auto_runs(model_dir, c
     assert "precision auto runs it at int8 on this CPU: the fidelity record passed" in out
     assert main(["fidelity", str(model_dir), "--precisions", "fp16"]) == 1  # a mode this device cannot run
     assert "fp16' needs a CUDA device" in capsys.readouterr().err
+    before = (model_dir / "fidelity.json").read_bytes()
+    missing = str(model_dir / "no-such-clips")
+    assert main(["fidelity", str(model_dir), "--held-out", str(clips), missing, "--no-progress"]) == 1
+    assert f"held-out audio not found: {missing}" in capsys.readouterr().err  # a typo is not a smaller set
+    assert (model_dir / "fidelity.json").read_bytes() == before  # the record in place is kept
 
 
 def test_classify_prints_and_records_the_precision(model_dir, clips, tmp_path, capsys):
